@@ -1,0 +1,86 @@
+"""Budgets, the feasible fraction of a space, and constraint-aware sampling."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from overlock.config import OverLoCKConfig
+
+from .cost import complexity
+from .spec import SearchSpace, SpaceError
+
+# budget name -> Cost.as_metrics() key; only budgets known before training are checked here
+PRICED_METRICS = ("flops", "flops_paper", "params", "memory_mb")
+
+
+@dataclass(frozen=True)
+class FeasibleFraction:
+    fraction: float
+    exact: bool           # True: by enumeration; False: estimated by sampling
+    evaluated: int
+    ci95: tuple[float, float]
+
+    def describe(self) -> str:
+        if self.exact:
+            return f"{self.fraction:.1%} (exact, {self.evaluated} configs enumerated)"
+        lo, hi = self.ci95
+        return (f"{self.fraction:.1%} (estimated from {self.evaluated} random samples, "
+                f"95% CI {lo:.1%}-{hi:.1%})")
+
+
+def priced_budgets(budgets: dict | None) -> dict:
+    """The budgets the analytic cost model can check (flops, params, memory)."""
+    return {k: float(v) for k, v in (budgets or {}).items() if k in PRICED_METRICS}
+
+
+def violations(config: OverLoCKConfig, budgets: dict, batch: int = 1) -> dict:
+    """{metric: value - budget} for each priced budget (feasible iff every value <= 0)."""
+    metrics = complexity(config, batch=batch).as_metrics()
+    return {k: metrics[k] - v for k, v in priced_budgets(budgets).items()}
+
+
+def is_feasible(config: OverLoCKConfig, budgets: dict) -> bool:
+    return all(v <= 0 for v in violations(config, budgets).values())
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def feasible_fraction(space: SearchSpace, budgets: dict, max_enumerate: int = 20_000,
+                      samples: int = 2_000, seed: int = 0) -> FeasibleFraction:
+    """Fraction of the space within `budgets`: exact by enumeration when the space has at most
+    `max_enumerate` points, else estimated from `samples` uniform samples (with a 95% interval)."""
+    budgets = priced_budgets(budgets)
+    size = space.size()
+    if size is not None and size <= max_enumerate:
+        n = ok = 0
+        for config in space.enumerate():
+            n += 1
+            ok += is_feasible(config, budgets)
+        return FeasibleFraction(ok / max(n, 1), True, n, (ok / max(n, 1),) * 2)
+    rng = random.Random(seed)
+    ok = 0
+    for _ in range(samples):
+        ok += is_feasible(space.sample(rng), budgets)
+    return FeasibleFraction(ok / samples, False, samples, _wilson(ok, samples))
+
+
+def sample_feasible(space: SearchSpace, budgets: dict, seed: int | random.Random | None = None,
+                    max_tries: int = 10_000) -> OverLoCKConfig:
+    """A uniformly drawn config within the budgets (rejection sampling)."""
+    rng = seed if isinstance(seed, random.Random) else random.Random(seed)
+    for _ in range(max_tries):
+        config = space.sample(rng)
+        if is_feasible(config, budgets):
+            return config
+    raise SpaceError(f"no config within budgets {priced_budgets(budgets)} in {max_tries} samples "
+                     f"of space {space.name!r}: loosen a budget or narrow the space")
