@@ -250,7 +250,8 @@ class OverLoCK(nn.Module):
         self.patch_embedx = CTXDownsample(w3, w4, ctx_dim)
 
         base_depths = (*cfg.base_depths, cfg.overview_depth)
-        dpr = torch.linspace(0, drop_path_rate, cfg.depth).tolist()
+        n = cfg.depth
+        dpr = [drop_path_rate * i / max(n - 1, 1) for i in range(n)]
         cursor = 0
         for stage, (dim, depth) in enumerate(zip(cfg.widths, base_depths)):
             blocks = nn.ModuleList(
