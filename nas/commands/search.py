@@ -1,0 +1,205 @@
+"""`overlock-nas search STUDY.yaml`: run or resume a constrained multi-objective study."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections import deque
+
+import click
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class _Display:
+    """Live status (trials done / feasible / failed, Pareto size, best so far, ETA) on a terminal;
+    one plain line per event otherwise (pipes, CI logs)."""
+
+    def __init__(self, console, title: str):
+        self.console = console
+        self.title = title
+        self.lines: deque[str] = deque(maxlen=8)
+        self.progress = None
+        self.live = None
+        self._last_plain = 0.0
+
+    def __enter__(self):
+        if self.console.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(self._render(), console=self.console, refresh_per_second=4,
+                             transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live is not None:
+            self.live.update(self._render())
+            self.live.__exit__(*exc)
+
+    def status(self) -> str:
+        p = self.progress
+        if p is None:
+            return "starting Ray and the study..."
+        parts = [f"{p.done}/{p.target} done", f"{p.complete} complete ({p.feasible} feasible)"]
+        if p.infeasible:
+            parts.append(f"{p.infeasible} over budget")
+        if p.halved:
+            parts.append(f"{p.halved} stopped early")
+        parts.append(f"{p.failed} failed")
+        if p.reused:
+            parts.append(f"{p.reused} reused")
+        parts.append(f"{p.running} running")
+        parts.append(f"Pareto {p.pareto}")
+        if p.best:
+            parts.append(f"best {p.best}")
+        parts.append(f"elapsed {_duration(p.elapsed_s)}")
+        parts.append(f"ETA {_duration(p.eta_s)}")
+        return " | ".join(parts)
+
+    def _render(self):
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.text import Text
+
+        body = [Text(line, overflow="ellipsis", no_wrap=True) for line in self.lines]
+        return Panel(Group(*body, Text(""), Text(self.status(), style="bold")),
+                     title=self.title, title_align="left")
+
+    def __call__(self, progress, line):
+        self.progress = progress
+        if line is not None:
+            self.lines.append(line)
+        if self.live is not None:
+            self.live.update(self._render())
+        elif line is not None:
+            self.console.print(line, highlight=False, soft_wrap=True)
+            now = time.monotonic()
+            if now - self._last_plain > 15 or progress.done == progress.target:
+                self._last_plain = now
+                self.console.print(f"  [{self.status()}]", highlight=False, soft_wrap=True)
+
+
+def _front_table(result, console):
+    from rich.table import Table
+
+    from nas.engine import _fmt
+
+    rows = [t for t in result.pareto if t.user_attrs.get("reused_from") is None]
+    first = result.objectives[0]
+    rows.sort(key=lambda t: t.values[0], reverse=(first in ("accuracy", "synflow", "naswot", "zico")))
+    table = Table(title=f"Feasible Pareto front: {len(rows)} architecture(s)", title_justify="left")
+    table.add_column("trial", justify="right")
+    shown = list(result.objectives)
+    for extra in ("params", "flops", "latency_ms"):
+        if extra not in shown:
+            shown.append(extra)
+    labels = {"flops": "GMACs", "flops_paper": "GMACs (paper)", "params": "params (M)",
+              "latency_ms": "latency (ms)", "memory_mb": "memory (MiB)"}
+    for name in shown:
+        table.add_column(labels.get(name, name), justify="right")
+    table.add_column("architecture")
+    for t in rows:
+        cells = [str(t.number)]
+        for name in shown:
+            v = t.values[result.objectives.index(name)] if name in result.objectives \
+                else t.user_attrs.get(name)
+            cells.append("-" if v is None else _fmt(name, v).split(" ")[0])
+        cells.append(t.user_attrs.get("summary", ""))
+        table.add_row(*cells)
+    return table, rows
+
+
+@click.command("search")
+@click.argument("study_file", type=click.Path(dir_okay=False))
+@click.option("--address", default=None, metavar="HOST:PORT",
+              help="Ray cluster to run trials on (default: $RAY_ADDRESS, else a local Ray).")
+@click.option("--trials", type=int, default=None,
+              help="Total trial budget, overriding the file (raise it to extend a finished study).")
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None,
+              help="Run directory (default: the file's output_dir, else runs/<name>).")
+def command(study_file, address, trials, run_dir):
+    """Run the study in STUDY_FILE, or continue it: running the same command again resumes.
+
+    Stores everything in the run directory (Optuna journal `study.log`, weights, latency cache);
+    `overlock-nas report RUN_DIR` and `overlock-nas export RUN_DIR --trial N` read it.
+    Ctrl-C stops cleanly: trials in flight are recorded as interrupted and re-queued.
+    """
+    from rich.console import Console
+
+    from nas.engine import SearchEngine, SearchError
+    from nas.executor import ExecutorError
+    from nas.study import StudyFileError, load_study_file
+
+    console = Console(highlight=False)
+    try:
+        spec = load_study_file(study_file)
+        engine = SearchEngine(spec, run_dir, address=address, trials=trials)
+    except (StudyFileError, SearchError) as e:
+        raise click.ClickException(str(e)) from None
+
+    constraints = ", ".join(f"{k} <= {_budget(k, v)}" for k, v in spec.constraints.items()) or "none"
+    objectives = ", ".join(f"{o} ({d[:3]})" for o, d in zip(spec.objectives, spec.directions))
+    console.print(f"[bold]study {spec.name}[/bold]: {engine.target} trials | objectives {objectives} "
+                  f"| constraints {constraints} | sampler {spec.sampler_name} | run dir {engine.run_dir}")
+
+    def on_signal(signum, frame):
+        if engine._stop:               # a second Ctrl-C: stop waiting for the cleanup
+            raise KeyboardInterrupt
+        engine.request_stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    display = _Display(console, f"overlock-nas search {spec.name}")
+    engine.on_progress = display
+    started = time.monotonic()
+    try:
+        with display:
+            result = engine.run()
+    except (SearchError, ExecutorError) as e:
+        raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:
+        console.print("interrupted during cleanup; run the same command to continue")
+        sys.exit(130)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    wall = time.monotonic() - started
+    p = result.progress
+    run = result.run_dir
+    if result.interrupted:
+        console.print(f"interrupted after {_duration(wall)}: {p.done}/{p.target} trials done, the ones in "
+                      f"flight were re-queued; run the same command to continue ({run})")
+        sys.exit(130)
+
+    table, rows = _front_table(result, console)
+    console.print(table)
+    console.print(f"{p.done} trials ({p.complete} complete, {p.feasible} feasible, {p.infeasible} over "
+                  f"budget, {p.halved} stopped early, {p.failed} failed, {p.reused} reused) in "
+                  f"{_duration(wall)} this run; GMACs = multiply-adds (fvcore; the paper's FLOPs) at "
+                  f"the study resolution, batch 1")
+    score = spec.score_metric or result.objectives[0]
+    best = None
+    if rows:
+        i = result.objectives.index(score)
+        best = (max if score in ("accuracy", "synflow", "naswot", "zico") else min)(
+            rows, key=lambda t: t.values[i])
+    console.print("next:")
+    console.print(f"  overlock-nas report {run}")
+    if best is not None:
+        console.print(f"  overlock-nas export {run} --trial {best.number}    # best {score}")
+    else:
+        console.print("  (no feasible trial yet: relax the constraints or raise --trials)")
+
+
+def _budget(name: str, value: float) -> str:
+    from nas.engine import _fmt
+
+    return _fmt(name, value)

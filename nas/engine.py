@@ -1,0 +1,1101 @@
+"""The ask/tell driver: Optuna owns the study, this one process decides, Ray only executes.
+
+    >>> from nas.study import load_study_file
+    >>> from nas.engine import SearchEngine
+    >>> result = SearchEngine(load_study_file("studies/quickstart.yaml")).run()
+    >>> [t.number for t in result.pareto]
+
+One trial, in the driver (every fact recorded as a user attribute, docs/storage.md):
+
+1. `space.suggest(trial)` samples a config (define-by-run); its hash identifies the architecture.
+2. Same hash as a finished trial -> that trial's result is reused (`reused_from`), never re-run.
+   Same hash as a trial in flight -> it waits for that one.
+3. Params, FLOPs and memory from the analytic cost model (fvcore cross-check on a sample of
+   trials: a mismatch stops the study). A broken budget -> PRUNED, `infeasible`, never trained.
+4. Latency, when it is an objective or a constraint: measured before training, alone on a node
+   (no evaluation runs meanwhile), cached by (hash, device, batch, resolution, dtype, memory format).
+   A broken latency budget -> PRUNED, `infeasible`, never trained.
+5. The evaluator runs as a Ray task. With rungs (successive halving) a trial trains to each rung
+   and continues only if its score is in the top 1/eta of the trials that reached that rung (or
+   fewer than `min_trials` have); else it is told PRUNED with `fidelity` < 1. COMPLETE always
+   means full fidelity.
+
+Reliability: one driver per run directory (fcntl lock); the trial budget is counted from storage;
+on start, RUNNING trials left by a dead driver are re-run under their number (their config was
+recorded) or failed and re-queued (it was not); the sampler seed is derived from (seed, number of
+stored trials) so a restart never replays; stored objectives, constraints, space and evaluator are
+checked against the file. A trial that raises, yields NaN, runs out of memory or exceeds
+`trial_timeout_s` is FAIL with `reason`; a dead worker is retried by Ray. Stopping (Ctrl-C,
+`request_stop()`): no new trials; in-flight ones are told FAIL (`reason: interrupted`) and their
+params re-queued, so the next run evaluates them first and the budget does not shrink.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import json
+import math
+import os
+import shutil
+import socket
+import tempfile
+import time
+import traceback
+import warnings
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .executor import Executor, ExecutorError, TaskLost, resolve
+from .study import COST_METRICS, DIRECTIONS, StudySpec, sampler_class
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+EVAL_TARGET = "nas.engine:run_evaluation"
+LATENCY_TARGET = "nas.engine:run_latency"
+# user_attrs copied when a trial reuses another's result
+_IDENTITY_ATTRS = ("config", "config_hash", "summary", "resolution", "seed", "driver")
+
+
+class SearchError(Exception):
+    """The search cannot start or go on; the message is one line for the user."""
+
+
+class DriverBusy(SearchError):
+    pass
+
+
+class StudyMismatch(SearchError):
+    pass
+
+
+class CostModelMismatch(SearchError):
+    pass
+
+
+# ================================================================================== worker side
+_EVALUATOR_CACHE: dict[str, Any] = {}
+
+
+def make_evaluator(name: str, settings: dict):
+    """A built-in evaluator by name, or `module:attribute` called with the settings dict."""
+    if ":" in name:
+        return resolve(name)(settings)
+    from nas.evaluators import get_evaluator
+
+    return get_evaluator(name, settings)
+
+
+def _cached_evaluator(name: str, settings: dict):
+    key = json.dumps([name, settings], sort_keys=True, default=str)
+    if key not in _EVALUATOR_CACHE:
+        _EVALUATOR_CACHE[key] = make_evaluator(name, settings)
+    return _EVALUATOR_CACHE[key]
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _failure(e: BaseException) -> dict:
+    """{ok: False, reason, error} for an exception raised by trial code."""
+    reason = getattr(e, "reason", None)
+    text = " ".join(str(e).split())
+    if not reason:
+        if isinstance(e, MemoryError) or "out of memory" in text.lower() \
+                or "can't allocate memory" in text.lower():
+            reason = f"out of memory: {text[:200]}"
+        else:
+            reason = f"{type(e).__name__}: {text[:240]}" if text else type(e).__name__
+    return {"ok": False, "reason": reason,
+            "error": "".join(traceback.format_exception(e))[-4000:]}
+
+
+def run_evaluation(evaluator: str, settings: dict, config: dict, *, budget_epochs: int | None,
+                   device: str, seed: int, weights_name: str,
+                   resume_files: dict[str, tuple[str, bytes]] | None = None) -> dict:
+    """Runs in a Ray worker: score one config. Never raises for trial errors.
+
+    Files the evaluator writes (weights, optimiser state) come back as bytes, so workers need no
+    shared filesystem; `resume_files` brings them back for the next rung.
+    """
+    from overlock import OverLoCKConfig
+
+    work = tempfile.mkdtemp(prefix="overlock-nas-")
+    try:
+        try:
+            ev = _cached_evaluator(evaluator, settings)
+            resume_from = None
+            for key, (name, data) in (resume_files or {}).items():
+                path = os.path.join(work, name)
+                with open(path, "wb") as fh:
+                    fh.write(data)
+                if key == "weights":
+                    resume_from = path
+            t0 = time.perf_counter()
+            result = ev.evaluate(OverLoCKConfig.from_dict(config), budget_epochs=budget_epochs,
+                                 device=_resolve_device(device), seed=seed, workdir=work,
+                                 resume_from=resume_from, weights_name=weights_name)
+            wall = time.perf_counter() - t0
+        except Exception as e:  # noqa: BLE001 - every trial error becomes a FAIL record
+            return _failure(e)
+        out = {k: v for k, v in dict(result).items() if k not in ("weights", "state")}
+        out.setdefault("wall_s", wall)
+        files = {}
+        for key in ("weights", "state"):
+            path = result.get(key)
+            if path and os.path.exists(path):
+                with open(path, "rb") as fh:
+                    files[key] = (os.path.basename(path), fh.read())
+        out.update(ok=True, files=files, host=socket.gethostname())
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_latency(config: dict, *, device: str, latency: dict, threads: int | None) -> dict:
+    """Runs in a Ray worker that holds a whole node: measure one config's latency."""
+    from overlock import OverLoCKConfig
+
+    try:
+        from nas.measure import measure_latency
+
+        res = measure_latency(OverLoCKConfig.from_dict(config), device=_resolve_device(device),
+                              batch=latency["batch"], dtype=latency["dtype"],
+                              channels_last=latency["channels_last"], warmup=latency["warmup"],
+                              repeats=latency["repeats"], threads=threads,
+                              profile_stages=latency["profile_stages"])
+    except Exception as e:  # noqa: BLE001
+        return _failure(e)
+    return {"ok": True, **res}
+
+
+# ================================================================================== driver side
+class DriverLock:
+    """An exclusive fcntl lock on RUN_DIR/driver.lock, released when the process ends (even by
+    SIGKILL), so a second driver on the same run directory is refused, never blocked."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / "driver.lock"
+        self._fh = None
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise DriverBusy(f"{self.path.parent}: another overlock-nas search is running on this "
+                             f"run directory ({holder}); wait for it to finish or stop it, or use "
+                             "another --run-dir") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                 f"{_dt.datetime.now().isoformat(timespec='seconds')}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc):
+        if self._fh:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+def open_storage(spec: StudySpec, run_dir: Path):
+    """The study's storage: a journal file in the run directory, or the study file's RDB URL."""
+    url = spec.storage
+    if not url:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(str(run_dir / "study.log")))
+    try:
+        if url.startswith("sqlite"):
+            # sqlite's default 5 s lock timeout fails commits while a reader holds the file
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        return optuna.storages.RDBStorage(url)
+    except Exception as e:  # noqa: BLE001
+        raise SearchError(f"{spec.label}: storage: cannot open {url!r}: "
+                          f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+
+
+def derived_seed(*values: int) -> int:
+    """A 31-bit seed mixed from several integers (stable across processes)."""
+    return int(np.random.SeedSequence([int(v) & 0xFFFFFFFF for v in values]).generate_state(1)[0] >> 1)
+
+
+def set_constraints(study: optuna.Study, trial: optuna.Trial, names: list[str], known: dict) -> None:
+    """Named constraints (optuna 5) plus the legacy `system_attrs["constraints"]` tuple that
+    optuna-dashboard reads, in the order of `names` (a budget not measured is 0.0 there; the trial
+    is then infeasible by another one)."""
+    if not names:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in names:
+            if name in known:
+                trial.set_constraint(name, float(known[name]))
+        study._storage.set_trial_system_attr(
+            trial._trial_id, "constraints", tuple(float(known.get(n, 0.0)) for n in names))
+
+
+@dataclass
+class Progress:
+    """A snapshot of the study for progress displays."""
+
+    target: int = 0           # trial budget
+    counted: int = 0          # trials in the study that count against it
+    done: int = 0             # finished (COMPLETE + PRUNED + FAIL)
+    complete: int = 0
+    feasible: int = 0         # COMPLETE and within every budget
+    infeasible: int = 0       # PRUNED before training (a budget broken)
+    halved: int = 0           # PRUNED by successive halving
+    failed: int = 0
+    reused: int = 0
+    running: int = 0
+    pareto: int = 0
+    best: str = ""
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+    session_done: int = 0
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    study_name: str
+    storage: str
+    objectives: list[str]
+    progress: Progress
+    pareto: list[FrozenTrial]
+    interrupted: bool = False
+    wall_time_s: float = 0.0
+
+
+@dataclass(eq=False)
+class _Live:
+    """A trial this driver is working on."""
+
+    trial: optuna.Trial
+    config: Any = None
+    chash: str = ""
+    seed: int = 0
+    rung: int = 0                     # index into the rung budgets
+    metrics: dict = field(default_factory=dict)   # known objective/constraint values
+    eval_s: float = 0.0               # evaluation time of the rungs already run
+    started: float = 0.0              # monotonic start of the current task
+    handle: Any = None
+    kind: str = ""                    # "eval" | "latency" while a task runs
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+
+class SearchEngine:
+    """Runs (or resumes) one study.
+
+    Args:
+        spec: the loaded study file.
+        run_dir: overrides the study file's `output_dir`.
+        address: a Ray cluster to use (else `RAY_ADDRESS`, else an embedded local Ray).
+        trials: overrides the study's trial budget (total, counted from storage).
+        on_progress: called as `on_progress(progress, line)` after every event; `line` is a
+            one-line description of what happened, or None for a periodic tick.
+        num_cpus: CPUs of the embedded local Ray (default: all).
+    """
+
+    def __init__(self, spec: StudySpec, run_dir: str | os.PathLike | None = None, *,
+                 address: str | None = None, trials: int | None = None,
+                 on_progress: Callable[[Progress, str | None], None] | None = None,
+                 num_cpus: int | None = None):
+        self.spec = spec
+        self.run_dir = spec.run_dir(run_dir).resolve()
+        self.target = int(trials if trials is not None else spec.trials)
+        if self.target < 1:
+            raise SearchError(f"--trials {trials}: must be >= 1")
+        self.on_progress = on_progress
+        self.executor = Executor(address, num_cpus=num_cpus)
+        self.objectives = list(spec.objectives)
+        self.constraint_names = list(spec.constraints)
+        self.budgets = dict(spec.constraints)
+        self._stop = False
+        self.study: optuna.Study | None = None
+        self.evaluator = None
+        self.rung_budgets: list[int | None] = [None]
+        self.driver_id = f"{socket.gethostname()}:{self.run_dir}"
+
+    # -------------------------------------------------------------------------------- public
+    def request_stop(self) -> None:
+        """Stop asking; in-flight trials are failed as `interrupted` and re-queued (idempotent)."""
+        self._stop = True
+
+    def run(self) -> SearchResult:
+        """Run until the trial budget is spent or a stop is requested.
+
+        Raises:
+            SearchError: (subclasses DriverBusy, StudyMismatch, CostModelMismatch) one line.
+            ExecutorError: Ray could not be started or reached.
+        """
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with DriverLock(self.run_dir):
+            self._t0 = self._wall_mark = time.monotonic()
+            self._open_study()
+            self._build_evaluator()
+            self._store_study_attrs()
+            self._latency_cache = self._open_latency_cache()
+            (self.run_dir / "study.yaml").write_text(_dump_yaml(self.spec.resolved()))
+            self.executor.start()
+            try:
+                interrupted = self._loop()
+            finally:
+                self._save_wall_time()
+                self.executor.shutdown()
+            return self._result(interrupted)
+
+    # ------------------------------------------------------------------------------- storage
+    def _open_study(self) -> None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        self.storage = open_storage(self.spec, self.run_dir)
+        self.storage_label = self.spec.storage or str(self.run_dir / "study.log")
+        names = [s.study_name for s in optuna.get_all_study_summaries(self.storage)]
+        if names and self.spec.name not in names and not self.spec.storage:
+            raise StudyMismatch(f"{self.run_dir}: holds study {names[0]!r}, but {self.spec.label} is "
+                                f"study {self.spec.name!r}; use another --run-dir")
+        existed = self.spec.name in names
+        self.study = optuna.create_study(study_name=self.spec.name, storage=self.storage,
+                                         directions=self.spec.directions, load_if_exists=True)
+        self.resumed = existed
+        if existed:
+            self._check_stored_study()
+        else:
+            self.study.set_metric_names(self.objectives)
+
+    def _check_stored_study(self) -> None:
+        study, label = self.study, self.spec.label
+        stored = [f"{n} ({d.name.lower()})" for n, d in
+                  zip(study.metric_names or ["?"] * len(study.directions), study.directions)]
+        wanted = [f"{n} ({d})" for n, d in zip(self.objectives, self.spec.directions)]
+        if stored != wanted:
+            raise StudyMismatch(f"{label}: objectives {wanted} differ from those stored in "
+                                f"{self.storage_label} ({stored}); restore them or use another --run-dir")
+        attrs = study.user_attrs
+        checks = [("constraints", attrs.get("constraints"), self.budgets),
+                  ("space", attrs.get("space"), _jsonable(self.spec.space_dict))]
+        for key, old, new in checks:
+            if old is not None and _jsonable(old) != _jsonable(new):
+                raise StudyMismatch(f"{label}: {key} differ from those the stored study was run with "
+                                    f"(stored: {_short(old)}); restore them or use another --run-dir")
+
+    def _store_study_attrs(self) -> None:
+        study = self.study
+        attrs = study.user_attrs
+        ev = None
+        if self.evaluator is not None:
+            ev = {"name": self.spec.evaluator.name, **_jsonable(self.evaluator.settings)}
+        if self.resumed and "evaluator" in attrs and _jsonable(attrs["evaluator"]) != _jsonable(ev):
+            raise StudyMismatch(f"{self.spec.label}: evaluator settings differ from those the stored "
+                                f"study was run with (stored: {_short(attrs['evaluator'])}); restore "
+                                "them or use another --run-dir")
+        if self.resumed and "objectives" in attrs:
+            return
+        try:
+            size = self.spec.space.size()
+        except Exception:  # noqa: BLE001 - the size is informative only
+            size = None
+        values = {
+            "overlock_nas_version": _version(),
+            "study_file": self.spec.text,
+            "objectives": [{"name": n, "direction": DIRECTIONS[n]} for n in self.objectives],
+            "constraints": self.budgets,
+            "space": _jsonable(self.spec.space_dict),
+            "space_size": size,
+            "sampler": self.spec.sampler_name,
+            "seed": self.spec.seed,
+            "device": self.spec.device,
+            "evaluator": ev,
+            "latency": self.spec.latency.model_dump() if self.spec.needs_latency else None,
+            "started_at": _dt.datetime.now().isoformat(timespec="seconds"),
+            "wall_time_s": 0.0,
+        }
+        for k, v in values.items():
+            study.set_user_attr(k, v)
+
+    def _save_wall_time(self) -> None:
+        if self.study is None:
+            return
+        with contextlib.suppress(Exception):
+            now = time.monotonic()
+            prev = float(self.study.user_attrs.get("wall_time_s", 0.0) or 0.0)
+            self.study.set_user_attr("wall_time_s", round(prev + now - self._wall_mark, 2))
+            self._wall_mark = now
+
+    def _build_evaluator(self) -> None:
+        if self.spec.score_metric is None:
+            return
+        e = self.spec.evaluator
+        try:
+            self.evaluator = make_evaluator(e.name, e.settings)
+        except (ValueError, TypeError, ImportError, AttributeError) as err:
+            raise SearchError(f"{self.spec.label}: evaluator: {err}") from None
+        if self.evaluator.metric != self.spec.score_metric:
+            raise SearchError(f"{self.spec.label}: evaluator {e.name!r} produces "
+                              f"{self.evaluator.metric!r}, not the objective {self.spec.score_metric!r}")
+        rungs = list(getattr(self.evaluator, "rungs", []) or [])
+        if self.spec.successive_halving.enabled and len(rungs) > 1:
+            self.rung_budgets = rungs
+        else:
+            self.rung_budgets = [None]   # one run at the evaluator's full budget
+
+    def _sampler(self, n_stored: int):
+        name = self.spec.sampler_name
+        seed = derived_seed(self.spec.seed, n_stored)
+        options = dict(self.spec.sampler.options)
+        return sampler_class(name)(seed=seed, **options)
+
+    def _open_latency_cache(self):
+        if not self.spec.needs_latency:
+            return None
+        try:
+            from nas.measure import LatencyCache
+        except ImportError:
+            return None
+        return LatencyCache(str(self.run_dir / "latency_cache.json"))
+
+    # ---------------------------------------------------------------------------- main loop
+    def _loop(self) -> bool:
+        study = self.study
+        trials = study.get_trials(deepcopy=False)
+        study.sampler = self._sampler(len(trials))
+        self.parallel = self.spec.parallel or max(
+            1, self.executor.capacity(self.spec.resources.cpus, self.spec.resources.gpus))
+        self._index: dict[str, int] = {}          # config hash -> finished trial number
+        self._rung_scores: dict[str, list[float]] = {}   # rung budget -> scores that reached it
+        self._superseded = 0
+        self._progress = Progress(target=self.target)
+        self._session_done = 0
+        self._last_tick = 0.0
+        for t in trials:
+            self._account_stored(t)
+        self._inflight: dict[Any, _Live] = {}     # handle -> live
+        self._ready: deque[_Live] = deque()       # waiting for an evaluation slot
+        self._latency_queue: deque[_Live] = deque()
+        self._parked: dict[str, list[_Live]] = {}   # hash -> duplicates waiting on a live trial
+        self._live_hashes: dict[str, _Live] = {}
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        if self.resumed:
+            waiting = sum(t.state == TrialState.WAITING for t in trials)
+            self._emit(f"resuming {self.storage_label}: {self._progress.done} trials finished, "
+                       f"{len(running)} left running, {waiting} queued")
+        self._adopt(running)
+        try:
+            while True:
+                if self._stop:
+                    self._interrupt()
+                    return True
+                self._fill()
+                self._pump()
+                if not (self._inflight or self._ready or self._latency_queue or self._parked) \
+                        and not self._budget_left():
+                    return False
+                self._collect(timeout=0.25)
+                self._check_timeouts()
+                self._tick()
+        except KeyboardInterrupt:
+            self._interrupt()
+            return True
+
+    def _budget_left(self) -> bool:
+        if self._stop:
+            return False
+        n = len(self.study.get_trials(deepcopy=False)) - self._superseded
+        return n < self.target
+
+    def _occupancy(self) -> int:
+        evals = sum(1 for lv in self._inflight.values() if lv.kind == "eval")
+        return evals + len(self._ready) + len(self._latency_queue) + \
+            sum(1 for lv in self._inflight.values() if lv.kind == "latency")
+
+    def _fill(self) -> None:
+        """Ask new trials while slots are free and budget is left."""
+        while self._occupancy() < self.parallel and self._budget_left():
+            trial = self.study.ask()
+            self._start_trial(trial)
+
+    def _pump(self) -> None:
+        """Start queued work: latency measurements alone on the cluster, evaluations otherwise."""
+        evals = [lv for lv in self._inflight.values() if lv.kind == "eval"]
+        measuring = any(lv.kind == "latency" for lv in self._inflight.values())
+        if self._latency_queue:
+            if not evals and not measuring:
+                self._submit_latency(self._latency_queue.popleft())
+            return
+        while self._ready and len(evals) < self.parallel:
+            lv = self._ready.popleft()
+            self._submit_eval(lv)
+            evals.append(lv)
+
+    def _collect(self, timeout: float) -> None:
+        done = self.executor.wait(list(self._inflight), timeout=timeout)
+        for handle in done:
+            try:
+                result = self.executor.result(handle)
+            except TaskLost as e:
+                if self._stop:   # lost to the stop itself (Ctrl-C reaches Ray's processes too)
+                    continue     # left in flight: _interrupt() re-queues it
+                result = {"ok": False, "reason": e.reason, "error": e.error}
+            lv = self._inflight.pop(handle)
+            kind, lv.kind, lv.handle = lv.kind, "", None
+            if kind == "latency":
+                self._after_latency(lv, result)
+            else:
+                self._after_eval(lv, result)
+
+    def _check_timeouts(self) -> None:
+        limit = self.spec.trial_timeout_s
+        if not limit:
+            return
+        now = time.monotonic()
+        for handle, lv in list(self._inflight.items()):
+            if lv.kind == "eval" and lv.eval_s + (now - lv.started) > limit:
+                self.executor.cancel(handle)
+                del self._inflight[handle]
+                lv.kind, lv.handle = "", None
+                self._fail(lv, f"timeout: evaluation ran longer than {limit:g} s", "")
+
+    # ------------------------------------------------------------------------- one trial
+    def _start_trial(self, trial: optuna.Trial) -> None:
+        import space as space_pkg
+
+        lv = _Live(trial=trial)
+        lv.seed = derived_seed(self.spec.seed, trial.number, 7)
+        trial.set_user_attr("driver", self.driver_id)
+        try:
+            config = self.spec.space.suggest(trial)
+        except (space_pkg.SpaceError, ValueError) as e:
+            self._fail(lv, f"invalid config: {' '.join(str(e).split())[:240]}", "")
+            return
+        self._begin(lv, config)
+
+    def _begin(self, lv: _Live, config) -> None:
+        """From a sampled (or adopted) config to its first task, or straight to a tell."""
+        trial = lv.trial
+        lv.config, lv.chash = config, config.config_hash()
+        attrs = {"config": config.to_dict(), "config_hash": lv.chash, "summary": config.summary(),
+                 "resolution": list(config.resolution), "seed": lv.seed,
+                 "evaluator": self.spec.evaluator.name if self.evaluator is not None else None}
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        # 2. never pay twice for one architecture
+        original = self._index.get(lv.chash)
+        if original is not None:
+            self._reuse(lv, self.study._storage.get_trial(
+                self.study._storage.get_trial_id_from_study_id_trial_number(
+                    self.study._study_id, original)))
+            return
+        if lv.chash in self._live_hashes:
+            self._parked.setdefault(lv.chash, []).append(lv)
+            return
+        self._live_hashes[lv.chash] = lv
+        # 3. analytic cost, checked against fvcore on a sample
+        cost = self._cost(lv)
+        if cost is None:
+            return
+        lv.metrics.update(cost)
+        broken = self._broken(lv.metrics)
+        if broken:
+            self._infeasible(lv, broken)
+            return
+        # 4. latency before training
+        if self.spec.needs_latency:
+            cached = self._cache_get(lv)
+            if cached is None:
+                self._latency_queue.append(lv)
+                return
+            self._record_latency(lv, cached)
+            broken = self._broken(lv.metrics)
+            if broken:
+                self._infeasible(lv, broken)
+                return
+        self._to_evaluation(lv)
+
+    def _to_evaluation(self, lv: _Live) -> None:
+        if self.evaluator is None:      # nothing to train: every objective is known already
+            self._complete(lv)
+        else:
+            self._ready.append(lv)
+
+    def _cost(self, lv: _Live) -> dict | None:
+        import space as space_pkg
+
+        cost = space_pkg.complexity(lv.config)
+        metrics = {k: (float(v) if k == "memory_mb" else int(v)) for k, v in cost.as_metrics().items()}
+        for k, v in metrics.items():
+            lv.trial.set_user_attr(k, v)
+        every = self.spec.fvcore_check_every
+        if lv.number == 0 or (every and lv.number % every == 0):
+            from overlock import create_model
+            from overlock.flops import count_macs
+
+            model = create_model(lv.config)
+            counted = count_macs(model, lv.config.resolution, batch=1, in_chans=lv.config.in_chans)
+            n_params = sum(p.numel() for p in model.parameters())
+            lv.trial.set_user_attr("flops_fvcore", int(counted.total))
+            problems = []
+            if counted.total != cost.flops:
+                problems.append(f"flops analytic {cost.flops} != fvcore {counted.total}")
+            if counted.paper != cost.flops_paper:
+                problems.append(f"flops_paper analytic {cost.flops_paper} != fvcore {counted.paper}")
+            if n_params != cost.params:
+                problems.append(f"params analytic {cost.params} != model {n_params}")
+            if problems:
+                msg = f"cost model disagrees with fvcore on trial {lv.number}: {'; '.join(problems)}"
+                self._fail(lv, msg, "")
+                raise CostModelMismatch(msg + f" (config {lv.chash}); constraints would be wrong, "
+                                        "so the study stops")
+        return metrics
+
+    def _broken(self, metrics: dict) -> list[str]:
+        out = []
+        for name, budget in self.budgets.items():
+            if name in metrics and metrics[name] > budget:
+                out.append(f"{name} {_fmt(name, metrics[name])} > {_fmt(name, budget)}")
+        return out
+
+    def _violations(self, metrics: dict) -> dict:
+        return {n: metrics[n] - b for n, b in self.budgets.items() if n in metrics}
+
+    # --------------------------------------------------------------------------------- latency
+    def _latency_key(self, lv: _Live) -> dict:
+        s = self.spec.latency
+        return {"config_hash": lv.chash, "batch": s.batch, "resolution": list(lv.config.resolution),
+                "dtype": s.dtype, "channels_last": s.channels_last}
+
+    def _cache_get(self, lv: _Live) -> dict | None:
+        cache, device = self._latency_cache, getattr(self, "_latency_device", None)
+        if cache is None or device is None:
+            return None
+        k = self._latency_key(lv)
+        with contextlib.suppress(Exception):
+            return cache.get(k["config_hash"], device, k["batch"], tuple(k["resolution"]),
+                             k["dtype"], k["channels_last"])
+        return None
+
+    def _cache_put(self, lv: _Live, result: dict) -> None:
+        cache = self._latency_cache
+        if cache is None:
+            return
+        k = self._latency_key(lv)
+        with contextlib.suppress(Exception):
+            cache.put(k["config_hash"], result["latency_device"], k["batch"], tuple(k["resolution"]),
+                      k["dtype"], k["channels_last"], result)
+
+    def _submit_latency(self, lv: _Live) -> None:
+        res = self.executor.exclusive_resources(gpu=self.spec.device.startswith("cuda"))
+        threads = self.spec.latency.threads or int(res["cpus"])
+        lv.handle = self.executor.submit(
+            LATENCY_TARGET, lv.config.to_dict(), device=self.spec.device,
+            latency=self.spec.latency.model_dump(), threads=threads,
+            cpus=res["cpus"], gpus=res["gpus"], max_retries=self.spec.max_retries)
+        lv.kind, lv.started = "latency", time.monotonic()
+        self._inflight[lv.handle] = lv
+
+    def _after_latency(self, lv: _Live, result: dict) -> None:
+        if not result.get("ok"):
+            self._fail(lv, f"latency: {result.get('reason')}", result.get("error", ""))
+            return
+        self._latency_device = result.get("latency_device")
+        self._cache_put(lv, result)
+        self._record_latency(lv, result)
+        broken = self._broken(lv.metrics)
+        if broken:
+            self._infeasible(lv, broken)
+        else:
+            self._to_evaluation(lv)
+
+    def _record_latency(self, lv: _Live, result: dict) -> None:
+        s = self.spec.latency
+        t = lv.trial
+        for k in ("latency_ms", "latency_p90_ms", "latency_spread_ms", "latency_device",
+                  "latency_stages_ms"):
+            if result.get(k) is not None:
+                t.set_user_attr(k, _jsonable(result[k]))
+        t.set_user_attr("latency_batch", s.batch)
+        t.set_user_attr("latency_dtype", s.dtype)
+        t.set_user_attr("latency_channels_last", s.channels_last)
+        lv.metrics["latency_ms"] = float(result["latency_ms"])
+
+    # ------------------------------------------------------------------------------ evaluation
+    def _submit_eval(self, lv: _Live, resume_files: dict | None = None) -> None:
+        e = self.spec.evaluator
+        budget = self.rung_budgets[lv.rung]
+        if resume_files is None and lv.rung > 0:
+            resume_files = self._weights_files(lv)
+        lv.handle = self.executor.submit(
+            EVAL_TARGET, e.name, self.evaluator.settings, lv.config.to_dict(),
+            budget_epochs=budget, device=self.spec.device, seed=lv.seed,
+            weights_name=f"{lv.number}-{lv.chash}", resume_files=resume_files,
+            cpus=self.spec.resources.cpus, gpus=self.spec.resources.gpus,
+            max_retries=self.spec.max_retries)
+        lv.kind, lv.started = "eval", time.monotonic()
+        self._inflight[lv.handle] = lv
+
+    def _weights_files(self, lv: _Live) -> dict | None:
+        out = {}
+        base = self.run_dir / "weights" / f"{lv.number}-{lv.chash}"
+        for key, path in (("weights", base.with_suffix(".safetensors")),
+                          ("state", Path(str(base) + ".state.pt"))):
+            if path.exists():
+                out[key] = (path.name, path.read_bytes())
+        return out or None
+
+    def _after_eval(self, lv: _Live, result: dict) -> None:
+        if not result.get("ok"):
+            self._fail(lv, result.get("reason") or "evaluation failed", result.get("error", ""))
+            return
+        score = result.get("score")
+        if not isinstance(score, (int, float)) or not math.isfinite(score):
+            self._fail(lv, f"score is {score!r} (not a finite number)", "")
+            return
+        lv.eval_s += float(result.get("wall_s") or 0.0)
+        t = lv.trial
+        files = result.get("files") or {}
+        for key, (name, data) in files.items():
+            path = self.run_dir / "weights" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".part")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+            if key == "weights":
+                t.set_user_attr("weights", str(path.relative_to(self.run_dir)))
+        for k in ("score", "epochs", "history", "fidelity", "train_loss"):
+            if k in result:
+                t.set_user_attr(k, _jsonable(result[k]))
+        t.set_user_attr("eval_wall_s", round(lv.eval_s, 3))
+        lv.metrics[self.spec.score_metric] = float(score)
+        budget = self.rung_budgets[lv.rung]
+        if budget is not None:
+            key = str(budget)
+            rung_scores = dict(t.user_attrs.get("rung_scores") or {})
+            rung_scores[key] = float(score)
+            t.set_user_attr("rung_scores", rung_scores)
+            self._rung_scores.setdefault(key, []).append(float(score))
+        self._after_rung(lv, float(score))
+
+    def _after_rung(self, lv: _Live, score: float) -> None:
+        """Finished rung `lv.rung` with `score`: continue, prune, or complete."""
+        if lv.rung + 1 >= len(self.rung_budgets):
+            self._complete(lv)
+            return
+        budget = self.rung_budgets[lv.rung]
+        scores = sorted(self._rung_scores.get(str(budget), []), reverse=True)
+        sh = self.spec.successive_halving
+        keep = max(1, int(len(scores) / sh.eta))
+        cutoff = scores[keep - 1]
+        if len(scores) < sh.min_trials or score >= cutoff:
+            lv.rung += 1
+            self._ready.appendleft(lv)     # finish started trials first
+            self._emit(f"#{lv.number} continues to {self.rung_budgets[lv.rung]} epochs "
+                       f"({self.spec.score_metric} {score:.4g} at {budget})")
+            return
+        t = lv.trial
+        t.set_user_attr("reason", f"successive halving: {self.spec.score_metric} {score:.4g} after "
+                                  f"{budget} epochs is below the top 1/{sh.eta:g} of "
+                                  f"{len(scores)} trials (cutoff {cutoff:.4g})")
+        self._finish(lv, TrialState.PRUNED)
+
+    # ------------------------------------------------------------------------------- endings
+    def _complete(self, lv: _Live) -> None:
+        values = [lv.metrics[o] for o in self.objectives]
+        set_constraints(self.study, lv.trial, self.constraint_names, self._violations(lv.metrics))
+        if self.evaluator is None:
+            lv.trial.set_user_attr("fidelity", 1.0)
+        self._finish(lv, TrialState.COMPLETE, values)
+
+    def _infeasible(self, lv: _Live, broken: list[str]) -> None:
+        t = lv.trial
+        set_constraints(self.study, t, self.constraint_names, self._violations(lv.metrics))
+        t.set_user_attr("infeasible", True)
+        t.set_user_attr("reason", "over budget before training: " + ", ".join(broken))
+        self._finish(lv, TrialState.PRUNED)
+
+    def _fail(self, lv: _Live, reason: str, error: str) -> None:
+        t = lv.trial
+        t.set_user_attr("reason", " ".join(str(reason).split())[:300])
+        if error:
+            t.set_user_attr("error", error[-4000:])
+        self._finish(lv, TrialState.FAIL)
+
+    def _reuse(self, lv: _Live, original: FrozenTrial) -> None:
+        t = lv.trial
+        for k, v in original.user_attrs.items():
+            if k not in _IDENTITY_ATTRS and k not in ("reused_from",):
+                t.set_user_attr(k, v)
+        t.set_user_attr("reused_from", original.number)
+        known = {n: original.constraints[n] for n in self.constraint_names if n in original.constraints}
+        set_constraints(self.study, t, self.constraint_names, known)
+        self._finish(lv, original.state, original.values if original.state == TrialState.COMPLETE else None,
+                     reused=True)
+
+    def _finish(self, lv: _Live, state: TrialState, values: list[float] | None = None,
+                reused: bool = False) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if state == TrialState.COMPLETE:
+                frozen = self.study.tell(lv.trial, values)
+            else:
+                frozen = self.study.tell(lv.trial, state=state)
+        if state == TrialState.COMPLETE and frozen.state != TrialState.COMPLETE:
+            # optuna turned it FAIL (e.g. a NaN objective): say why
+            self.study._storage.set_trial_user_attr(frozen._trial_id, "reason",
+                                                    f"objective values rejected: {values}")
+        self._session_done += 1
+        if state in FINISHED and lv.chash and not reused:
+            self._index.setdefault(lv.chash, lv.number)
+            self._drop_state_file(lv)
+        if not reused and self._live_hashes.get(lv.chash) is lv:
+            del self._live_hashes[lv.chash]
+            waiting = self._parked.pop(lv.chash, [])
+            final = self.study._storage.get_trial(lv.trial._trial_id)
+            for dup in waiting:
+                if final.state in FINISHED:
+                    self._reuse(dup, final)
+                else:    # the original failed: the duplicate gets its own chance
+                    self._begin(dup, dup.config)
+        self._account(self.study._storage.get_trial(lv.trial._trial_id))
+        self._emit(self._line(lv, state, values))
+
+    def _drop_state_file(self, lv: _Live) -> None:
+        """Optimiser state is only needed to continue training; a finished trial keeps weights."""
+        p = self.run_dir / "weights" / f"{lv.number}-{lv.chash}.state.pt"
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+    # ---------------------------------------------------------------------- resume and stop
+    def _adopt(self, running: list[FrozenTrial]) -> None:
+        """RUNNING trials left by a dead driver of this run directory."""
+        from overlock import OverLoCKConfig
+
+        for ft in running:
+            owner = ft.user_attrs.get("driver")
+            if self.spec.storage and owner not in (None, self.driver_id):
+                continue        # another driver's trial in a shared RDB study
+            trial = optuna.Trial(self.study, ft._trial_id)
+            lv = _Live(trial=trial, seed=int(ft.user_attrs.get("seed", derived_seed(
+                self.spec.seed, ft.number, 7))))
+            if "config" not in ft.user_attrs:
+                self._requeue(lv, ft, "interrupted before its config was recorded")
+                continue
+            config = OverLoCKConfig.from_dict(ft.user_attrs["config"])
+            self._emit(f"#{ft.number} adopted (left RUNNING by a previous driver)")
+            rung_scores = ft.user_attrs.get("rung_scores") or {}
+            budgets = [str(b) for b in self.rung_budgets]
+            done = [i for i, b in enumerate(budgets) if b in rung_scores]
+            if done and self._weights_files(_Live(trial=trial, chash=config.config_hash())):
+                # continue from the last finished rung: decide it again, then go on
+                lv.config, lv.chash = config, config.config_hash()
+                self._live_hashes[lv.chash] = lv
+                lv.metrics.update({k: ft.user_attrs[k] for k in (*COST_METRICS, "latency_ms")
+                                   if k in ft.user_attrs})
+                lv.rung = done[-1]
+                lv.eval_s = float(ft.user_attrs.get("eval_wall_s", 0.0))
+                lv.metrics[self.spec.score_metric] = float(rung_scores[budgets[lv.rung]])
+                self._after_rung(lv, lv.metrics[self.spec.score_metric])
+            else:
+                self._begin(lv, config)
+
+    def _requeue(self, lv: _Live, ft: FrozenTrial, reason: str) -> None:
+        """FAIL it (superseded, not counted) and queue its params to run first next time."""
+        lv.trial.set_user_attr("superseded", True)
+        self._superseded += 1
+        self._fail(lv, reason, "")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.study.enqueue_trial(dict(ft.params), user_attrs={"requeued_from": ft.number},
+                                     skip_if_exists=False)
+
+    def _interrupt(self) -> None:
+        """Stop: every trial this driver holds is failed as interrupted and re-queued."""
+        import signal
+
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) \
+            if _main_thread() else None
+        try:
+            held = list(self._inflight.values()) + list(self._ready) + list(self._latency_queue) \
+                + [lv for dups in self._parked.values() for lv in dups]
+            for handle in list(self._inflight):
+                self.executor.cancel(handle)
+            self._inflight.clear()
+            self._ready.clear()
+            self._latency_queue.clear()
+            self._parked.clear()
+            seen = set()
+            for lv in held:
+                if lv.number in seen:
+                    continue
+                seen.add(lv.number)
+                ft = self.study._storage.get_trial(lv.trial._trial_id)
+                if ft.state == TrialState.RUNNING:
+                    self._requeue(lv, ft, "interrupted")
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    # ----------------------------------------------------------------------------- progress
+    def _account_stored(self, t: FrozenTrial) -> None:
+        ua = t.user_attrs
+        if ua.get("superseded"):
+            self._superseded += 1
+        if t.state in FINISHED and "config_hash" in ua and "reused_from" not in ua:
+            self._index.setdefault(ua["config_hash"], t.number)
+        for budget, score in (ua.get("rung_scores") or {}).items():
+            if not ua.get("reused_from"):
+                self._rung_scores.setdefault(str(budget), []).append(float(score))
+        if t.state != TrialState.RUNNING and t.state != TrialState.WAITING:
+            self._account(t)
+
+    def _account(self, t: FrozenTrial) -> None:
+        p, ua = self._progress, t.user_attrs
+        if ua.get("superseded"):
+            return
+        p.done += 1
+        if ua.get("reused_from") is not None:
+            p.reused += 1
+        if t.state == TrialState.COMPLETE:
+            p.complete += 1
+            if all(v <= 0 for k, v in t.constraints.items() if k in self.budgets):
+                p.feasible += 1
+        elif t.state == TrialState.PRUNED:
+            if ua.get("infeasible"):
+                p.infeasible += 1
+            else:
+                p.halved += 1
+        elif t.state == TrialState.FAIL:
+            p.failed += 1
+
+    def _snapshot(self) -> Progress:
+        p = self._progress
+        p.counted = len(self.study.get_trials(deepcopy=False)) - self._superseded
+        p.running = len({lv.number for lv in self._inflight.values()}) + len(self._ready) \
+            + len(self._latency_queue)
+        p.elapsed_s = time.monotonic() - self._t0
+        p.session_done = self._session_done
+        if self._session_done and p.elapsed_s > 0:
+            rate = self._session_done / p.elapsed_s
+            p.eta_s = max(0, self.target - p.done) / rate if rate > 0 else None
+        return p
+
+    def _refresh_front(self) -> None:
+        p = self._progress
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            front = self.study.best_trials
+        p.pareto = len(front)
+        metric = self.spec.score_metric or self.objectives[0]
+        if front:
+            pick = (max if DIRECTIONS[metric] == "maximize" else min)(
+                front, key=lambda t: t.values[self.objectives.index(metric)])
+            v = pick.values[self.objectives.index(metric)]
+            p.best = f"{metric} {_fmt(metric, v)} (#{pick.number})"
+
+    def _emit(self, line: str | None) -> None:
+        if self.on_progress is None:
+            return
+        if line is not None:
+            self._refresh_front()
+        self.on_progress(self._snapshot(), line)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if now - self._last_tick >= 1.0:
+            self._last_tick = now
+            self._emit(None)
+            if now - self._wall_mark >= 30:
+                self._save_wall_time()
+
+    def _line(self, lv: _Live, state: TrialState, values) -> str:
+        t = self.study._storage.get_trial(lv.trial._trial_id)
+        ua = t.user_attrs
+        head = f"#{t.number} {t.state.name}"
+        if t.state == TrialState.COMPLETE:
+            parts = [f"{o} {_fmt(o, v)}" for o, v in zip(self.objectives, t.values)]
+            feas = "" if all(v <= 0 for k, v in t.constraints.items() if k in self.budgets) \
+                else " (infeasible)"
+            body = ", ".join(parts) + feas
+        else:
+            body = ua.get("reason", "")
+        if ua.get("reused_from") is not None:
+            body += f" [reused #{ua['reused_from']}]"
+        return f"{head}: {body}"
+
+    def _result(self, interrupted: bool) -> SearchResult:
+        self._refresh_front()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            front = sorted(self.study.best_trials, key=lambda t: t.number)
+        return SearchResult(run_dir=self.run_dir, study_name=self.spec.name,
+                            storage=self.storage_label, objectives=self.objectives,
+                            progress=self._snapshot(), pareto=front, interrupted=interrupted,
+                            wall_time_s=float(self.study.user_attrs.get("wall_time_s", 0.0)))
+
+
+# ======================================================================================= helpers
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _fmt(metric: str, v: float) -> str:
+    """A metric value for humans (FLOPs as GMACs, params in M)."""
+    if metric in ("flops", "flops_paper"):
+        return f"{v / 1e9:.4g} GMACs"
+    if metric == "params":
+        return f"{v / 1e6:.4g} M"
+    if metric == "latency_ms":
+        return f"{v:.2f} ms"
+    if metric == "memory_mb":
+        return f"{v:.1f} MiB"
+    if metric == "accuracy":
+        return f"{v:.3f}"
+    return f"{v:.4g}"
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
+
+
+def _short(value, limit: int = 120) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _dump_yaml(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("overlock-nas")
+    except Exception:  # noqa: BLE001 - not installed as a distribution
+        return "0+unknown"

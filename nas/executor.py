@@ -1,0 +1,244 @@
+"""The Ray boundary: where trial work runs. The rest of `nas/` speaks handles, not Ray.
+
+One driver process owns the Optuna study; this module only runs functions on a Ray cluster:
+
+- an embedded local cluster by default (`ray.init(address="local", ...)`, services on 127.0.0.1,
+  never attaching to a stale `ray start` cluster), or an existing cluster with `address` /
+  `RAY_ADDRESS`;
+- each call asks for `cpus` / `gpus`; Ray re-runs a task whose worker or node died up to
+  `max_retries` times, while an exception raised by the function itself is returned, not retried;
+- `exclusive_resources()` is what one task needs to have a whole node to itself (latency).
+
+    >>> ex = Executor()                       # embedded local Ray
+    >>> ex.start()
+    >>> h = ex.submit("math:factorial", 5, cpus=1)
+    >>> ex.wait([h], timeout=10) and ex.result(h)
+    120
+    >>> ex.shutdown()
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+_LOCAL_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a local Ray binds 127.0.0.1 only
+
+
+class TaskLost(Exception):
+    """A task produced no result: its worker or node died past the retries, it ran out of memory
+    under Ray's monitor, or it was cancelled. `reason` is one line."""
+
+    def __init__(self, reason: str, error: str = ""):
+        super().__init__(reason)
+        self.reason = reason
+        self.error = error
+
+
+class ExecutorError(RuntimeError):
+    """Ray could not be started or reached (one line)."""
+
+
+@dataclass(eq=False)
+class Handle:
+    """One submitted call."""
+
+    ref: Any
+    target: str
+    submitted: float = field(default_factory=time.monotonic)
+
+    def __hash__(self):
+        return id(self)
+
+
+def _call(target: str, args: tuple, kwargs: dict, sys_path: list[str], threads: int | None):
+    """Runs in a Ray worker: make the driver's import paths visible, pin threads, call target."""
+    for p in reversed(sys_path):
+        if p not in sys.path and os.path.isdir(p):
+            sys.path.insert(0, p)
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        try:
+            import torch
+
+            # Reused workers keep the thread count of their first import; pin it per call.
+            torch.set_num_threads(threads)
+        except ImportError:
+            pass
+    return resolve(target)(*args, **kwargs)
+
+
+def resolve(target: str):
+    """`package.module:attribute` -> the object."""
+    module, _, attr = target.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class Executor:
+    """Runs calls on Ray. Not thread-safe; used by the one driver thread.
+
+    Args:
+        address: an existing cluster (`host:port`, `auto`); default `RAY_ADDRESS`, else an
+            embedded local cluster.
+        num_cpus / num_gpus: size of the embedded cluster (default: this machine's).
+        log_to_driver: forward workers' stdout/stderr to this process.
+        temp_dir: Ray's session directory root for the embedded cluster.
+    """
+
+    def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
+                 num_gpus: int | None = None, log_to_driver: bool = False,
+                 temp_dir: str | None = None):
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.num_cpus, self.num_gpus = num_cpus, num_gpus
+        self.log_to_driver = log_to_driver
+        self.temp_dir = temp_dir
+        self._owned = False
+        self._remote = None
+        self._sys_path = [p for p in sys.path if p and os.path.isdir(p)]
+
+    # ------------------------------------------------------------------------------ lifecycle
+    @property
+    def mode(self) -> str:
+        return "cluster" if self.address else "local"
+
+    def start(self) -> None:
+        import ray
+
+        if ray.is_initialized():       # an embedding program (or a test) already owns Ray
+            self._owned = False
+        else:
+            common = dict(include_dashboard=False, log_to_driver=self.log_to_driver,
+                          logging_level=logging.ERROR, configure_logging=True)
+            try:
+                if self.address:
+                    host = self.address.rsplit(":", 1)[0]
+                    node_ip = os.environ.get("RAY_NODE_IP") or (host if host.startswith("127.") else None)
+                    kwargs = {"_node_ip_address": node_ip} if node_ip else {}
+                    common.pop("include_dashboard")
+                    ray.init(address=self.address, **kwargs, **common)
+                else:
+                    previous = os.environ.get(_LOCAL_LOOPBACK_ENV)
+                    os.environ[_LOCAL_LOOPBACK_ENV] = "0"   # local services on 127.0.0.1 only
+                    try:
+                        ray.init(address="local", num_cpus=self.num_cpus, num_gpus=self.num_gpus,
+                                 _temp_dir=self.temp_dir, **common)
+                    finally:
+                        if previous is None:
+                            os.environ.pop(_LOCAL_LOOPBACK_ENV, None)
+                        else:
+                            os.environ[_LOCAL_LOOPBACK_ENV] = previous
+            except Exception as e:   # ConnectionError, TimeoutError, RuntimeError, ValueError...
+                where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ExecutorError(f"could not start {where}: {msg}") from None
+            self._owned = True
+        self._remote = ray.remote(_call)
+
+    def shutdown(self) -> None:
+        """Stop the embedded cluster (a cluster we only connected to keeps running)."""
+        import ray
+
+        if self._owned and ray.is_initialized():
+            ray.shutdown()
+        self._owned = False
+
+    # ------------------------------------------------------------------------------- resources
+    def nodes(self) -> list[dict]:
+        """Alive nodes: [{"id", "ip", "cpus", "gpus"}]."""
+        import ray
+
+        out = []
+        for n in ray.nodes():
+            if n.get("Alive"):
+                res = n.get("Resources", {})
+                out.append({"id": n["NodeID"], "ip": n.get("NodeManagerAddress"),
+                            "cpus": float(res.get("CPU", 0)), "gpus": float(res.get("GPU", 0))})
+        return out
+
+    def capacity(self, cpus: float, gpus: float = 0.0) -> int:
+        """How many calls of this size fit on the cluster at once (>= 1 when one fits at all)."""
+        total = 0
+        for n in self.nodes():
+            fit = int(n["cpus"] // cpus) if cpus > 0 else 10 ** 6
+            if gpus > 0:
+                fit = min(fit, int(n["gpus"] // gpus))
+            total += fit
+        return total
+
+    def exclusive_resources(self, gpu: bool = False) -> dict:
+        """Resources that give one call a whole node: every CPU of the largest node (+1 GPU)."""
+        nodes = self.nodes()
+        if gpu:
+            nodes = [n for n in nodes if n["gpus"] >= 1] or nodes
+        cpus = max((n["cpus"] for n in nodes), default=1.0)
+        return {"cpus": max(cpus, 1.0), "gpus": 1.0 if gpu else 0.0}
+
+    # ----------------------------------------------------------------------------------- calls
+    def submit(self, target: str, *args, cpus: float = 1.0, gpus: float = 0.0,
+               max_retries: int = 3, threads: int | None = None, **kwargs) -> Handle:
+        """Run `target` (`module:function`) with these resources; returns at once.
+
+        `threads` pins torch's thread count in the worker (default: `cpus`, rounded up).
+        """
+        if self._remote is None:
+            raise ExecutorError("executor not started")
+        threads = threads or max(1, int(-(-cpus // 1)))
+        ref = self._remote.options(num_cpus=cpus, num_gpus=gpus, max_retries=max_retries,
+                                   retry_exceptions=False).remote(
+            target, args, kwargs, self._sys_path, threads)
+        return Handle(ref, target)
+
+    def wait(self, handles: list[Handle], timeout: float | None) -> list[Handle]:
+        """The handles (of `handles`) whose calls have finished, waiting up to `timeout` s."""
+        import ray
+
+        if not handles:
+            if timeout:
+                time.sleep(min(timeout, 0.05))
+            return []
+        by_ref = {h.ref: h for h in handles}
+        ready, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=timeout,
+                            fetch_local=False)
+        return [by_ref[r] for r in ready]
+
+    def result(self, handle: Handle):
+        """The call's return value; raises `TaskLost` when it produced none."""
+        import ray
+        from ray import exceptions as rex
+
+        try:
+            return ray.get(handle.ref)
+        except rex.TaskCancelledError:
+            raise TaskLost("cancelled") from None
+        except rex.OutOfMemoryError as e:
+            raise TaskLost("out of memory (killed by Ray's memory monitor)", _tail(e)) from None
+        except (rex.WorkerCrashedError, rex.NodeDiedError, rex.LocalRayletDiedError) as e:
+            raise TaskLost(f"worker died ({type(e).__name__}; Ray's retries exhausted)", _tail(e)) from None
+        except rex.RayTaskError as e:     # the wrapper itself failed (e.g. import error in the worker)
+            cause = getattr(e, "cause", None) or e
+            first = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
+            raise TaskLost(f"{type(cause).__name__}: {first}"[:300], _tail(e)) from None
+        except rex.RayError as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise TaskLost(f"{type(e).__name__}: {first}"[:300], _tail(e)) from None
+
+    def cancel(self, handle: Handle) -> None:
+        """Kill the call's worker (best effort; a lost cluster is ignored)."""
+        import ray
+
+        try:
+            ray.cancel(handle.ref, force=True, recursive=True)
+        except Exception:
+            pass
+
+
+def _tail(e: BaseException, limit: int = 2000) -> str:
+    return str(e)[-limit:]

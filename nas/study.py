@@ -1,0 +1,422 @@
+"""The study file: what to search, what to optimise, under which budgets, and how to run it.
+
+A study file is YAML, validated on load; every error names the file, the field and the rule in
+one line (`studies/x.yaml: constraints.flops: must be a number > 0`). Example:
+
+    name: quickstart
+    space: spaces/quickstart.yaml        # a file (relative to this one) or an inline mapping
+    objectives: [accuracy, flops]        # directions are fixed per metric (docs/storage.md)
+    constraints: {flops: 60M, params: 1.5M}
+    evaluator: {name: train, epochs: 3}  # every key but `name` goes to the evaluator
+    sampler: {name: nsga2, population_size: 8}
+    seed: 0
+    trials: 16
+    parallel: 2
+    resources: {cpus: 1}
+
+    >>> from nas.study import load_study_file
+    >>> spec = load_study_file("studies/quickstart.yaml")
+    >>> spec.directions
+    ['maximize', 'minimize']
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# metric -> direction (docs/storage.md, "Metric names")
+DIRECTIONS: dict[str, str] = {
+    "accuracy": "maximize",
+    "synflow": "maximize",
+    "naswot": "maximize",
+    "zico": "maximize",
+    "flops": "minimize",
+    "flops_paper": "minimize",
+    "params": "minimize",
+    "latency_ms": "minimize",
+    "memory_mb": "minimize",
+}
+SCORE_METRICS = ("accuracy", "synflow", "naswot", "zico")      # produced by an evaluator
+COST_METRICS = ("flops", "flops_paper", "params", "memory_mb")  # analytic, known before training
+MEASURED_METRICS = ("latency_ms",)                              # measured before training
+CONSTRAINT_METRICS = COST_METRICS + MEASURED_METRICS
+# built-in evaluator -> the metric it produces
+EVALUATOR_METRICS = {"train": "accuracy", "synflow": "synflow", "naswot": "naswot", "zico": "zico"}
+SAMPLERS = ("nsga2", "tpe", "random", "gp")
+DTYPES = ("fp32", "fp16", "bf16")
+
+_SUFFIXES = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+_NUMBER = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([kKmMgGtT]?)\s*$")
+
+
+class StudyFileError(ValueError):
+    """A study file that cannot be used; the message is one line naming the file and the field."""
+
+
+def parse_amount(value: Any) -> float:
+    """A budget: a number, or a string such as `2e9`, `500M`, `1.5G` (k/M/G/T = 1e3/1e6/1e9/1e12).
+
+    YAML 1.1 reads `2e9` as a string, so strings are accepted everywhere a budget is.
+    """
+    if isinstance(value, bool):
+        raise ValueError("must be a number > 0")
+    if isinstance(value, (int, float)):
+        out = float(value)
+    elif isinstance(value, str) and (m := _NUMBER.match(value)):
+        out = float(m.group(1)) * _SUFFIXES.get(m.group(2).lower(), 1.0)
+    else:
+        raise ValueError(f"must be a number > 0 (e.g. 2e9 or 500M), got {value!r}")
+    if not math.isfinite(out) or out <= 0:
+        raise ValueError(f"must be a number > 0, got {value!r}")
+    return out
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LatencySettings(_Model):
+    """How latency is measured (when it is an objective or a constraint)."""
+
+    batch: int = Field(1, ge=1)
+    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
+    channels_last: bool = False
+    warmup: int = Field(10, ge=0)
+    repeats: int = Field(30, ge=1)
+    threads: int | None = Field(None, ge=1)   # None: all CPUs of the measuring node
+    profile_stages: bool = False
+
+
+class SuccessiveHalving(_Model):
+    """Multi-fidelity early stopping, decided in the driver at the evaluator's rungs.
+
+    A trial that finished rung i continues only if its score is in the top 1/eta of the trials that
+    reached rung i, or if fewer than `min_trials` have; otherwise it is told PRUNED.
+    """
+
+    enabled: bool = True
+    eta: float = Field(3.0, gt=1.0)
+    min_trials: int = Field(3, ge=1)
+
+
+class Resources(_Model):
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+
+
+class SamplerSettings(_Model):
+    """`name` plus keyword arguments of the Optuna sampler (e.g. `population_size` for nsga2)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: Literal["nsga2", "tpe", "random", "gp"] | None = None
+
+    @property
+    def options(self) -> dict:
+        return dict(self.model_extra or {})
+
+
+class EvaluatorSettings(_Model):
+    """`name` (train, synflow, naswot, zico, or `module:attribute` of a custom evaluator factory) plus
+    the evaluator's own settings, passed through unchanged."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+
+    @property
+    def settings(self) -> dict:
+        return dict(self.model_extra or {})
+
+    @property
+    def metric(self) -> str | None:
+        """The metric a built-in evaluator produces (None for a custom one: known once built)."""
+        return EVALUATOR_METRICS.get(self.name)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in EVALUATOR_METRICS and ":" not in v:
+            raise ValueError(f"unknown evaluator {v!r} (known: {', '.join(EVALUATOR_METRICS)}, "
+                             "or module:attribute of your own)")
+        return v
+
+
+class StudyFile(_Model):
+    """The validated content of a study file (see the module docstring)."""
+
+    name: str = Field(min_length=1)
+    space: str | dict
+    objectives: list[str] = Field(min_length=1)
+    constraints: dict[str, float] = Field(default_factory=dict)
+    evaluator: EvaluatorSettings | None = None
+    sampler: SamplerSettings = SamplerSettings()
+    seed: int = 0
+    trials: int = Field(20, ge=1)
+    parallel: int | None = Field(None, ge=1)     # None: as many as the cluster's resources fit
+    resources: Resources = Resources()
+    trial_timeout_s: float | None = Field(None, gt=0)
+    max_retries: int = Field(3, ge=0)            # Ray retries of a task whose worker died
+    device: str = "cpu"
+    latency: LatencySettings = LatencySettings()
+    successive_halving: SuccessiveHalving = SuccessiveHalving()
+    fvcore_check_every: int = Field(25, ge=0)    # 0: only the first trial
+    output_dir: str | None = None
+    storage: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
+            raise ValueError(f"{v!r} must be letters, digits, '_', '-' or '.'")
+        return v
+
+    @field_validator("evaluator", mode="before")
+    @classmethod
+    def _evaluator(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("sampler", mode="before")
+    @classmethod
+    def _sampler(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _objectives(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, list):
+            raise ValueError("must be a list of metric names")
+        out = []
+        for item in v:
+            if isinstance(item, dict):       # {name: flops, direction: minimize}
+                name, direction = item.get("name"), item.get("direction")
+                if set(item) - {"name", "direction"}:
+                    raise ValueError(f"entry {item!r}: only `name` and `direction` are allowed")
+                if name in DIRECTIONS and direction not in (None, DIRECTIONS[name]):
+                    raise ValueError(f"{name} is always {DIRECTIONS[name]}d, not {direction!r}")
+                item = name
+            if item not in DIRECTIONS:
+                raise ValueError(f"unknown objective {item!r} (known: {', '.join(DIRECTIONS)})")
+            if item in out:
+                raise ValueError(f"objective {item!r} is listed twice")
+            out.append(item)
+        return out
+
+    @field_validator("constraints", mode="before")
+    @classmethod
+    def _constraints(cls, v: Any) -> Any:
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            raise ValueError("must be a mapping of metric to budget, e.g. {flops: 2e9}")
+        out = {}
+        for key, value in v.items():
+            if key not in CONSTRAINT_METRICS:
+                raise ValueError(f"unknown constraint {key!r} (known: {', '.join(CONSTRAINT_METRICS)})")
+            try:
+                out[key] = parse_amount(value)
+            except ValueError as e:
+                raise _FieldError(key, str(e)) from None
+        return out
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", v):
+            raise ValueError(f"{v!r} must be cpu, cuda, cuda:N or auto")
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "StudyFile":
+        scores = [o for o in self.objectives if o in SCORE_METRICS]
+        if len(scores) > 1:
+            raise ValueError(f"objectives: at most one evaluator score, got {scores}")
+        if scores and self.evaluator is None:
+            raise ValueError(f"objectives: {scores[0]!r} needs an evaluator "
+                             f"(evaluator: {{name: {_evaluator_for(scores[0])}}})")
+        if scores and self.evaluator and self.evaluator.metric not in (None, scores[0]):
+            raise ValueError(f"evaluator.name: {self.evaluator.name!r} produces "
+                             f"{self.evaluator.metric!r}, but the objective is {scores[0]!r}")
+        if self.sampler.name == "nsga2" and len(self.objectives) == 1:
+            pass  # allowed: NSGA-II works for one objective too
+        return self
+
+    # ------------------------------------------------------------------------------- derived
+    @property
+    def directions(self) -> list[str]:
+        return [DIRECTIONS[o] for o in self.objectives]
+
+    @property
+    def score_metric(self) -> str | None:
+        """The evaluator's metric when it is an objective (None: nothing needs evaluating)."""
+        return next((o for o in self.objectives if o in SCORE_METRICS), None)
+
+    @property
+    def needs_latency(self) -> bool:
+        return "latency_ms" in self.objectives or "latency_ms" in self.constraints
+
+    @property
+    def sampler_name(self) -> str:
+        return self.sampler.name or ("nsga2" if len(self.objectives) > 1 else "tpe")
+
+
+class _FieldError(ValueError):
+    """A ValueError for a sub-key (`constraints.flops`) raised inside a whole-field validator."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+
+
+def _evaluator_for(metric: str) -> str:
+    return next(k for k, v in EVALUATOR_METRICS.items() if v == metric)
+
+
+class StudySpec:
+    """A loaded study file: the validated fields, where it came from, and its space.
+
+    Attributes:
+        file: the validated `StudyFile`.
+        path: the study file's path (None for a dict).
+        text: the YAML text as written (stored with the study).
+        space: the loaded `space.SearchSpace`.
+        space_dict: the space as a plain dict (stored with the study; compared on resume).
+    """
+
+    def __init__(self, file: StudyFile, path: Path | None, text: str, space, space_dict: dict):
+        self.file, self.path, self.text, self.space, self.space_dict = file, path, text, space, space_dict
+
+    def __getattr__(self, name: str):   # spec.objectives, spec.directions, ... read through
+        return getattr(self.file, name)
+
+    @property
+    def label(self) -> str:
+        return str(self.path) if self.path else f"study {self.file.name!r}"
+
+    def run_dir(self, override: str | os.PathLike | None = None) -> Path:
+        """`--run-dir`, else `output_dir` from the file, else `runs/<name>` (relative to the CWD)."""
+        return Path(override or self.file.output_dir or Path("runs") / self.file.name)
+
+    def resolved(self) -> dict:
+        """The study as run: every default filled in and the space inlined (RUN_DIR/study.yaml)."""
+        data = self.file.model_dump(mode="json", exclude_none=False)
+        data["space"] = self.space_dict
+        data["sampler"] = {"name": self.file.sampler_name, **self.file.sampler.options}
+        if self.file.evaluator is not None:
+            data["evaluator"] = {"name": self.file.evaluator.name, **self.file.evaluator.settings}
+        return data
+
+
+def _format_error(label: str, err: dict) -> str:
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    msg = err["msg"]
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        msg = "unknown key"
+    elif kind == "missing":
+        msg = "is required"
+    elif kind in ("float_parsing", "float_type", "int_parsing", "int_type", "int_from_float"):
+        msg = f"must be {'an integer' if kind.startswith('int') else 'a number'}, got {err.get('input')!r}"
+    elif kind in ("greater_than", "greater_than_equal"):
+        bound = err.get("ctx", {}).get("gt", err.get("ctx", {}).get("ge"))
+        msg = f"must be a number {'>' if kind == 'greater_than' else '>='} {bound}, got {err.get('input')!r}"
+    elif kind == "literal_error":
+        msg = f"must be one of {err['ctx']['expected']}, got {err.get('input')!r}"
+    elif kind == "bool_parsing" or kind == "bool_type":
+        msg = f"must be true or false, got {err.get('input')!r}"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    # a sub-key error from a whole-field validator: "constraints: flops: ..." -> "constraints.flops: ..."
+    if ": " in msg and loc in ("constraints",) and msg.split(": ", 1)[0] in CONSTRAINT_METRICS:
+        key, msg = msg.split(": ", 1)
+        loc = f"{loc}.{key}"
+    if msg.startswith("objectives: ") or msg.startswith("evaluator.name: "):
+        loc, msg = msg.split(": ", 1)
+    return f"{label}: {loc}: {msg}" if loc else f"{label}: {msg}"
+
+
+def parse_study(data: Any, *, label: str = "study", base_dir: Path | None = None,
+                text: str | None = None, path: Path | None = None) -> StudySpec:
+    """Validate a study mapping and load its space.
+
+    Raises:
+        StudyFileError: one line, `label: field: rule`.
+    """
+    if not isinstance(data, dict):
+        raise StudyFileError(f"{label}: must be a YAML mapping of study settings, got {type(data).__name__}")
+    try:
+        file = StudyFile.model_validate(data)
+    except ValidationError as e:
+        raise StudyFileError(_format_error(label, e.errors()[0])) from None
+    _check_sampler_options(file, label)
+    space, space_dict = _load_space(file.space, label, base_dir or Path.cwd())
+    if text is None:
+        text = yaml.safe_dump(data, sort_keys=False)
+    return StudySpec(file, path, text, space, space_dict)
+
+
+def load_study_file(path: str | os.PathLike) -> StudySpec:
+    """Read and validate a study file (YAML). The space path, if any, is relative to the file.
+
+    Raises:
+        StudyFileError: the file is missing, not YAML, or a field breaks a rule (one line).
+    """
+    path = Path(path)
+    label = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise StudyFileError(f"{label}: no such study file") from None
+    except OSError as e:
+        raise StudyFileError(f"{label}: cannot read: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise StudyFileError(f"{label}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    return parse_study(data, label=label, base_dir=path.parent, text=text, path=path)
+
+
+def _check_sampler_options(file: StudyFile, label: str) -> None:
+    cls = sampler_class(file.sampler_name)
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "seed", "constraints_func"}
+    for key in file.sampler.options:
+        if key not in accepted:
+            raise StudyFileError(f"{label}: sampler.{key}: not an option of the {file.sampler_name} "
+                                 f"sampler (options: {', '.join(sorted(accepted))})")
+
+
+def sampler_class(name: str):
+    import optuna
+
+    return {"nsga2": optuna.samplers.NSGAIISampler, "tpe": optuna.samplers.TPESampler,
+            "random": optuna.samplers.RandomSampler, "gp": optuna.samplers.GPSampler}[name]
+
+
+def _load_space(value: str | dict, label: str, base_dir: Path):
+    import space as space_pkg  # the space package; imported lazily (it pulls in the cost model)
+
+    if isinstance(value, str):
+        target = Path(value)
+        if not target.is_absolute():
+            target = base_dir / target
+        if not target.exists():
+            raise StudyFileError(f"{label}: space: no such file {str(target)!r}")
+        source: Any = target
+    else:
+        source = value
+    try:
+        loaded = space_pkg.load_space(source)
+    except space_pkg.SpaceError as e:
+        text = " ".join(str(e).split())
+        raise StudyFileError(f"{label}: {text}" if text.startswith("space")
+                             else f"{label}: space: {text}") from None
+    return loaded, loaded.to_dict()

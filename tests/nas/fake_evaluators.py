@@ -1,0 +1,65 @@
+"""Test-only evaluators, loaded by a study file as `evaluator: {name: "fake_evaluators:Scripted"}`.
+
+`Scripted` scores a config with a deterministic formula (no training), and misbehaves on cue
+to exercise the engine's failure handling: which config does what is keyed on `region_count`.
+Every call appends a JSON line to `log` (when set), so tests can count what was evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+
+class Scripted:
+    name = "scripted"
+    metric = "accuracy"
+
+    def __init__(self, settings: dict):
+        self.settings = dict(settings)
+        self.rungs = list(self.settings.get("rungs", []))
+        self.sleep_s = float(self.settings.get("sleep_s", 0.0))
+        self.log = self.settings.get("log")
+        # region_count -> behaviour: "raise", "nan", "hang", "die_once", "trial_error"
+        self.script = {int(k): v for k, v in (self.settings.get("script") or {}).items()}
+
+    def _log(self, **entry):
+        if self.log:
+            with open(self.log, "a") as fh:
+                fh.write(json.dumps({"pid": os.getpid(), "t": time.time(), **entry}) + "\n")
+
+    def evaluate(self, config, *, budget_epochs, device, seed, workdir, resume_from, weights_name=None):
+        full = self.rungs[-1] if self.rungs else 1
+        epochs = budget_epochs or full
+        start = 0
+        if resume_from:
+            with open(resume_from) as fh:
+                start = json.load(fh)["epochs"]
+        behaviour = self.script.get(config.region_count)
+        self._log(hash=config.config_hash(), budget=epochs, resume=bool(resume_from),
+                  behaviour=behaviour)
+        if behaviour == "die_once":
+            marker = os.path.join(os.path.dirname(self.log), f"died-{config.config_hash()}")
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(1)          # the worker process dies: Ray must retry the task
+        if behaviour == "raise":
+            raise RuntimeError("scripted failure")
+        if behaviour == "trial_error":
+            from nas.evaluators import TrialError
+
+            raise TrialError("out of memory on cpu (scripted)")
+        if behaviour == "hang":
+            time.sleep(3600)
+        time.sleep(self.sleep_s * (epochs - start))
+        # a bigger last stage and more regions score higher; more epochs score higher
+        score = (config.widths[3] / 64 + config.region_count / 10) / 2 * (0.5 + 0.5 * epochs / full)
+        if behaviour == "nan":
+            score = float("nan")
+        history = [score * (e + 1) / epochs for e in range(epochs)]
+        weights = os.path.join(workdir, f"{weights_name}.safetensors")
+        with open(weights, "w") as fh:
+            json.dump({"epochs": epochs, "hash": config.config_hash()}, fh)
+        return {"score": score, "epochs": epochs, "history": history, "weights": weights,
+                "fidelity": epochs / full}
