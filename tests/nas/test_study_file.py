@@ -81,7 +81,7 @@ def test_errors_name_the_field(write, change, message):
 def test_missing_field_and_bad_yaml(write, tmp_path):
     with pytest.raises(StudyFileError, match=r"study.yaml: objectives: is required"):
         load_study_file(write("name: x\nspace: spaces/tiny.yaml\n"))
-    with pytest.raises(StudyFileError, match=r"not valid YAML \(line 2"):
+    with pytest.raises(StudyFileError, match=r"not valid YAML \(line 3"):
         load_study_file(write("name: x\nspace: [unclosed\n"))
     with pytest.raises(StudyFileError, match="no such study file"):
         load_study_file(tmp_path / "nope.yaml")
