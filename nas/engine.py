@@ -522,10 +522,13 @@ class SearchEngine:
             return True
 
     def _budget_left(self) -> bool:
+        """More trials to ask: under the budget, or queued (WAITING) ones, which count already."""
         if self._stop:
             return False
-        n = len(self.study.get_trials(deepcopy=False)) - self._superseded
-        return n < self.target
+        trials = self.study.get_trials(deepcopy=False)
+        if len(trials) - self._superseded < self.target:
+            return True
+        return any(t.state == TrialState.WAITING for t in trials)
 
     def _occupancy(self) -> int:
         evals = sum(1 for lv in self._inflight.values() if lv.kind == "eval")

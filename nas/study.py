@@ -290,15 +290,17 @@ class StudySpec:
         space_dict: the space as a plain dict (stored with the study; compared on resume).
     """
 
-    def __init__(self, file: StudyFile, path: Path | None, text: str, space, space_dict: dict):
+    def __init__(self, file: StudyFile, path: Path | None, text: str, space, space_dict: dict,
+                 label: str | None = None):
         self.file, self.path, self.text, self.space, self.space_dict = file, path, text, space, space_dict
+        self._label = label
 
     def __getattr__(self, name: str):   # spec.objectives, spec.directions, ... read through
         return getattr(self.file, name)
 
     @property
     def label(self) -> str:
-        return str(self.path) if self.path else f"study {self.file.name!r}"
+        return self._label or (str(self.path) if self.path else f"study {self.file.name!r}")
 
     def run_dir(self, override: str | os.PathLike | None = None) -> Path:
         """`--run-dir`, else `output_dir` from the file, else `runs/<name>` (relative to the CWD)."""
@@ -359,7 +361,7 @@ def parse_study(data: Any, *, label: str = "study", base_dir: Path | None = None
     space, space_dict = _load_space(file.space, label, base_dir or Path.cwd())
     if text is None:
         text = yaml.safe_dump(data, sort_keys=False)
-    return StudySpec(file, path, text, space, space_dict)
+    return StudySpec(file, path, text, space, space_dict, label=label)
 
 
 def load_study_file(path: str | os.PathLike) -> StudySpec:

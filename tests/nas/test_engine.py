@@ -1,0 +1,159 @@
+"""The ask/tell engine, in-process on a local Ray, with the scripted test evaluator."""
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.engine import DriverBusy, DriverLock, SearchEngine, StudyMismatch, open_storage
+from nas.study import parse_study
+from nas_testing import study_dict
+
+BUDGET = 2.0e6   # MACs: every widths[3] = 128 architecture is over it
+
+
+def evaluations(tmp_path: Path) -> list[dict]:
+    log = tmp_path / "evals.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def load(tmp_path: Path, name: str = "tiny") -> optuna.Study:
+    spec = parse_study(study_dict(tmp_path), label="t")
+    return optuna.load_study(study_name=name, storage=open_storage(spec, tmp_path / "run"))
+
+
+def test_study_records_constraints_dedup_and_successive_halving(tmp_path, local_ray):
+    # 16 trials over 12 architectures: duplicates are certain
+    spec = parse_study(study_dict(
+        tmp_path, trials=16, parallel=2, constraints={"flops": BUDGET},
+        evaluator={"rungs": [1, 3]}, successive_halving={"eta": 2, "min_trials": 2}), label="t")
+    lines = []
+    result = SearchEngine(spec, on_progress=lambda p, line: line and lines.append(line)).run()
+    study = load(tmp_path)
+    trials = study.get_trials()
+    assert len(trials) == 16 and not result.interrupted
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), \
+        [(t.number, t.state, t.user_attrs.get("reason")) for t in trials]
+    assert study.metric_names == ["accuracy", "flops"]
+    for key in ("overlock_nas_version", "study_file", "objectives", "constraints", "space",
+                "space_size", "sampler", "seed", "device", "evaluator", "started_at", "wall_time_s"):
+        assert key in study.user_attrs, key
+    assert study.user_attrs["constraints"] == {"flops": BUDGET}
+
+    evals = evaluations(tmp_path)
+    trained = Counter((e["hash"], e["budget"]) for e in evals)
+    assert max(trained.values()) == 1, "an architecture was evaluated twice at one budget"
+
+    by_number = {t.number: t for t in trials}
+    kinds = Counter()
+    for t in trials:
+        ua = t.user_attrs
+        assert ua["config_hash"] and ua["flops"] > 0 and ua["params"] > 0 and "summary" in ua
+        if ua.get("reused_from") is not None:
+            kinds["reused"] += 1
+            original = by_number[ua["reused_from"]]
+            assert original.user_attrs["config_hash"] == ua["config_hash"]
+            assert t.state == original.state and t.values == original.values
+            continue
+        if ua.get("infeasible"):
+            kinds["infeasible"] += 1
+            assert t.state == TrialState.PRUNED and ua["flops"] > BUDGET
+            assert t.constraints["flops"] == ua["flops"] - BUDGET > 0
+            assert t.system_attrs["constraints"] == [ua["flops"] - BUDGET]   # legacy list
+            assert ua["config_hash"] not in {e["hash"] for e in evals}      # never trained
+            assert "over budget before training: flops" in ua["reason"]
+        elif t.state == TrialState.PRUNED:
+            kinds["halved"] += 1
+            assert ua["fidelity"] < 1 and ua["epochs"] == 1 and list(ua["rung_scores"]) == ["1"]
+            assert "successive halving" in ua["reason"]
+        else:
+            kinds["complete"] += 1
+            assert t.state == TrialState.COMPLETE
+            assert ua["fidelity"] == 1.0 and ua["epochs"] == 3 and len(ua["history"]) == 3
+            assert t.values == [pytest.approx(ua["score"]), ua["flops"]]
+            assert t.constraints["flops"] == ua["flops"] - BUDGET <= 0
+            assert t.system_attrs["constraints"] == [ua["flops"] - BUDGET]
+            assert (tmp_path / "run" / ua["weights"]).exists()
+            assert not list((tmp_path / "run" / "weights").glob("*.state.pt"))
+            # trained to rung 1, then resumed (not restarted) to the full budget
+            assert [(e["budget"], e["resume"]) for e in evals if e["hash"] == ua["config_hash"]] \
+                == [(1, False), (3, True)]
+    assert kinds["reused"] >= 4 and kinds["complete"] >= 1
+    assert kinds["infeasible"] >= 1, kinds
+
+    # the Pareto front: feasible, full fidelity, and the engine's summary agrees with optuna
+    front = study.best_trials
+    assert front and all(t.state == TrialState.COMPLETE and t.user_attrs["fidelity"] == 1.0
+                         and t.constraints["flops"] <= 0 for t in front)
+    assert {t.number for t in result.pareto} == {t.number for t in front}
+    p = result.progress
+    assert (p.done, p.complete + p.infeasible + p.halved + p.failed, p.reused) == (16, 16, kinds["reused"])
+    # the fvcore cross-check ran on trial 0 and agreed
+    assert by_number[0].user_attrs["flops_fvcore"] == by_number[0].user_attrs["flops"]
+    assert any(line.startswith("#") for line in lines)
+
+
+def test_failures_are_recorded_and_the_study_goes_on(tmp_path, local_ray):
+    script = {1: "raise", 2: "nan", 3: "hang", 4: "die_once", 5: "trial_error"}
+    space = dict(study_dict(tmp_path)["space"])
+    space["dimensions"] = {"region_count": {"choices": [1, 2, 3, 4, 5, 6]}}
+    spec = parse_study(study_dict(
+        tmp_path, space=space, trials=6, parallel=2, trial_timeout_s=8, max_retries=2,
+        evaluator={"script": script}), label="t")
+    # queue one trial per behaviour (users can enqueue architectures the same way)
+    (tmp_path / "run").mkdir()
+    storage = open_storage(spec, tmp_path / "run")
+    study = optuna.create_study(study_name="tiny", storage=storage, directions=spec.directions)
+    study.set_metric_names(spec.objectives)
+    for r in range(1, 7):
+        study.enqueue_trial({"region_count": r})
+
+    SearchEngine(spec).run()
+    trials = {t.params["region_count"]: t for t in load(tmp_path).get_trials()}
+    assert len(trials) == 6
+    reasons = {r: t.user_attrs.get("reason", "") for r, t in trials.items()}
+    states = {r: t.state for r, t in trials.items()}
+    assert states == {1: TrialState.FAIL, 2: TrialState.FAIL, 3: TrialState.FAIL,
+                      4: TrialState.COMPLETE, 5: TrialState.FAIL, 6: TrialState.COMPLETE}, reasons
+    assert reasons[1] == "RuntimeError: scripted failure"
+    assert "Traceback" in trials[1].user_attrs["error"] and "scripted failure" in trials[1].user_attrs["error"]
+    assert "not a finite number" in reasons[2]
+    assert reasons[3] == "timeout: evaluation ran longer than 8 s"
+    assert reasons[5] == "out of memory on cpu (scripted)"
+    # the worker that died was retried by Ray: two attempts, one trial
+    attempts = Counter(e["hash"] for e in evaluations(tmp_path))
+    assert attempts[trials[4].user_attrs["config_hash"]] == 2
+    assert math.isfinite(trials[6].values[0])
+
+
+def test_second_driver_on_a_run_directory_is_refused(tmp_path):
+    spec = parse_study(study_dict(tmp_path), label="t")
+    with DriverLock(tmp_path / "run"):
+        with pytest.raises(DriverBusy, match=r"another overlock-nas search is running on this run "
+                                             r"directory \(pid \d+"):
+            SearchEngine(spec).run()
+    assert not (tmp_path / "run" / "study.log").exists()   # refused before touching storage
+
+
+def test_changed_objectives_or_budgets_are_refused_on_resume(tmp_path):
+    spec = parse_study(study_dict(tmp_path, objectives=["accuracy", "params"]), label="t")
+    (tmp_path / "run").mkdir()
+    study = optuna.create_study(study_name="tiny", storage=open_storage(spec, tmp_path / "run"),
+                                directions=spec.directions)
+    study.set_metric_names(spec.objectives)
+    study.set_user_attr("constraints", {"flops": 3e6})
+    other = parse_study(study_dict(tmp_path), label="study.yaml")   # objectives accuracy, flops
+    with pytest.raises(StudyMismatch) as info:
+        SearchEngine(other).run()
+    assert str(info.value).startswith("study.yaml: objectives ['accuracy (maximize)', 'flops (minimize)'] "
+                                      "differ from those stored in")
+    assert "['accuracy (maximize)', 'params (minimize)']" in str(info.value)
+    same = parse_study(study_dict(tmp_path, objectives=["accuracy", "params"],
+                                  constraints={"flops": 2e6}), label="study.yaml")
+    with pytest.raises(StudyMismatch, match="study.yaml: constraints differ from those the stored study"):
+        SearchEngine(same).run()
+    assert len(load(tmp_path).trials) == 0
