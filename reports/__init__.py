@@ -23,14 +23,17 @@ __all__ = ["build_report", "render_report", "load_trials", "load_study_data", "R
 EMBED_LIMIT_BYTES = 8 * 2**20
 
 
-def render_report(sd: StudyData, out: Path | None = None, embed_limit: int = EMBED_LIMIT_BYTES) -> str:
+def render_report(sd: StudyData, out: Path | None = None, embed_limit: int = EMBED_LIMIT_BYTES,
+                  sections=None) -> str:
     """The HTML of the report on `sd`. Downloads are embedded as data: URIs unless they are over
-    `embed_limit` and `out` is given, in which case they are written next to `out` and linked."""
+    `embed_limit` and `out` is given, in which case they are written next to `out` and linked.
+    `sections` (from `reports.page.build_sections`) are built here when not given."""
     import plotly.offline
 
     from . import page, tables
 
-    sections = page.build_sections(sd)
+    if sections is None:
+        sections = page.build_sections(sd)
     downloads = []
     if not sd.trials.empty:
         stem = f"{sd.study_name}-trials"

@@ -118,6 +118,10 @@ def open_storage(run_dir=None, storage=None):
             raise ReportError(f"{run_dir}: no such run directory")
         journal = run_dir / JOURNAL_NAME
         if not journal.is_file():
+            below = sorted(run_dir.glob(f"*/{JOURNAL_NAME}")) + sorted(run_dir.glob(f"*/*/{JOURNAL_NAME}"))
+            if below:
+                raise ReportError(f"{run_dir} is a folder of {len(below)} run directories, not one: pass one "
+                                  f"(e.g. {below[0].parent}) or browse them all with --serve")
             raise ReportError(f"{run_dir}: no {JOURNAL_NAME} here (not a run directory, or the study "
                               f"lives in another storage: use --storage URL --study NAME)")
         storage = str(journal)

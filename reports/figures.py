@@ -62,9 +62,21 @@ class Note:
 
 
 # ------------------------------------------------------------------------------------ helpers
+_TEMPLATE = None
+
+
+def _template():
+    global _TEMPLATE
+    if _TEMPLATE is None:  # validated once per process, not once per figure
+        import plotly.io as pio
+
+        _TEMPLATE = pio.templates["plotly_white"]
+    return _TEMPLATE
+
+
 def _layout(fig: go.Figure, title: str | None = None, height: int = 520, **kw) -> go.Figure:
     fig.update_layout(
-        template="plotly_white", font=FONT, height=height, title=None,
+        template=_template(), font=FONT, height=height, title=None,
         margin=dict(l=70, r=20, t=30 if not title else 50, b=60), hoverlabel=dict(font_size=12),
         legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0, font_size=12),
         **kw)
@@ -348,17 +360,18 @@ def design_dimensions(sd: StudyData, max_levels: int = 8) -> dict[str, pd.Series
     """
     df = sd.trials
     dims: dict[str, pd.Series] = {}
+    codes: list[np.ndarray] = []  # factorized raw values of each kept dimension (-1: missing)
 
     def add(label, series):
-        s = series.copy()
-        if s.dropna().nunique() < 2:
+        if series.dropna().nunique() < 2:
             return
-        for other in dims.values():  # the same partition as an existing dimension: skip
-            both = other.notna() & s.notna()
-            if both.any() and (pd.factorize(other[both].astype(str))[0].tolist()
-                               == pd.factorize(s[both].astype(str))[0].tolist()):
+        mine = pd.factorize(series.astype("string"))[0]
+        for other in codes:  # the same partition as an existing dimension: skip
+            both = (other >= 0) & (mine >= 0)
+            if both.any() and _same_partition(other[both], mine[both]):
                 return
-        dims[label] = _levels(s, max_levels)
+        codes.append(mine)
+        dims[label] = _levels(series, max_levels)
 
     cfg = lambda k: df[f"config_{k}"] if f"config_{k}" in df.columns else None  # noqa: E731
     if cfg("region_count") is not None:
@@ -380,6 +393,12 @@ def design_dimensions(sd: StudyData, max_levels: int = 8) -> dict[str, pd.Series
         if f"config_{field}" in df.columns:
             add(f"config {field}", df[f"config_{field}"])
     return dims
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two labelings group the rows identically (a bijection between their labels)."""
+    pairs = np.unique(np.c_[a, b], axis=0)
+    return len(pairs) == len(np.unique(a)) == len(np.unique(b))
 
 
 def _levels(s: pd.Series, max_levels: int) -> pd.Series:
@@ -582,28 +601,29 @@ def importance_figure(sd: StudyData) -> Figure | Note:
 
 
 def _importances(sd: StudyData, base: pd.DataFrame, params: list[str], names: list[str]) -> dict:
+    import warnings
+
     import optuna
     from optuna.importance import PedAnovaImportanceEvaluator
     from optuna.trial import create_trial
 
-    out = {}
     dists = sd.param_distributions
-    records = base.to_dict("records")
-    for n in names:
-        sign = sd.objective(n).sign
-        study = optuna.create_study(direction="minimize")  # PED-ANOVA treats lower as better
-        trials = []
-        for r in records:
-            p = {k: _native(r[f"params_{k}"]) for k in params if r.get(f"params_{k}") is not None
-                 and r[f"params_{k}"] == r[f"params_{k}"]}
-            trials.append(create_trial(params=p, distributions={k: dists[k] for k in p}, value=sign * r[n]))
-        study.add_trials(trials)
-        import warnings
-
+    study = optuna.create_study(directions=["minimize"] * len(names))  # in memory: a scratch copy
+    trials = []
+    for r in base.to_dict("records"):
+        p = {k: _native(r[f"params_{k}"]) for k in params
+             if r.get(f"params_{k}") is not None and r[f"params_{k}"] == r[f"params_{k}"]}
+        trials.append(create_trial(params=p, distributions={k: dists[k] for k in p},
+                                   values=[float(r[n]) for n in names]))
+    study.add_trials(trials)
+    out = {}
+    for i, n in enumerate(names):
+        sign = sd.objective(n).sign  # PED-ANOVA treats lower as better
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out[n] = optuna.importance.get_param_importances(study, evaluator=PedAnovaImportanceEvaluator(),
-                                                             params=params)
+            out[n] = optuna.importance.get_param_importances(
+                study, evaluator=PedAnovaImportanceEvaluator(), params=params,
+                target=lambda t, i=i, sign=sign: sign * t.values[i])
     return out
 
 
@@ -656,6 +676,6 @@ def latency_stages_figure(sd: StudyData) -> Figure | Note | None:
     height = max(280, 90 + 24 * len(rows))
     _layout(fig, height=height)
     caption = (f"Per-stage latency (torch.profiler) of {what}, fastest first (up to 40). "
-               "Stages follow `OverLoCK.stage_modules()`: stem, Base-Net stages 1-3, Overview-Net, "
+               "Stages follow OverLoCK.stage_modules(): stem, Base-Net stages 1-3, Overview-Net, "
                "Focus-Net stages 3-4, head.")
     return Figure(key, title, fig, caption, height)

@@ -324,7 +324,9 @@ window.addEventListener('unhandledrejection', function (e) { reportError('unhand
 _JS_MAIN = """
 (function () {
   var plots = Array.prototype.slice.call(document.querySelectorAll('div.plot[data-fig]'));
+  if (plots.length && typeof Plotly === 'undefined') { reportError('plotly.js is missing'); plots = []; }
   document.body.setAttribute('data-plots-total', plots.length);
+  document.body.setAttribute('data-plots-rendered', 0);
   var done = 0;
   function finish() { done += 1; document.body.setAttribute('data-plots-rendered', done); }
   plots.forEach(function (div) {
@@ -400,10 +402,11 @@ def render(sd: StudyData, sections: list[Section], downloads: list[Download], pl
         body.append(f'<section id="{esc(s.key)}"><h2>{esc(s.title)}</h2>{"".join(html_blocks)}</section>')
     title = f"{sd.study_name} · overlock-nas report"
     when = sd.loaded_at.strftime("%Y-%m-%d %H:%M:%S")
+    # plotly.js once per file, and only when there is something to draw
+    library = f'<script type="text/javascript">{plotly_js}</script>' if blobs else ""
     parts.append("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
                  f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{esc(title)}</title>"
-                 f"<style>{_CSS}</style><script>{_JS_HOOKS}</script>"
-                 f"<script type=\"text/javascript\">{plotly_js}</script></head><body>")
+                 f"<style>{_CSS}</style><script>{_JS_HOOKS}</script>{library}</head><body>")
     parts.append(f'<header class="top"><h1>OverLoCK NAS · study <code>{esc(sd.study_name)}</code></h1>'
                  f'<div class="sub">{len(sd.trials)} trials · report built {when} from '
                  f"{esc(sd.storage_label)}</div></header>")
@@ -411,7 +414,7 @@ def render(sd: StudyData, sections: list[Section], downloads: list[Download], pl
     parts.append('<div id="report-errors" hidden><b>Problems while drawing this page:</b><ul></ul></div>')
     parts.extend(banners(sd))
     parts.extend(body)
-    parts.append(f"</main><footer>overlock-nas report · {esc(when)} · plotly.js embedded, works offline"
+    parts.append(f"</main><footer>overlock-nas report · {esc(when)} · self-contained, works offline"
                  "</footer>")
     parts.extend(blobs)
     parts.append(f"<script>{_JS_MAIN}</script></body></html>")
