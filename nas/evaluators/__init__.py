@@ -1,0 +1,185 @@
+"""Evaluators: what a trial's score is.
+
+- `train`: proxy training on a data set (`nas.data`) with AdamW, warm-up + cosine, label smoothing,
+  the auxiliary-head loss and AMP on GPU; the metric is top-1 validation accuracy. Supports
+  successive halving: `rungs` lists the epoch counts after which the engine compares trials, and
+  `evaluate(..., resume_from=...)` continues a trial from its last rung instead of restarting.
+- `synflow`, `naswot`, `zico`: zero-cost proxies computed on one batch at initialisation.
+
+    >>> from nas.evaluators import get_evaluator
+    >>> ev = get_evaluator("train", {"epochs": 6, "rungs": [2, 6], "dataset": {"kind": "procedural"}})
+    >>> ev.metric, ev.rungs
+    ('accuracy', [2, 6])
+    >>> result = ev.evaluate(config, budget_epochs=2, device="cpu", seed=0, workdir="run/weights",
+    ...                      resume_from=None)                                  # doctest: +SKIP
+    >>> sorted(result)                                                          # doctest: +SKIP
+    ['epochs', 'fidelity', 'history', 'score', 'weights', ...]
+
+`evaluate` raises `TrialError(reason)` (one line) when a trial cannot produce a score: NaN or
+infinite loss, out of memory, unusable data. Bad settings raise `ValueError` naming the key when
+the evaluator is created, before any trial runs.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import numbers
+from typing import Any, Callable, Mapping
+
+__all__ = ["TrialError", "Evaluator", "get_evaluator", "EVALUATORS", "METRICS"]
+
+# evaluator name -> the metric name its score is stored under (docs/storage.md)
+METRICS = {"train": "accuracy", "synflow": "synflow", "naswot": "naswot", "zico": "zico"}
+EVALUATORS = tuple(METRICS)
+
+
+class TrialError(RuntimeError):
+    """A trial that cannot produce a score; `reason` is one line for the study record."""
+
+    def __init__(self, reason: str):
+        reason = " ".join(str(reason).split())  # one line
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Evaluator(abc.ABC):
+    """Scores one architecture. Subclasses define `name`, `metric`, `rungs` and `evaluate`.
+
+    Attributes:
+        name: registry name ("train", "synflow", ...).
+        metric: the metric its score is stored under ("accuracy" or the proxy name).
+        rungs: epoch counts for successive halving, ascending, the last = full budget;
+            [] when the evaluator has no fidelity levels.
+        settings: the resolved settings (defaults filled in), JSON-able.
+    """
+
+    name: str
+    metric: str
+    rungs: list[int]
+    settings: dict
+
+    @abc.abstractmethod
+    def evaluate(self, config, *, budget_epochs: int | None, device: str, seed: int, workdir: str,
+                 resume_from: str | None, weights_name: str | None = None) -> dict:
+        """Score `config` (an `overlock.OverLoCKConfig`).
+
+        Returns at least {"score": float, "epochs": int, "history": [float, ...],
+        "weights": path or None, "fidelity": float}. Raises `TrialError`.
+        """
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.settings!r})"
+
+
+# ------------------------------------------------------------------------- settings helpers
+class Setting:
+    """One settings key: default and a check that returns the normalised value or raises."""
+
+    def __init__(self, default: Any, check: Callable[[str, Any], Any]):
+        self.default = default
+        self.check = check
+
+
+def resolve_settings(evaluator: str, settings: Mapping[str, Any] | None,
+                     schema: Mapping[str, Setting]) -> dict:
+    """Fill defaults and validate; unknown keys and bad values raise ValueError naming the key."""
+    if settings is None:
+        settings = {}
+    if not isinstance(settings, Mapping):
+        raise ValueError(f"evaluator settings for {evaluator!r} must be a mapping, got {type(settings).__name__}")
+    unknown = sorted(set(settings) - set(schema))
+    if unknown:
+        raise ValueError(f"evaluator {evaluator!r}: unknown setting {unknown[0]!r} "
+                         f"(known: {', '.join(sorted(schema))})")
+    out = {}
+    for key, spec in schema.items():
+        value = settings.get(key, spec.default)
+        out[key] = spec.check(key, value) if value is not None else None
+    return out
+
+
+def integer(low: int | None = None, high: int | None = None):
+    def check(key, value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+                or (low is not None and value < low) or (high is not None and value > high):
+            rule = " and ".join(r for r in (f">= {low}" if low is not None else "",
+                                            f"<= {high}" if high is not None else "") if r)
+            raise ValueError(f"{key}={value!r} must be an integer{' ' + rule if rule else ''}")
+        return int(value)
+    return check
+
+
+def number(low: float | None = None, high: float | None = None, low_open: bool = False):
+    def check(key, value):
+        ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+        if ok and low is not None:
+            ok = value > low if low_open else value >= low
+        if ok and high is not None:
+            ok = value <= high
+        if not ok:
+            lo = f"{'>' if low_open else '>='} {low}" if low is not None else ""
+            hi = f"<= {high}" if high is not None else ""
+            rule = " and ".join(r for r in (lo, hi) if r)
+            raise ValueError(f"{key}={value!r} must be a number{' ' + rule if rule else ''}")
+        return float(value)
+    return check
+
+
+def choice(*options):
+    def check(key, value):
+        if value not in options:
+            raise ValueError(f"{key}={value!r} must be one of {', '.join(map(repr, options))}")
+        return value
+    return check
+
+
+def boolean(key, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"{key}={value!r} must be true or false")
+    return value
+
+
+def resolution(key, value):
+    """An int, [H, W], or "HxW" -> [H, W] (each >= 32)."""
+    if isinstance(value, str) and "x" in value:
+        value = value.split("x")
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        value = [value, value]
+    try:
+        hw = [int(v) for v in value]
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}={value!r} must be an integer or [height, width]") from None
+    if len(hw) != 2 or min(hw) < 32:
+        raise ValueError(f"{key}={value!r} must be an integer or [height, width], each >= 32")
+    return hw
+
+
+def dataset(key, value):
+    from nas.data import DataError, parse_dataset_settings
+
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{key} must be a mapping like {{kind: procedural}}, got {value!r}")
+    try:
+        spec = parse_dataset_settings(value)
+    except DataError as e:
+        raise ValueError(str(e)) from None
+    return {k: v for k, v in vars(spec).items() if v is not None}
+
+
+# ----------------------------------------------------------------------------------- registry
+def get_evaluator(name: str, settings: Mapping[str, Any] | None = None) -> Evaluator:
+    """The evaluator `name` ("train", "synflow", "naswot", "zico") with validated settings.
+
+    Raises:
+        ValueError: unknown evaluator, unknown setting or bad value (names it).
+    """
+    if name == "train":
+        from .train import TrainEvaluator
+
+        return TrainEvaluator(settings)
+    if name in ("synflow", "naswot", "zico"):
+        from .zero_cost import ZeroCostEvaluator
+
+        return ZeroCostEvaluator(name, settings)
+    raise ValueError(f"unknown evaluator {name!r} (known: {', '.join(EVALUATORS)})")

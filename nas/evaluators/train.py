@@ -1,0 +1,343 @@
+"""Proxy training: a short, honest training run whose validation accuracy scores an architecture.
+
+Recipe (the official OverLoCK recipe, shortened): AdamW (no weight decay on norms, biases and
+other 1-D parameters), linear warm-up then cosine decay per step over the *full* budget, label
+smoothing, the auxiliary-head loss `main + aux_weight * aux` (OverLoCK trains with an aux
+classifier on the Overview-Net), AMP (bf16, else fp16 with a grad scaler) on GPU, optional
+channels_last, and top-1 validation accuracy after every epoch.
+
+Successive halving: the learning-rate schedule and the data order depend only on (seed, epoch,
+step) and the full budget, and the optimiser state is saved beside the weights, so training to
+rung 1 and resuming to rung 2 gives the same model as training straight to rung 2.
+
+Files written under `workdir` (atomic): `<name>.safetensors` (model weights; metadata: config,
+epochs, score) and `<name>.state.pt` (optimiser, grad scaler, history: what resuming needs).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from . import (Evaluator, Setting, TrialError, boolean, choice, dataset, integer, number,
+               resolution, resolve_settings)
+
+SCHEMA = {
+    "dataset": Setting({"kind": "procedural"}, dataset),
+    "epochs": Setting(10, integer(1)),
+    "rungs": Setting(None, lambda k, v: v),           # checked against epochs below
+    "batch_size": Setting(64, integer(1)),
+    "eval_batch_size": Setting(256, integer(1)),
+    "lr": Setting(1e-3, number(0, low_open=True)),
+    "min_lr": Setting(1e-5, number(0)),
+    "weight_decay": Setting(0.05, number(0)),
+    "warmup_epochs": Setting(1.0, number(0)),
+    "label_smoothing": Setting(0.1, number(0, 1)),
+    "aux_weight": Setting(0.4, number(0)),
+    "drop_path_rate": Setting(0.0, number(0, 1)),
+    "grad_clip": Setting(None, number(0, low_open=True)),
+    "augment": Setting(True, boolean),
+    "amp": Setting("auto", choice("auto", "bf16", "fp16", "off")),
+    "channels_last": Setting(False, boolean),
+    "threads": Setting(None, integer(1)),
+    "resolution": Setting(None, resolution),
+    "save_weights": Setting(True, boolean),
+}
+
+# settings that must not change between the rungs of one trial
+_RESUME_FINGERPRINT = ("dataset", "epochs", "batch_size", "lr", "min_lr", "weight_decay",
+                       "warmup_epochs", "label_smoothing", "aux_weight", "drop_path_rate", "augment",
+                       "resolution")
+
+
+def _check_rungs(rungs: Any, epochs: int) -> list[int]:
+    if rungs is None:
+        return []
+    if not isinstance(rungs, (list, tuple)) or not rungs:
+        raise ValueError(f"rungs={rungs!r} must be a non-empty list of epoch counts, e.g. [1, 3, {epochs}]")
+    for r in rungs:
+        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+            raise ValueError(f"rungs={list(rungs)!r}: entry {r!r} must be an integer >= 1")
+    if list(rungs) != sorted(set(rungs)):
+        raise ValueError(f"rungs={list(rungs)!r} must be strictly increasing")
+    if rungs[-1] > epochs:
+        raise ValueError(f"rungs={list(rungs)!r}: last rung {rungs[-1]} exceeds epochs={epochs}")
+    out = list(rungs)
+    if out[-1] != epochs:
+        out.append(epochs)  # the full budget is always the last rung
+    return out
+
+
+def _atomic_write(path: str, write) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _is_oom(error: BaseException) -> bool:
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
+    return isinstance(error, oom_type) or (isinstance(error, RuntimeError)
+                                          and "out of memory" in str(error).lower())
+
+
+class TrainEvaluator(Evaluator):
+    """Proxy training; see the module docstring. Settings (all optional):
+
+    dataset ({kind: procedural}), epochs (10, the full budget), rungs (none; e.g. [1, 3] ->
+    [1, 3, epochs]), batch_size (64), eval_batch_size (256), lr (1e-3), min_lr (1e-5),
+    weight_decay (0.05), warmup_epochs (1.0), label_smoothing (0.1), aux_weight (0.4),
+    drop_path_rate (0), grad_clip (none), augment (true: flip + padded crop), amp (auto: bf16 or
+    fp16 on CUDA, off on CPU), channels_last (false), threads (torch threads; none = leave),
+    resolution (training resolution; none = the config's), save_weights (true).
+    """
+
+    name = "train"
+    metric = "accuracy"
+
+    def __init__(self, settings: Mapping[str, Any] | None = None):
+        resolved = resolve_settings("train", settings, SCHEMA)
+        resolved["rungs"] = _check_rungs(resolved["rungs"], resolved["epochs"])
+        self.settings = resolved
+        self.rungs = list(resolved["rungs"])
+
+    # ------------------------------------------------------------------------------- public
+    def evaluate(self, config, *, budget_epochs: int | None, device: str = "cpu", seed: int = 0,
+                 workdir: str, resume_from: str | None = None, weights_name: str | None = None) -> dict:
+        """Train `config` up to `budget_epochs` (None = the full `epochs`), resuming if asked.
+
+        Returns {"score" (last validation accuracy), "epochs", "history" (accuracy per epoch),
+        "train_loss" (per epoch), "weights" (path or None), "state" (path or None),
+        "fidelity" (epochs / full epochs), "num_classes", "resolution", "wall_s"}.
+        Raises TrialError (NaN/inf loss, out of memory, data problem, unusable resume files).
+        """
+        try:
+            return self._evaluate(config, budget_epochs, device, seed, workdir, resume_from, weights_name)
+        except TrialError:
+            raise
+        except Exception as e:  # noqa: BLE001 - classify, keep one line
+            from nas.data import DataError
+
+            if _is_oom(e):
+                if str(device).startswith("cuda"):
+                    torch.cuda.empty_cache()
+                raise TrialError(f"out of memory on {device} (batch {self.settings['batch_size']}): "
+                                 f"{str(e).splitlines()[0][:160]}") from e
+            if isinstance(e, DataError):
+                raise TrialError(f"data: {e}") from e
+            raise
+
+    # ------------------------------------------------------------------------------ internals
+    def _evaluate(self, config, budget_epochs, device, seed, workdir, resume_from, weights_name):
+        from overlock import OverLoCK
+        from nas.data import load_dataset
+
+        s = self.settings
+        full = s["epochs"]
+        target = full if budget_epochs is None else int(budget_epochs)
+        if target < 1:
+            raise ValueError(f"budget_epochs={budget_epochs!r} must be >= 1")
+        target = min(target, full)
+        if s["threads"]:
+            torch.set_num_threads(s["threads"])
+        device = torch.device(device)
+        res = tuple(s["resolution"] or config.resolution)
+        data = load_dataset(s["dataset"], res)
+        changes = {}
+        if config.num_classes != data.num_classes:
+            changes["num_classes"] = data.num_classes
+        if config.in_chans != data.in_chans:
+            changes["in_chans"] = data.in_chans
+        train_config = config.replace(**changes) if changes else config
+
+        torch.manual_seed(seed)
+        model = OverLoCK(train_config, drop_path_rate=s["drop_path_rate"]).to(device)
+        memory_format = torch.channels_last if s["channels_last"] else torch.contiguous_format
+        model = model.to(memory_format=memory_format)
+        optimizer = self._optimizer(model)
+        amp_dtype = self._amp_dtype(device)
+        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None
+
+        history: list[float] = []
+        losses: list[float] = []
+        start_epoch = 0
+        if resume_from:
+            start_epoch, history, losses = self._resume(resume_from, model, optimizer, scaler, device)
+        if start_epoch > target:
+            raise TrialError(f"resume: {resume_from} is already trained {start_epoch} epochs, "
+                             f"more than the budget {target}")
+
+        steps = data.train.steps(s["batch_size"], drop_last=True)
+        total_steps = full * steps
+        warmup_steps = round(s["warmup_epochs"] * steps)
+        t0 = time.perf_counter()
+        for epoch in range(start_epoch, target):
+            model.train()
+            torch.manual_seed(_mix(seed, epoch))  # drop path: a function of (seed, epoch) only
+            epoch_loss, n = 0.0, 0
+            batches = data.train.batches(s["batch_size"], shuffle=True, seed=_mix(seed, epoch, 1),
+                                         augment=s["augment"], device=device, drop_last=True,
+                                         memory_format=memory_format)
+            for i, (x, y) in enumerate(batches):
+                step = epoch * steps + i
+                lr = _lr_at(step, total_steps, warmup_steps, s["lr"], s["min_lr"])
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    out = model(x)
+                    loss = self._loss(out, y)
+                if not torch.isfinite(loss):
+                    raise TrialError(f"loss became {loss.item()} at epoch {epoch + 1} step {i + 1} "
+                                     f"(lr {lr:.3g})")
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    if s["grad_clip"]:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), s["grad_clip"])
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    if s["grad_clip"]:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), s["grad_clip"])
+                    optimizer.step()
+                epoch_loss += loss.item() * len(y)
+                n += len(y)
+            losses.append(epoch_loss / max(n, 1))
+            history.append(self._accuracy(model, data.val, device, amp_dtype, memory_format))
+        wall = time.perf_counter() - t0
+
+        weights = state = None
+        if s["save_weights"]:
+            name = weights_name or config.config_hash()
+            weights, state = self._save(model, optimizer, scaler, train_config, workdir, name, target,
+                                        history, losses)
+        return {
+            "score": history[-1] if history else float("nan"),
+            "epochs": target,
+            "history": history,
+            "train_loss": losses,
+            "weights": weights,
+            "state": state,
+            "fidelity": target / full,
+            "num_classes": data.num_classes,
+            "resolution": list(res),
+            "wall_s": wall,
+        }
+
+    def _optimizer(self, model) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for p in model.parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 or p.numel() == max(p.shape) else decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.settings["weight_decay"]},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.settings["lr"], betas=(0.9, 0.999))
+
+    def _amp_dtype(self, device: torch.device):
+        amp = self.settings["amp"]
+        if amp == "off" or (amp == "auto" and device.type != "cuda"):
+            return None
+        if amp == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if amp == "bf16" else torch.float16
+
+    def _loss(self, out, y):
+        smoothing = self.settings["label_smoothing"]
+        if isinstance(out, dict):
+            loss = F.cross_entropy(out["main"].float(), y, label_smoothing=smoothing)
+            if "aux" in out and self.settings["aux_weight"] > 0:
+                loss = loss + self.settings["aux_weight"] * F.cross_entropy(
+                    out["aux"].float(), y, label_smoothing=smoothing)
+            return loss
+        return F.cross_entropy(out.float(), y, label_smoothing=smoothing)
+
+    @torch.no_grad()
+    def _accuracy(self, model, split, device, amp_dtype, memory_format) -> float:
+        model.eval()
+        correct = 0
+        for x, y in split.batches(self.settings["eval_batch_size"], device=device,
+                                  memory_format=memory_format):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(x)
+            correct += int((logits.argmax(1) == y).sum())
+        return correct / max(len(split), 1)
+
+    def _fingerprint(self) -> dict:
+        return {k: self.settings[k] for k in _RESUME_FINGERPRINT}
+
+    def _save(self, model, optimizer, scaler, config, workdir, name, epochs, history, losses):
+        from safetensors.torch import save_file
+
+        os.makedirs(workdir, exist_ok=True)
+        weights = os.path.join(workdir, f"{name}.safetensors")
+        state = os.path.join(workdir, f"{name}.state.pt")
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        metadata = {"format": "overlock-nas/train", "config": config.to_json(indent=None),
+                    "epochs": str(epochs), "score": repr(history[-1] if history else float("nan"))}
+        _atomic_write(weights, lambda p: save_file(tensors, p, metadata=metadata))
+        payload = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                   "epochs": epochs, "history": history, "train_loss": losses,
+                   "fingerprint": self._fingerprint(), "config_hash": config.config_hash()}
+        _atomic_write(state, lambda p: torch.save(payload, p))
+        return weights, state
+
+    def _resume(self, path, model, optimizer, scaler, device):
+        from safetensors import SafetensorsError
+        from safetensors.torch import load_file
+
+        state_path = state_path_for(path)
+        if not os.path.isfile(path):
+            raise TrialError(f"resume: weights {path} not found")
+        if not os.path.isfile(state_path):
+            raise TrialError(f"resume: optimiser state {state_path} not found")
+        try:
+            tensors = load_file(path, device=str(device))
+            payload = torch.load(state_path, map_location=device, weights_only=False)
+        except (OSError, SafetensorsError, RuntimeError, EOFError) as e:
+            raise TrialError(f"resume: cannot read {path}: {str(e).splitlines()[0]}") from e
+        if payload.get("config_hash") != model.config.config_hash():
+            raise TrialError(f"resume: {path} belongs to another architecture")
+        if payload.get("fingerprint") != self._fingerprint():
+            changed = sorted(k for k in self._fingerprint()
+                             if payload.get("fingerprint", {}).get(k) != self.settings[k])
+            raise TrialError(f"resume: evaluator settings changed since {path} was written ({', '.join(changed)})")
+        try:
+            model.load_state_dict(tensors, strict=True)
+            optimizer.load_state_dict(payload["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise TrialError(f"resume: {path} does not fit the model: {str(e).splitlines()[0][:160]}") from e
+        if scaler is not None and payload.get("scaler"):
+            scaler.load_state_dict(payload["scaler"])
+        return int(payload["epochs"]), list(payload["history"]), list(payload["train_loss"])
+
+
+def state_path_for(weights_path: str) -> str:
+    """The optimiser-state file saved beside `<name>.safetensors`."""
+    base = weights_path[:-len(".safetensors")] if weights_path.endswith(".safetensors") else weights_path
+    return base + ".state.pt"
+
+
+def _lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
+    """Linear warm-up to `peak`, then cosine down to `floor` at `total` steps."""
+    if warmup > 0 and step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _mix(*values: int) -> int:
+    """A deterministic 63-bit seed from integers (no Python hash randomisation)."""
+    h = 1469598103934665603
+    for v in values:
+        h = ((h ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) % (1 << 64)
+    return h & ((1 << 63) - 1)

@@ -1,0 +1,372 @@
+"""Latency of the deploy model: the one place latency is measured, and its cache.
+
+    >>> from nas.measure import measure_latency
+    >>> r = measure_latency(overlock.PRESETS["overlock_xt"], device="cpu", threads=2)
+    >>> r["latency_ms"], r["latency_spread_ms"], r["latency_device"]          # doctest: +SKIP
+    (61.2, 0.9, 'cpu: AMD EPYC x2 threads, torch 2.13.0, na2d_av pure PyTorch')
+
+What is timed: the re-parameterised deploy model (dilated branches merged), eval mode, under
+`torch.inference_mode`, one forward of `batch x C x H x W`.
+
+- CPU: wall clock (`time.perf_counter`) per forward, torch threads pinned to `threads` for the
+  measurement (restored after).
+- CUDA: CUDA events around each forward after warm-up, `torch.cuda.synchronize()` before reading;
+  fp16 / bf16 by converting the model and input (`.to(dtype)`), channels_last optional.
+
+Statistics: median (`latency_ms`), p90, interquartile range (`latency_spread_ms`) and min over
+`repeats` forwards after `warmup` forwards. When the spread is high (IQR > 10% of the median) the
+measurement is repeated once and the run with the smaller spread is kept; `latency_remeasured`
+and `latency_first_spread_ms` record that. The per-stage breakdown (`profile_stages=True`) runs
+separately, after the timing, so its instrumentation never inflates `latency_ms`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["measure_latency", "device_string", "latency_key", "LatencyCache", "DTYPES",
+           "SPREAD_REMEASURE"]
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+SPREAD_REMEASURE = 0.10   # re-measure once when IQR > 10% of the median
+STAGE_REPEATS = 10        # forwards profiled for the per-stage breakdown
+
+
+# ------------------------------------------------------------------------------------ device
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown cpu"
+
+
+def device_string(device: str = "cpu", threads: int | None = None) -> str:
+    """What latencies on `device` are measured on, e.g. "cpu: AMD EPYC x2 threads, torch 2.13.0".
+
+    CUDA: "cuda: NVIDIA H100 80GB HBM3, driver 550.54, CUDA 12.4, torch 2.13.0". Every string ends
+    with the aggregation op's implementation (a pure-PyTorch na2d_av, not NATTEN).
+    """
+    dev = torch.device(device)
+    torch_version = torch.__version__.split("+")[0]
+    if dev.type == "cuda":
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        name = torch.cuda.get_device_name(index)
+        driver = _cuda_driver()
+        text = f"cuda: {name}, driver {driver}, CUDA {torch.version.cuda}, torch {torch_version}"
+    else:
+        n = threads or torch.get_num_threads()
+        text = f"{dev.type}: {_cpu_name()} x{n} threads, torch {torch_version}"
+    return f"{text}, na2d_av pure PyTorch"
+
+
+def _cuda_driver() -> str:
+    try:
+        import subprocess
+
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return "unknown"
+
+
+# ------------------------------------------------------------------------------------- model
+def _deploy_model(config_or_model, device, dtype, channels_last, resolution):
+    """(deploy model on device/dtype, input tensor)."""
+    from overlock import OverLoCK, OverLoCKConfig
+
+    if isinstance(config_or_model, OverLoCKConfig):
+        config = config_or_model
+        torch.manual_seed(0)
+        model = OverLoCK(config, deploy=True)
+    elif isinstance(config_or_model, nn.Module):
+        model = copy.deepcopy(config_or_model)
+        if hasattr(model, "reparam") and not getattr(model, "deployed", True):
+            model.reparam()
+        config = getattr(model, "config", None)
+    else:
+        raise TypeError(f"measure_latency takes an OverLoCKConfig or a model, not {type(config_or_model).__name__}")
+    if resolution is None:
+        if config is None:
+            raise ValueError("resolution is required for a model without a .config")
+        resolution = config.resolution
+    if isinstance(resolution, int):
+        resolution = (resolution, resolution)
+    in_chans = config.in_chans if config is not None else 3
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.eval().to(device=device, dtype=dtype).to(memory_format=memory_format)
+    x = torch.randn(1, in_chans, *resolution, generator=torch.Generator().manual_seed(0))
+    return model, x, tuple(resolution)
+
+
+@contextlib.contextmanager
+def _pinned_threads(threads: int | None):
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads:
+            torch.set_num_threads(before)
+
+
+def _stats(times_ms: list[float]) -> dict:
+    ordered = sorted(times_ms)
+    q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
+    p90 = statistics.quantiles(ordered, n=10, method="inclusive")[8]
+    return {"median": statistics.median(ordered), "p90": p90, "iqr": q3 - q1, "min": ordered[0]}
+
+
+def _time_forwards(model, x, repeats: int, warmup: int, cuda: bool) -> list[float]:
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        if cuda:
+            torch.cuda.synchronize()
+            starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+            ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+            for s, e in zip(starts, ends):
+                s.record()
+                model(x)
+                e.record()
+            torch.cuda.synchronize()
+            return [s.elapsed_time(e) for s, e in zip(starts, ends)]
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - t0) * 1e3)
+        return times
+
+
+# ---------------------------------------------------------------------------------- stages
+def _stage_times(model, x, repeats: int, cuda: bool) -> dict[str, float]:
+    """Median ms per stage of `model.stage_modules()`, labelled with `record_function`.
+
+    CPU: torch.profiler reads the `stage:<name>` ranges. CUDA: CUDA events at the same hooks
+    (the ranges still appear in any outer profiler trace).
+    """
+    from torch.autograd.profiler import record_function
+
+    stages = model.stage_modules()
+    per_call: dict[str, list] = {name: [] for name in stages}
+    handles, open_ranges = [], {}
+
+    def pre(name, module):
+        def hook(mod, args):
+            rf = record_function(f"stage:{name}")
+            rf.__enter__()
+            start = None
+            if cuda:
+                start = torch.cuda.Event(enable_timing=True)
+                start.record()
+            open_ranges[id(mod)] = (rf, start)
+        return hook
+
+    def post(name, module):
+        def hook(mod, args, out):
+            rf, start = open_ranges.pop(id(mod))
+            if cuda:
+                end = torch.cuda.Event(enable_timing=True)
+                end.record()
+                per_call[name].append((start, end))
+            rf.__exit__(None, None, None)
+        return hook
+
+    for name, modules in stages.items():
+        for m in modules:
+            handles.append(m.register_forward_pre_hook(pre(name, m)))
+            handles.append(m.register_forward_hook(post(name, m)))
+    try:
+        with torch.inference_mode():
+            model(x)  # warm the hooks
+            if cuda:
+                for name in per_call:
+                    per_call[name].clear()
+                torch.cuda.synchronize()
+                for _ in range(repeats):
+                    model(x)
+                torch.cuda.synchronize()
+                ms = {n: [s.elapsed_time(e) for s, e in calls] for n, calls in per_call.items()}
+            else:
+                from torch.profiler import ProfilerActivity, profile
+
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    for _ in range(repeats):
+                        model(x)
+                ms = {n: [] for n in stages}
+                for ev in sorted(prof.events(), key=lambda e: e.time_range.start):
+                    if ev.name.startswith("stage:"):
+                        ms[ev.name[len("stage:"):]].append(ev.cpu_time_total / 1e3)
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    for name, modules in stages.items():
+        calls = ms.get(name, [])
+        per_forward = len(modules)
+        if not calls or per_forward == 0:
+            out[name] = 0.0
+            continue
+        # each forward calls every module of the stage once: sum them per forward, take the median
+        sums = [sum(calls[i:i + per_forward]) for i in range(0, len(calls) - per_forward + 1, per_forward)]
+        out[name] = round(statistics.median(sums), 4)
+    return out
+
+
+# -------------------------------------------------------------------------------------- API
+def measure_latency(config_or_model, *, device: str = "cpu", batch: int = 1, dtype: str = "fp32",
+                    channels_last: bool = False, warmup: int = 10, repeats: int = 50,
+                    threads: int | None = None, profile_stages: bool = False,
+                    resolution: int | tuple[int, int] | None = None) -> dict[str, Any]:
+    """Measure the deploy model's forward latency.
+
+    Args:
+        config_or_model: an `OverLoCKConfig` (built in deploy structure, seed 0) or a model (copied
+            and re-parameterised if it is not yet).
+        device: "cpu", "cuda" or "cuda:N".
+        batch: images per forward.
+        dtype: "fp32", "fp16" or "bf16" (model and input converted).
+        channels_last: NHWC memory format for model and input.
+        warmup: untimed forwards first.
+        repeats: timed forwards.
+        threads: CPU threads to pin torch to during the measurement (default: leave as is).
+        profile_stages: also return `latency_stages_ms` (median ms per stage, plus "other" for what
+            runs between stages) from a separate, instrumented run.
+        resolution: input (H, W) or int; default the config's.
+
+    Returns:
+        dict with latency_ms (median), latency_p90_ms, latency_spread_ms (IQR), latency_min_ms,
+        latency_device, latency_batch, latency_dtype, latency_channels_last, latency_repeats,
+        latency_resolution ([H, W]), latency_remeasured (bool), latency_first_spread_ms (when
+        re-measured) and latency_stages_ms (when profiled).
+
+    Raises:
+        ValueError: unknown dtype, bad batch/repeats, or CUDA asked for but absent.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} must be one of {', '.join(DTYPES)}")
+    if batch < 1 or repeats < 2 or warmup < 0:
+        raise ValueError(f"batch={batch}, repeats={repeats}, warmup={warmup}: need batch >= 1, "
+                         "repeats >= 2, warmup >= 0")
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available")
+    with _pinned_threads(threads if not cuda else None):
+        model, x, res = _deploy_model(config_or_model, dev, DTYPES[dtype], channels_last, resolution)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        x = x.expand(batch, *x.shape[1:]).contiguous(memory_format=memory_format).to(dev, DTYPES[dtype])
+        stats = _stats(_time_forwards(model, x, repeats, warmup, cuda))
+        result = {"latency_remeasured": False}
+        if stats["iqr"] > SPREAD_REMEASURE * stats["median"]:
+            second = _stats(_time_forwards(model, x, repeats, warmup, cuda))
+            result = {"latency_remeasured": True, "latency_first_spread_ms": round(stats["iqr"], 4)}
+            if second["iqr"] <= stats["iqr"]:
+                stats = second
+        result.update({
+            "latency_ms": round(stats["median"], 4),
+            "latency_p90_ms": round(stats["p90"], 4),
+            "latency_spread_ms": round(stats["iqr"], 4),
+            "latency_min_ms": round(stats["min"], 4),
+            "latency_device": device_string(device, threads),
+            "latency_batch": batch,
+            "latency_dtype": dtype,
+            "latency_channels_last": bool(channels_last),
+            "latency_repeats": repeats,
+            "latency_resolution": list(res),
+        })
+        if profile_stages:
+            stages = _stage_times(model, x, min(repeats, STAGE_REPEATS), cuda)
+            stages["other"] = round(max(0.0, result["latency_ms"] - sum(stages.values())), 4)
+            result["latency_stages_ms"] = stages
+    return result
+
+
+def latency_key(config, device_name: str, batch: int = 1, resolution=None, dtype: str = "fp32",
+                channels_last: bool = False) -> str:
+    """Cache key of one measurement: architecture, device string, batch, resolution, dtype, format.
+
+    The architecture is `config.architecture_hash()` (the network, not the resolution it is
+    priced at); `resolution` defaults to the config's.
+    """
+    if resolution is None:
+        resolution = config.resolution
+    if isinstance(resolution, int):
+        resolution = (resolution, resolution)
+    h, w = (int(r) for r in resolution)
+    return (f"{config.architecture_hash()}|{device_name}|batch={int(batch)}|res={h}x{w}"
+            f"|dtype={dtype}|channels_last={int(bool(channels_last))}")
+
+
+class LatencyCache:
+    """Latency results by `latency_key`, in one JSON file (atomic writes, safe across processes).
+
+        >>> cache = LatencyCache("run/latency_cache.json")
+        >>> key = latency_key(config, device_string("cpu", 2), 1, None, "fp32", False)
+        >>> cache.get(key) or cache.put(key, measure_latency(config, threads=2))   # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self._data: dict[str, dict] | None = None
+
+    def _read(self) -> dict[str, dict]:
+        try:
+            with open(self.path) as f:
+                data = json.load(f)
+            return data if isinstance(data, dict) else {}
+        except FileNotFoundError:
+            return {}
+        except (OSError, json.JSONDecodeError):
+            return {}  # a corrupt cache only costs re-measurement; the file is rewritten on put
+
+    def get(self, key: str) -> dict | None:
+        """The stored result for `key`, or None (re-reads the file when the key is not known yet)."""
+        if self._data is None or key not in self._data:
+            self._data = self._read()
+        value = self._data.get(key)
+        return dict(value) if value is not None else None
+
+    def put(self, key: str, result: dict) -> dict:
+        """Store `result` under `key` (merging with what other processes wrote); returns it."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        with open(self.path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                data = self._read()
+                data[key] = dict(result)
+                tmp = f"{self.path}.tmp{os.getpid()}"
+                with open(tmp, "w") as f:
+                    json.dump(data, f, indent=1, sort_keys=True)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+                self._data = data
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return result
+
+    def __len__(self) -> int:
+        self._data = self._read()
+        return len(self._data)
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
