@@ -1008,7 +1008,7 @@ class SearchEngine:
         p = self._progress
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            front = self.study.best_trials
+            front = [t for t in self.study.best_trials if t.user_attrs.get("reused_from") is None]
         p.pareto = len(front)
         metric = self.spec.score_metric or self.objectives[0]
         if front:

@@ -81,11 +81,12 @@ class _Display:
         if self.live is not None:
             self.live.update(self._render())
         elif line is not None:
-            self.console.print(line, highlight=False, soft_wrap=True)
+            self.console.print(line, highlight=False, soft_wrap=True, markup=False)
             now = time.monotonic()
             if now - self._last_plain > 15 or progress.done == progress.target:
                 self._last_plain = now
-                self.console.print(f"  [{self.status()}]", highlight=False, soft_wrap=True)
+                self.console.print(f"  [{self.status()}]", highlight=False, soft_wrap=True,
+                                   markup=False)
 
 
 def _front_table(result, console):
@@ -100,7 +101,7 @@ def _front_table(result, console):
     table.add_column("trial", justify="right")
     shown = list(result.objectives)
     for extra in ("params", "flops", "latency_ms"):
-        if extra not in shown:
+        if extra not in shown and any(t.user_attrs.get(extra) is not None for t in rows):
             shown.append(extra)
     labels = {"flops": "GMACs", "flops_paper": "GMACs (paper)", "params": "params (M)",
               "latency_ms": "latency (ms)", "memory_mb": "memory (MiB)"}
@@ -113,7 +114,7 @@ def _front_table(result, console):
             v = t.values[result.objectives.index(name)] if name in result.objectives \
                 else t.user_attrs.get(name)
             cells.append("-" if v is None else _fmt(name, v).split(" ")[0])
-        cells.append(t.user_attrs.get("summary", ""))
+        cells.append(_compact(t.user_attrs.get("config")) or t.user_attrs.get("summary", ""))
         table.add_row(*cells)
     return table, rows
 
@@ -139,7 +140,9 @@ def command(study_file, address, trials, run_dir):
     from nas.executor import ExecutorError
     from nas.study import StudyFileError, load_study_file
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:          # logs and pipes: no 80-column squeeze of the table
+        console = Console(highlight=False, soft_wrap=True, width=max(console.width, 140))
     try:
         spec = load_study_file(study_file)
         engine = SearchEngine(spec, run_dir, address=address, trials=trials)
@@ -149,7 +152,7 @@ def command(study_file, address, trials, run_dir):
     constraints = ", ".join(f"{k} <= {_budget(k, v)}" for k, v in spec.constraints.items()) or "none"
     objectives = ", ".join(f"{o} ({d[:3]})" for o, d in zip(spec.objectives, spec.directions))
     console.print(f"[bold]study {spec.name}[/bold]: {engine.target} trials | objectives {objectives} "
-                  f"| constraints {constraints} | sampler {spec.sampler_name} | run dir {engine.run_dir}")
+                  f"| constraints {constraints} | sampler {spec.sampler_name} | run dir {_shown(engine.run_dir)}")
 
     def on_signal(signum, frame):
         if engine._stop:               # a second Ctrl-C: stop waiting for the cleanup
@@ -173,7 +176,7 @@ def command(study_file, address, trials, run_dir):
             signal.signal(s, h)
     wall = time.monotonic() - started
     p = result.progress
-    run = result.run_dir
+    run = _shown(result.run_dir)
     if result.interrupted:
         console.print(f"interrupted after {_duration(wall)}: {p.done}/{p.target} trials done, the ones in "
                       f"flight were re-queued; run the same command to continue ({run})")
@@ -181,10 +184,14 @@ def command(study_file, address, trials, run_dir):
 
     table, rows = _front_table(result, console)
     console.print(table)
+    if rows:
+        from space import macs_label
+
+        console.print(f"{macs_label(rows[0].user_attrs['resolution'], 1)}; params of the deploy "
+                      "model without the aux head")
     console.print(f"{p.done} trials ({p.complete} complete, {p.feasible} feasible, {p.infeasible} over "
                   f"budget, {p.halved} stopped early, {p.failed} failed, {p.reused} reused) in "
-                  f"{_duration(wall)} this run; GMACs = multiply-adds (fvcore; the paper's FLOPs) at "
-                  f"the study resolution, batch 1")
+                  f"{_duration(wall)} this run")
     score = spec.score_metric or result.objectives[0]
     best = None
     if rows:
@@ -197,6 +204,24 @@ def command(study_file, address, trials, run_dir):
         console.print(f"  overlock-nas export {run} --trial {best.number}    # best {score}")
     else:
         console.print("  (no feasible trial yet: relax the constraints or raise --trials)")
+
+
+def _compact(config: dict | None) -> str:
+    """The searched shape of a config in one short line."""
+    if not config:
+        return ""
+    j = lambda v: "-".join(str(x) for x in v)  # noqa: E731
+    return (f"depths {j(config['base_depths'])}|{config['overview_depth']}|{j(config['focus_depths'])} "
+            f"widths {j(config['widths'])} R{config['region_count']} "
+            f"k{j(config['dynamic_kernels'])}/{config['small_kernel']} heads {j(config['focus_heads'])}")
+
+
+def _shown(path) -> str:
+    """A path as the user would type it: relative to the working directory when inside it."""
+    import os
+
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else str(path)
 
 
 def _budget(name: str, value: float) -> str:

@@ -25,6 +25,12 @@ class Scripted:
         self.script = {int(k): v for k, v in (self.settings.get("script") or {}).items()}
 
     def _log(self, **entry):
+        try:
+            import ray
+
+            entry["node"] = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+        except ImportError:
+            pass
         if self.log:
             with open(self.log, "a") as fh:
                 fh.write(json.dumps({"pid": os.getpid(), "t": time.time(), **entry}) + "\n")

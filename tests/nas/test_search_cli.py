@@ -1,0 +1,165 @@
+"""`overlock-nas search` end to end in subprocesses: a full run, Ctrl-C, `kill -9` and resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from optuna.trial import TrialState
+
+from nas.cli import main
+from nas.engine import DriverLock
+from nas_testing import REPO, subprocess_env, write_study
+
+SEARCH = [sys.executable, "-m", "nas.cli", "search"]
+
+
+def start(study: Path, *extra: str) -> subprocess.Popen:
+    # own session: like a terminal's foreground job, and every process it starts is findable
+    return subprocess.Popen([*SEARCH, str(study), *extra], cwd=REPO, env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def kill_session(sid: int) -> int:
+    """SIGKILL every process left in session `sid` (the Ray processes of a killed driver);
+    returns how many there were at first."""
+    first = None
+    for _ in range(20):
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[3]) == sid:
+                    pids.append(int(entry))
+        first = len(pids) if first is None else first
+        if not pids:
+            return first
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    return first
+
+
+def trials(run: Path) -> list:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if not (run / "study.log").exists():
+        return []
+    storage = JournalStorage(JournalFileBackend(str(run / "study.log")))
+    if not optuna.get_all_study_summaries(storage):
+        return []
+    return optuna.load_study(study_name="tiny", storage=storage).get_trials()
+
+
+def wait_complete(proc, run: Path, n: int, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if sum(t.state == TrialState.COMPLETE for t in trials(run)) >= n:
+            return
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.3)
+    raise AssertionError(f"fewer than {n} complete trials after {timeout} s")
+
+
+def test_search_runs_a_study_and_says_what_next(tmp_path):
+    study = write_study(tmp_path, trials=5, parallel=2, constraints={"flops": "2M"})
+    proc = subprocess.run([*SEARCH, str(study)], cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "Feasible Pareto front" in out and "Traceback" not in out + proc.stderr
+    run = tmp_path / "run"
+    assert f"overlock-nas report {run}" in out
+    assert f"overlock-nas export {run} --trial " in out
+    assert "GMACs (fvcore; the paper's FLOPs), 1x3x32x32" in out
+    assert (run / "study.yaml").exists() and (run / "study.log").exists()
+    assert len(trials(run)) == 5 and all(t.state != TrialState.RUNNING for t in trials(run))
+
+
+def test_bad_study_file_and_busy_run_dir_are_one_line_errors(tmp_path):
+    runner = CliRunner()
+    bad = write_study(tmp_path, constraints={"flops": -1})
+    res = runner.invoke(main, ["search", str(bad)])
+    assert res.exit_code == 1
+    assert res.output.strip() == f"Error: {bad}: constraints.flops: must be a number > 0, got -1"
+    good = write_study(tmp_path)
+    with DriverLock(tmp_path / "run"):
+        res = runner.invoke(main, ["search", str(good)])
+    last = res.output.strip().splitlines()[-1]     # after the study's header line
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert last.startswith(f"Error: {tmp_path / 'run'}: another overlock-nas search is running "
+                           "on this run directory (pid ")
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
+    target = 10
+    study = write_study(tmp_path, trials=target, parallel=2, evaluator={"sleep_s": 1.5})
+    run = tmp_path / "run"
+
+    # 1. Ctrl-C (SIGINT to the foreground process group, as a terminal sends it)
+    proc = start(study)
+    wait_complete(proc, run, 2)
+    os.killpg(proc.pid, signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
+    left = kill_session(proc.pid)
+    assert proc.returncode == 130, out
+    print("processes left after Ctrl-C:", left)
+    assert out.strip().splitlines()[-1].startswith("interrupted after"), out
+    stored = trials(run)
+    assert not [t for t in stored if t.state == TrialState.RUNNING]
+    interrupted = [t for t in stored if t.user_attrs.get("reason") == "interrupted"]
+    assert interrupted and all(t.state == TrialState.FAIL and t.user_attrs["superseded"]
+                               for t in interrupted)
+    queued = [t for t in stored if t.state == TrialState.WAITING]
+    assert sorted(t.user_attrs["requeued_from"] for t in queued) == sorted(t.number for t in interrupted)
+    complete_before = {t.number: t.values for t in stored if t.state == TrialState.COMPLETE}
+
+    # 2. kill -9 of the driver in the middle of the study
+    proc = start(study)
+    wait_complete(proc, run, len(complete_before) + 2)
+    proc.kill()
+    proc.communicate(timeout=30)
+    kill_session(proc.pid)
+    stored = trials(run)
+    complete_before = {t.number: t.values for t in stored if t.state == TrialState.COMPLETE}
+    left_running = [t.number for t in stored if t.state == TrialState.RUNNING]
+    assert left_running      # killed while trials ran (each takes 1.5 s, two at a time)
+
+    # 3. the same command resumes and finishes the budget
+    proc = start(study)
+    out = proc.communicate(timeout=300)[0]
+    left = kill_session(proc.pid)
+    assert proc.returncode == 0, out
+    print("processes left after a finished run:", left)
+    print(out)
+    final = trials(run)
+    by_number = {t.number: t for t in final}
+    assert len(by_number) == len(final)
+    counted = [t for t in final if not t.user_attrs.get("superseded")]
+    assert len(counted) == target
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) for t in counted)
+    assert not [t for t in final if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    for number, values in complete_before.items():        # nothing completed was lost or redone
+        assert by_number[number].state == TrialState.COMPLETE and by_number[number].values == values
+    for number in left_running:                            # adopted under the same number
+        assert by_number[number].state == TrialState.COMPLETE, by_number[number].user_attrs
+    if left_running:
+        assert "left running" in out and "adopted" in out
+    evaluated = Counter(t.user_attrs["config_hash"] for t in counted
+                        if t.state == TrialState.COMPLETE and t.user_attrs.get("reused_from") is None)
+    assert max(evaluated.values()) == 1                    # no architecture counted twice
