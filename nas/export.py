@@ -260,8 +260,8 @@ def select_trial(study, *, trial: int | None = None, objective: str | None = Non
             reasons[why] = reasons.get(why, 0) + 1
     if not feasible:
         detail = "; ".join(f"{n} {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
-        raise ExportError(f"no feasible COMPLETE trial in study {name!r}: all {len(full)} break a "
-                          f"budget ({detail})")
+        raise ExportError(f"no feasible COMPLETE trial in study {name!r}: none of the {len(full)} "
+                          f"full-fidelity COMPLETE trials meets the budgets ({detail})")
     candidates = feasible
     under = dict(under or {})
     for metric, budget in under.items():
@@ -435,7 +435,7 @@ def train_model(model: torch.nn.Module, dataset: Mapping[str, Any] | None = None
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             if steps is not None and len(losses) >= steps:
                 break
         if steps is not None and len(losses) >= steps:
@@ -665,7 +665,7 @@ def default_out_dir(run_dir: str | os.PathLike | None, trial, config_hash: str) 
 def export_trial(study, trial, out_dir: str | os.PathLike | None = None, *,
                  run_dir: str | os.PathLike | None = None, selection: str = "",
                  storage_label: str | None = None, train: TrainSpec | None = None, onnx: bool = True,
-                 pt2: bool = True, seed: int = 0, overwrite: bool = False,
+                 pt2: bool = True, latency: bool = False, seed: int = 0, overwrite: bool = False,
                  log: Callable[[str], None] = lambda _: None) -> ExportResult:
     """Write the model directory of `trial` (see the module docstring).
 
@@ -678,6 +678,7 @@ def export_trial(study, trial, out_dir: str | os.PathLike | None = None, *,
         train: train the architecture anew at export time instead of using the trial's weights.
         onnx: also write and check `model.onnx`.
         pt2: also write and check `model.pt2`.
+        latency: also measure the deploy model's latency here (`nas.measure`; CPU, batch 1, fp32).
         seed: seed of freshly initialised weights (and of `train`).
         overwrite: replace an existing `out_dir`.
         log: progress lines.
@@ -703,7 +704,7 @@ def export_trial(study, trial, out_dir: str | os.PathLike | None = None, *,
     try:
         result = _export_into(tmp, study, trial, config, run_dir=run_dir, selection=selection,
                               storage_label=storage_label, train=train, onnx=onnx, pt2=pt2,
-                              seed=seed, log=log)
+                              latency=latency, seed=seed, log=log)
         _publish_permissions(tmp)
         if out.exists():
             backup = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -720,7 +721,7 @@ def export_trial(study, trial, out_dir: str | os.PathLike | None = None, *,
 
 
 def _export_into(tmp: Path, study, trial, config: OverLoCKConfig, *, run_dir, selection,
-                 storage_label, train, onnx, pt2, seed, log) -> ExportResult:
+                 storage_label, train, onnx, pt2, latency, seed, log) -> ExportResult:
     attrs = trial.user_attrs
     t0 = time.perf_counter()
 
@@ -784,6 +785,12 @@ def _export_into(tmp: Path, study, trial, config: OverLoCKConfig, *, run_dir, se
     # 4. measurements and the card
     log("measuring params and GMACs (fvcore) ...")
     meta["measured"] = _measure(model, deploy_model)
+    if latency:
+        from nas.measure import measure_latency
+
+        log("measuring latency (CPU, batch 1, fp32) ...")
+        meta["latency_export"] = measure_latency(deploy_model, device="cpu", batch=1, dtype="fp32",
+                                                 threads=torch.get_num_threads())
     meta["checks"] = checks
     meta["export_s"] = round(time.perf_counter() - t0, 2)
     hub.write_config(tmp, meta)
@@ -920,13 +927,19 @@ def model_card(meta: dict) -> str:
                      f"measured during the search on {lat.get('latency_device', 'an unrecorded device')}, "
                      f"batch {lat.get('latency_batch', '?')}, {lat.get('latency_dtype', '?')}, "
                      f"channels_last {lat.get('latency_channels_last', '?')}, deploy model |")
-    else:
-        lines.append("| latency | not measured | the study measured no latency for this trial |")
+    elif "latency_export" not in meta:
+        lines.append("| latency | not measured | the study measured no latency for this trial (export "
+                     "with --latency to measure it here) |")
+    if "latency_export" in meta:
+        le = meta["latency_export"]
+        lines.append(f"| latency (export) | {le['latency_ms']:.3f} ms (median, p90 {le['latency_p90_ms']}, "
+                     f"IQR {le['latency_spread_ms']}) | measured at export on {le['latency_device']}, batch "
+                     f"{le['latency_batch']}, {le['latency_dtype']}, {le['latency_repeats']} repeats, deploy model |")
     ev = meta.get("evaluator") or {}
     metrics = meta.get("metrics", {})
     if weights.get("source") == "train":
         lines.append(f"| accuracy | {weights.get('score', float('nan')):.4f} | top-1 on the validation split after the "
-                     f"export-time training ({weights.get('epochs')} epochs, data "
+                     f"export-time training ({_epochs(weights.get('epochs'))}, data "
                      f"{(weights.get('settings') or {}).get('dataset')}) |")
     if "accuracy" in metrics or ev.get("score") is not None:
         score = metrics.get("accuracy", ev.get("score"))
@@ -935,7 +948,7 @@ def model_card(meta: dict) -> str:
                  "init": "the search's proxy training; these weights are untrained"}[weights["source"]]
         lines.append(f"| {'accuracy' if weights['source'] == 'trial' else 'search accuracy'} | "
                      f"{score:.4f} | top-1 validation, evaluator `{ev.get('name')}`, fidelity "
-                     f"{ev.get('fidelity')} ({ev.get('epochs')} epochs){', data ' + str(data) if data else ''}; "
+                     f"{ev.get('fidelity')} ({_epochs(ev.get('epochs'))}){', data ' + str(data) if data else ''}; "
                      f"{whose} |")
     for proxy in ("synflow", "naswot", "zico"):
         if proxy in metrics:
@@ -943,9 +956,9 @@ def model_card(meta: dict) -> str:
     lines += ["", "## Weights", ""]
     if weights["source"] == "trial":
         lines.append(f"Trained by the search's `{weights.get('evaluator')}` evaluator "
-                     f"({weights.get('epochs')} epochs, fidelity {weights.get('fidelity')}); from `{weights['file']}`.")
+                     f"({_epochs(weights.get('epochs'))}, fidelity {weights.get('fidelity')}); from `{weights['file']}`.")
     elif weights["source"] == "train":
-        lines.append(f"Trained from scratch at export time: {weights.get('epochs')} epochs, seed {weights['seed']}.")
+        lines.append(f"Trained from scratch at export time: {_epochs(weights.get('epochs'))}, seed {weights['seed']}.")
     else:
         lines.append(f"**Freshly initialised (seed {weights['seed']}), not trained**: the trial's "
                      "evaluator saved no weights. Fine-tune before use, or export with `--train`.")
@@ -983,6 +996,10 @@ def model_card(meta: dict) -> str:
               "`onnxruntime.InferenceSession(\"model.onnx\")`. Inputs are normalised as in training "
               "(`nas.data`: `(pixel / 255 - 0.5) / 0.25`).", ""]
     return "\n".join(lines)
+
+
+def _epochs(n) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
 def _budgets(budgets: Mapping[str, Any]) -> str:

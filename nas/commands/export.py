@@ -31,13 +31,15 @@ import click
 @click.option("--seed", default=0, show_default=True,
               help="Seed of freshly initialised weights and of --train.")
 @click.option("--no-onnx", "no_onnx", is_flag=True, help="Do not write model.onnx.")
+@click.option("--latency", "latency", is_flag=True,
+              help="Also measure the deploy model's latency on this machine (CPU, batch 1, fp32).")
 @click.option("--storage", default=None, metavar="URL",
               help="An Optuna RDB URL or journal file instead of RUN_DIR/study.log.")
 @click.option("--study", "study_name", default=None, metavar="NAME",
               help="Study name (needed when the storage holds several).")
 @click.option("--json", "as_json", is_flag=True, help="Print config.json's summary as JSON.")
 def command(run_dir, trial, best, objective, under, out, overwrite, train, dataset, epochs, device,
-            seed, no_onnx, storage, study_name, as_json):
+            seed, no_onnx, latency, storage, study_name, as_json):
     """Write a model directory for one trial: config.json, weights (safetensors, train and
     re-parameterised), model.pt2 (torch.export), model.onnx and a model card (README.md); every
     program checked against the eager model. `overlock.create_model(DIR)` loads it."""
@@ -72,7 +74,8 @@ def command(run_dir, trial, best, objective, under, out, overwrite, train, datas
             spec = TrainSpec(epochs=epochs or int(default_epochs), dataset=parse_dataset(dataset),
                              device=device)
         result = export_trial(study, chosen, out, run_dir=run_dir, selection=why, storage_label=label,
-                              train=spec, onnx=not no_onnx, seed=seed, overwrite=overwrite, log=log)
+                              train=spec, onnx=not no_onnx, latency=latency, seed=seed,
+                              overwrite=overwrite, log=log)
     except (ExportError, ConfigError) as e:
         fail(str(e))
     except ValueError as e:  # a data-set or settings error from the evaluator / data modules
