@@ -232,6 +232,13 @@ class Browser:
                     result.network.append(u)
         return result
 
+    def evaluate(self, expression: str):
+        """Run JavaScript in the page; return its (JSON-able) value."""
+        value = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in value:
+            raise RuntimeError(value["exceptionDetails"].get("text"))
+        return value["result"].get("value")
+
     def close(self):
         ws = getattr(self, "ws", None)
         if ws is not None:

@@ -59,6 +59,25 @@ def test_report_renders_in_headless_browser(study_dir, browser, tmp_path):
     scatter = {p["id"]: p for p in result.plots}
     assert scatter["fig-pareto-flops-accuracy"]["points"] > 100  # every trial is a drawn point
 
+    # hovering a Pareto point shows its architecture and metrics
+    hover = browser.evaluate("""(async () => {
+        const div = document.getElementById('fig-pareto-flops-accuracy');
+        const i = div.data.findIndex(t => (t.name || '').startsWith('Pareto-optimal'));
+        Plotly.Fx.hover(div, [{curveNumber: i, pointNumber: 0}]);
+        await new Promise(r => setTimeout(r, 300));
+        return Array.from(div.querySelectorAll('.hovertext')).map(e => e.textContent).join(' ');
+    })()""")
+    assert "Pareto-optimal" in hover and "base [" in hover and "GMACs" in hover, hover
+    # the table sorts on a header click (numbers by value, not text)
+    order = browser.evaluate("""(() => {
+        const t = document.getElementById('pareto-table');
+        const th = Array.from(t.querySelectorAll('th')).find(h => h.textContent.startsWith('GMACs'));
+        const col = Array.from(th.parentNode.children).indexOf(th);
+        th.click();
+        return Array.from(t.tBodies[0].rows).map(r => parseFloat(r.cells[col].getAttribute('data-v')));
+    })()""")
+    assert len(order) >= 3 and order == sorted(order)
+
     pytest.importorskip("PIL")
     for plot in result.plots:
         if plot["top"] + plot["height"] <= 16000:
