@@ -11,7 +11,6 @@ What a study stores is fixed by `docs/storage.md`; this package only reads it.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from .data import ReportError, StudyData, load_study_data, load_trials
@@ -63,7 +62,6 @@ def build_report(run_dir=None, storage: str | None = None, study_name: str | Non
     Raises:
         ReportError: one line saying what is wrong (no such run directory, several studies, ...).
     """
-    t0 = time.perf_counter()
     sd = load_study_data(run_dir, storage, study_name)
     if out is None:
         out = (Path(run_dir) / "report.html") if run_dir is not None else Path(f"{sd.study_name}-report.html")
@@ -73,5 +71,4 @@ def build_report(run_dir=None, storage: str | None = None, study_name: str | Non
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(out)  # a reader never sees half a page
-    build_report.last_seconds = time.perf_counter() - t0  # type: ignore[attr-defined]
     return out

@@ -22,6 +22,7 @@ from .pareto import hypervolume_history, pareto_mask
 
 MIN_IMPORTANCE_TRIALS = 20
 WEBGL_ABOVE = 5000  # points per trace beyond which scatter plots switch to WebGL
+COMPACT_HOVER_ABOVE = 5000  # trials beyond which hover texts of dominated trials omit the architecture
 
 FONT = dict(family="Inter, Segoe UI, Helvetica, Arial, sans-serif", size=13, color="#222")
 STYLE = {  # category -> legend name, marker
@@ -99,6 +100,8 @@ def hover_texts(sd: StudyData) -> pd.Series:
                                               if m not in {o.name for o in sd.objectives}]
     shown = [m for m in shown if m in df.columns]
     out = []
+    # past this many trials only the front and presets carry the architecture lines (page size)
+    compact = len(df) > COMPACT_HOVER_ABOVE
     for row in df.to_dict("records"):
         cat = "Pareto-optimal" if row.get("pareto") else STYLE.get(row["category"], (row["category"],))[0]
         head = f"<b>trial {row['number']}</b> · {cat}"
@@ -106,7 +109,7 @@ def hover_texts(sd: StudyData) -> pd.Series:
             head = f"<b>{row['preset']}</b> (trial {row['number']}) · official preset"
         lines = [head]
         summary = row.get("summary")
-        if isinstance(summary, str):
+        if isinstance(summary, str) and not (compact and not row.get("pareto") and row["category"] != "preset"):
             lines += [p.strip() for p in summary.split("|")]
         metrics = [f"{v[m].short} {v[m].show(row[m])}" for m in shown if row.get(m) is not None
                    and not (isinstance(row[m], float) and math.isnan(row[m]))]
@@ -197,13 +200,11 @@ def pareto_figure(sd: StudyData, x: str, y: str, hover: pd.Series) -> Figure:
             sel = (df["category"] == "feasible").to_numpy() & ~df["pareto"].to_numpy(dtype=bool) & has_x & has_y
         else:
             sel = (df["category"] == cat).to_numpy() & has_x
-        if single and cat in ("pareto", "feasible"):
-            sel = (df["category"] == "feasible").to_numpy() & has_x & has_y
-            if cat == "pareto":
-                continue
         if not sel.any():
             continue
         name, marker = STYLE[cat]
+        if single and cat == "pareto":
+            name = "best feasible trial"
         yy = ys[sel].copy()
         rug = np.isnan(yy)
         if rug.all() and y_rug is None:
@@ -236,16 +237,18 @@ def pareto_figure(sd: StudyData, x: str, y: str, hover: pd.Series) -> Figure:
     fig.update_yaxes(title_text=f"{vy.label}  ({arrow[oy.direction]})", zeroline=False)
     _layout(fig, height=560)
     n_pareto = int(df["pareto"].sum())
-    caption = (f"Every trial with both values is drawn ({int((has_x & has_y).sum())} points; none "
-               f"down-sampled). Orange: the {n_pareto} feasible Pareto-optimal trials of the whole study"
-               + (" (all objectives, so some sit behind the 2-D front of this pair)"
-                  if len(sd.objectives) > 2 else "")
-               + ". Trials without a "
-               f"{vy.short} value (never trained, failed, running) are drawn as ticks along the bottom. "
-               "Dashed red: budgets. Hover a point for its architecture and metrics.")
+    drawn = (f"Every trial with both values is drawn ({int((has_x & has_y).sum())} points; none "
+             "down-sampled). ")
     if single:
-        caption = (f"A single-objective study: {vx.short} is shown as a trade-off axis, not optimised. "
-                   + caption.split(". ", 1)[1])
+        front = (f"A single-objective study: {vx.short} is not optimised, it is shown as a trade-off axis. "
+                 + drawn + "Orange marker: the best feasible trial; orange line: the feasible trials no other "
+                 "beats on both axes. ")
+    else:
+        front = (drawn + f"Orange: the {n_pareto} feasible Pareto-optimal trials of the whole study"
+                 + (" (all objectives, so some sit behind the 2-D front of this pair)"
+                    if len(sd.objectives) > 2 else "") + "; orange line: the 2-D front of this pair. ")
+    caption = (front + f"Trials without a {vy.short} value (never trained, failed, running) are drawn as ticks "
+               "along the bottom. Dashed red: budgets. Hover a point for its architecture and metrics.")
     title = f"{vy.short} vs {vx.short}"
     return Figure(f"pareto-{x}-{y}", title, fig, caption, 560)
 

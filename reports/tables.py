@@ -34,7 +34,8 @@ def state_counts(sd: StudyData) -> list[tuple[str, int, list[tuple[str, int]]]]:
         cats = Counter(sub["category"])
         parts = [(CATEGORY_WORDS.get(c, c), n) for c, n in cats.most_common()]
         if state == "COMPLETE" and sub["pareto"].any():
-            parts.insert(0, ("Pareto-optimal", int(sub["pareto"].sum())))
+            word = "Pareto-optimal" if len(sd.objectives) > 1 else "best"
+            parts.insert(0, (word, int(sub["pareto"].sum())))
         out.append((state, len(sub), parts if len(parts) > 1 or state in ("COMPLETE", "PRUNED") else []))
     return out
 
