@@ -163,7 +163,7 @@ def run_evaluation(evaluator: str, settings: dict, config: dict, *, budget_epoch
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_latency(config: dict, *, device: str, latency: dict, threads: int | None) -> dict:
+def run_latency(config: dict, *, device: str, latency: dict, num_threads: int | None) -> dict:
     """Runs in a Ray worker that holds a whole node: measure one config's latency."""
     from overlock import OverLoCKConfig
 
@@ -173,7 +173,7 @@ def run_latency(config: dict, *, device: str, latency: dict, threads: int | None
         res = measure_latency(OverLoCKConfig.from_dict(config), device=_resolve_device(device),
                               batch=latency["batch"], dtype=latency["dtype"],
                               channels_last=latency["channels_last"], warmup=latency["warmup"],
-                              repeats=latency["repeats"], threads=threads,
+                              repeats=latency["repeats"], threads=num_threads,
                               profile_stages=latency["profile_stages"])
     except Exception as e:  # noqa: BLE001
         return _failure(e)
@@ -358,10 +358,10 @@ class SearchEngine:
             self._open_study()
             self._build_evaluator()
             self._store_study_attrs()
-            self._latency_cache = self._open_latency_cache()
             (self.run_dir / "study.yaml").write_text(_dump_yaml(self.spec.resolved()))
             self.executor.start()
             try:
+                self._latency_cache = self._open_latency_cache()
                 interrupted = self._loop()
             finally:
                 self._save_wall_time()
@@ -470,12 +470,18 @@ class SearchEngine:
         return sampler_class(name)(seed=seed, **options)
 
     def _open_latency_cache(self):
+        """The run directory's latency cache. The device string that keys it is known before
+        any measurement for a local Ray (this machine); on a cluster, after the first one."""
+        self._latency_device = None
         if not self.spec.needs_latency:
             return None
-        try:
-            from nas.measure import LatencyCache
-        except ImportError:
-            return None
+        from nas.measure import LatencyCache, device_string
+
+        if self.executor.mode == "local":
+            device = _resolve_device(self.spec.device)
+            threads = self.spec.latency.threads or int(self.executor.exclusive_resources()["cpus"])
+            with contextlib.suppress(Exception):
+                self._latency_device = device_string(device, threads)
         return LatencyCache(str(self.run_dir / "latency_cache.json"))
 
     # ---------------------------------------------------------------------------- main loop
@@ -685,36 +691,25 @@ class SearchEngine:
         return {n: metrics[n] - b for n, b in self.budgets.items() if n in metrics}
 
     # --------------------------------------------------------------------------------- latency
-    def _latency_key(self, lv: _Live) -> dict:
+    def _cache_args(self, lv: _Live) -> tuple:
         s = self.spec.latency
-        return {"config_hash": lv.chash, "batch": s.batch, "resolution": list(lv.config.resolution),
-                "dtype": s.dtype, "channels_last": s.channels_last}
+        return (lv.config, self._latency_device, s.batch, None, s.dtype, s.channels_last)
 
     def _cache_get(self, lv: _Live) -> dict | None:
-        cache, device = self._latency_cache, getattr(self, "_latency_device", None)
-        if cache is None or device is None:
+        if self._latency_cache is None or self._latency_device is None:
             return None
-        k = self._latency_key(lv)
-        with contextlib.suppress(Exception):
-            return cache.get(k["config_hash"], device, k["batch"], tuple(k["resolution"]),
-                             k["dtype"], k["channels_last"])
-        return None
+        return self._latency_cache.get(*self._cache_args(lv))
 
     def _cache_put(self, lv: _Live, result: dict) -> None:
-        cache = self._latency_cache
-        if cache is None:
-            return
-        k = self._latency_key(lv)
-        with contextlib.suppress(Exception):
-            cache.put(k["config_hash"], result["latency_device"], k["batch"], tuple(k["resolution"]),
-                      k["dtype"], k["channels_last"], result)
+        if self._latency_cache is not None and self._latency_device:
+            self._latency_cache.put(*self._cache_args(lv), result)
 
     def _submit_latency(self, lv: _Live) -> None:
         res = self.executor.exclusive_resources(gpu=self.spec.device.startswith("cuda"))
         threads = self.spec.latency.threads or int(res["cpus"])
         lv.handle = self.executor.submit(
             LATENCY_TARGET, lv.config.to_dict(), device=self.spec.device,
-            latency=self.spec.latency.model_dump(), threads=threads,
+            latency=self.spec.latency.model_dump(), num_threads=threads, threads=threads,
             cpus=res["cpus"], gpus=res["gpus"], max_retries=self.spec.max_retries)
         lv.kind, lv.started = "latency", time.monotonic()
         self._inflight[lv.handle] = lv
@@ -723,7 +718,7 @@ class SearchEngine:
         if not result.get("ok"):
             self._fail(lv, f"latency: {result.get('reason')}", result.get("error", ""))
             return
-        self._latency_device = result.get("latency_device")
+        self._latency_device = result.get("latency_device") or self._latency_device
         self._cache_put(lv, result)
         self._record_latency(lv, result)
         broken = self._broken(lv.metrics)
@@ -733,15 +728,9 @@ class SearchEngine:
             self._to_evaluation(lv)
 
     def _record_latency(self, lv: _Live, result: dict) -> None:
-        s = self.spec.latency
-        t = lv.trial
-        for k in ("latency_ms", "latency_p90_ms", "latency_spread_ms", "latency_device",
-                  "latency_stages_ms"):
-            if result.get(k) is not None:
-                t.set_user_attr(k, _jsonable(result[k]))
-        t.set_user_attr("latency_batch", s.batch)
-        t.set_user_attr("latency_dtype", s.dtype)
-        t.set_user_attr("latency_channels_last", s.channels_last)
+        for k, v in result.items():
+            if k.startswith("latency_") and v is not None:
+                lv.trial.set_user_attr(k, _jsonable(v))
         lv.metrics["latency_ms"] = float(result["latency_ms"])
 
     # ------------------------------------------------------------------------------ evaluation

@@ -90,7 +90,7 @@ class LatencySettings(_Model):
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
     channels_last: bool = False
     warmup: int = Field(10, ge=0)
-    repeats: int = Field(30, ge=1)
+    repeats: int = Field(30, ge=2)
     threads: int | None = Field(None, ge=1)   # None: all CPUs of the measuring node
     profile_stages: bool = False
 

@@ -157,3 +157,34 @@ def test_changed_objectives_or_budgets_are_refused_on_resume(tmp_path):
     with pytest.raises(StudyMismatch, match="study.yaml: constraints differ from those the stored study"):
         SearchEngine(same).run()
     assert len(load(tmp_path).trials) == 0
+
+
+def test_latency_is_measured_before_training_cached_and_budgeted(tmp_path, local_ray):
+    latency = {"repeats": 5, "warmup": 1, "threads": 1}
+    spec = parse_study(study_dict(tmp_path, trials=4, parallel=2, objectives=["accuracy", "latency_ms"],
+                                  latency=latency), label="t")
+    SearchEngine(spec).run()
+    trials = load(tmp_path).get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4
+    for t in complete:
+        ua = t.user_attrs
+        assert t.values[1] == ua["latency_ms"] > 0
+        assert ua["latency_device"].startswith("cpu: ") and ua["latency_batch"] == 1
+        assert ua["latency_dtype"] == "fp32" and ua["latency_channels_last"] is False
+        assert ua["latency_p90_ms"] >= ua["latency_ms"] and ua["latency_spread_ms"] >= 0
+    cache = json.loads((tmp_path / "run" / "latency_cache.json").read_text())
+    assert len(cache) == len({t.user_attrs["config_hash"] for t in complete})
+
+    # a latency budget nothing meets: every trial is recorded, none is trained
+    other = tmp_path / "b"
+    other.mkdir()
+    spec = parse_study(study_dict(other, trials=3, constraints={"latency_ms": 1e-4},
+                                  latency=latency), label="t")
+    SearchEngine(spec).run()
+    trials = load(other).get_trials()
+    assert len(trials) == 3 and all(t.state == TrialState.PRUNED for t in trials)
+    for t in trials:
+        assert t.user_attrs["infeasible"] and t.constraints["latency_ms"] > 0
+        assert t.user_attrs["reason"].startswith("over budget before training: latency_ms")
+    assert evaluations(other) == []
