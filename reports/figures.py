@@ -21,6 +21,7 @@ from .metrics import MetricView, metric_view
 from .pareto import hypervolume_history, pareto_mask
 
 MIN_IMPORTANCE_TRIALS = 20
+MAX_IMPORTANCE_TRIALS = 2000
 WEBGL_ABOVE = 5000  # points per trace beyond which scatter plots switch to WebGL
 COMPACT_HOVER_ABOVE = 5000  # trials beyond which hover texts of dominated trials omit the architecture
 
@@ -581,6 +582,9 @@ def importance_figure(sd: StudyData) -> Figure | Note:
                                 f"with Optuna params; this study has {len(base)}.")
     if not params:
         return Note(key, title, "Skipped: no Optuna parameter varies across the complete trials.")
+    sampled = len(base) > MAX_IMPORTANCE_TRIALS
+    if sampled:  # a statistic, not a front: a seeded uniform sample keeps the build fast
+        base = base.sample(n=MAX_IMPORTANCE_TRIALS, random_state=0).sort_index()
     try:
         scores = _importances(sd, base, params, names)
     except Exception as exc:  # noqa: BLE001  (a degenerate study: say so, keep the page)
@@ -597,8 +601,10 @@ def importance_figure(sd: StudyData) -> Figure | Note:
     fig.update_xaxes(title_text="importance (normalised per objective)")
     height = max(300, 60 + 26 * len(order) * max(1, len(names)) // 1.6)
     _layout(fig, height=int(height))
+    over = (f"a seeded random sample of {len(base)} of the complete trials" if sampled
+            else f"the {len(base)} complete trials")
     caption = (f"optuna.importance with PedAnovaImportanceEvaluator (fANOVA needs scikit-learn), one "
-               f"objective at a time over the {len(base)} complete trials (presets excluded); the importance "
+               f"objective at a time over {over} (presets excluded); the importance "
                "of a parameter is how differently it is distributed among the top 10% of trials.")
     return Figure(key, title, fig, caption, int(height))
 

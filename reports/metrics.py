@@ -28,14 +28,12 @@ class MetricView:
         return format(value * self.scale, self.fmt)
 
 
-def _macs_label(resolution, batch: int, convention: str) -> str:
-    try:
-        from space import macs_label  # the one place that words it
-    except Exception:  # noqa: BLE001  (space/ not importable: keep reports working)
-        h, w = resolution
-        what = "fvcore; the paper's FLOPs" if convention == "fvcore" else "paper convention"
-        return f"GMACs ({what}), {batch}x3x{h}x{w}"
-    return macs_label(tuple(resolution), batch=batch, convention=convention)
+def macs_label(resolution, batch: int = 1, convention: str = "fvcore") -> str:
+    """The compute label, worded as `space.macs_label` words it (a test holds the two equal;
+    importing `space` here would import torch, seconds for a report that needs none of it)."""
+    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+    what = "fvcore; the paper's FLOPs" if convention == "fvcore" else "paper convention"
+    return f"GMACs ({what}), {batch}x3x{h}x{w}"
 
 
 def metric_view(name: str, resolution=(224, 224), latency: dict | None = None) -> MetricView:
@@ -44,9 +42,9 @@ def metric_view(name: str, resolution=(224, 224), latency: dict | None = None) -
     if name == "accuracy":
         return MetricView(name, "top-1 accuracy (%, proxy training)", "acc %", 100.0, ".2f", "%")
     if name == "flops":
-        return MetricView(name, _macs_label(resolution, 1, "fvcore"), "GMACs", 1e-9, ".3f", "GMACs")
+        return MetricView(name, macs_label(resolution, 1, "fvcore"), "GMACs", 1e-9, ".3f", "GMACs")
     if name == "flops_paper":
-        label = _macs_label(resolution, 1, "paper") + " (large-kernel dw convs + aggregation uncounted)"
+        label = macs_label(resolution, 1, "paper") + " (large-kernel dw convs + aggregation uncounted)"
         return MetricView(name, label, "GMACs (paper)", 1e-9, ".3f", "GMACs")
     if name == "params":
         return MetricView(name, "params (M; deploy model, no aux head)", "params M", 1e-6, ".2f", "M")

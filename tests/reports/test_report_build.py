@@ -169,3 +169,12 @@ def test_rdb_storage_and_study_selection(study_dir, make_study, tmp_path):
     with pytest.raises(ReportError, match="no such SQLite file"):
         build_report(storage=f"sqlite:///{tmp_path / 'missing.db'}")
     assert not (tmp_path / "missing.db").exists()  # reading never creates a database
+
+
+def test_compute_label_is_worded_as_the_space_package_words_it():
+    space = pytest.importorskip("space")
+    from reports.metrics import macs_label
+
+    for args in [((224, 224), 1, "fvcore"), ((256, 192), 4, "paper"), (160, 1, "fvcore")]:
+        assert macs_label(*args) == space.macs_label(*args)
+    assert macs_label((224, 224)) == MACS_LABEL
