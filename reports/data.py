@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from pathlib import Path
 
@@ -83,23 +83,24 @@ class StudyData:
                 return o
         return Objective(name, "maximize" if maximize_by_default(name) else "minimize")
 
-    @property
+    @cached_property
     def resolution(self) -> tuple[int, int]:
         col = self.trials.get("resolution")
         if col is not None:
-            values = [v for v in col.dropna() if v]
-            if values:
-                h, w = Counter(values).most_common(1)[0][0].split("x")
+            counts = col.dropna().value_counts()
+            if len(counts):
+                h, w = str(counts.index[0]).split("x")
                 return int(h), int(w)
         return (224, 224)
 
-    @property
+    @cached_property
     def latency_setting(self) -> dict:
         out = {}
         for key in ("batch", "device", "dtype"):
             col = self.trials.get(f"latency_{key}")
             if col is not None and col.notna().any():
-                out[key] = Counter(col.dropna()).most_common(1)[0][0]
+                value = col.dropna().value_counts().index[0]
+                out[key] = value.item() if hasattr(value, "item") else value
         if "device" not in out and self.user_attrs.get("device"):
             out["device"] = self.user_attrs["device"]
         return out

@@ -280,17 +280,25 @@ def pareto_3d(sd: StudyData, hover: pd.Series) -> Figure | None:
         marker["size"] = max(3, marker.get("size", 6) - 3)
         marker["symbol"] = {"circle-open": "circle-open", "diamond-open": "diamond-open",
                             "star": "diamond"}.get(marker["symbol"], "circle")
+        labels = dict(mode="markers+text", text=[PRESET_SHORT.get(p, p) for p in df.loc[sel, "preset"]],
+                      textposition="top center") if cat == "preset" else dict(mode="markers")
         fig.add_trace(go.Scatter3d(
             x=df.loc[sel, x] * v[x].scale, y=df.loc[sel, y] * v[y].scale, z=df.loc[sel, z] * v[z].scale,
-            mode="markers", name=f"{name} ({int(sel.sum())})", marker=marker,
-            hovertext=hover[sel].to_numpy(), hovertemplate="%{hovertext}<extra></extra>"))
+            name=f"{name} ({int(sel.sum())})", marker=marker,
+            hovertext=hover[sel].to_numpy(), hovertemplate="%{hovertext}<extra></extra>", **labels))
     # look across the (usually correlated) cost axes, not along their diagonal
-    fig.update_layout(scene=dict(xaxis_title=v[x].short, yaxis_title=v[y].short, zaxis_title=v[z].short,
-                                 aspectmode="cube", camera=dict(eye=dict(x=1.7, y=-1.2, z=0.6))))
-    _layout(fig, height=640)
+    def wrap(label: str) -> str:  # long titles clip in 3-D: break them at the first "("
+        return label.replace(" (", "<br>(", 1)
+
+    fig.update_layout(scene=dict(xaxis_title=wrap(v[x].label), yaxis_title=wrap(v[y].label),
+                                 zaxis_title=wrap(v[z].label), aspectmode="cube",
+                                 camera=dict(eye=dict(x=1.95, y=-1.45, z=0.75), center=dict(x=0, y=0, z=-0.12)),
+                                 domain=dict(x=[0, 1], y=[0, 1])))
+    _layout(fig, height=700)
+    fig.update_layout(margin=dict(l=0, r=0, t=40, b=0))
     caption = (f"All three objectives: x = {v[x].label}; y = {v[y].label}; z = {v[z].label}. "
                "Drag to rotate.")
-    return Figure("pareto-3d", "Pareto front in 3-D", fig, caption, 640)
+    return Figure("pareto-3d", "Pareto front in 3-D", fig, caption, 700)
 
 
 # ------------------------------------------------------------------------------- hypervolume
@@ -565,8 +573,10 @@ def parallel_figure(sd: StudyData) -> Figure | Note:
                                             bordercolor="#bbb", font=dict(size=12))])
     _layout(fig, height=540)
     fig.update_layout(margin=dict(l=60, r=40, t=90, b=60))
+    units = "; ".join(f"{v[n].short} = {v[n].label}" for n in names if v[n].label != v[n].short)
     caption = (f"{len(base)} complete trials, one line each, coloured by an objective (yellow = better; "
-               "buttons below switch it). Drag along an axis to keep only a range; click it again to clear.")
+               "buttons below switch it). Drag along an axis to keep only a range; click it again to clear. "
+               + (f"Axes: {units}." if units else ""))
     return Figure(key, title, fig, caption, 540)
 
 

@@ -226,8 +226,13 @@ def build_sections(sd: StudyData) -> list[Section]:
         words = ("the top 10 feasible trials by the objective" if single else
                  f"the {len(rows)} feasible Pareto-optimal trials (COMPLETE, full fidelity, all budgets met; "
                  "presets excluded)")
+        units = "; ".join(f"{esc(v.short)}: {esc(v.label)}" for v in
+                          (metric_view(m, sd.resolution, sd.latency_setting) for m in
+                           ("flops", "flops_paper", "params", "latency_ms", "memory_mb"))
+                          if v.name in df.columns and df[v.name].notna().any())
         table.blocks.append(f'<p class="caption">Click a column header to sort. Rows: {words}. Each row ends '
-                            "with the command that exports that trial as a model directory.</p>")
+                            "with the command that exports that trial as a model directory.</p>"
+                            f'<p class="caption">Units: {units}.</p>')
         table.blocks.append(table_html(sd, T.trial_table(sd, rows), "pareto-table",
                                        "" if len(rows) else "No feasible complete trial yet."))
         presets = T.preset_rows(sd)
