@@ -411,6 +411,7 @@ def render(sd: StudyData, sections: list[Section], downloads: list[Download], pl
     library = f'<script type="text/javascript">{plotly_js}</script>' if blobs else ""
     parts.append("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
                  f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{esc(title)}</title>"
+                 '<link rel="icon" href="data:,">'
                  f"<style>{_CSS}</style><script>{_JS_HOOKS}</script>{library}</head><body>")
     parts.append(f'<header class="top"><h1>OverLoCK NAS · study <code>{esc(sd.study_name)}</code></h1>'
                  f'<div class="sub">{len(sd.trials)} trials · report built {when} from '

@@ -123,7 +123,7 @@ class StudyIndex:
 
 
 def _index_html(index: StudyIndex) -> str:
-    from .page import _CSS
+    from .page import _CSS, _JS_MAIN
 
     rows = []
     entries = index.entries()
@@ -136,15 +136,17 @@ def _index_html(index: StudyIndex) -> str:
                     f'<td class="num" data-v="{e.n_trials}">{e.n_trials}</td><td>{states}</td>'
                     f"<td>{html.escape(e.objectives)}</td><td>{html.escape(e.started)}</td>"
                     f'<td data-v="{e.modified}">{time.strftime("%Y-%m-%d %H:%M", time.localtime(e.modified))}</td></tr>')
-    body = ("<table class=\"sortable\"><thead><tr><th>run directory</th><th>study</th><th>trials</th>"
-            "<th>states</th><th>objectives</th><th>started</th><th>journal modified</th></tr></thead><tbody>"
+    heads = "".join(f'<th data-num="{int(num)}">{name}<span class="arrow"></span></th>' for name, num in (
+        ("run directory", False), ("study", False), ("trials", True), ("states", False), ("objectives", False),
+        ("started", False), ("journal modified", True)))
+    body = (f'<table class="sortable"><thead><tr>{heads}</tr></thead><tbody>'
             + "".join(rows) + "</tbody></table>") if rows else \
         f'<p class="note">No run directory (a folder with {JOURNAL_NAME}) under this folder yet.</p>'
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>overlock-nas studies</title>"
-            f"<style>{_CSS}</style></head><body><header class=\"top\"><h1>OverLoCK NAS · studies</h1>"
+            f"<link rel=\"icon\" href=\"data:,\"><style>{_CSS}</style></head><body><header class=\"top\"><h1>OverLoCK NAS · studies</h1>"
             f"<div class=\"sub\">{len(entries)} studies under {html.escape(str(index.root))} · reports are built "
             "when opened (a 1,000-trial study takes a few seconds) and rebuilt when the study changes"
-            f"</div></header><main><section>{body}</section></main></body></html>")
+            f"</div></header><main><section>{body}</section></main><script>{_JS_MAIN}</script></body></html>")
 
 
 class _Handler(BaseHTTPRequestHandler):

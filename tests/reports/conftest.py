@@ -187,6 +187,7 @@ class Browser:
         raise TimeoutError(method)
 
     def open(self, url: str, screenshot: Path | None = None, settle_s: float = 90.0) -> PageResult:
+        self.events = []
         for domain in ("Runtime", "Log", "Page", "Network"):
             self.call(f"{domain}.enable")
         self.call("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height,
