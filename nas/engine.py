@@ -505,6 +505,10 @@ class SearchEngine:
         self._parked: dict[str, list[_Live]] = {}   # hash -> duplicates waiting on a live trial
         self._live_hashes: dict[str, _Live] = {}
         running = [t for t in trials if t.state == TrialState.RUNNING]
+        nodes = self.executor.nodes()
+        self._emit(f"Ray ({self.executor.mode}): {len(nodes)} node(s), "
+                   f"{sum(n['cpus'] for n in nodes):g} CPUs, {sum(n['gpus'] for n in nodes):g} GPUs; "
+                   f"up to {self.parallel} trial(s) at a time")
         if self.resumed:
             waiting = sum(t.state == TrialState.WAITING for t in trials)
             self._emit(f"resuming {self.storage_label}: {self._progress.done} trials finished, "

@@ -183,7 +183,10 @@ def command(study_file, address, trials, run_dir):
         sys.exit(130)
 
     table, rows = _front_table(result, console)
-    console.print(table)
+    if rows:
+        console.print(table)
+    else:
+        console.print("No feasible trial has completed: the feasible Pareto front is empty.")
     if rows:
         from space import macs_label
 

@@ -25,7 +25,10 @@ def study_dict(tmp_path: Path, **overrides) -> dict:
     """A study using `fake_evaluators:Scripted` that logs every evaluation to tmp_path/evals.jsonl."""
     evaluator = {"name": "fake_evaluators:Scripted", "log": str(tmp_path / "evals.jsonl"),
                  "sleep_s": 0.05}
-    evaluator.update(overrides.pop("evaluator", {}))
+    if "evaluator" in overrides and overrides["evaluator"] is None:
+        evaluator = overrides.pop("evaluator")
+    else:
+        evaluator.update(overrides.pop("evaluator", {}))
     data = {"name": "tiny", "space": TINY_SPACE, "objectives": ["accuracy", "flops"],
             "evaluator": evaluator, "sampler": {"name": "random"}, "seed": 0, "trials": 6,
             "fvcore_check_every": 0, "output_dir": str(tmp_path / "run")}

@@ -188,3 +188,27 @@ def test_latency_is_measured_before_training_cached_and_budgeted(tmp_path, local
         assert t.user_attrs["infeasible"] and t.constraints["latency_ms"] > 0
         assert t.user_attrs["reason"].startswith("over budget before training: latency_ms")
     assert evaluations(other) == []
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "tpe", "random", "gp"])
+def test_every_sampler_runs_and_a_resumed_study_does_not_replay(tmp_path, local_ray, sampler):
+    # objectives known without training: no evaluator runs, only the sampler and the records
+    def spec(trials):
+        return parse_study(study_dict(tmp_path, objectives=["flops", "params"], evaluator=None,
+                                      constraints={"flops": BUDGET}, sampler={"name": sampler},
+                                      trials=trials), label="t")
+    SearchEngine(spec(6)).run()
+    SearchEngine(spec(12)).run()          # same command, larger budget: continues the study
+    trials = load(tmp_path).get_trials()
+    assert len(trials) == 12 and study_sampler(tmp_path) == sampler
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            assert t.values == [t.user_attrs["flops"], t.user_attrs["params"]]
+            assert t.user_attrs["fidelity"] == 1.0 and t.constraints["flops"] <= 0
+    # a fixed seed would make the second run propose exactly the first run's sequence
+    assert [t.params for t in trials[6:]] != [t.params for t in trials[:6]]
+
+
+def study_sampler(tmp_path) -> str:
+    return load(tmp_path).user_attrs["sampler"]
