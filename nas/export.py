@@ -243,7 +243,8 @@ def select_trial(study, *, trial: int | None = None, objective: str | None = Non
     objectives = study_objectives(study)
     rank_by, direction = _rank_metric(study, objectives, objective)
 
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    # an official preset evaluated beside the search is a reference, never "the best" (as in reports)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("preset")]
     if not complete:
         counts = _state_counts(trials)
         raise ExportError(f"no COMPLETE trial in study {name!r}" + (f" ({counts})" if counts else " (no trials)"))
@@ -264,11 +265,14 @@ def select_trial(study, *, trial: int | None = None, objective: str | None = Non
                           f"full-fidelity COMPLETE trials meets the budgets ({detail})")
     candidates = feasible
     under = dict(under or {})
+    unrecorded = []
     for metric, budget in under.items():
         known = [(metric_value(t, metric, objectives), t) for t in candidates]
         recorded = [(v, t) for v, t in known if v is not None]
         if not recorded:
             raise ExportError(f"--under {metric}: no feasible trial records {metric}")
+        if len(recorded) < len(known):
+            unrecorded.append(f"{len(known) - len(recorded)} without {metric} left out")
         kept = [t for v, t in recorded if v <= budget]
         if not kept:
             v, t = min(recorded, key=lambda vt: vt[0])
@@ -295,7 +299,8 @@ def select_trial(study, *, trial: int | None = None, objective: str | None = Non
     value, best = min(scored, key=key)
     budgets = ", ".join(f"{m}<={_format_amount(b)}" for m, b in under.items())
     return best, (f"best {rank_by} ({direction[:3]}) = {value:.6g} among {len(scored)} feasible "
-                  f"COMPLETE trials" + (f" under {budgets}" if budgets else ""))
+                  f"COMPLETE trials" + (f" under {budgets}" if budgets else "")
+                  + (f" ({'; '.join(unrecorded)})" if unrecorded else ""))
 
 
 def _rank_metric(study, objectives, objective):
@@ -477,7 +482,7 @@ def _model_from_weights(config: OverLoCKConfig, path: Path, what: str) -> overlo
         config = trained
     model = overlock.OverLoCK(config)
     try:
-        hub._load_state(model, tensors, path)
+        hub.load_state(model, tensors, path)
     except ConfigError as e:
         raise ExportError(f"{what}: {e}") from None
     return model

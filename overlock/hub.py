@@ -35,7 +35,8 @@ from .model import OverLoCK
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "CONFIG_FILE", "WEIGHTS_FILE", "DEPLOY_WEIGHTS_FILE",
            "PROGRAM_FILE", "ONNX_FILE", "CARD_FILE", "read_model_dir", "load_model_dir",
-           "load_program", "save_model_dir", "write_config", "save_weights", "file_record", "weights_state"]
+           "load_program", "load_state", "save_model_dir", "write_config", "save_weights",
+           "file_record", "weights_state"]
 
 FORMAT = "overlock-model"
 FORMAT_VERSION = 1
@@ -82,7 +83,8 @@ def _sha256(path) -> str:
     return digest.hexdigest()
 
 
-def save_model_dir(model: OverLoCK, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> dict:
+def save_model_dir(model: OverLoCK, path: str | os.PathLike,
+                   metadata: Mapping[str, Any] | None = None) -> dict:
     """Write `model` as a model directory that `create_model(path)` loads (no programs, no card).
 
     A train-structure model gives `model.safetensors` and, re-parameterised on a copy,
@@ -107,6 +109,7 @@ def save_model_dir(model: OverLoCK, path: str | os.PathLike, metadata: Mapping[s
         deploy = copy.deepcopy(model).reparam()
     else:
         deploy = model
+        (root / WEIGHTS_FILE).unlink(missing_ok=True)   # never leave train weights of another model
     save_weights(deploy, root / DEPLOY_WEIGHTS_FILE)
     files[DEPLOY_WEIGHTS_FILE] = file_record(root / DEPLOY_WEIGHTS_FILE)
     meta["files"] = {**(meta.get("files") or {}), **files}
@@ -216,9 +219,10 @@ def _classifier_prefixes(model: OverLoCK) -> tuple[str, ...]:
     return tuple(prefixes)
 
 
-def _load_state(model: OverLoCK, tensors: dict[str, torch.Tensor], path: Path,
-                lenient_prefixes: tuple[str, ...] = (), lenient_missing: tuple[str, ...] = ()) -> None:
-    """Copy `tensors` into `model`; mismatches raise one line naming the first offending key.
+def load_state(model: OverLoCK, tensors: dict[str, torch.Tensor], path: str | os.PathLike,
+               lenient_prefixes: tuple[str, ...] = (), lenient_missing: tuple[str, ...] = ()) -> None:
+    """Copy `tensors` (read from `path`) into `model`; a missing, surplus or mis-shaped weight
+    raises `ConfigError`, one line naming the file and the first offending key.
 
     Keys under `lenient_prefixes` whose shape differs are skipped (classifier re-initialised for a
     new `num_classes`); keys under `lenient_missing` may be absent or surplus (aux head toggled).
@@ -295,7 +299,7 @@ def load_model_dir(path: str | os.PathLike, deploy: bool | None = None, **kwargs
         lenient_prefixes = _classifier_prefixes(model)
     if "aux_head" in overrides:
         lenient_missing = ("aux_head.",)
-    _load_state(model, tensors, root / name, lenient_prefixes, lenient_missing)
+    load_state(model, tensors, root / name, lenient_prefixes, lenient_missing)
     if deploy and not model.deployed:
         model.reparam()
     return model
