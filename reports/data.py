@@ -127,6 +127,8 @@ def open_storage(run_dir=None, storage=None):
                               f"lives in another storage: use --storage URL --study NAME)")
         storage = str(journal)
     storage = str(storage)
+    if "://" not in storage and Path(storage).is_dir():  # a run directory given as --storage
+        return open_storage(run_dir=storage)
     try:
         if "://" not in storage:  # a journal file path
             path = Path(storage)
