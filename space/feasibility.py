@@ -57,16 +57,20 @@ def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def feasible_fraction(space: SearchSpace, budgets: dict, max_enumerate: int = 20_000,
                       samples: int = 2_000, seed: int = 0) -> FeasibleFraction:
-    """Fraction of the space within `budgets`: exact by enumeration when the space has at most
-    `max_enumerate` points, else estimated from `samples` uniform samples (with a 95% interval)."""
+    """Fraction of the space within `budgets`, under the space's sampling distribution (each
+    decision uniform, as `SearchSpace.sample` and a random sampler draw): exact by enumeration
+    (each config weighted by its probability) when the space has at most `max_enumerate` points,
+    else estimated from `samples` samples with a 95% Wilson interval."""
     budgets = priced_budgets(budgets)
     size = space.size()
     if size is not None and size <= max_enumerate:
-        n = ok = 0
-        for config in space.enumerate():
+        n, mass, ok = 0, 0.0, 0.0
+        for config, p in space.enumerate_weighted():
             n += 1
-            ok += is_feasible(config, budgets)
-        return FeasibleFraction(ok / max(n, 1), True, n, (ok / max(n, 1),) * 2)
+            mass += p
+            ok += p * is_feasible(config, budgets)
+        fraction = ok / mass if mass else 0.0
+        return FeasibleFraction(fraction, True, n, (fraction, fraction))
     rng = random.Random(seed)
     ok = 0
     for _ in range(samples):

@@ -496,11 +496,17 @@ class SearchSpace:
 
     def enumerate(self, skip_invalid: bool = True) -> Iterator[OverLoCKConfig]:
         """Every config of a finite space (in a fixed order)."""
+        for config, _ in self.enumerate_weighted(skip_invalid):
+            yield config
+
+    def enumerate_weighted(self, skip_invalid: bool = True) -> Iterator[tuple[OverLoCKConfig, float]]:
+        """Every config with its probability under `sample` (each decision uniform)."""
         prefix: list[int] = []
         while True:
             chooser = _OdometerChooser(prefix)
             try:
-                yield self._build(chooser)
+                config = self._build(chooser)
+                yield config, math.prod(1.0 / c for c in chooser.counts)
             except SpaceError:
                 if not skip_invalid:
                     raise

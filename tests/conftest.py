@@ -3,8 +3,9 @@ import os
 import pytest
 import torch
 
-# Two cores: keep intra-op threads predictable for every test.
-torch.set_num_threads(int(os.environ.get("OVERLOCK_TEST_THREADS", "2")))
+# One intra-op thread: tests run tiny models, and on 2 shared cores OpenMP barriers under
+# oversubscription make small ops ~100x slower.
+torch.set_num_threads(int(os.environ.get("OVERLOCK_TEST_THREADS", "1")))
 
 from overlock import OverLoCKConfig  # noqa: E402
 

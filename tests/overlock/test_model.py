@@ -50,13 +50,23 @@ PAPER_GMACS = {"xt": 2.64, "t": 5.52, "s": 9.69, "b": 16.77}
 
 
 @pytest.mark.slow
+def test_fvcore_flops_both_conventions_xt():
+    # fvcore traces the real model (slow on 2 cores); T/S/B are checked through the analytic cost
+    # model, which tests/space holds equal to fvcore exactly, and benchmarks/bench_model.py
+    # prints fvcore's own count for all four.
+    count = count_macs(create_model("overlock_xt"), (224, 224))
+    assert count.total / 1e9 == pytest.approx(FVCORE_GMACS["xt"], rel=0.005)
+    assert count.paper / 1e9 == pytest.approx(PAPER_GMACS["xt"], rel=0.005)
+    assert count.by_operator["na2d_av"] == 30420768
+
+
 @pytest.mark.parametrize("preset", PRESETS)
-def test_fvcore_flops_both_conventions(preset):
-    model = create_model(f"overlock_{preset}")
-    count = count_macs(model, (224, 224))
-    assert count.total / 1e9 == pytest.approx(FVCORE_GMACS[preset], rel=0.005)
-    assert count.paper / 1e9 == pytest.approx(PAPER_GMACS[preset], rel=0.005)
-    assert count.by_operator["na2d_av"] > 0
+def test_published_flops_via_cost_model(preset):
+    from space import complexity
+
+    cost = complexity(overlock.PRESETS[f"overlock_{preset}"], (224, 224))
+    assert cost.flops / 1e9 == pytest.approx(FVCORE_GMACS[preset], rel=0.005)
+    assert cost.flops_paper / 1e9 == pytest.approx(PAPER_GMACS[preset], rel=0.005)
 
 
 def _randomise(model):
@@ -72,7 +82,7 @@ def _randomise(model):
     return model
 
 
-@pytest.mark.parametrize("resolution", [(224, 224), (160, 256), (64, 64), (32, 32)])
+@pytest.mark.parametrize("resolution", [(160, 256), (32, 32)])
 def test_reparam_equals_train_structure(resolution):
     model = _randomise(create_model("overlock_xt", num_classes=20)).eval()
     x = torch.randn(1, 3, *resolution)
