@@ -244,6 +244,8 @@ def pareto_figure(sd: StudyData, x: str, y: str, hover: pd.Series) -> Figure:
         front = (f"A single-objective study: {vx.short} is not optimised, it is shown as a trade-off axis. "
                  + drawn + "Orange marker: the best feasible trial; orange line: the feasible trials no other "
                  "beats on both axes. ")
+    elif n_pareto == 0:
+        front = drawn + "No feasible complete trial yet, so no Pareto front. "
     else:
         front = (drawn + f"Orange: the {n_pareto} feasible Pareto-optimal trials of the whole study"
                  + (" (all objectives, so some sit behind the 2-D front of this pair)"

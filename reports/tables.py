@@ -121,12 +121,15 @@ def failure_table(sd: StudyData) -> pd.DataFrame:
 
 
 def _reason_key(reason: str) -> str:
+    """Reasons that differ only in their numbers count as one ("... 0.41 after 2 epochs")."""
+    import re
+
     reason = str(reason).strip().splitlines()[0] if str(reason).strip() else "(no reason stored)"
     if " > budget " in reason:
         return f"{reason.split()[0]} over budget (not trained)"
     if reason.startswith("successive halving"):
         return reason.split(":")[0] + ": stopped at a rung"
-    return reason[:160]
+    return re.sub(r"(?<![\w./])\d+(\.\d+)?(e[-+]?\d+)?(?![\w./])", "N", reason)[:160]
 
 
 def budgets_text(sd: StudyData) -> list[str]:
