@@ -10,8 +10,9 @@ so it is *shifted* to stay inside the map at the borders, never zero-padded, and
     out[b, g, i, j, :] = sum_{a, c} attn[b, g, i, j, a * k + c] * value[b, g, start_i + a, start_j + c, :]
 
 It is pure PyTorch (no NATTEN install), registered as one custom op so fvcore, `torch.compile` and
-`torch.export` see a single node, with an explicit backward. Memory grows by k (one row of the
-window at a time), never by k^2.
+`torch.export` see a single node, with an explicit backward. Small maps use one batched matmul with
+the weights scattered into a dense HW x HW matrix (no bigger than max(4 k^2, 256) x HW per head);
+larger maps loop over the window's rows, so memory grows by k, never by k^2 x C x H x W.
 """
 
 from __future__ import annotations
@@ -51,8 +52,34 @@ def _check(attn: Tensor, value: Tensor, kernel_size: int) -> None:
         raise ValueError(f"na2d_av: feature map {H}x{W} is smaller than kernel_size={kernel_size}")
 
 
+def _use_dense(H: int, W: int, kernel_size: int) -> bool:
+    """Small maps (Focus stages at common resolutions): scatter the weights into a dense
+    (HW x HW) matrix and use one batched matmul; its size is at most max(4 k^2, 256) x HW per
+    head, comparable to `attn` itself. Larger maps: loop over the window's k rows."""
+    return H * W <= max(4 * kernel_size * kernel_size, 256)
+
+
+@functools.lru_cache(maxsize=256)
+def _dense_index_cpu(H: int, W: int, kernel_size: int) -> Tensor:
+    rows = _window_index_cpu(H, kernel_size)  # (H, k)
+    cols = _window_index_cpu(W, kernel_size)  # (W, k)
+    flat = rows[:, None, :, None] * W + cols[None, :, None, :]  # (H, W, k, k)
+    return flat.reshape(H * W, kernel_size * kernel_size)
+
+
+def _dense_weights(attn: Tensor, H: int, W: int, k: int) -> tuple[Tensor, Tensor]:
+    B, G = attn.shape[:2]
+    index = _dense_index_cpu(H, W, k).to(attn.device).expand(B, G, H * W, k * k)
+    dense = attn.new_zeros(B, G, H * W, H * W)
+    dense.scatter_(-1, index, attn.reshape(B, G, H * W, k * k))
+    return dense, index
+
+
 def _forward_impl(attn: Tensor, value: Tensor, kernel_size: int) -> Tensor:
     B, G, H, W, C = value.shape
+    if _use_dense(H, W, kernel_size):
+        dense, _ = _dense_weights(attn, H, W, kernel_size)
+        return torch.matmul(dense, value.reshape(B, G, H * W, C)).reshape(B, G, H, W, C)
     k = kernel_size
     rows = _window_index(H, k, value.device)
     cols = _window_index(W, k, value.device)
@@ -69,6 +96,13 @@ def _forward_impl(attn: Tensor, value: Tensor, kernel_size: int) -> Tensor:
 
 def _backward_impl(grad_out: Tensor, attn: Tensor, value: Tensor, kernel_size: int):
     B, G, H, W, C = value.shape
+    if _use_dense(H, W, kernel_size):
+        dense, index = _dense_weights(attn, H, W, kernel_size)
+        g = grad_out.reshape(B, G, H * W, C)
+        v = value.reshape(B, G, H * W, C)
+        grad_attn = torch.matmul(g, v.transpose(-1, -2)).gather(-1, index)
+        grad_value = torch.matmul(dense.transpose(-1, -2), g)
+        return grad_attn.reshape(attn.shape), grad_value.reshape(value.shape)
     k = kernel_size
     rows = _window_index(H, k, value.device)
     cols = _window_index(W, k, value.device)

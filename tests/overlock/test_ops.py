@@ -1,12 +1,20 @@
 import pytest
 import torch
 
+import overlock.ops as ops
 from overlock.ops import na2d_av, na2d_av_decomposed, na2d_av_reference
+
+
+@pytest.fixture(params=["dense", "row-loop"])
+def path(request, monkeypatch):
+    """Run a test through each implementation path of the op."""
+    monkeypatch.setattr(ops, "_use_dense", lambda H, W, k: request.param == "dense")
+    return request.param
 
 
 @pytest.mark.parametrize("H,W,k", [(7, 9, 5), (8, 8, 3), (14, 14, 13), (6, 10, 6), (5, 5, 5),
                                    (9, 4, 3), (13, 13, 7)])
-def test_matches_literal_reference_values_and_grads(H, W, k):
+def test_matches_literal_reference_values_and_grads(H, W, k, path):
     torch.manual_seed(H * 100 + W * 10 + k)
     attn = torch.randn(2, 3, H, W, k * k, dtype=torch.double, requires_grad=True)
     value = torch.randn(2, 3, H, W, 4, dtype=torch.double, requires_grad=True)
@@ -21,7 +29,7 @@ def test_matches_literal_reference_values_and_grads(H, W, k):
     torch.testing.assert_close(na2d_av_decomposed(attn, value, k), ref)
 
 
-def test_border_window_is_shifted_not_padded():
+def test_border_window_is_shifted_not_padded(path):
     # a one-hot weight on window position 0 reads the window's first element: for the corner
     # query that is (0, 0); for a centre query (i - k//2, j - k//2); at the far border H - k.
     H = W = 6
@@ -35,13 +43,13 @@ def test_border_window_is_shifted_not_padded():
     assert out[5, 5] == value[0, 0, H - k, W - k, 0]
 
 
-def test_gradcheck():
+def test_gradcheck(path):
     attn = torch.randn(1, 2, 6, 7, 9, dtype=torch.double, requires_grad=True)
     value = torch.randn(1, 2, 6, 7, 3, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, v: na2d_av(a, v, 3), (attn, value))
 
 
-def test_registered_custom_op_passes_opcheck():
+def test_registered_custom_op_passes_opcheck(path):
     attn = torch.randn(1, 2, 6, 7, 9)
     value = torch.randn(1, 2, 6, 7, 3)
     torch.library.opcheck(torch.ops.overlock.na2d_av.default, (attn, value, 3))
@@ -76,3 +84,8 @@ def test_fvcore_counts_kkc_per_position_per_head():
 
     a, v = torch.randn(2, 3, 8, 9, 25), torch.randn(2, 3, 8, 9, 4)
     assert flop_count_analysis(M(), (a, v)).total() == 2 * 3 * 8 * 9 * 25 * 4
+
+
+def test_default_path_choice():
+    assert ops._use_dense(14, 14, 13) and ops._use_dense(7, 7, 7)
+    assert not ops._use_dense(56, 56, 5)
