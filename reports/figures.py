@@ -80,6 +80,7 @@ def _layout(fig: go.Figure, title: str | None = None, height: int = 520, **kw) -
     fig.update_layout(
         template=_template(), font=FONT, height=height, title=None,
         margin=dict(l=70, r=20, t=30 if not title else 50, b=60), hoverlabel=dict(font_size=12),
+        modebar=dict(orientation="v"),  # on the right edge, clear of the legend row on top
         legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0, font_size=12),
         **kw)
     if title:
