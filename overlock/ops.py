@@ -11,7 +11,7 @@ so it is *shifted* to stay inside the map at the borders, never zero-padded, and
 
 It is pure PyTorch (no NATTEN install), registered as one custom op so fvcore, `torch.compile` and
 `torch.export` see a single node, with an explicit backward. Small maps use one batched matmul with
-the weights scattered into a dense HW x HW matrix (no bigger than max(4 k^2, 256) x HW per head);
+the weights scattered into a dense HW x HW matrix (no bigger than max(8 k^2, 256) x HW per head);
 larger maps loop over the window's rows, so memory grows by k, never by k^2 x C x H x W.
 """
 
@@ -54,9 +54,9 @@ def _check(attn: Tensor, value: Tensor, kernel_size: int) -> None:
 
 def _use_dense(H: int, W: int, kernel_size: int) -> bool:
     """Small maps (Focus stages at common resolutions): scatter the weights into a dense
-    (HW x HW) matrix and use one batched matmul; its size is at most max(4 k^2, 256) x HW per
+    (HW x HW) matrix and use one batched matmul; its size is at most max(8 k^2, 256) x HW per
     head, comparable to `attn` itself. Larger maps: loop over the window's k rows."""
-    return H * W <= max(4 * kernel_size * kernel_size, 256)
+    return H * W <= max(8 * kernel_size * kernel_size, 256)
 
 
 @functools.lru_cache(maxsize=256)
