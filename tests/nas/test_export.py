@@ -272,6 +272,15 @@ def test_exported_model_fine_tunes(exported):
     assert sum(losses[-2:]) < 0.7 * sum(losses[:2]), losses
 
 
+def test_fine_tuning_after_an_inference_mode_forward(exported):
+    """Latency is measured under torch.inference_mode; training in the same process still works."""
+    model = overlock.create_model(exported[0])
+    with torch.inference_mode():
+        model.eval()(_check_input(1))
+    losses = train_model(model, DATA, steps=1, batch_size=16)["loss"]
+    assert len(losses) == 1 and math.isfinite(losses[0])
+
+
 def test_existing_directory_is_kept(exported, run_dir):
     out, _ = exported
     before = (out / "config.json").read_text()
