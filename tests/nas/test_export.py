@@ -321,7 +321,6 @@ def test_untrained_trial_is_initialised_with_its_seed(run_dir, study, tmp_path):
     assert not (tmp_path / "a" / "model.pt2").exists() and first.ok
 
 
-@pytest.mark.slow
 def test_train_schedule_trains_with_the_study_evaluator(run_dir, study, tmp_path):
     trial = study.trials[1]
     result = export_trial(study, trial, tmp_path / "t", run_dir=run_dir, onnx=False, pt2=False,
