@@ -534,7 +534,7 @@ def fresh_index_caches() -> None:
     """Empty the aggregation op's index caches (a workaround, see below); the next eager call
     refills them with plain tensors.
 
-    `overlock.ops` / `overlock.model` keep window and bias index tensors in `functools.lru_cache`.
+    `overlock.ops` / `overlock.model` keep index tensors in `functools.lru_cache`s (all cleared).
     A tensor cached while `torch.export` traces is a fake tensor (a later eager call returns
     garbage, a later export fails), and one cached under `torch.inference_mode` (latency
     measurement) makes a later backward raise "Inference tensors cannot be saved for backward".
@@ -542,9 +542,10 @@ def fresh_index_caches() -> None:
     import overlock.model as model_module
     import overlock.ops as ops_module
 
-    for cached in (getattr(ops_module, "_window_index_cpu", None), getattr(model_module, "_rpb_index", None)):
-        if hasattr(cached, "cache_clear"):
-            cached.cache_clear()
+    for module in (ops_module, model_module):
+        for value in list(vars(module).values()):
+            if callable(getattr(value, "cache_clear", None)) and hasattr(value, "cache_info"):
+                value.cache_clear()
 
 
 def _export_program(deploy_model, example: torch.Tensor, decompose: bool):
