@@ -3,9 +3,11 @@
 Three kinds, selected by a `dataset:` settings dict:
 
 - `procedural` (default): a built-in image set generated in memory from a seed. Ten classes of
-  shapes and textures (disk, square, triangle, ring, plus, diamond, frame, horizontal / vertical
-  stripes, checkerboard) at a random position, size and colour pair on a noisy background, so the
-  class is carried by shape alone and a network must really learn it. Deterministic: the same
+  shapes and textures (disk, x-cross, triangle, ring, plus, dot grid, square frame, horizontal /
+  vertical stripes, checkerboard): a lighter object of random colour, position and size on a
+  darker background of random colour with shading and pixel noise, so the class is carried by
+  shape alone and a network must really learn it (the filled shapes and the crosses take longer
+  than the textures, which leaves room to tell architectures apart). Deterministic: the same
   seed, size and resolution give the same tensors in every process. Any resolution.
 - `imagefolder`: a local directory with one sub-directory per class (`path/<class>/*.jpg`), or
   `path/train/<class>` and `path/val/<class>` (`val` may also be named `validation` or `test`).
@@ -43,9 +45,15 @@ __all__ = ["DataError", "DatasetSpec", "Dataset", "Split", "load_dataset", "pars
 
 KINDS = ("procedural", "imagefolder", "cifar")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
-PROCEDURAL_CLASSES = ("disk", "square", "triangle", "ring", "plus", "diamond", "frame",
+PROCEDURAL_CLASSES = ("disk", "x_cross", "triangle", "ring", "plus", "dots", "frame",
                       "h_stripes", "v_stripes", "checker")
 MEAN, STD = 0.5, 0.25
+# procedural nuisance variation (units: the short side spans [-1, 1])
+JITTER = 0.5             # shape centre uniform in +-JITTER/2
+RADIUS = (0.45, 0.75)    # shape radius range
+CONTRAST = (0.35, 0.65)  # RGB distance of foreground from background
+GRADIENT = 0.2           # amplitude of a linear background shading
+BACKGROUND_MAX = 0.5     # background channels uniform in [0, BACKGROUND_MAX]
 
 
 class DataError(ValueError):
@@ -211,10 +219,10 @@ def procedural_images(labels: Tensor, resolution: tuple[int, int], generator: to
                       noise: float = 0.05) -> Tensor:
     """Render one image per label (class index into PROCEDURAL_CLASSES) as uint8 (N, 3, H, W).
 
-    Every image: a random background colour, a foreground colour at least 0.35 away (L2 in RGB),
-    a shape of random centre (within the middle 60%) and radius (15-32% of the short side),
-    a random 0-180 degree rotation for the stripes / checker textures' phase, a smooth colour
-    gradient across the background and Gaussian pixel noise. All random draws use `generator`.
+    Every image: a dark random background colour, a lighter random foreground colour (brighter by
+    CONTRAST in RGB distance), a shape of random centre (JITTER) and radius (RADIUS, in units of
+    half the short side), a random period and phase for the textures, a linear shading across the
+    image (GRADIENT) and Gaussian pixel noise. All random draws use `generator`.
     """
     N = len(labels)
     H, W = resolution
@@ -225,9 +233,9 @@ def procedural_images(labels: Tensor, resolution: tuple[int, int], generator: to
     ys = (torch.arange(H) + 0.5 - H / 2) / (s / 2)
     xs = (torch.arange(W) + 0.5 - W / 2) / (s / 2)
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    cy = (u(N) - 0.5) * 0.5 * (H / s)
-    cx = (u(N) - 0.5) * 0.5 * (W / s)
-    radius = 0.45 + 0.30 * u(N)
+    cy = (u(N) - 0.5) * JITTER * (H / s)
+    cx = (u(N) - 0.5) * JITTER * (W / s)
+    radius = RADIUS[0] + (RADIUS[1] - RADIUS[0]) * u(N)
     dy = (yy[None] - cy[:, None, None]) / radius[:, None, None]
     dx = (xx[None] - cx[:, None, None]) / radius[:, None, None]
     softness = 2.0 / s / radius[:, None, None]           # ~1 pixel, in shape units
@@ -244,8 +252,10 @@ def procedural_images(labels: Tensor, resolution: tuple[int, int], generator: to
         y, x, rr, bb, soft = dy[sel], dx[sel], r[sel], box[sel], softness[sel]
         if name == "disk":
             d = rr - 1
-        elif name == "square":
-            d = bb - 0.85
+        elif name == "x_cross":  # the plus turned by 45 degrees
+            u_, v_ = (x + y) * 0.7071, (x - y) * 0.7071
+            d = torch.minimum(torch.maximum(u_.abs() - 0.25, v_.abs() - 1.0),
+                              torch.maximum(v_.abs() - 0.25, u_.abs() - 1.0))
         elif name == "triangle":  # upward: below the two slanted edges and above the base
             d = torch.maximum(torch.maximum(y - 0.7, -0.866 * x - 0.5 * y - 0.45),
                               0.866 * x - 0.5 * y - 0.45)
@@ -254,15 +264,14 @@ def procedural_images(labels: Tensor, resolution: tuple[int, int], generator: to
         elif name == "plus":
             d = torch.minimum(torch.maximum(x.abs() - 0.25, y.abs() - 1.0),
                               torch.maximum(y.abs() - 0.25, x.abs() - 1.0))
-        elif name == "diamond":
-            d = (x.abs() + y.abs()) / 1.2 - 1
         elif name == "frame":
             d = (bb - 0.7).abs() - 0.2
-        elif name in ("h_stripes", "v_stripes", "checker"):
+        elif name in ("h_stripes", "v_stripes", "checker", "dots"):
             p, ph = period[sel], phase[sel]
             wave_y = torch.cos(2 * math.pi * (y + ph) / p)
             wave_x = torch.cos(2 * math.pi * (x + ph) / p)
-            wave = {"h_stripes": wave_y, "v_stripes": wave_x, "checker": wave_y * wave_x}[name]
+            wave = {"h_stripes": wave_y, "v_stripes": wave_x, "checker": wave_y * wave_x,
+                    "dots": wave_y + wave_x - 1.0}[name]
             # texture inside a soft-edged square patch
             inside = _smooth_step(bb - 0.95, soft)
             masks[sel] = inside * (wave > 0).float()
@@ -271,14 +280,13 @@ def procedural_images(labels: Tensor, resolution: tuple[int, int], generator: to
             raise AssertionError(name)
         masks[sel] = _smooth_step(d, soft)
 
-    background = u(N, 3)
-    direction = torch.nn.functional.normalize(torch.randn(N, 3, generator=g), dim=1)
-    offset = 0.35 + 0.3 * u(N, 1)
-    foreground = background + direction * offset
-    # keep the foreground inside [0, 1] while keeping it far from the background
-    out_of_range = (foreground < 0) | (foreground > 1)
-    foreground = torch.where(out_of_range, background - direction * offset, foreground).clamp(0, 1)
-    gradient = (u(N, 1, 1) - 0.5) * 0.2 * (yy[None] * torch.cos(u(N, 1, 1) * 6.28)
+    # random colours, one polarity: a lighter object on a darker background, so the class is
+    # in the shape (colours carry nothing) yet edges have a consistent sign
+    background = u(N, 3) * BACKGROUND_MAX
+    lift = CONTRAST[0] + (CONTRAST[1] - CONTRAST[0]) * u(N, 1)
+    tint = 0.4 + 0.6 * u(N, 3)
+    foreground = (background + lift * tint / tint.norm(dim=1, keepdim=True)).clamp(0, 1)
+    gradient = (u(N, 1, 1) - 0.5) * GRADIENT * (yy[None] * torch.cos(u(N, 1, 1) * 6.28)
                                            + xx[None] * torch.sin(u(N, 1, 1) * 6.28))
     images = (background[:, :, None, None] * (1 - masks[:, None]) + foreground[:, :, None, None] * masks[:, None]
               + gradient[:, None])

@@ -17,7 +17,8 @@ Statistics: median (`latency_ms`), p90, interquartile range (`latency_spread_ms`
 `repeats` forwards after `warmup` forwards. When the spread is high (IQR > 10% of the median) the
 measurement is repeated once and the run with the smaller spread is kept; `latency_remeasured`
 and `latency_first_spread_ms` record that. The per-stage breakdown (`profile_stages=True`) runs
-separately, after the timing, so its instrumentation never inflates `latency_ms`.
+separately, after the timing, so its hooks never inflate `latency_ms`; each stage runs inside a
+`record_function("stage:<name>")` range, so it is labelled in any torch.profiler trace.
 """
 
 from __future__ import annotations
@@ -157,75 +158,71 @@ def _time_forwards(model, x, repeats: int, warmup: int, cuda: bool) -> list[floa
 
 # ---------------------------------------------------------------------------------- stages
 def _stage_times(model, x, repeats: int, cuda: bool) -> dict[str, float]:
-    """Median ms per stage of `model.stage_modules()`, labelled with `record_function`.
+    """Median ms per stage of `model.stage_modules()` over `repeats` forwards.
 
-    CPU: torch.profiler reads the `stage:<name>` ranges. CUDA: CUDA events at the same hooks
-    (the ranges still appear in any outer profiler trace).
+    Each stage module runs inside a `record_function("stage:<name>")` range, so the stages show
+    up by name in any torch.profiler trace taken around a measurement. The times themselves come
+    from the same hooks: CUDA events on GPU, `perf_counter` on CPU, which cost far less than an
+    op-level profiler (that roughly doubled a small model's forward here).
     """
     from torch.autograd.profiler import record_function
 
     stages = model.stage_modules()
-    per_call: dict[str, list] = {name: [] for name in stages}
+    calls: dict[str, list] = {name: [] for name in stages}
     handles, open_ranges = [], {}
 
-    def pre(name, module):
+    def pre(name):
         def hook(mod, args):
             rf = record_function(f"stage:{name}")
             rf.__enter__()
-            start = None
             if cuda:
                 start = torch.cuda.Event(enable_timing=True)
                 start.record()
+            else:
+                start = time.perf_counter()
             open_ranges[id(mod)] = (rf, start)
         return hook
 
-    def post(name, module):
+    def post(name):
         def hook(mod, args, out):
             rf, start = open_ranges.pop(id(mod))
             if cuda:
                 end = torch.cuda.Event(enable_timing=True)
                 end.record()
-                per_call[name].append((start, end))
+                calls[name].append((start, end))
+            else:
+                calls[name].append((time.perf_counter() - start) * 1e3)
             rf.__exit__(None, None, None)
         return hook
 
     for name, modules in stages.items():
         for m in modules:
-            handles.append(m.register_forward_pre_hook(pre(name, m)))
-            handles.append(m.register_forward_hook(post(name, m)))
+            handles.append(m.register_forward_pre_hook(pre(name)))
+            handles.append(m.register_forward_hook(post(name)))
     try:
         with torch.inference_mode():
             model(x)  # warm the hooks
+            for name in calls:
+                calls[name].clear()
             if cuda:
-                for name in per_call:
-                    per_call[name].clear()
                 torch.cuda.synchronize()
-                for _ in range(repeats):
-                    model(x)
+            for _ in range(repeats):
+                model(x)
+            if cuda:
                 torch.cuda.synchronize()
-                ms = {n: [s.elapsed_time(e) for s, e in calls] for n, calls in per_call.items()}
-            else:
-                from torch.profiler import ProfilerActivity, profile
-
-                with profile(activities=[ProfilerActivity.CPU]) as prof:
-                    for _ in range(repeats):
-                        model(x)
-                ms = {n: [] for n in stages}
-                for ev in sorted(prof.events(), key=lambda e: e.time_range.start):
-                    if ev.name.startswith("stage:"):
-                        ms[ev.name[len("stage:"):]].append(ev.cpu_time_total / 1e3)
+                calls = {n: [s.elapsed_time(e) for s, e in c] for n, c in calls.items()}
     finally:
         for h in handles:
             h.remove()
     out = {}
     for name, modules in stages.items():
-        calls = ms.get(name, [])
         per_forward = len(modules)
-        if not calls or per_forward == 0:
+        ms = calls[name]
+        if not ms or per_forward == 0:
             out[name] = 0.0
             continue
-        # each forward calls every module of the stage once: sum them per forward, take the median
-        sums = [sum(calls[i:i + per_forward]) for i in range(0, len(calls) - per_forward + 1, per_forward)]
+        # each forward calls every module of the stage once: sum per forward, take the median
+        sums = [sum(ms[i:i + per_forward]) for i in range(0, len(ms) - per_forward + 1, per_forward)]
         out[name] = round(statistics.median(sums), 4)
     return out
 
@@ -303,15 +300,22 @@ def latency_key(config, device_name: str, batch: int = 1, resolution=None, dtype
                 channels_last: bool = False) -> str:
     """Cache key of one measurement: architecture, device string, batch, resolution, dtype, format.
 
-    The architecture is `config.architecture_hash()` (the network, not the resolution it is
-    priced at); `resolution` defaults to the config's.
+    `config` is an `OverLoCKConfig` (keyed by `architecture_hash()`: the network, not the
+    resolution it is priced at; `resolution` defaults to the config's) or a hash string (then
+    `resolution` is required).
     """
-    if resolution is None:
-        resolution = config.resolution
+    if isinstance(config, str):
+        arch = config
+        if resolution is None:
+            raise ValueError("latency_key: resolution is required when config is a hash")
+    else:
+        arch = config.architecture_hash()
+        if resolution is None:
+            resolution = config.resolution
     if isinstance(resolution, int):
         resolution = (resolution, resolution)
     h, w = (int(r) for r in resolution)
-    return (f"{config.architecture_hash()}|{device_name}|batch={int(batch)}|res={h}x{w}"
+    return (f"{arch}|{device_name}|batch={int(batch)}|res={h}x{w}"
             f"|dtype={dtype}|channels_last={int(bool(channels_last))}")
 
 
@@ -337,15 +341,32 @@ class LatencyCache:
         except (OSError, json.JSONDecodeError):
             return {}  # a corrupt cache only costs re-measurement; the file is rewritten on put
 
-    def get(self, key: str) -> dict | None:
-        """The stored result for `key`, or None (re-reads the file when the key is not known yet)."""
+    def get(self, key, *key_parts) -> dict | None:
+        """The stored result for `key`, or None (re-reads the file when the key is not known yet).
+
+        `get(config, device_name, batch, resolution, dtype, channels_last)` is the same as
+        `get(latency_key(config, device_name, batch, resolution, dtype, channels_last))`.
+        """
+        if key_parts:
+            key = latency_key(key, *key_parts)
         if self._data is None or key not in self._data:
             self._data = self._read()
         value = self._data.get(key)
         return dict(value) if value is not None else None
 
-    def put(self, key: str, result: dict) -> dict:
-        """Store `result` under `key` (merging with what other processes wrote); returns it."""
+    def put(self, key, *args) -> dict:
+        """Store `result` under `key` (merging with what other processes wrote); returns it.
+
+        `put(key, result)`, or `put(config, device_name, batch, resolution, dtype, channels_last,
+        result)` with the key built by `latency_key`.
+        """
+        if len(args) == 1:
+            result = args[0]
+        elif len(args) == 6:
+            key, result = latency_key(key, *args[:5]), args[5]
+        else:
+            raise TypeError("put(key, result) or put(config, device_name, batch, resolution, dtype, "
+                            "channels_last, result)")
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
         with open(self.path + ".lock", "a") as lock:

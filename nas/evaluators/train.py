@@ -119,6 +119,7 @@ class TrainEvaluator(Evaluator):
         "fidelity" (epochs / full epochs), "num_classes", "resolution", "wall_s"}.
         Raises TrialError (NaN/inf loss, out of memory, data problem, unusable resume files).
         """
+        threads_before = torch.get_num_threads()
         try:
             return self._evaluate(config, budget_epochs, device, seed, workdir, resume_from, weights_name)
         except TrialError:
@@ -134,6 +135,8 @@ class TrainEvaluator(Evaluator):
             if isinstance(e, DataError):
                 raise TrialError(f"data: {e}") from e
             raise
+        finally:
+            torch.set_num_threads(threads_before)  # `threads` holds for this trial only
 
     # ------------------------------------------------------------------------------ internals
     def _evaluate(self, config, budget_epochs, device, seed, workdir, resume_from, weights_name):
@@ -292,8 +295,9 @@ class TrainEvaluator(Evaluator):
         return weights, state
 
     def _resume(self, path, model, optimizer, scaler, device):
-        from safetensors import SafetensorsError
         from safetensors.torch import load_file
+
+        unreadable = (OSError, RuntimeError, EOFError, ValueError, *_safetensors_errors())
 
         state_path = state_path_for(path)
         if not os.path.isfile(path):
@@ -303,7 +307,7 @@ class TrainEvaluator(Evaluator):
         try:
             tensors = load_file(path, device=str(device))
             payload = torch.load(state_path, map_location=device, weights_only=False)
-        except (OSError, SafetensorsError, RuntimeError, EOFError) as e:
+        except unreadable as e:
             raise TrialError(f"resume: cannot read {path}: {str(e).splitlines()[0]}") from e
         if payload.get("config_hash") != model.config.config_hash():
             raise TrialError(f"resume: {path} belongs to another architecture")
@@ -319,6 +323,13 @@ class TrainEvaluator(Evaluator):
         if scaler is not None and payload.get("scaler"):
             scaler.load_state_dict(payload["scaler"])
         return int(payload["epochs"]), list(payload["history"]), list(payload["train_loss"])
+
+
+def _safetensors_errors() -> tuple:
+    import safetensors
+
+    error = getattr(safetensors, "SafetensorError", None)
+    return (error,) if isinstance(error, type) else ()
 
 
 def state_path_for(weights_path: str) -> str:

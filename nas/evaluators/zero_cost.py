@@ -134,6 +134,7 @@ class ZeroCostEvaluator(Evaluator):
         from nas.data import DataError
         from nas.evaluators.train import _is_oom
 
+        threads_before = torch.get_num_threads()
         try:
             score, wall = self._score(config, device, seed)
         except TrialError:
@@ -147,6 +148,8 @@ class ZeroCostEvaluator(Evaluator):
                 raise TrialError(f"out of memory on {device} ({self.name}, batch "
                                  f"{self.settings['batch_size']}): {str(e).splitlines()[0][:160]}") from e
             raise
+        finally:
+            torch.set_num_threads(threads_before)  # `threads` holds for this trial only
         if not math.isfinite(score):
             raise TrialError(f"{self.name} score is not finite ({score})")
         return {"score": score, "epochs": 0, "history": [], "weights": None, "fidelity": 1.0,
