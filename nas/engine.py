@@ -408,7 +408,8 @@ class SearchEngine:
         attrs = study.user_attrs
         ev = None
         if self.evaluator is not None:
-            ev = {"name": self.spec.evaluator.name, **_jsonable(self.evaluator.settings)}
+            settings = getattr(self.evaluator, "settings", None) or self.spec.evaluator.settings
+            ev = {"name": self.spec.evaluator.name, **_jsonable(settings)}
         if self.resumed and "evaluator" in attrs and _jsonable(attrs["evaluator"]) != _jsonable(ev):
             raise StudyMismatch(f"{self.spec.label}: evaluator settings differ from those the stored "
                                 f"study was run with (stored: {_short(attrs['evaluator'])}); restore "
@@ -530,6 +531,18 @@ class SearchEngine:
         except KeyboardInterrupt:
             self._interrupt()
             return True
+        except SearchError:
+            self._interrupt()
+            raise
+        except Exception as e:  # noqa: BLE001 - e.g. the Ray cluster went away
+            log = self.run_dir / "driver-error.log"
+            log.write_text("".join(traceback.format_exception(e)))
+            with contextlib.suppress(Exception):
+                self._interrupt()
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise SearchError(f"the search stopped on an unexpected error ({type(e).__name__}: {first}); "
+                              f"trials in flight were re-queued, details in {log}; run the same "
+                              "command to continue") from None
 
     def _budget_left(self) -> bool:
         """More trials to ask: under the budget, or queued (WAITING) ones, which count already."""
@@ -744,7 +757,7 @@ class SearchEngine:
         if resume_files is None and lv.rung > 0:
             resume_files = self._weights_files(lv)
         lv.handle = self.executor.submit(
-            EVAL_TARGET, e.name, self.evaluator.settings, lv.config.to_dict(),
+            EVAL_TARGET, e.name, e.settings, lv.config.to_dict(),
             budget_epochs=budget, device=self.spec.device, seed=lv.seed,
             weights_name=f"{lv.number}-{lv.chash}", resume_files=resume_files,
             cpus=self.spec.resources.cpus, gpus=self.spec.resources.gpus,

@@ -33,7 +33,8 @@ def session_pids(sid: int) -> list[int]:
                 stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[3]) == sid:
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and fields[0] != "Z":     # zombies are already dead
                 pids.append(int(entry))
     return pids
 
@@ -41,16 +42,20 @@ def session_pids(sid: int) -> list[int]:
 def stop_sessions(sids: list[int]) -> None:
     """SIGTERM every process of our `ray start` sessions, SIGKILL survivors after 3 s. Only
     processes this test started are touched (never a machine-wide `ray stop`)."""
-    for sig, pause in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 0.5), (signal.SIGKILL, 0.5)):
+    deadline = time.monotonic() + 20
+    sig, term_until = signal.SIGTERM, time.monotonic() + 3
+    while time.monotonic() < deadline:
         pids = [p for sid in sids for p in session_pids(sid)]
         if not pids:
             return
+        if time.monotonic() > term_until:
+            sig = signal.SIGKILL
         for pid in pids:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        time.sleep(pause)
+        time.sleep(0.3)
 
 
 @pytest.fixture

@@ -1,0 +1,121 @@
+"""Latency: the result's keys and statistics, per-stage breakdown, the cache and its key."""
+
+import json
+import threading
+
+import pytest
+import torch
+
+from nas.measure import LatencyCache, device_string, latency_key, measure_latency
+from overlock import OverLoCK, OverLoCKConfig
+
+KEYS = {"latency_ms", "latency_p90_ms", "latency_spread_ms", "latency_min_ms", "latency_device",
+        "latency_batch", "latency_dtype", "latency_channels_last", "latency_repeats",
+        "latency_resolution", "latency_remeasured"}
+
+
+@pytest.fixture
+def small(tiny_config) -> OverLoCKConfig:
+    return tiny_config.replace(resolution=(32, 32))
+
+
+def test_latency_result_keys_and_statistics(small):
+    r = measure_latency(small, batch=2, warmup=1, repeats=5, threads=1)
+    assert KEYS <= set(r) and "latency_stages_ms" not in r
+    assert 0 < r["latency_min_ms"] <= r["latency_ms"] <= r["latency_p90_ms"]
+    assert r["latency_spread_ms"] >= 0
+    assert (r["latency_batch"], r["latency_dtype"], r["latency_channels_last"], r["latency_repeats"]) == \
+        (2, "fp32", False, 5)
+    assert r["latency_resolution"] == [32, 32]
+    assert r["latency_device"].startswith("cpu: ") and "x1 threads" in r["latency_device"]
+    assert f"torch {torch.__version__.split('+')[0]}" in r["latency_device"]
+    assert r["latency_device"] == device_string("cpu", 1)
+    json.dumps(r)   # storable as trial user_attrs
+
+
+def test_threads_are_pinned_only_while_measuring(small):
+    before = torch.get_num_threads()
+    measure_latency(small, warmup=0, repeats=2, threads=1)
+    assert torch.get_num_threads() == before
+
+
+def test_stage_breakdown_names_every_stage(small):
+    r = measure_latency(small, warmup=1, repeats=3, threads=1, profile_stages=True,
+                        channels_last=True, resolution=(32, 48))
+    model_stages = set(OverLoCK(small).stage_modules())
+    stages = r["latency_stages_ms"]
+    assert set(stages) == model_stages | {"other"}
+    assert all(v >= 0 for v in stages.values()) and stages["focus3"] > 0
+    assert r["latency_channels_last"] is True and r["latency_resolution"] == [32, 48]
+
+
+def test_a_trained_model_is_measured_reparameterised_without_changing_it(small):
+    model = OverLoCK(small)
+    assert not model.deployed
+    r = measure_latency(model, warmup=0, repeats=2, threads=1)
+    assert r["latency_ms"] > 0 and not model.deployed and model.training
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="dtype='int8'"):
+        measure_latency(OverLoCKConfig(), dtype="int8")
+    with pytest.raises(ValueError, match="repeats >= 2"):
+        measure_latency(OverLoCKConfig(), repeats=1)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            measure_latency(OverLoCKConfig(), device="cuda")
+
+
+def test_latency_key_separates_every_field(small):
+    dev = device_string("cpu", 2)
+    base = latency_key(small, dev, 1, None, "fp32", False)
+    variants = [latency_key(small.replace(region_count=2), dev, 1, None, "fp32", False),
+                latency_key(small, device_string("cpu", 1), 1, None, "fp32", False),
+                latency_key(small, dev, 2, None, "fp32", False),
+                latency_key(small, dev, 1, (32, 64), "fp32", False),
+                latency_key(small, dev, 1, None, "bf16", False),
+                latency_key(small, dev, 1, None, "fp32", True)]
+    assert len({base, *variants}) == 7
+    # the resolution is the measured one: a config priced elsewhere but measured at 32 shares the key
+    assert latency_key(small.replace(resolution=(64, 64)), dev, 1, 32, "fp32", False) == base
+    assert latency_key(small.architecture_hash(), dev, 1, (32, 32), "fp32", False) == base
+
+
+def test_cache_round_trip_across_instances(tmp_path, small):
+    path = tmp_path / "run" / "latency_cache.json"
+    cache = LatencyCache(path)
+    key = latency_key(small, "cpu: test", 1, None, "fp32", False)
+    assert cache.get(key) is None
+    result = {"latency_ms": 1.5, "latency_device": "cpu: test", "latency_stages_ms": {"stem": 0.1}}
+    cache.put(key, result)
+    again = LatencyCache(path)
+    assert again.get(key) == result and key in again and len(again) == 1
+    # the positional form builds the same key
+    assert again.get(small, "cpu: test", 1, None, "fp32", False) == result
+    again.put(small, "cpu: test", 2, None, "fp32", False, {"latency_ms": 2.5})
+    assert cache.get(latency_key(small, "cpu: test", 2, None, "fp32", False)) == {"latency_ms": 2.5}
+    assert not list(path.parent.glob("*.tmp*"))
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    path = tmp_path / "latency_cache.json"
+
+    def writer(i):
+        for j in range(10):
+            LatencyCache(path).put(f"k{i}-{j}", {"latency_ms": float(j)})
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(LatencyCache(path)) == 40
+
+
+def test_corrupt_cache_reads_as_empty_and_is_rewritten(tmp_path):
+    path = tmp_path / "latency_cache.json"
+    path.write_text("{not json")
+    cache = LatencyCache(path)
+    assert cache.get("k") is None
+    cache.put("k", {"latency_ms": 1.0})
+    assert json.loads(path.read_text()) == {"k": {"latency_ms": 1.0}}
