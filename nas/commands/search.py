@@ -58,12 +58,12 @@ class _Display:
         if p.reused:
             parts.append(f"{p.reused} reused")
         parts.append(f"{p.running} running")
-        parts.append(f"Pareto {p.pareto}")
+        second = [f"Pareto front {p.pareto}"]
         if p.best:
-            parts.append(f"best {p.best}")
-        parts.append(f"elapsed {_duration(p.elapsed_s)}")
-        parts.append(f"ETA {_duration(p.eta_s)}")
-        return " | ".join(parts)
+            second.append(f"best {p.best}")
+        second.append(f"elapsed {_duration(p.elapsed_s)}")
+        second.append(f"ETA {_duration(p.eta_s)}")
+        return " | ".join(parts) + "\n" + " | ".join(second)
 
     def _render(self):
         from rich.console import Group
@@ -85,8 +85,8 @@ class _Display:
             now = time.monotonic()
             if now - self._last_plain > 15 or progress.done == progress.target:
                 self._last_plain = now
-                self.console.print(f"  [{self.status()}]", highlight=False, soft_wrap=True,
-                                   markup=False)
+                self.console.print("  [" + self.status().replace("\n", " | ") + "]",
+                                   highlight=False, soft_wrap=True, markup=False)
 
 
 def _front_table(result, console):
