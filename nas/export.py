@@ -47,7 +47,7 @@ from overlock import hub
 
 __all__ = ["ExportError", "TrainSpec", "ExportResult", "open_study", "parse_budgets",
            "parse_dataset", "study_objectives", "metric_value", "feasibility", "select_trial",
-           "export_trial", "train_model", "fresh_index_caches", "TOLERANCE"]
+           "export_trial", "train_model", "TOLERANCE"]
 
 TOLERANCE = 1e-4      # max abs difference a deploy model / program may have from eager logits
 CHECK_SEED = 0        # seed of the random check inputs
@@ -425,7 +425,6 @@ def train_model(model: torch.nn.Module, dataset: Mapping[str, Any] | None = None
     if data.num_classes != config.num_classes:
         raise ExportError(f"the model has {config.num_classes} classes, the data set "
                           f"{data.num_classes}; load it with num_classes={data.num_classes}")
-    fresh_index_caches()
     torch.manual_seed(seed)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -530,38 +529,16 @@ def _quiet():
             lg.setLevel(level)
 
 
-def fresh_index_caches() -> None:
-    """Empty the aggregation op's index caches (a workaround, see below); the next eager call
-    refills them with plain tensors.
-
-    `overlock.ops` / `overlock.model` keep index tensors in `functools.lru_cache`s (all cleared).
-    A tensor cached while `torch.export` traces is a fake tensor (a later eager call returns
-    garbage, a later export fails), and one cached under `torch.inference_mode` (latency
-    measurement) makes a later backward raise "Inference tensors cannot be saved for backward".
-    """
-    import overlock.model as model_module
-    import overlock.ops as ops_module
-
-    for module in (ops_module, model_module):
-        for value in list(vars(module).values()):
-            if callable(getattr(value, "cache_clear", None)) and hasattr(value, "cache_info"):
-                value.cache_clear()
-
-
 def _export_program(deploy_model, example: torch.Tensor, decompose: bool):
     """`torch.export` of the deploy model with a dynamic batch.
 
     `decompose`: trace with the aggregation op swapped for its plain-aten form (for ONNX); the
     custom op's decomposition cannot go through `run_decompositions`, whose graph must be
-    functional (`na2d_av_decomposed` accumulates in place). An eager forward first fills the op's
-    index caches with plain tensors (see `fresh_index_caches`).
+    functional (`na2d_av_decomposed` accumulates in place).
     """
     import overlock.model as model_module
     from overlock.ops import na2d_av_decomposed
 
-    fresh_index_caches()
-    with torch.no_grad():
-        deploy_model(example)
     dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}}
     swap = (unittest.mock.patch.object(model_module, "na2d_av", na2d_av_decomposed) if decompose
             else contextlib.nullcontext())

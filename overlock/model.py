@@ -7,8 +7,6 @@ head widths) is taken from the config instead.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -60,18 +58,20 @@ class RepConvBlock(nn.Module):
         return self.ls(x) + self.proj(x)
 
 
-@functools.lru_cache(maxsize=256)
-def _rpb_index(length: int, kernel_size: int) -> Tensor:
-    """(length, k) index into a (2k-1) bias axis: window position minus query position, shifted."""
-    start = window_start(length, kernel_size)
-    offsets = start[:, None] + torch.arange(kernel_size)[None, :] - torch.arange(length)[:, None]
+def _rpb_index(length: int, kernel_size: int, device=None) -> Tensor:
+    """(length, k) index into a (2k-1) bias axis: window position minus query position, shifted.
+
+    Rebuilt per call (tiny): a cached tensor would leak fake / inference tensors across modes."""
+    start = window_start(length, kernel_size, device)
+    offsets = (start[:, None] + torch.arange(kernel_size, device=device)[None, :]
+               - torch.arange(length, device=device)[:, None])
     return offsets + kernel_size - 1
 
 
 def relative_position_bias(rpb: Tensor, height: int, width: int, kernel_size: int) -> Tensor:
     """(G, 2k-1, 2k-1) table -> (1, G, H, W, k*k) bias of each query's shifted window."""
-    rows = _rpb_index(height, kernel_size).to(rpb.device)
-    cols = _rpb_index(width, kernel_size).to(rpb.device)
+    rows = _rpb_index(height, kernel_size, rpb.device)
+    cols = _rpb_index(width, kernel_size, rpb.device)
     bias = rpb[:, rows][:, :, :, cols]  # (G, H, k, W, k)
     G = rpb.shape[0]
     return bias.permute(0, 1, 3, 2, 4).reshape(1, G, height, width, kernel_size * kernel_size)

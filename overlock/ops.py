@@ -17,8 +17,6 @@ larger maps loop over the window's rows, so memory grows by k, never by k^2 x C 
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor
 
@@ -30,14 +28,12 @@ def window_start(length: int, kernel_size: int, device=None) -> Tensor:
     return (torch.arange(length, device=device) - kernel_size // 2).clamp(0, length - kernel_size)
 
 
-@functools.lru_cache(maxsize=256)
-def _window_index_cpu(length: int, kernel_size: int) -> Tensor:
-    start = window_start(length, kernel_size)
-    return start[:, None] + torch.arange(kernel_size)[None, :]  # (length, k)
-
-
-def _window_index(length: int, kernel_size: int, device) -> Tensor:
-    return _window_index_cpu(length, kernel_size).to(device)
+# Index tensors are rebuilt on every call (a few tiny ops): a cached tensor would leak fake
+# tensors out of torch.export tracing and inference tensors out of inference_mode.
+def _window_index(length: int, kernel_size: int, device=None) -> Tensor:
+    """(length, k): the positions of each query's shifted window along one axis."""
+    start = window_start(length, kernel_size, device)
+    return start[:, None] + torch.arange(kernel_size, device=device)[None, :]
 
 
 def _check(attn: Tensor, value: Tensor, kernel_size: int) -> None:
@@ -59,17 +55,17 @@ def _use_dense(H: int, W: int, kernel_size: int) -> bool:
     return H * W <= max(8 * kernel_size * kernel_size, 256)
 
 
-@functools.lru_cache(maxsize=256)
-def _dense_index_cpu(H: int, W: int, kernel_size: int) -> Tensor:
-    rows = _window_index_cpu(H, kernel_size)  # (H, k)
-    cols = _window_index_cpu(W, kernel_size)  # (W, k)
+def _dense_index(H: int, W: int, kernel_size: int, device) -> Tensor:
+    """(H*W, k*k): flat positions of each query's window, row-major."""
+    rows = _window_index(H, kernel_size, device)  # (H, k)
+    cols = _window_index(W, kernel_size, device)  # (W, k)
     flat = rows[:, None, :, None] * W + cols[None, :, None, :]  # (H, W, k, k)
     return flat.reshape(H * W, kernel_size * kernel_size)
 
 
 def _dense_weights(attn: Tensor, H: int, W: int, k: int) -> tuple[Tensor, Tensor]:
     B, G = attn.shape[:2]
-    index = _dense_index_cpu(H, W, k).to(attn.device).expand(B, G, H * W, k * k)
+    index = _dense_index(H, W, k, attn.device).expand(B, G, H * W, k * k)
     dense = attn.new_zeros(B, G, H * W, H * W)
     dense.scatter_(-1, index, attn.reshape(B, G, H * W, k * k))
     return dense, index
