@@ -158,7 +158,8 @@ def _time_forwards(model, x, repeats: int, warmup: int, cuda: bool) -> list[floa
 
 # ---------------------------------------------------------------------------------- stages
 def _stage_times(model, x, repeats: int, cuda: bool) -> dict[str, float]:
-    """Median ms per stage of `model.stage_modules()` over `repeats` forwards.
+    """Median ms per stage of `model.stage_modules()` over `repeats` forwards, and "other": the
+    median whole forward of the same run minus the stages.
 
     Each stage module runs inside a `record_function("stage:<name>")` range, so the stages show
     up by name in any torch.profiler trace taken around a measurement. The times themselves come
@@ -204,13 +205,24 @@ def _stage_times(model, x, repeats: int, cuda: bool) -> dict[str, float]:
             model(x)  # warm the hooks
             for name in calls:
                 calls[name].clear()
+            totals = []
             if cuda:
                 torch.cuda.synchronize()
             for _ in range(repeats):
-                model(x)
+                if cuda:
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    model(x)
+                    end.record()
+                    totals.append((start, end))
+                else:
+                    t0 = time.perf_counter()
+                    model(x)
+                    totals.append((time.perf_counter() - t0) * 1e3)
             if cuda:
                 torch.cuda.synchronize()
                 calls = {n: [s.elapsed_time(e) for s, e in c] for n, c in calls.items()}
+                totals = [s.elapsed_time(e) for s, e in totals]
     finally:
         for h in handles:
             h.remove()
@@ -224,6 +236,8 @@ def _stage_times(model, x, repeats: int, cuda: bool) -> dict[str, float]:
         # each forward calls every module of the stage once: sum per forward, take the median
         sums = [sum(ms[i:i + per_forward]) for i in range(0, len(ms) - per_forward + 1, per_forward)]
         out[name] = round(statistics.median(sums), 4)
+    # what runs between the stages (context upsampling, concatenations), same forwards
+    out["other"] = round(max(0.0, statistics.median(totals) - sum(out.values())), 4)
     return out
 
 
@@ -290,9 +304,7 @@ def measure_latency(config_or_model, *, device: str = "cpu", batch: int = 1, dty
             "latency_resolution": list(res),
         })
         if profile_stages:
-            stages = _stage_times(model, x, min(repeats, STAGE_REPEATS), cuda)
-            stages["other"] = round(max(0.0, result["latency_ms"] - sum(stages.values())), 4)
-            result["latency_stages_ms"] = stages
+            result["latency_stages_ms"] = _stage_times(model, x, min(repeats, STAGE_REPEATS), cuda)
     return result
 
 
