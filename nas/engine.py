@@ -490,8 +490,20 @@ class SearchEngine:
         study = self.study
         trials = study.get_trials(deepcopy=False)
         study.sampler = self._sampler(len(trials))
-        self.parallel = self.spec.parallel or max(
-            1, self.executor.capacity(self.spec.resources.cpus, self.spec.resources.gpus))
+        nodes = self.executor.nodes()
+        gpus = self.spec.resources.gpus
+        if gpus is None:
+            wants_gpu = self.spec.device.startswith("cuda") or (
+                self.spec.device == "auto" and any(n["gpus"] > 0 for n in nodes))
+            gpus = 1.0 if wants_gpu else 0.0
+        self.trial_gpus = gpus
+        fits = self.executor.capacity(self.spec.resources.cpus, gpus)
+        if fits == 0:      # a task nothing can run would wait forever
+            have = ", ".join(f"{n['ip']}: {n['cpus']:g} CPUs {n['gpus']:g} GPUs" for n in nodes)
+            raise SearchError(f"{self.spec.label}: resources: one trial needs {self.spec.resources.cpus:g} "
+                              f"CPUs and {gpus:g} GPUs (device {self.spec.device}), but no Ray node "
+                              f"has them ({have})")
+        self.parallel = self.spec.parallel or fits
         self._index: dict[str, int] = {}          # config hash -> finished trial number
         self._rung_scores: dict[str, list[float]] = {}   # rung budget -> scores that reached it
         self._superseded = 0
@@ -506,7 +518,6 @@ class SearchEngine:
         self._parked: dict[str, list[_Live]] = {}   # hash -> duplicates waiting on a live trial
         self._live_hashes: dict[str, _Live] = {}
         running = [t for t in trials if t.state == TrialState.RUNNING]
-        nodes = self.executor.nodes()
         self._emit(f"Ray ({self.executor.mode}): {len(nodes)} node(s), "
                    f"{sum(n['cpus'] for n in nodes):g} CPUs, {sum(n['gpus'] for n in nodes):g} GPUs; "
                    f"up to {self.parallel} trial(s) at a time")
@@ -722,7 +733,7 @@ class SearchEngine:
             self._latency_cache.put(*self._cache_args(lv), result)
 
     def _submit_latency(self, lv: _Live) -> None:
-        res = self.executor.exclusive_resources(gpu=self.spec.device.startswith("cuda"))
+        res = self.executor.exclusive_resources(gpu=self.trial_gpus > 0)
         threads = self.spec.latency.threads or int(res["cpus"])
         lv.handle = self.executor.submit(
             LATENCY_TARGET, lv.config.to_dict(), device=self.spec.device,
@@ -760,7 +771,7 @@ class SearchEngine:
             EVAL_TARGET, e.name, e.settings, lv.config.to_dict(),
             budget_epochs=budget, device=self.spec.device, seed=lv.seed,
             weights_name=f"{lv.number}-{lv.chash}", resume_files=resume_files,
-            cpus=self.spec.resources.cpus, gpus=self.spec.resources.gpus,
+            cpus=self.spec.resources.cpus, gpus=self.trial_gpus,
             max_retries=self.spec.max_retries)
         lv.kind, lv.started = "eval", time.monotonic()
         self._inflight[lv.handle] = lv

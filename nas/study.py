@@ -108,8 +108,10 @@ class SuccessiveHalving(_Model):
 
 
 class Resources(_Model):
+    """Per trial. `gpus` unset: 1 when the device is cuda (or auto on a cluster with GPUs), else 0."""
+
     cpus: float = Field(1.0, gt=0)
-    gpus: float = Field(0.0, ge=0)
+    gpus: float | None = Field(None, ge=0)
 
 
 class SamplerSettings(_Model):

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.engine import DriverBusy, DriverLock, SearchEngine, StudyMismatch, open_storage
+from nas.engine import DriverBusy, DriverLock, SearchEngine, SearchError, StudyMismatch, open_storage
 from nas.study import parse_study
 from nas_testing import study_dict
 
@@ -212,3 +212,11 @@ def test_every_sampler_runs_and_a_resumed_study_does_not_replay(tmp_path, local_
 
 def study_sampler(tmp_path) -> str:
     return load(tmp_path).user_attrs["sampler"]
+
+
+def test_trials_no_node_can_run_are_refused(tmp_path, local_ray):
+    spec = parse_study(study_dict(tmp_path, resources={"cpus": 8}), label="study.yaml")
+    with pytest.raises(SearchError, match=r"study.yaml: resources: one trial needs 8 CPUs and 0 GPUs "
+                                          r"\(device cpu\), but no Ray node has them"):
+        SearchEngine(spec).run()
+    assert load(tmp_path).get_trials() == []
