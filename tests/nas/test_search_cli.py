@@ -108,8 +108,8 @@ def test_bad_study_file_and_busy_run_dir_are_one_line_errors(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_then_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
-    target = 10
-    study = write_study(tmp_path, trials=target, parallel=2, evaluator={"sleep_s": 1.5})
+    target = 8
+    study = write_study(tmp_path, trials=target, parallel=2, evaluator={"sleep_s": 1.2})
     run = tmp_path / "run"
 
     # 1. Ctrl-C (SIGINT to the foreground process group, as a terminal sends it)
@@ -139,7 +139,7 @@ def test_ctrl_c_then_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
     stored = trials(run)
     complete_before = {t.number: t.values for t in stored if t.state == TrialState.COMPLETE}
     left_running = [t.number for t in stored if t.state == TrialState.RUNNING]
-    assert left_running      # killed while trials ran (each takes 1.5 s, two at a time)
+    assert left_running      # killed while trials ran (each takes 1.2 s, two at a time)
     sampled = {t.number for t in stored if t.state == TrialState.RUNNING and "config" in t.user_attrs}
 
     # 3. the same command resumes and finishes the budget
