@@ -53,8 +53,8 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .executor import Executor, ExecutorError, TaskLost, resolve
-from .study import COST_METRICS, DIRECTIONS, StudySpec, sampler_class
+from .executor import Executor, TaskLost, resolve
+from .study import DIRECTIONS, StudySpec, sampler_class
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 EVAL_TARGET = "nas.engine:run_evaluation"
@@ -931,8 +931,9 @@ class SearchEngine:
                 # continue from the last finished rung: decide it again, then go on
                 lv.config, lv.chash = config, config.config_hash()
                 self._live_hashes[lv.chash] = lv
-                lv.metrics.update({k: ft.user_attrs[k] for k in (*COST_METRICS, "latency_ms")
-                                   if k in ft.user_attrs})
+                lv.metrics.update(self._cost(lv))     # analytic: recomputed, not trusted
+                if "latency_ms" in ft.user_attrs:
+                    lv.metrics["latency_ms"] = float(ft.user_attrs["latency_ms"])
                 lv.rung = done[-1]
                 lv.eval_s = float(ft.user_attrs.get("eval_wall_s", 0.0))
                 lv.metrics[self.spec.score_metric] = float(rung_scores[budgets[lv.rung]])

@@ -1,7 +1,6 @@
 """Helpers for the engine tests: a tiny space and study files using the scripted test evaluator."""
 
 import os
-import sys
 from pathlib import Path
 
 import yaml

@@ -220,3 +220,50 @@ def test_trials_no_node_can_run_are_refused(tmp_path, local_ray):
                                           r"\(device cpu\), but no Ray node has them"):
         SearchEngine(spec).run()
     assert load(tmp_path).get_trials() == []
+
+
+def _new_study(tmp_path, spec) -> optuna.Study:
+    (tmp_path / "run").mkdir(exist_ok=True)
+    study = optuna.create_study(study_name="tiny", storage=open_storage(spec, tmp_path / "run"),
+                                directions=spec.directions)
+    study.set_metric_names(spec.objectives)
+    return study
+
+
+def test_a_duplicate_of_a_trial_in_flight_waits_for_it(tmp_path, local_ray):
+    spec = parse_study(study_dict(tmp_path, trials=3, parallel=2, evaluator={"sleep_s": 0.5}),
+                       label="t")
+    study = _new_study(tmp_path, spec)
+    for params in ({"region_count": 2, "widths[3]": 64}, {"region_count": 2, "widths[3]": 64},
+                   {"region_count": 3, "widths[3]": 64}):
+        study.enqueue_trial(params)
+    SearchEngine(spec).run()
+    t0, t1, t2 = load(tmp_path).get_trials()
+    assert t1.user_attrs["reused_from"] == 0 and t1.values == t0.values
+    assert t0.state == t1.state == t2.state == TrialState.COMPLETE
+    assert Counter(e["hash"] for e in evaluations(tmp_path)) == {
+        t0.user_attrs["config_hash"]: 1, t2.user_attrs["config_hash"]: 1}
+
+
+def test_an_orphan_that_finished_a_rung_continues_from_it(tmp_path, local_ray):
+    """A trial left RUNNING after its first rung (driver killed) resumes from the rung's weights."""
+    from overlock import OverLoCKConfig
+
+    spec = parse_study(study_dict(tmp_path, trials=1, evaluator={"rungs": [1, 3]}), label="t")
+    study = _new_study(tmp_path, spec)
+    trial = study.ask()
+    config = spec.space.suggest(trial)
+    chash = config.config_hash()
+    for k, v in {"config": config.to_dict(), "config_hash": chash, "rung_scores": {"1": 0.5},
+                 "driver": "elsewhere"}.items():
+        trial.set_user_attr(k, v)
+    weights = tmp_path / "run" / "weights" / f"0-{chash}.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_text(json.dumps({"epochs": 1, "hash": chash}))   # the scripted evaluator's format
+
+    SearchEngine(spec).run()
+    (t,) = load(tmp_path).get_trials()
+    assert t.state == TrialState.COMPLETE and t.user_attrs["epochs"] == 3 and t.user_attrs["fidelity"] == 1
+    assert t.user_attrs["rung_scores"] == {"1": 0.5, "3": pytest.approx(t.values[0])}
+    assert [(e["budget"], e["resume"]) for e in evaluations(tmp_path)] == [(3, True)]
+    assert OverLoCKConfig.from_dict(t.user_attrs["config"]).config_hash() == chash
