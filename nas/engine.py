@@ -835,6 +835,7 @@ class SearchEngine:
                        f"({self.spec.score_metric} {score:.4g} at {budget})")
             return
         t = lv.trial
+        set_constraints(self.study, t, self.constraint_names, self._violations(lv.metrics))
         t.set_user_attr("reason", f"successive halving: {self.spec.score_metric} {score:.4g} after "
                                   f"{budget} epochs is below the top 1/{sh.eta:g} of "
                                   f"{len(scores)} trials (cutoff {cutoff:.4g})")

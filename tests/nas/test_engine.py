@@ -70,6 +70,7 @@ def test_study_records_constraints_dedup_and_successive_halving(tmp_path, local_
             kinds["halved"] += 1
             assert ua["fidelity"] < 1 and ua["epochs"] == 1 and list(ua["rung_scores"]) == ["1"]
             assert "successive halving" in ua["reason"]
+            assert t.constraints["flops"] == ua["flops"] - BUDGET <= 0   # budgets known: recorded
         else:
             kinds["complete"] += 1
             assert t.state == TrialState.COMPLETE
@@ -83,7 +84,7 @@ def test_study_records_constraints_dedup_and_successive_halving(tmp_path, local_
             assert [(e["budget"], e["resume"]) for e in evals if e["hash"] == ua["config_hash"]] \
                 == [(1, False), (3, True)]
     assert kinds["reused"] >= 4 and kinds["complete"] >= 1
-    assert kinds["infeasible"] >= 1, kinds
+    assert kinds["infeasible"] >= 1 and kinds["halved"] >= 1, kinds
 
     # the Pareto front: feasible, full fidelity, and the engine's summary agrees with optuna
     front = study.best_trials
