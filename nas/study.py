@@ -14,6 +14,28 @@ one line (`studies/x.yaml: constraints.flops: must be a number > 0`). Example:
     parallel: 2
     resources: {cpus: 1}
 
+Every key (defaults in brackets):
+
+- `name`: the study's name in storage. `space`: a space file or mapping (see `space.load_space`).
+- `objectives`: metrics of docs/storage.md (accuracy or a proxy score up; flops, flops_paper,
+  params, latency_ms, memory_mb down); at most one evaluator score.
+- `constraints` [{}]: `metric: budget`, feasible iff metric <= budget; numbers or 2e9 / 500M / 1.5G.
+  flops, flops_paper, params and memory_mb are checked before training (analytic), latency_ms
+  after measuring it, also before training; a trial over a budget is PRUNED, never trained.
+- `evaluator` [none]: `name` (train, synflow, naswot, zico, or `module:attribute` returning an
+  object with `metric`, `rungs`, `evaluate`) plus its settings. Needed when an objective is a score.
+- `sampler` [nsga2 for several objectives, else tpe]: `name` (nsga2, tpe, random, gp) plus the
+  Optuna sampler's keyword arguments. `seed` [0]: the base seed (the sampler's seed is derived
+  from it and the number of stored trials, so a resumed study never replays).
+- `trials` [20]: the total budget, counted from storage. `parallel` [what the cluster fits]:
+  trials at once. `resources` [{cpus: 1, gpus: 1 on cuda else 0}]: per trial.
+  `trial_timeout_s` [none]: wall clock per trial. `max_retries` [3]: Ray re-runs after a worker died.
+- `device` [cpu]: cpu, cuda, cuda:N, auto. `latency` [batch 1, fp32, warmup 10, repeats 30]:
+  batch, dtype (fp32/fp16/bf16), channels_last, warmup, repeats, threads, profile_stages.
+- `successive_halving` [eta 3, min_trials 3]: used when the evaluator has rungs.
+- `fvcore_check_every` [25]: cross-check the analytic FLOPs with fvcore on trial 0 and every Nth.
+- `output_dir` [runs/<name>]: the run directory. `storage` [journal file in it]: an Optuna RDB URL.
+
     >>> from nas.study import load_study_file
     >>> spec = load_study_file("studies/quickstart.yaml")
     >>> spec.directions
