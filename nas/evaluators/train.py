@@ -47,6 +47,7 @@ SCHEMA = {
     "threads": Setting(None, integer(1)),
     "resolution": Setting(None, resolution),
     "save_weights": Setting(True, boolean),
+    "bn_recalibration_batches": Setting(4, integer(0)),
 }
 
 # settings that must not change between the rungs of one trial
@@ -97,7 +98,9 @@ class TrainEvaluator(Evaluator):
     weight_decay (0.05), warmup_epochs (1.0), label_smoothing (0.1), aux_weight (0.4),
     drop_path_rate (0), grad_clip (none), augment (true: flip + padded crop), amp (auto: bf16 or
     fp16 on CUDA, off on CPU), channels_last (false), threads (torch threads; none = leave),
-    resolution (training resolution; none = the config's), save_weights (true).
+    resolution (training resolution; none = the config's), save_weights (true),
+    bn_recalibration_batches (4: batch-norm statistics re-estimated on this many training batches
+    before each validation; 0 = off).
     """
 
     name = "train"
@@ -216,6 +219,7 @@ class TrainEvaluator(Evaluator):
                 epoch_loss += loss.item() * len(y)
                 n += len(y)
             losses.append(epoch_loss / max(n, 1))
+            self._recalibrate_bn(model, data.train, device, amp_dtype, memory_format)
             history.append(self._accuracy(model, data.val, device, amp_dtype, memory_format))
         wall = time.perf_counter() - t0
 
@@ -263,6 +267,34 @@ class TrainEvaluator(Evaluator):
                     out["aux"].float(), y, label_smoothing=smoothing)
             return loss
         return F.cross_entropy(out.float(), y, label_smoothing=smoothing)
+
+    @torch.no_grad()
+    def _recalibrate_bn(self, model, split, device, amp_dtype, memory_format) -> None:
+        """Re-estimate batch-norm statistics on a few training batches before validating.
+
+        After a few dozen steps the running averages (momentum 0.1) still carry their initial
+        values, so eval-mode accuracy lags the network (every trial scores ~chance after epoch 1);
+        exact averages over fixed batches fix that, as in once-for-all's BN calibration.
+        """
+        n = self.settings["bn_recalibration_batches"]
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if n == 0 or not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+        model.train()
+        try:
+            batches = split.batches(self.settings["batch_size"], device=device, memory_format=memory_format)
+            for i, (x, _) in enumerate(batches):
+                if i == n:
+                    break
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    model(x)
+        finally:
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
 
     @torch.no_grad()
     def _accuracy(self, model, split, device, amp_dtype, memory_format) -> float:

@@ -28,6 +28,8 @@ def test_proxy_training_really_learns(tiny_config, tmp_path):
                          resume_from=None)
     # 10 balanced classes: chance is 0.10
     assert result["score"] >= 0.35, result["history"]
+    # batch-norm recalibration makes the first rung informative (not every trial at chance)
+    assert result["history"][0] > 0.15, result["history"]
     assert result["epochs"] == 5 and result["fidelity"] == 1.0 and len(result["history"]) == 5
     assert result["train_loss"][-1] < result["train_loss"][0]
 
@@ -151,3 +153,21 @@ def test_zero_cost_proxies_are_finite_and_synflow_prefers_a_bigger_net(tiny_conf
     again = get_evaluator("naswot", {"batch_size": 16, "resolution": 32, "dataset": SMALL_DATA}).evaluate(
         tiny_config, budget_epochs=None, device="cpu", seed=0, workdir=str(tmp_path), resume_from=None)
     assert again["score"] == scores["naswot", "tiny"]
+
+
+def test_channels_last_training_runs(tiny_config, tmp_path):
+    ev = get_evaluator("train", _fast(epochs=1, channels_last=True))
+    r = ev.evaluate(tiny_config, budget_epochs=None, device="cpu", seed=0, workdir=str(tmp_path),
+                    resume_from=None)
+    assert math.isfinite(r["train_loss"][0]) and 0 <= r["score"] <= 1
+
+
+@pytest.mark.xfail(strict=True, raises=RuntimeError,
+                   reason="overlock::na2d_av has no autocast rule: its backward mixes fp32 attn and "
+                          "bf16 value (fix in overlock/ops.py: torch.library.register_autocast)")
+def test_amp_bf16_training_runs(tiny_config, tmp_path):
+    # AMP is what a GPU trial uses by default (amp: auto); CPU autocast exercises the same op path
+    ev = get_evaluator("train", _fast(epochs=1, amp="bf16"))
+    r = ev.evaluate(tiny_config, budget_epochs=None, device="cpu", seed=0, workdir=str(tmp_path),
+                    resume_from=None)
+    assert math.isfinite(r["train_loss"][0])
