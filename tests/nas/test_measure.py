@@ -41,12 +41,13 @@ def test_threads_are_pinned_only_while_measuring(small):
 
 def test_stage_breakdown_names_every_stage(small):
     r = measure_latency(small, warmup=1, repeats=3, threads=1, profile_stages=True,
-                        channels_last=True, resolution=(32, 48))
+                        channels_last=True, resolution=(32, 48), dtype="bf16")
     model_stages = set(OverLoCK(small).stage_modules())
     stages = r["latency_stages_ms"]
     assert set(stages) == model_stages | {"other"}
     assert all(v >= 0 for v in stages.values()) and stages["focus3"] > 0
     assert r["latency_channels_last"] is True and r["latency_resolution"] == [32, 48]
+    assert r["latency_dtype"] == "bf16"
 
 
 def test_a_trained_model_is_measured_reparameterised_without_changing_it(small):
