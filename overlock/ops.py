@@ -151,6 +151,10 @@ def _(grad_out: Tensor, attn: Tensor, value: Tensor, kernel_size: int):
 
 
 _na2d_av_op.register_autograd(_backward, setup_context=_setup_context)
+# Under autocast the weights (softmax output) and the values can arrive in different dtypes;
+# the aggregation runs in fp32 like NATTEN's reference path.
+for _device in ("cpu", "cuda"):
+    torch.library.register_autocast("overlock::na2d_av", _device, torch.float32)
 
 
 def na2d_av(attn: Tensor, value: Tensor, kernel_size: int) -> Tensor:

@@ -162,9 +162,6 @@ def test_channels_last_training_runs(tiny_config, tmp_path):
     assert math.isfinite(r["train_loss"][0]) and 0 <= r["score"] <= 1
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="overlock::na2d_av has no autocast rule: its backward mixes fp32 attn and "
-                          "bf16 value (fix in overlock/ops.py: torch.library.register_autocast)")
 def test_amp_bf16_training_runs(tiny_config, tmp_path):
     # AMP is what a GPU trial uses by default (amp: auto); CPU autocast exercises the same op path
     ev = get_evaluator("train", _fast(epochs=1, amp="bf16"))
