@@ -5,9 +5,9 @@
 
 Each run is a fresh study (random sampler, no constraints, so every trial is evaluated) on an
 embedded local Ray. Reported per run: wall time including Ray start-up, and the steady rate
-between the first and the last trial's completion (Optuna's timestamps; this leaves out Ray's
-start and the first, cold worker), counting trials that were really evaluated (a repeated
-architecture reuses its result and is not counted).
+from the W-th to the last trial's completion with W workers (Optuna's timestamps; this leaves out
+Ray's start and each worker's cold first trial), counting trials that were really evaluated (a
+repeated architecture reuses its result and is not counted).
 """
 
 from __future__ import annotations
@@ -71,11 +71,13 @@ def run(kind: str, workers: int, trials: int) -> dict:
         done = optuna.load_study(study_name=spec.name, storage=open_storage(spec, out)).get_trials()
         evaluated = [t for t in done if t.state == TrialState.COMPLETE
                      and t.user_attrs.get("reused_from") is None]
+        # from the `workers`-th completion on: every worker is warm (leaves out Ray's start and
+        # the workers' cold first trial)
         ends = sorted(t.datetime_complete for t in evaluated)
-        steady = (ends[-1] - ends[0]).total_seconds()   # excludes the first (cold) worker start
+        steady = (ends[-1] - ends[workers - 1]).total_seconds()
         eval_s = [t.user_attrs.get("eval_wall_s", 0.0) for t in evaluated]
         return {"workers": workers, "trials": len(done), "evaluated": len(evaluated), "wall_s": wall,
-                "steady_s": steady, "per_min": 60 * (len(evaluated) - 1) / steady,
+                "steady_s": steady, "per_min": 60 * (len(evaluated) - workers) / steady,
                 "mean_eval_s": sum(eval_s) / len(eval_s), "pareto": len(result.pareto)}
     finally:
         shutil.rmtree(out, ignore_errors=True)
