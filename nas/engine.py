@@ -525,8 +525,8 @@ class SearchEngine:
             waiting = sum(t.state == TrialState.WAITING for t in trials)
             self._emit(f"resuming {self.storage_label}: {self._progress.done} trials finished, "
                        f"{len(running)} left running, {waiting} queued")
-        self._adopt(running)
         try:
+            self._adopt(running)
             while True:
                 if self._stop:
                     self._interrupt()
