@@ -807,6 +807,11 @@ class SearchEngine:
         for k in ("score", "epochs", "history", "fidelity", "train_loss"):
             if k in result:
                 t.set_user_attr(k, _jsonable(result[k]))
+        # The train evaluator fits the classifier / input size to its data set; the trial's cost
+        # is priced on the study's config, so say when the trained model differs from it.
+        for k in ("num_classes", "resolution"):
+            if k in result and _jsonable(result[k]) != _jsonable(lv.config.to_dict()[k]):
+                t.set_user_attr(f"trained_{k}", _jsonable(result[k]))
         t.set_user_attr("eval_wall_s", round(lv.eval_s, 3))
         lv.metrics[self.spec.score_metric] = float(score)
         budget = self.rung_budgets[lv.rung]
