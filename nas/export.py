@@ -68,47 +68,12 @@ def open_study(run_dir: str | os.PathLike | None = None, *, storage: str | None 
     Raises:
         ExportError: no storage, a missing file, no study, or several studies and no name.
     """
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+    from nas import storage as stored
 
-    if storage is None:
-        if run_dir is None:
-            raise ExportError("give RUN_DIR or --storage URL")
-        journal = Path(run_dir) / "study.log"
-        if not journal.is_file():
-            raise ExportError(f"{run_dir}: no study.log (not a run directory; or pass --storage URL)")
-        storage_obj, label = JournalStorage(JournalFileBackend(str(journal))), str(journal)
-    elif "://" in storage:
-        storage_obj, label = storage, _mask_url(storage)
-    else:
-        if not Path(storage).is_file():
-            raise ExportError(f"--storage {storage}: no such journal file")
-        storage_obj, label = JournalStorage(JournalFileBackend(storage)), storage
     try:
-        names = optuna.get_all_study_names(storage=storage_obj)
-    except Exception as e:  # noqa: BLE001 - a storage that cannot be read is one line
-        raise ExportError(f"cannot read storage {label}: {_one_line(e)}") from None
-    if study_name is None:
-        if not names:
-            raise ExportError(f"{label}: holds no study")
-        if len(names) > 1:
-            raise ExportError(f"{label}: holds {len(names)} studies ({', '.join(sorted(names))}); "
-                              "choose one with --study NAME")
-        study_name = names[0]
-    elif study_name not in names:
-        raise ExportError(f"{label}: no study {study_name!r} (found: {', '.join(sorted(names)) or 'none'})")
-    return optuna.load_study(study_name=study_name, storage=storage_obj), label
-
-
-def _mask_url(url: str) -> str:
-    """An RDB URL without its password."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001
-        return url.split("://", 1)[0] + "://..."
+        return stored.open_study(run_dir, storage, study_name)
+    except stored.StorageError as e:
+        raise ExportError(str(e)) from None
 
 
 def _one_line(error: BaseException) -> str:

@@ -29,10 +29,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from nas import storage as _storage
+
 from .metrics import COST_METRICS, SCORE_METRICS, maximize_by_default
 from .pareto import pareto_mask
 
-JOURNAL_NAME = "study.log"
+JOURNAL_NAME = _storage.JOURNAL_NAME
 CATEGORIES = ("feasible", "infeasible", "not_trained", "partial", "pruned", "failed", "running",
               "waiting", "preset")
 
@@ -109,81 +111,26 @@ class StudyData:
 # ----------------------------------------------------------------------------------- storage
 def open_storage(run_dir=None, storage=None):
     """(optuna storage, label, run_dir or None, url or None); ReportError on anything unreadable."""
-    import optuna
-
-    if storage is None:
-        if run_dir is None:
-            raise ReportError("give a RUN_DIR or --storage URL")
-        run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise ReportError(f"{run_dir}: no such run directory")
-        journal = run_dir / JOURNAL_NAME
-        if not journal.is_file():
-            below = sorted(run_dir.glob(f"*/{JOURNAL_NAME}")) + sorted(run_dir.glob(f"*/*/{JOURNAL_NAME}"))
-            if below:
-                raise ReportError(f"{run_dir} is a folder of {len(below)} run directories, not one: pass one "
-                                  f"(e.g. {below[0].parent}) or browse them all with --serve")
-            raise ReportError(f"{run_dir}: no {JOURNAL_NAME} here (not a run directory, or the study "
-                              f"lives in another storage: use --storage URL --study NAME)")
-        storage = str(journal)
-    storage = str(storage)
-    if "://" not in storage and Path(storage).is_dir():  # a run directory given as --storage
-        return open_storage(run_dir=storage)
     try:
-        if "://" not in storage:  # a journal file path
-            path = Path(storage)
-            if not path.is_file():
-                raise ReportError(f"{storage}: no such journal file")
-            from optuna.storages import JournalStorage
-            from optuna.storages.journal import JournalFileBackend
-
-            opened = JournalStorage(JournalFileBackend(str(path)))
-            return opened, str(path), Path(run_dir) if run_dir else path.parent, None
-        if storage.startswith("sqlite:///"):
-            path = Path(storage[len("sqlite:///"):])
-            if not path.is_file():
-                raise ReportError(f"{storage}: no such SQLite file")
-        opened = optuna.storages.RDBStorage(storage, skip_table_creation=True)
-        return opened, _redact(storage), Path(run_dir) if run_dir else None, storage
-    except ReportError:
-        raise
-    except Exception as exc:  # noqa: BLE001  (driver, auth, corrupt file: one line to the user)
-        raise ReportError(f"cannot open storage {_redact(storage)}: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-
-
-def _redact(url: str) -> str:
-    """Hide a password in a database URL."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        if ":" in creds:
-            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
+        return _storage.open_storage(run_dir, storage)
+    except _storage.StorageError as e:
+        raise ReportError(str(e)) from None
 
 
 def study_names(storage) -> list[str]:
-    import optuna
-
     try:
-        return list(optuna.get_all_study_names(storage))
-    except Exception as exc:  # noqa: BLE001
-        raise ReportError(f"cannot list studies: {type(exc).__name__}: {exc}") from None
+        return _storage.study_names(storage)
+    except _storage.StorageError as e:
+        raise ReportError(str(e)) from None
 
 
 def resolve_study_name(storage, label: str, study_name: str | None) -> str:
-    names = study_names(storage)
-    if study_name is not None:
-        if study_name not in names:
-            known = ", ".join(names) if names else "none"
-            raise ReportError(f"no study named {study_name!r} in {label} (studies there: {known})")
-        return study_name
-    if not names:
-        raise ReportError(f"{label}: no study stored yet")
-    if len(names) > 1:
-        raise ReportError(f"{label} holds {len(names)} studies: pass --study NAME (one of: "
-                          f"{', '.join(names)})")
-    return names[0]
+    try:
+        return _storage.resolve_study_name(storage, label, study_name)
+    except _storage.StorageError as e:
+        raise ReportError(str(e)) from None
+
+
 
 
 # ------------------------------------------------------------------------------------ trials

@@ -35,7 +35,7 @@ import os
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import yaml
 
@@ -251,6 +251,15 @@ class _PinnedOdometer(_OdometerChooser):
     @staticmethod
     def _in_range(value, dim) -> bool:
         return isinstance(value, (int, float)) and dim.low <= value <= dim.high
+
+
+def _next_prefix(prefix: list[int], counts: list[int]) -> list[int] | None:
+    """The next decision path after `prefix` given each decision's option count (odometer)."""
+    prefix = list(prefix[:len(counts)]) + [0] * (len(counts) - len(prefix))
+    i = len(counts) - 1
+    while i >= 0 and prefix[i] + 1 >= counts[i]:
+        i -= 1
+    return None if i < 0 else prefix[:i] + [prefix[i] + 1]
 
 
 def _parse_target(name: str, where: str):
@@ -510,14 +519,9 @@ class SearchSpace:
             except SpaceError:
                 if not skip_invalid:
                     raise
-            counts = chooser.counts
-            prefix = list(prefix[:len(counts)]) + [0] * (len(counts) - len(prefix))
-            i = len(counts) - 1
-            while i >= 0 and prefix[i] + 1 >= counts[i]:
-                i -= 1
-            if i < 0:
+            prefix = _next_prefix(prefix, chooser.counts)
+            if prefix is None:
                 return
-            prefix = prefix[:i] + [prefix[i] + 1]
 
     def is_finite(self) -> bool:
         if any(d.options() is None for d in self.dimensions):
@@ -550,14 +554,9 @@ class SearchSpace:
             paths += 1
             if paths * product > limit * 1000:
                 break
-            counts = chooser.counts
-            prefix = list(prefix[:len(counts)]) + [0] * (len(counts) - len(prefix))
-            i = len(counts) - 1
-            while i >= 0 and prefix[i] + 1 >= counts[i]:
-                i -= 1
-            if i < 0:
+            prefix = _next_prefix(prefix, chooser.counts)
+            if prefix is None:
                 break
-            prefix = prefix[:i] + [prefix[i] + 1]
         return paths * product
 
     def _build_decisions(self, chooser: _Chooser) -> None:
@@ -592,17 +591,10 @@ class SearchSpace:
                     return True
             except (SpaceError, _NotContained):
                 pass
-            counts = chooser.counts
-            if not counts or 0 in counts:
-                # a pinned decision had no matching option: nothing below this prefix matches
-                counts = [max(c, 1) for c in counts]
-            prefix = list(prefix[:len(counts)]) + [0] * (len(counts) - len(prefix))
-            i = len(counts) - 1
-            while i >= 0 and prefix[i] + 1 >= counts[i]:
-                i -= 1
-            if i < 0:
+            # a pinned decision with no matching option (count 0): nothing below it matches
+            prefix = _next_prefix(prefix, [max(c, 1) for c in chooser.counts])
+            if prefix is None:
                 return False
-            prefix = prefix[:i] + [prefix[i] + 1]
 
     def to_dict(self) -> dict:
         return dict(self.raw)

@@ -168,6 +168,18 @@ def dataset(key, value):
 
 
 # ----------------------------------------------------------------------------------- registry
+def fit_to_data(config, data):
+    """The config with `num_classes` / `in_chans` set to the data set's (the head and stem the
+    evaluator trains); the study still prices the config it sampled, and the engine records the
+    difference (`trained_num_classes`)."""
+    changes = {}
+    if config.num_classes != data.num_classes:
+        changes["num_classes"] = data.num_classes
+    if config.in_chans != data.in_chans:
+        changes["in_chans"] = data.in_chans
+    return config.replace(**changes) if changes else config
+
+
 def get_evaluator(name: str, settings: Mapping[str, Any] | None = None) -> Evaluator:
     """The evaluator `name` ("train", "synflow", "naswot", "zico") with validated settings.
 

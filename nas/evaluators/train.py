@@ -24,8 +24,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from . import (Evaluator, Setting, TrialError, boolean, choice, dataset, integer, number,
-               resolution, resolve_settings)
+from . import (Evaluator, Setting, TrialError, boolean, choice, dataset, fit_to_data, integer,
+               number, resolution, resolve_settings)
 
 SCHEMA = {
     "dataset": Setting({"kind": "procedural"}, dataset),
@@ -157,12 +157,7 @@ class TrainEvaluator(Evaluator):
         device = torch.device(device)
         res = tuple(s["resolution"] or config.resolution)
         data = load_dataset(s["dataset"], res)
-        changes = {}
-        if config.num_classes != data.num_classes:
-            changes["num_classes"] = data.num_classes
-        if config.in_chans != data.in_chans:
-            changes["in_chans"] = data.in_chans
-        train_config = config.replace(**changes) if changes else config
+        train_config = fit_to_data(config, data)
 
         torch.manual_seed(seed)
         model = OverLoCK(train_config, drop_path_rate=s["drop_path_rate"]).to(device)

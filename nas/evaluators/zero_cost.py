@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import Evaluator, Setting, TrialError, dataset, integer, resolution, resolve_settings
+from . import (Evaluator, Setting, TrialError, dataset, fit_to_data, integer, resolution,
+               resolve_settings)
 
 SCHEMA = {
     "dataset": Setting({"kind": "procedural"}, dataset),
@@ -164,12 +165,7 @@ class ZeroCostEvaluator(Evaluator):
             torch.set_num_threads(s["threads"])
         res = tuple(s["resolution"] or config.resolution)
         data = load_dataset(s["dataset"], res)
-        changes = {}
-        if config.num_classes != data.num_classes:
-            changes["num_classes"] = data.num_classes
-        if config.in_chans != data.in_chans:
-            changes["in_chans"] = data.in_chans
-        cfg = config.replace(**changes) if changes else config
+        cfg = fit_to_data(config, data)
         torch.manual_seed(seed)
         model = OverLoCK(cfg).to(device)
         images, labels = next(data.train.batches(min(s["batch_size"], len(data.train)), shuffle=True,
