@@ -528,10 +528,11 @@ class SearchSpace:
             return False
         return all(s.total.options() is not None for s in self.splits)
 
-    def size(self, limit: int = 10 ** 7) -> int | None:
+    def size(self, max_paths: int = 2_000_000) -> int | None:
         """Number of points (decision paths) in the space; None when continuous.
 
-        Counted exactly: dimensions nothing depends on multiply; the rest are enumerated.
+        Counted exactly: dimensions nothing depends on multiply; the conditional ones and the
+        splits are enumerated (at most `max_paths` of their paths, else SpaceError).
         """
         if not self.is_finite():
             return None
@@ -552,8 +553,9 @@ class SearchSpace:
             except SpaceError:
                 pass
             paths += 1
-            if paths * product > limit * 1000:
-                break
+            if paths > max_paths:
+                raise SpaceError(f"space {self.name!r}: more than {max_paths} conditional/split "
+                                 "paths to count; simplify its conditions")
             prefix = _next_prefix(prefix, chooser.counts)
             if prefix is None:
                 break
