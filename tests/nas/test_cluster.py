@@ -10,11 +10,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from nas_testing import REPO, subprocess_env, write_study
+from nas_testing import REPO, session_pids, subprocess_env, write_study
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -23,20 +22,6 @@ def free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def session_pids(sid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[3]) == sid and fields[0] != "Z":     # zombies are already dead
-                pids.append(int(entry))
-    return pids
 
 
 def stop_sessions(sids: list[int]) -> None:

@@ -313,7 +313,7 @@ def test_cli_without_a_run_dir(tmp_path):
 def test_untrained_trial_is_initialised_with_its_seed(run_dir, study, tmp_path):
     trial = study.trials[1]
     first = export_trial(study, trial, tmp_path / "a", run_dir=run_dir, onnx=False, pt2=False, seed=3)
-    again = export_trial(study, trial, tmp_path / "b", run_dir=run_dir, onnx=False, pt2=False, seed=3)
+    export_trial(study, trial, tmp_path / "b", run_dir=run_dir, onnx=False, pt2=False, seed=3)
     assert first.meta["weights"] == {"source": "init", "seed": 3, "note": first.meta["weights"]["note"]}
     a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in "ab")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from nas.cli import main
 from nas.engine import DriverLock
-from nas_testing import REPO, subprocess_env, write_study
+from nas_testing import REPO, session_pids, subprocess_env, write_study
 
 SEARCH = [sys.executable, "-m", "nas.cli", "search"]
 
@@ -32,16 +32,7 @@ def kill_session(sid: int) -> int:
     returns how many there were at first."""
     first = None
     for _ in range(20):
-        pids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                fields = stat.rsplit(")", 1)[1].split()
-                if int(fields[3]) == sid and fields[0] != "Z":
-                    pids.append(int(entry))
+        pids = session_pids(sid)
         first = len(pids) if first is None else first
         if not pids:
             return first
