@@ -1,0 +1,118 @@
+"""What runs inside a Ray worker: build an evaluator, score one config, measure one latency.
+
+The driver (`nas.engine`) never imports torch for these; it submits `nas.worker:run_evaluation`
+and `nas.worker:run_latency` by name through `nas.executor`. Every function here returns a dict
+and never raises for a trial's own error: `{"ok": False, "reason": one line, "error": traceback}`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+import traceback
+from typing import Any
+
+from .executor import resolve
+
+_EVALUATOR_CACHE: dict[str, Any] = {}
+
+
+def make_evaluator(name: str, settings: dict):
+    """A built-in evaluator by name, or `module:attribute` called with the settings dict."""
+    if ":" in name:
+        return resolve(name)(settings)
+    from nas.evaluators import get_evaluator
+
+    return get_evaluator(name, settings)
+
+
+def _cached_evaluator(name: str, settings: dict):
+    key = json.dumps([name, settings], sort_keys=True, default=str)
+    if key not in _EVALUATOR_CACHE:
+        _EVALUATOR_CACHE[key] = make_evaluator(name, settings)
+    return _EVALUATOR_CACHE[key]
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _failure(e: BaseException) -> dict:
+    """{ok: False, reason, error} for an exception raised by trial code."""
+    reason = getattr(e, "reason", None)
+    text = " ".join(str(e).split())
+    if not reason:
+        if isinstance(e, MemoryError) or "out of memory" in text.lower() \
+                or "can't allocate memory" in text.lower():
+            reason = f"out of memory: {text[:200]}"
+        else:
+            reason = f"{type(e).__name__}: {text[:240]}" if text else type(e).__name__
+    return {"ok": False, "reason": reason,
+            "error": "".join(traceback.format_exception(e))[-4000:]}
+
+
+def run_evaluation(evaluator: str, settings: dict, config: dict, *, budget_epochs: int | None,
+                   device: str, seed: int, weights_name: str,
+                   resume_files: dict[str, tuple[str, bytes]] | None = None) -> dict:
+    """Runs in a Ray worker: score one config. Never raises for trial errors.
+
+    Files the evaluator writes (weights, optimiser state) come back as bytes, so workers need no
+    shared filesystem; `resume_files` brings them back for the next rung.
+    """
+    from overlock import OverLoCKConfig
+
+    work = tempfile.mkdtemp(prefix="overlock-nas-")
+    try:
+        try:
+            ev = _cached_evaluator(evaluator, settings)
+            resume_from = None
+            for key, (name, data) in (resume_files or {}).items():
+                path = os.path.join(work, name)
+                with open(path, "wb") as fh:
+                    fh.write(data)
+                if key == "weights":
+                    resume_from = path
+            t0 = time.perf_counter()
+            result = ev.evaluate(OverLoCKConfig.from_dict(config), budget_epochs=budget_epochs,
+                                 device=_resolve_device(device), seed=seed, workdir=work,
+                                 resume_from=resume_from, weights_name=weights_name)
+            wall = time.perf_counter() - t0
+        except Exception as e:  # noqa: BLE001 - every trial error becomes a FAIL record
+            return _failure(e)
+        out = {k: v for k, v in dict(result).items() if k not in ("weights", "state")}
+        out.setdefault("wall_s", wall)
+        files = {}
+        for key in ("weights", "state"):
+            path = result.get(key)
+            if path and os.path.exists(path):
+                with open(path, "rb") as fh:
+                    files[key] = (os.path.basename(path), fh.read())
+        out.update(ok=True, files=files, host=socket.gethostname())
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_latency(config: dict, *, device: str, latency: dict, num_threads: int | None) -> dict:
+    """Runs in a Ray worker that holds a whole node: measure one config's latency."""
+    from overlock import OverLoCKConfig
+
+    try:
+        from nas.measure import measure_latency
+
+        res = measure_latency(OverLoCKConfig.from_dict(config), device=_resolve_device(device),
+                              batch=latency["batch"], dtype=latency["dtype"],
+                              channels_last=latency["channels_last"], warmup=latency["warmup"],
+                              repeats=latency["repeats"], threads=num_threads,
+                              profile_stages=latency["profile_stages"])
+    except Exception as e:  # noqa: BLE001
+        return _failure(e)
+    return {"ok": True, **res}
