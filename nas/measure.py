@@ -11,7 +11,8 @@ What is timed: the re-parameterised deploy model (dilated branches merged), eval
 - CPU: wall clock (`time.perf_counter`) per forward, torch threads pinned to `threads` for the
   measurement (restored after).
 - CUDA: CUDA events around each forward after warm-up, `torch.cuda.synchronize()` before reading;
-  fp16 / bf16 by converting the model and input (`.to(dtype)`), channels_last optional.
+  fp16 / bf16 by converting the model and input (`.to(dtype)`), channels_last optional;
+  `torch.backends.cudnn.benchmark` on (kernels autotuned during warm-up), restored afterwards.
 
 Statistics: median (`latency_ms`), p90, interquartile range (`latency_spread_ms`) and min over
 `repeats` forwards after `warmup` forwards. When the spread is high (IQR > 10% of the median) the
@@ -125,6 +126,18 @@ def _pinned_threads(threads: int | None):
     finally:
         if threads:
             torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _cudnn_autotune(cuda: bool):
+    """On CUDA, let cuDNN pick its fastest kernels for these shapes during warm-up
+    (`cudnn.benchmark`), as a deployed model would; the flag is restored afterwards."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = before or cuda
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def _stats(times_ms: list[float]) -> dict:
@@ -280,7 +293,7 @@ def measure_latency(config_or_model, *, device: str = "cpu", batch: int = 1, dty
     cuda = dev.type == "cuda"
     if cuda and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available")
-    with _pinned_threads(threads if not cuda else None):
+    with _pinned_threads(threads if not cuda else None), _cudnn_autotune(cuda):
         model, x, res = _deploy_model(config_or_model, dev, DTYPES[dtype], channels_last, resolution)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         x = x.expand(batch, *x.shape[1:]).contiguous(memory_format=memory_format).to(dev, DTYPES[dtype])

@@ -4,7 +4,8 @@ Recipe (the official OverLoCK recipe, shortened): AdamW (no weight decay on norm
 other 1-D parameters), linear warm-up then cosine decay per step over the *full* budget, label
 smoothing, the auxiliary-head loss `main + aux_weight * aux` (OverLoCK trains with an aux
 classifier on the Overview-Net), AMP (bf16, else fp16 with a grad scaler) on GPU, optional
-channels_last, and top-1 validation accuracy after every epoch.
+channels_last, cuDNN autotuning (`cudnn.benchmark`) on GPU, and top-1 validation accuracy after
+every epoch.
 
 Successive halving: the learning-rate schedule and the data order depend only on (seed, epoch,
 step) and the full budget, and the optimiser state is saved beside the weights, so training to
@@ -123,6 +124,9 @@ class TrainEvaluator(Evaluator):
         Raises TrialError (NaN/inf loss, out of memory, data problem, unusable resume files).
         """
         threads_before = torch.get_num_threads()
+        cudnn_before = torch.backends.cudnn.benchmark
+        # fixed batch shapes: on CUDA, cuDNN autotunes its conv kernels once and reuses them
+        torch.backends.cudnn.benchmark = cudnn_before or torch.device(device).type == "cuda"
         try:
             return self._evaluate(config, budget_epochs, device, seed, workdir, resume_from, weights_name)
         except TrialError:
@@ -140,6 +144,7 @@ class TrainEvaluator(Evaluator):
             raise
         finally:
             torch.set_num_threads(threads_before)  # `threads` holds for this trial only
+            torch.backends.cudnn.benchmark = cudnn_before
 
     # ------------------------------------------------------------------------------ internals
     def _evaluate(self, config, budget_epochs, device, seed, workdir, resume_from, weights_name):
