@@ -54,22 +54,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-# metric -> direction (docs/storage.md, "Metric names")
-DIRECTIONS: dict[str, str] = {
-    "accuracy": "maximize",
-    "synflow": "maximize",
-    "naswot": "maximize",
-    "zico": "maximize",
-    "flops": "minimize",
-    "flops_paper": "minimize",
-    "params": "minimize",
-    "latency_ms": "minimize",
-    "memory_mb": "minimize",
-}
-SCORE_METRICS = ("accuracy", "synflow", "naswot", "zico")      # produced by an evaluator
-COST_METRICS = ("flops", "flops_paper", "params", "memory_mb")  # analytic, known before training
-MEASURED_METRICS = ("latency_ms",)                              # measured before training
-CONSTRAINT_METRICS = COST_METRICS + MEASURED_METRICS
+# metric names, directions and kinds: the stored-study contract owns them (docs/storage.md)
+from .storage import (CONSTRAINT_METRICS, COST_METRICS, DIRECTIONS, MEASURED_METRICS,  # noqa: E402
+                      SCORE_METRICS)
 # built-in evaluator -> the metric it produces
 EVALUATOR_METRICS = {"train": "accuracy", "synflow": "synflow", "naswot": "naswot", "zico": "zico"}
 SAMPLERS = ("nsga2", "tpe", "random", "gp")
