@@ -52,7 +52,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .executor import Executor, TaskLost
-from .study import DIRECTIONS, StudySpec, sampler_class
+from .storage import DIRECTIONS, format_value as _fmt, is_feasible
+from .study import StudySpec, sampler_class
 from .worker import _resolve_device, make_evaluator
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -904,7 +905,7 @@ class SearchEngine:
             p.reused += 1
         if t.state == TrialState.COMPLETE:
             p.complete += 1
-            if all(v <= 0 for k, v in t.constraints.items() if k in self.budgets):
+            if is_feasible(t, self.budgets):
                 p.feasible += 1
         elif t.state == TrialState.PRUNED:
             if ua.get("infeasible"):
@@ -960,8 +961,7 @@ class SearchEngine:
         head = f"#{t.number} {t.state.name}"
         if t.state == TrialState.COMPLETE:
             parts = [f"{o} {_fmt(o, v)}" for o, v in zip(self.objectives, t.values)]
-            feas = "" if all(v <= 0 for k, v in t.constraints.items() if k in self.budgets) \
-                else " (infeasible)"
+            feas = "" if is_feasible(t, self.budgets) else " (infeasible)"
             body = ", ".join(parts) + feas
         else:
             body = ua.get("reason", "")
@@ -985,21 +985,6 @@ def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def _fmt(metric: str, v: float) -> str:
-    """A metric value for humans (FLOPs as GMACs, params in M)."""
-    if metric in ("flops", "flops_paper"):
-        return f"{v / 1e9:.4g} GMACs"
-    if metric == "params":
-        return f"{v / 1e6:.4g} M"
-    if metric == "latency_ms":
-        return f"{v:.2f} ms"
-    if metric == "memory_mb":
-        return f"{v:.1f} MiB"
-    if metric == "accuracy":
-        return f"{v:.3f}"
-    return f"{v:.4g}"
 
 
 def _jsonable(value):
