@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import click
 
@@ -173,9 +172,13 @@ def command(preset, config_file, resolution, batch, dtype, device, threads, repe
     architecture (--preset NAME or --config FILE)."""
     from overlock import PRESETS, ConfigError
 
+    from nas.commands._options import check_device
+
     if (preset is None) == (config_file is None):
         raise click.UsageError("give exactly one of --preset NAME or --config FILE")
     res = parse_resolution(resolution)
+    if not no_latency:
+        check_device(device)
     try:
         config = PRESETS[preset] if preset else load_config_file(config_file)
         if res is not None:
@@ -184,8 +187,7 @@ def command(preset, config_file, resolution, batch, dtype, device, threads, repe
                              repeats=repeats, warmup=warmup, channels_last=channels_last,
                              stages=stages, latency=not no_latency, fvcore=not no_fvcore)
     except (ConfigError, ValueError, OSError) as e:
-        click.echo(f"error: {' '.join(str(e).split())}", err=True)
-        sys.exit(2)
+        raise click.ClickException(" ".join(str(e).split())) from None
     doc["source"] = preset or os.path.abspath(config_file)
     if as_json:
         click.echo(json.dumps(doc, indent=2))

@@ -92,28 +92,28 @@ class _Display:
 def _front_table(result, console):
     from rich.table import Table
 
-    from nas.engine import _fmt
+    from nas.storage import DIRECTIONS, METRICS, format_value
 
     rows = [t for t in result.pareto if t.user_attrs.get("reused_from") is None]
     first = result.objectives[0]
-    rows.sort(key=lambda t: t.values[0], reverse=(first in ("accuracy", "synflow", "naswot", "zico")))
+    rows.sort(key=lambda t: t.values[0], reverse=DIRECTIONS.get(first) == "maximize")
     table = Table(title=f"Feasible Pareto front: {len(rows)} architecture(s)", title_justify="left")
     table.add_column("trial", justify="right")
     shown = list(result.objectives)
     for extra in ("params", "flops", "latency_ms"):
         if extra not in shown and any(t.user_attrs.get(extra) is not None for t in rows):
             shown.append(extra)
-    labels = {"flops": "GMACs", "flops_paper": "GMACs (paper)", "params": "params (M)",
-              "latency_ms": "latency (ms)", "memory_mb": "memory (MiB)"}
     for name in shown:
-        table.add_column(labels.get(name, name), justify="right")
+        metric = METRICS.get(name)
+        unit = metric.unit if metric is not None and metric.unit not in ("", "%") else ""
+        table.add_column(f"{name} ({unit})" if unit else name, justify="right")
     table.add_column("architecture")
     for t in rows:
         cells = [str(t.number)]
         for name in shown:
             v = t.values[result.objectives.index(name)] if name in result.objectives \
                 else t.user_attrs.get(name)
-            cells.append("-" if v is None else _fmt(name, v).split(" ")[0])
+            cells.append("-" if v is None else format_value(name, v).split(" ")[0])
         cells.append(_compact(t.user_attrs.get("config")) or t.user_attrs.get("summary", ""))
         table.add_row(*cells)
     return table, rows
@@ -143,10 +143,16 @@ def command(study_file, address, trials, run_dir):
     console = Console(highlight=False, soft_wrap=True)
     if not console.is_terminal:          # logs and pipes: no 80-column squeeze of the table
         console = Console(highlight=False, soft_wrap=True, width=max(console.width, 140))
+    from nas.storage import DIRECTIONS, JOURNAL_NAME, LOCK_NAME, StorageError, check_journal
+
     try:
         spec = load_study_file(study_file)
+        if not spec.storage:  # never append to a corrupt or truncated journal
+            journal = spec.run_dir(run_dir) / JOURNAL_NAME
+            if journal.is_file():
+                check_journal(journal, driver_lock=journal.with_name(LOCK_NAME))
         engine = SearchEngine(spec, run_dir, address=address, trials=trials)
-    except (StudyFileError, SearchError) as e:
+    except (StudyFileError, SearchError, StorageError) as e:
         raise click.ClickException(str(e)) from None
 
     constraints = ", ".join(f"{k} <= {_budget(k, v)}" for k, v in spec.constraints.items()) or "none"
@@ -199,8 +205,7 @@ def command(study_file, address, trials, run_dir):
     best = None
     if rows:
         i = result.objectives.index(score)
-        best = (max if score in ("accuracy", "synflow", "naswot", "zico") else min)(
-            rows, key=lambda t: t.values[i])
+        best = (max if DIRECTIONS.get(score) == "maximize" else min)(rows, key=lambda t: t.values[i])
     console.print("next:")
     console.print(f"  overlock-nas report {run}")
     if best is not None:
@@ -228,6 +233,6 @@ def _shown(path) -> str:
 
 
 def _budget(name: str, value: float) -> str:
-    from nas.engine import _fmt
+    from nas.storage import format_value
 
-    return _fmt(name, value)
+    return format_value(name, value)
