@@ -51,8 +51,9 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from . import _optuna
 from .executor import Executor, TaskLost
-from .storage import DIRECTIONS, format_value as _fmt, is_feasible
+from .storage import DIRECTIONS, format_value as _fmt, is_feasible, named_constraints
 from .study import StudySpec, sampler_class
 from .worker import _resolve_device, make_evaluator
 
@@ -138,19 +139,25 @@ def derived_seed(*values: int) -> int:
     return int(np.random.SeedSequence([int(v) & 0xFFFFFFFF for v in values]).generate_state(1)[0] >> 1)
 
 
-def set_constraints(study: optuna.Study, trial: optuna.Trial, names: list[str], known: dict) -> None:
-    """Named constraints (optuna 5) plus the legacy `system_attrs["constraints"]` tuple that
-    optuna-dashboard reads, in the order of `names` (a budget not measured is 0.0 there; the trial
-    is then infeasible by another one)."""
+def set_constraints(study: optuna.Study, trial: optuna.Trial, names: list[str], known: dict,
+                    *, named: bool = False) -> None:
+    """Store a trial's constraint values (`value - budget`, feasible iff <= 0), once per budget.
+
+    As the list `system_attrs["constraints"]` in the order of `names` (the study's budget order):
+    Optuna's samplers read it (constraints '0', '1', ...) and so does optuna-dashboard, which
+    greys out infeasible trials. A budget not measured (the trial broke another one first) is 0.0
+    there. `named=True` also writes Optuna 5's named constraints, for studies begun by earlier
+    versions that wrote both: their trials keep one format (see `nas._optuna`).
+    """
     if not names:
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name in names:
-            if name in known:
-                trial.set_constraint(name, float(known[name]))
-        study._storage.set_trial_system_attr(
-            trial._trial_id, "constraints", tuple(float(known.get(n, 0.0)) for n in names))
+    if named:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for name in names:
+                if name in known:
+                    trial.set_constraint(name, float(known[name]))
+    _optuna.write_constraints(study, trial, [float(known.get(n, 0.0)) for n in names])
 
 
 @dataclass
@@ -200,6 +207,9 @@ class _Live:
     started: float = 0.0              # monotonic start of the current task
     handle: Any = None
     kind: str = ""                    # "eval" | "latency" while a task runs
+    # the stored trial whose finished rungs this one continues (itself when adopted, the
+    # interrupted original for a re-queued copy), or None
+    resume_from: FrozenTrial | None = None
 
     @property
     def number(self) -> int:
@@ -233,6 +243,7 @@ class SearchEngine:
         self.objectives = list(spec.objectives)
         self.constraint_names = list(spec.constraints)
         self.budgets = dict(spec.constraints)
+        self._named_constraints = False     # a study begun before constraints were stored once
         self._stop = False
         self.study: optuna.Study | None = None
         self.evaluator = None
@@ -301,6 +312,38 @@ class SearchEngine:
             if old is not None and _jsonable(old) != _jsonable(new):
                 raise StudyMismatch(f"{label}: {key} differ from those the stored study was run with "
                                     f"(stored: {_short(old)}); restore them or use another --run-dir")
+        self._check_latency_settings(attrs)
+        if isinstance(attrs.get("constraints"), dict):   # constraint values keep the stored order
+            self.constraint_names = [n for n in attrs["constraints"] if n in self.budgets]
+        self._named_constraints = any(_optuna.has_named_constraints(t)
+                                      for t in study.get_trials(deepcopy=False))
+
+    def _check_latency_settings(self, attrs: dict) -> None:
+        """One study's latencies are measured one way: refuse a resume that changes the latency
+        settings or the device. A setting added to the study file since the study was stored
+        compares as its default, so an old study resumes when nothing really changed."""
+        if not self.spec.needs_latency:
+            return    # latency was not measured (else the objectives or constraints differ)
+        label = self.spec.label
+        stored_device = attrs.get("device")
+        if stored_device is not None and stored_device != self.spec.device:
+            raise StudyMismatch(f"{label}: device: {self.spec.device!r} differs from {stored_device!r}, "
+                                "which the stored study measured its latencies on; restore it or use "
+                                "another --run-dir")
+        stored = attrs.get("latency")
+        if not isinstance(stored, dict):
+            return
+        latency = self.spec.latency
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            defaults = _flatten(_jsonable(type(latency).model_construct().model_dump()))
+        old, new = _flatten(_jsonable(stored)), _flatten(_jsonable(latency.model_dump()))
+        changed = [f"latency.{k}: stored {old.get(k, defaults.get(k))!r}, now {new.get(k, defaults.get(k))!r}"
+                   for k in sorted(set(old) | set(new))
+                   if old.get(k, defaults.get(k)) != new.get(k, defaults.get(k))]
+        if changed:
+            raise StudyMismatch(f"{label}: latency settings differ from those the stored study measured "
+                                f"with ({'; '.join(changed)}); restore them or use another --run-dir")
 
     def _store_study_attrs(self) -> None:
         study = self.study
@@ -404,7 +447,9 @@ class SearchEngine:
                               f"has them ({have})")
         self.parallel = self.spec.parallel or fits
         self._index: dict[str, int] = {}          # config hash -> finished trial number
-        self._rung_scores: dict[str, list[float]] = {}   # rung budget -> scores that reached it
+        # rung budget -> {config hash: score}: one score per architecture, so a re-run of it (an
+        # interrupted trial's re-queued copy, an orphan restarted) replaces, never adds
+        self._rung_scores: dict[str, dict[str, float]] = {}
         self._superseded = 0
         self._progress = Progress(target=self.target)
         self._session_done = 0
@@ -521,6 +566,10 @@ class SearchEngine:
 
         lv = _Live(trial=trial)
         lv.seed = derived_seed(self.spec.seed, trial.number, 7)
+        original = trial.user_attrs.get("requeued_from")
+        if isinstance(original, int):    # an interrupted trial run again: same seed, its rungs kept
+            lv.resume_from = _optuna.trial_by_number(self.study, original)
+            lv.seed = int(lv.resume_from.user_attrs.get("seed", lv.seed))
         trial.set_user_attr("driver", self.driver_id)
         try:
             config = self.spec.space.suggest(trial)
@@ -541,9 +590,7 @@ class SearchEngine:
         # 2. never pay twice for one architecture
         original = self._index.get(lv.chash)
         if original is not None:
-            self._reuse(lv, self.study._storage.get_trial(
-                self.study._storage.get_trial_id_from_study_id_trial_number(
-                    self.study._study_id, original)))
+            self._reuse(lv, _optuna.trial_by_number(self.study, original))
             return
         if lv.chash in self._live_hashes:
             self._parked.setdefault(lv.chash, []).append(lv)
@@ -574,8 +621,56 @@ class SearchEngine:
     def _to_evaluation(self, lv: _Live) -> None:
         if self.evaluator is None:      # nothing to train: every objective is known already
             self._complete(lv)
-        else:
+        elif not self._continue_rungs(lv):
             self._ready.append(lv)
+
+    def _continue_rungs(self, lv: _Live) -> bool:
+        """Continue from `lv.resume_from`'s last finished rung (its weights and optimiser state in
+        RUN_DIR/weights): decide that rung again, then go on. False when there is nothing to
+        continue from (the trial then starts from epoch 0; files nobody will read are deleted)."""
+        src, lv.resume_from = lv.resume_from, None
+        if src is None or src.user_attrs.get("config_hash") != lv.chash:
+            return False
+        rung_scores = src.user_attrs.get("rung_scores") or {}
+        budgets = [str(b) for b in self.rung_budgets]
+        done = [i for i, b in enumerate(budgets) if b in rung_scores]
+        files = self._weights_paths(src.number, lv.chash)
+        if not done or "weights" not in files:
+            if src.number != lv.number:
+                self._delete_files(src.number, lv.chash)
+            return False
+        if src.number != lv.number:      # a re-queued copy takes over the original's files
+            for key, path in files.items():
+                target = self._weights_paths(lv.number, lv.chash, existing=False)[key]
+                os.replace(path, target)
+            skip = set(_IDENTITY_ATTRS) | {"reason", "error", "superseded", "requeued_from", "weights"}
+            for k, v in src.user_attrs.items():
+                if k not in skip:
+                    lv.trial.set_user_attr(k, v)
+            lv.trial.set_user_attr("continued_from", src.number)
+        weights = self._weights_paths(lv.number, lv.chash)["weights"]
+        lv.trial.set_user_attr("weights", str(weights.relative_to(self.run_dir)))
+        lv.rung = done[-1]
+        lv.eval_s = float(src.user_attrs.get("eval_wall_s", 0.0))
+        score = float(rung_scores[budgets[lv.rung]])
+        lv.metrics[self.spec.score_metric] = score
+        self._rung_scores.setdefault(budgets[lv.rung], {})[lv.chash] = score
+        self._emit(f"#{lv.number} continues from {budgets[lv.rung]} epochs "
+                   f"(trained by #{src.number})")
+        self._after_rung(lv, score)
+        return True
+
+    def _weights_paths(self, number: int, chash: str, existing: bool = True) -> dict[str, Path]:
+        """{"weights": .safetensors, "state": .state.pt} of trial `number` (only existing files
+        unless `existing=False`)."""
+        base = self.run_dir / "weights" / f"{number}-{chash}"
+        paths = {"weights": base.with_suffix(".safetensors"), "state": Path(str(base) + ".state.pt")}
+        return {k: p for k, p in paths.items() if not existing or p.exists()}
+
+    def _delete_files(self, number: int, chash: str) -> None:
+        for path in self._weights_paths(number, chash).values():
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     def _cost(self, lv: _Live) -> dict | None:
         import space as space_pkg
@@ -616,6 +711,15 @@ class SearchEngine:
 
     def _violations(self, metrics: dict) -> dict:
         return {n: metrics[n] - b for n, b in self.budgets.items() if n in metrics}
+
+    @property
+    def budgets_in_order(self) -> dict:
+        """The budgets in the order their constraint values are stored (the stored study's)."""
+        return {n: self.budgets[n] for n in self.constraint_names}
+
+    def _store_constraints(self, trial: optuna.Trial, violations: dict) -> None:
+        set_constraints(self.study, trial, self.constraint_names, violations,
+                        named=self._named_constraints)
 
     # --------------------------------------------------------------------------------- latency
     def _cache_args(self, lv: _Live) -> tuple:
@@ -676,12 +780,9 @@ class SearchEngine:
         self._inflight[lv.handle] = lv
 
     def _weights_files(self, lv: _Live) -> dict | None:
-        out = {}
-        base = self.run_dir / "weights" / f"{lv.number}-{lv.chash}"
-        for key, path in (("weights", base.with_suffix(".safetensors")),
-                          ("state", Path(str(base) + ".state.pt"))):
-            if path.exists():
-                out[key] = (path.name, path.read_bytes())
+        """{key: (file name, bytes)} of the trial's weights and state files, sent to the worker."""
+        out = {key: (path.name, path.read_bytes())
+               for key, path in self._weights_paths(lv.number, lv.chash).items()}
         return out or None
 
     def _after_eval(self, lv: _Live, result: dict) -> None:
@@ -719,7 +820,7 @@ class SearchEngine:
             rung_scores = dict(t.user_attrs.get("rung_scores") or {})
             rung_scores[key] = float(score)
             t.set_user_attr("rung_scores", rung_scores)
-            self._rung_scores.setdefault(key, []).append(float(score))
+            self._rung_scores.setdefault(key, {})[lv.chash] = float(score)
         self._after_rung(lv, float(score))
 
     def _after_rung(self, lv: _Live, score: float) -> None:
@@ -728,7 +829,7 @@ class SearchEngine:
             self._complete(lv)
             return
         budget = self.rung_budgets[lv.rung]
-        scores = sorted(self._rung_scores.get(str(budget), []), reverse=True)
+        scores = sorted(self._rung_scores.get(str(budget), {}).values(), reverse=True)
         sh = self.spec.successive_halving
         keep = max(1, int(len(scores) / sh.eta))
         cutoff = scores[keep - 1]
@@ -739,7 +840,7 @@ class SearchEngine:
                        f"({self.spec.score_metric} {score:.4g} at {budget})")
             return
         t = lv.trial
-        set_constraints(self.study, t, self.constraint_names, self._violations(lv.metrics))
+        self._store_constraints(t, self._violations(lv.metrics))
         t.set_user_attr("reason", f"successive halving: {self.spec.score_metric} {score:.4g} after "
                                   f"{budget} epochs is below the top 1/{sh.eta:g} of "
                                   f"{len(scores)} trials (cutoff {cutoff:.4g})")
@@ -748,23 +849,27 @@ class SearchEngine:
     # ------------------------------------------------------------------------------- endings
     def _complete(self, lv: _Live) -> None:
         values = [lv.metrics[o] for o in self.objectives]
-        set_constraints(self.study, lv.trial, self.constraint_names, self._violations(lv.metrics))
+        self._store_constraints(lv.trial, self._violations(lv.metrics))
         if self.evaluator is None:
             lv.trial.set_user_attr("fidelity", 1.0)
         self._finish(lv, TrialState.COMPLETE, values)
 
     def _infeasible(self, lv: _Live, broken: list[str]) -> None:
         t = lv.trial
-        set_constraints(self.study, t, self.constraint_names, self._violations(lv.metrics))
+        self._store_constraints(t, self._violations(lv.metrics))
         t.set_user_attr("infeasible", True)
         t.set_user_attr("reason", "over budget before training: " + ", ".join(broken))
         self._finish(lv, TrialState.PRUNED)
 
-    def _fail(self, lv: _Live, reason: str, error: str) -> None:
+    def _fail(self, lv: _Live, reason: str, error: str, *, keep_files: bool = False) -> None:
+        """FAIL with a reason; its weights files go (nobody reads them) unless `keep_files`
+        (an interrupted trial: its re-queued copy continues from them)."""
         t = lv.trial
         t.set_user_attr("reason", " ".join(str(reason).split())[:300])
         if error:
             t.set_user_attr("error", error[-4000:])
+        if lv.chash and not keep_files:
+            self._delete_files(lv.number, lv.chash)
         self._finish(lv, TrialState.FAIL)
 
     def _reuse(self, lv: _Live, original: FrozenTrial) -> None:
@@ -773,23 +878,23 @@ class SearchEngine:
             if k not in _IDENTITY_ATTRS and k not in ("reused_from",):
                 t.set_user_attr(k, v)
         t.set_user_attr("reused_from", original.number)
-        known = {n: original.constraints[n] for n in self.constraint_names if n in original.constraints}
-        set_constraints(self.study, t, self.constraint_names, known)
+        self._store_constraints(t, named_constraints(original, self.budgets_in_order))
         self._finish(lv, original.state, original.values if original.state == TrialState.COMPLETE else None,
                      reused=True)
 
     def _finish(self, lv: _Live, state: TrialState, values: list[float] | None = None,
                 reused: bool = False) -> None:
+        if state == TrialState.COMPLETE and not _tellable(values, len(self.objectives)):
+            # optuna would turn it FAIL (a NaN objective, a missing value): say why first, a
+            # finished trial's attributes cannot be changed
+            lv.trial.set_user_attr("reason", f"objective values rejected: {values}")
+            state, values = TrialState.FAIL, None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if state == TrialState.COMPLETE:
-                frozen = self.study.tell(lv.trial, values)
+                self.study.tell(lv.trial, values)
             else:
-                frozen = self.study.tell(lv.trial, state=state)
-        if state == TrialState.COMPLETE and frozen.state != TrialState.COMPLETE:
-            # optuna turned it FAIL (e.g. a NaN objective): say why
-            self.study._storage.set_trial_user_attr(frozen._trial_id, "reason",
-                                                    f"objective values rejected: {values}")
+                self.study.tell(lv.trial, state=state)
         self._session_done += 1
         if state in FINISHED and lv.chash and not reused:
             self._index.setdefault(lv.chash, lv.number)
@@ -797,20 +902,21 @@ class SearchEngine:
         if not reused and self._live_hashes.get(lv.chash) is lv:
             del self._live_hashes[lv.chash]
             waiting = self._parked.pop(lv.chash, [])
-            final = self.study._storage.get_trial(lv.trial._trial_id)
+            final = _optuna.stored_trial(self.study, lv.trial)
             for dup in waiting:
                 if final.state in FINISHED:
                     self._reuse(dup, final)
                 else:    # the original failed: the duplicate gets its own chance
                     self._begin(dup, dup.config)
-        self._account(self.study._storage.get_trial(lv.trial._trial_id))
+        self._account(_optuna.stored_trial(self.study, lv.trial))
         self._emit(self._line(lv, state, values))
 
     def _drop_state_file(self, lv: _Live) -> None:
         """Optimiser state is only needed to continue training; a finished trial keeps weights."""
-        p = self.run_dir / "weights" / f"{lv.number}-{lv.chash}.state.pt"
+        p = self._weights_paths(lv.number, lv.chash).get("state")
         with contextlib.suppress(OSError):
-            p.unlink()
+            if p is not None:
+                p.unlink()
 
     # ---------------------------------------------------------------------- resume and stop
     def _adopt(self, running: list[FrozenTrial]) -> None:
@@ -821,7 +927,7 @@ class SearchEngine:
             owner = ft.user_attrs.get("driver")
             if self.spec.storage and owner not in (None, self.driver_id):
                 continue        # another driver's trial in a shared RDB study
-            trial = optuna.Trial(self.study, ft._trial_id)
+            trial = _optuna.resume_trial(self.study, ft)
             lv = _Live(trial=trial, seed=int(ft.user_attrs.get("seed", derived_seed(
                 self.spec.seed, ft.number, 7))))
             if "config" not in ft.user_attrs:
@@ -829,28 +935,16 @@ class SearchEngine:
                 continue
             config = OverLoCKConfig.from_dict(ft.user_attrs["config"])
             self._emit(f"#{ft.number} adopted (left RUNNING by a previous driver)")
-            rung_scores = ft.user_attrs.get("rung_scores") or {}
-            budgets = [str(b) for b in self.rung_budgets]
-            done = [i for i, b in enumerate(budgets) if b in rung_scores]
-            if done and self._weights_files(_Live(trial=trial, chash=config.config_hash())):
-                # continue from the last finished rung: decide it again, then go on
-                lv.config, lv.chash = config, config.config_hash()
-                self._live_hashes[lv.chash] = lv
-                lv.metrics.update(self._cost(lv))     # analytic: recomputed, not trusted
-                if "latency_ms" in ft.user_attrs:
-                    lv.metrics["latency_ms"] = float(ft.user_attrs["latency_ms"])
-                lv.rung = done[-1]
-                lv.eval_s = float(ft.user_attrs.get("eval_wall_s", 0.0))
-                lv.metrics[self.spec.score_metric] = float(rung_scores[budgets[lv.rung]])
-                self._after_rung(lv, lv.metrics[self.spec.score_metric])
-            else:
-                self._begin(lv, config)
+            # cost, budgets and latency are checked again (analytic, cached); training continues
+            # from its last finished rung when that rung's weights were kept
+            lv.resume_from = ft
+            self._begin(lv, config)
 
     def _requeue(self, lv: _Live, ft: FrozenTrial, reason: str) -> None:
         """FAIL it (superseded, not counted) and queue its params to run first next time."""
         lv.trial.set_user_attr("superseded", True)
         self._superseded += 1
-        self._fail(lv, reason, "")
+        self._fail(lv, reason, "", keep_files=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.study.enqueue_trial(dict(ft.params), user_attrs={"requeued_from": ft.number},
@@ -876,7 +970,7 @@ class SearchEngine:
                 if lv.number in seen:
                     continue
                 seen.add(lv.number)
-                ft = self.study._storage.get_trial(lv.trial._trial_id)
+                ft = _optuna.stored_trial(self.study, lv.trial)
                 if ft.state == TrialState.RUNNING:
                     self._requeue(lv, ft, "interrupted")
         finally:
@@ -890,9 +984,9 @@ class SearchEngine:
             self._superseded += 1
         if t.state in FINISHED and "config_hash" in ua and "reused_from" not in ua:
             self._index.setdefault(ua["config_hash"], t.number)
+        chash = ua.get("config_hash") or f"#{t.number}"
         for budget, score in (ua.get("rung_scores") or {}).items():
-            if not ua.get("reused_from"):
-                self._rung_scores.setdefault(str(budget), []).append(float(score))
+            self._rung_scores.setdefault(str(budget), {})[chash] = float(score)
         if t.state != TrialState.RUNNING and t.state != TrialState.WAITING:
             self._account(t)
 
@@ -956,7 +1050,7 @@ class SearchEngine:
                 self._save_wall_time()
 
     def _line(self, lv: _Live, state: TrialState, values) -> str:
-        t = self.study._storage.get_trial(lv.trial._trial_id)
+        t = _optuna.stored_trial(self.study, lv.trial)
         ua = t.user_attrs
         head = f"#{t.number} {t.state.name}"
         if t.state == TrialState.COMPLETE:
@@ -989,6 +1083,24 @@ def _main_thread() -> bool:
 
 def _jsonable(value):
     return json.loads(json.dumps(value, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
+
+
+def _tellable(values, n: int) -> bool:
+    """`n` objective values Optuna accepts as COMPLETE (numbers, none NaN)."""
+    try:
+        return values is not None and len(values) == n and not any(math.isnan(float(v)) for v in values)
+    except (TypeError, ValueError):
+        return False
+
+
+def _flatten(value, prefix: str = "") -> dict:
+    """{"a.b": leaf} of nested dicts (a non-dict value is one leaf)."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out = {}
+    for k, v in value.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
 
 
 def _short(value, limit: int = 120) -> str:

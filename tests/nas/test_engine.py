@@ -62,22 +62,21 @@ def test_study_records_constraints_dedup_and_successive_halving(tmp_path, local_
         if ua.get("infeasible"):
             kinds["infeasible"] += 1
             assert t.state == TrialState.PRUNED and ua["flops"] > BUDGET
-            assert t.constraints["flops"] == ua["flops"] - BUDGET > 0
-            assert t.system_attrs["constraints"] == [ua["flops"] - BUDGET]   # legacy list
+            assert t.system_attrs["constraints"] == [ua["flops"] - BUDGET]   # the one stored list
+            assert t.constraints == {"0": ua["flops"] - BUDGET} and ua["flops"] > BUDGET
             assert ua["config_hash"] not in {e["hash"] for e in evals}      # never trained
             assert "over budget before training: flops" in ua["reason"]
         elif t.state == TrialState.PRUNED:
             kinds["halved"] += 1
             assert ua["fidelity"] < 1 and ua["epochs"] == 1 and list(ua["rung_scores"]) == ["1"]
             assert "successive halving" in ua["reason"]
-            assert t.constraints["flops"] == ua["flops"] - BUDGET <= 0   # budgets known: recorded
+            assert t.constraints == {"0": ua["flops"] - BUDGET} and ua["flops"] <= BUDGET   # recorded
         else:
             kinds["complete"] += 1
             assert t.state == TrialState.COMPLETE
             assert ua["fidelity"] == 1.0 and ua["epochs"] == 3 and len(ua["history"]) == 3
             assert t.values == [pytest.approx(ua["score"]), ua["flops"]]
-            assert t.constraints["flops"] == ua["flops"] - BUDGET <= 0
-            assert t.system_attrs["constraints"] == [ua["flops"] - BUDGET]
+            assert t.system_attrs["constraints"] == [ua["flops"] - BUDGET] and ua["flops"] <= BUDGET
             assert (tmp_path / "run" / ua["weights"]).exists()
             assert not list((tmp_path / "run" / "weights").glob("*.state.pt"))
             # trained to rung 1, then resumed (not restarted) to the full budget
@@ -89,7 +88,7 @@ def test_study_records_constraints_dedup_and_successive_halving(tmp_path, local_
     # the Pareto front: feasible, full fidelity, and the engine's summary agrees with optuna
     front = study.best_trials
     assert front and all(t.state == TrialState.COMPLETE and t.user_attrs["fidelity"] == 1.0
-                         and t.constraints["flops"] <= 0 for t in front)
+                         and t.constraints["0"] <= 0 for t in front)
     assert {t.number for t in result.pareto} == {t.number for t in front}
     p = result.progress
     assert (p.done, p.complete + p.infeasible + p.halved + p.failed, p.reused) == (16, 16, kinds["reused"])
@@ -186,7 +185,7 @@ def test_latency_is_measured_before_training_cached_and_budgeted(tmp_path, local
     trials = load(other).get_trials()
     assert len(trials) == 3 and all(t.state == TrialState.PRUNED for t in trials)
     for t in trials:
-        assert t.user_attrs["infeasible"] and t.constraints["latency_ms"] > 0
+        assert t.user_attrs["infeasible"] and t.constraints == {"0": t.user_attrs["latency_ms"] - 1e-4}
         assert t.user_attrs["reason"].startswith("over budget before training: latency_ms")
     assert evaluations(other) == []
 
@@ -206,7 +205,8 @@ def test_every_sampler_runs_and_a_resumed_study_does_not_replay(tmp_path, local_
     for t in trials:
         if t.state == TrialState.COMPLETE:
             assert t.values == [t.user_attrs["flops"], t.user_attrs["params"]]
-            assert t.user_attrs["fidelity"] == 1.0 and t.constraints["flops"] <= 0
+            assert t.user_attrs["fidelity"] == 1.0 and t.constraints == {"0": t.user_attrs["flops"] - BUDGET}
+            assert t.constraints["0"] <= 0
     # a fixed seed would make the second run propose exactly the first run's sequence
     assert [t.params for t in trials[6:]] != [t.params for t in trials[:6]]
 
@@ -268,3 +268,58 @@ def test_an_orphan_that_finished_a_rung_continues_from_it(tmp_path, local_ray):
     assert t.user_attrs["rung_scores"] == {"1": 0.5, "3": pytest.approx(t.values[0])}
     assert [(e["budget"], e["resume"]) for e in evaluations(tmp_path)] == [(3, True)]
     assert OverLoCKConfig.from_dict(t.user_attrs["config"]).config_hash() == chash
+
+
+def test_each_budget_reaches_samplers_once_and_the_dashboard_list_greys_infeasible(tmp_path, local_ray):
+    """Constraints are stored once, as the list optuna-dashboard reads; samplers see one value per
+    budget (before: '0', '1', 'flops' and 'memory_mb', every violation counted twice)."""
+    from optuna.samplers._tpe.sampler import _get_infeasible_trial_score
+    from optuna.study._constrained_optimization import _get_feasible_trials
+
+    from nas.storage import named_constraints, study_budgets
+
+    spec = parse_study(study_dict(tmp_path, objectives=["flops", "params"], evaluator=None, trials=10,
+                                  constraints={"flops": BUDGET, "memory_mb": 1e4}), label="t")
+    SearchEngine(spec).run()
+    study = load(tmp_path)
+    budgets = study_budgets(study)
+    assert list(budgets) == ["flops", "memory_mb"]
+    finished = [t for t in study.get_trials() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 10 and any(t.user_attrs.get("infeasible") for t in finished)
+    for t in finished:
+        ua = t.user_attrs
+        violations = [ua["flops"] - BUDGET, ua["memory_mb"] - 1e4]
+        assert set(t.constraints) == {"0", "1"}                    # what every sampler reads
+        assert t.system_attrs["constraints"] == violations          # what the dashboard reads
+        assert named_constraints(t, budgets) == {"flops": violations[0], "memory_mb": violations[1]}
+        assert _get_infeasible_trial_score(t) == sum(v for v in violations if v > 0)   # counted once
+        assert (max(t.system_attrs["constraints"]) > 0) == bool(ua.get("infeasible"))
+    assert {t.number for t in _get_feasible_trials(finished)} == \
+        {t.number for t in finished if not t.user_attrs.get("infeasible")}
+
+
+def test_a_study_begun_with_named_constraints_keeps_its_format(tmp_path, local_ray):
+    """A run directory written before constraints were stored once (named + list) resumes: its
+    trials keep one format (GPSampler refuses differing constraint counts) and read by name."""
+    from optuna.distributions import CategoricalDistribution
+
+    from nas.storage import named_constraints
+
+    def spec(trials):
+        return parse_study(study_dict(tmp_path, objectives=["flops", "params"], evaluator=None,
+                                      trials=trials, constraints={"flops": BUDGET}), label="t")
+    SearchEngine(spec(2)).run()
+    study = load(tmp_path)
+    old = study.get_trials()[0]
+    # what the earlier engine wrote: set_constraint("flops") and the legacy list
+    study.add_trial(optuna.trial.create_trial(
+        params=old.params, distributions={k: CategoricalDistribution([v]) for k, v in old.params.items()},
+        state=old.state, values=old.values, user_attrs={**old.user_attrs, "reused_from": old.number},
+        system_attrs={"constraints": [old.constraints["0"]], "constraints:flops": old.constraints["0"]}))
+    SearchEngine(spec(6)).run()
+    trials = load(tmp_path).get_trials()
+    assert len(trials) == 6
+    for t in trials[3:]:
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            assert set(t.constraints) == {"0", "flops"}
+            assert named_constraints(t, {"flops": BUDGET}) == {"flops": t.user_attrs["flops"] - BUDGET}

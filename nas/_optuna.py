@@ -1,0 +1,69 @@
+"""The engine's uses of Optuna's private API, in one place, each with the reason it is needed.
+
+Optuna 5.0's public surface covers ask/tell, attributes and named constraints, but an ask/tell
+driver that resumes other drivers' trials and writes constraints optuna-dashboard can read needs
+a few internals. Everything that touches `study._storage`, `trial._trial_id` or `study._study_id`
+lives here, so an Optuna upgrade is checked in one module (tests/nas/test_optuna_private.py pins
+each behaviour relied on).
+
+- `stored_trial(study, trial)`: the stored `FrozenTrial` of a live `Trial`, fresh from storage.
+  `Trial` has no public way to re-read itself after `tell` (and `study.trials` copies every trial).
+- `trial_by_number(study, number)`: a stored trial by number without copying all trials.
+- `resume_trial(study, frozen)`: a `Trial` handle on a RUNNING trial another (dead) driver asked,
+  so this driver can set its attributes and tell it; `optuna.Trial(study, trial_id)` is public,
+  but the id it needs is private (`FrozenTrial._trial_id`).
+- `write_constraints(study, trial, values)`: constraints as the list `system_attrs["constraints"]`,
+  the one place both readers look: Optuna 5's samplers read it (as constraints named '0', '1', ...)
+  and optuna-dashboard (0.21 and later) reads *only* it to grey out infeasible trials. Optuna 5
+  removed `Trial.set_system_attr`; only the storage-level setter is left. Writing named constraints
+  (`Trial.set_constraint`) as well would make samplers see every budget twice
+  (`{'0', '1', 'flops', 'latency_ms'}`), so a study writes one of the two formats:
+  the list (studies created by this version) or, for studies that already hold named constraints
+  (created by earlier versions), both, as they were written, so every trial of a study has the
+  same constraints (GPSampler refuses trials whose constraint counts differ).
+
+Readers never need this module: the stored format is read by `nas.storage.named_constraints`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import optuna
+from optuna.trial import FrozenTrial
+
+# optuna.study._constrained_optimization._CONSTRAINTS_KEY: the legacy list, and the prefix of
+# named constraints ("constraints:<name>")
+CONSTRAINTS_KEY = "constraints"
+
+
+def stored_trial(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> FrozenTrial:
+    """The trial as stored now (state, values, attributes), read from the study's storage."""
+    return study._storage.get_trial(trial._trial_id)
+
+
+def trial_by_number(study: optuna.Study, number: int) -> FrozenTrial:
+    """The stored trial numbered `number` in `study`."""
+    storage = study._storage
+    return storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
+
+
+def resume_trial(study: optuna.Study, frozen: FrozenTrial) -> optuna.Trial:
+    """A live handle on a stored RUNNING trial (left by a dead driver): set attrs on it, tell it."""
+    return optuna.Trial(study, frozen._trial_id)
+
+
+def write_constraints(study: optuna.Study, trial: optuna.Trial, values: Sequence[float]) -> None:
+    """Store `values` (one per budget, in the study's budget order) as the legacy constraint list.
+
+    Later writes replace earlier ones (the list is one attribute); a finished trial cannot be
+    changed (Optuna raises `UpdateFinishedTrialError`).
+    """
+    study._storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_KEY, [float(v) for v in values])
+
+
+def has_named_constraints(trial: FrozenTrial) -> bool:
+    """Whether a stored trial holds named constraints (`Trial.set_constraint`, "constraints:<name>"),
+    as studies written before the single-format change do."""
+    prefix = CONSTRAINTS_KEY + ":"
+    return any(key.startswith(prefix) for key in trial.system_attrs)
