@@ -42,7 +42,7 @@ SCHEMA = {
     "aux_weight": Setting(0.4, number(0)),
     "drop_path_rate": Setting(0.0, number(0, 1)),
     "grad_clip": Setting(None, number(0, low_open=True)),
-    "augment": Setting(True, boolean),
+    "augment": Setting(True, lambda k, v: _augment_setting(k, v)),
     "amp": Setting("auto", choice("auto", "bf16", "fp16", "off")),
     "channels_last": Setting(False, boolean),
     "threads": Setting(None, integer(1)),
@@ -55,6 +55,16 @@ SCHEMA = {
 _RESUME_FINGERPRINT = ("dataset", "epochs", "batch_size", "lr", "min_lr", "weight_decay",
                        "warmup_epochs", "label_smoothing", "aux_weight", "drop_path_rate", "augment",
                        "resolution")
+
+
+def _augment_setting(key: str, value: Any):
+    """true (the data set's defaults), false, or a mapping of overrides (nas.data.check_augment)."""
+    from nas.data import DataError, check_augment
+
+    try:
+        return check_augment(value, key)
+    except DataError as e:
+        raise ValueError(str(e)) from None
 
 
 def _check_rungs(rungs: Any, epochs: int) -> list[int]:
@@ -97,7 +107,9 @@ class TrainEvaluator(Evaluator):
     dataset ({kind: procedural}), epochs (10, the full budget), rungs (none; e.g. [1, 3] ->
     [1, 3, epochs]), batch_size (64), eval_batch_size (256), lr (1e-3), min_lr (1e-5),
     weight_decay (0.05), warmup_epochs (1.0), label_smoothing (0.1), aux_weight (0.4),
-    drop_path_rate (0), grad_clip (none), augment (true: flip + padded crop), amp (auto: bf16 or
+    drop_path_rate (0), grad_clip (none), augment (true: the data set kind's defaults,
+    nas.data.DEFAULT_AUGMENT; false: none; or a mapping of overrides {hflip, crop: random_resized |
+    padded | none, rrc_scale, rrc_ratio, randaugment: {n, m}, mixup, cutmix}), amp (auto: bf16 or
     fp16 on CUDA, off on CPU), channels_last (false), threads (torch threads; none = leave),
     resolution (training resolution; none = the config's), save_weights (true),
     bn_recalibration_batches (4: batch-norm statistics re-estimated on this many training batches
@@ -223,6 +235,7 @@ class TrainEvaluator(Evaluator):
             history.append(self._accuracy(model, data.val, device, amp_dtype, memory_format))
         wall = time.perf_counter() - t0
 
+        skipped = data.skipped()
         weights = state = None
         if s["save_weights"]:
             name = weights_name or config.config_hash()
@@ -238,6 +251,8 @@ class TrainEvaluator(Evaluator):
             "fidelity": target / full,
             "num_classes": data.num_classes,
             "resolution": list(res),
+            "data_skipped": len(skipped),             # unreadable images left out (never a crash)
+            **({"data_skipped_first": next(iter(skipped.items()))} if skipped else {}),
             "wall_s": wall,
         }
 
@@ -308,7 +323,12 @@ class TrainEvaluator(Evaluator):
         return correct / max(len(split), 1)
 
     def _fingerprint(self) -> dict:
-        return {k: self.settings[k] for k in _RESUME_FINGERPRINT}
+        from nas.data import LOADER_KEYS
+
+        out = {k: self.settings[k] for k in _RESUME_FINGERPRINT}
+        # worker count, prefetch and the decode cache change how batches are made, not what they hold
+        out["dataset"] = {k: v for k, v in out["dataset"].items() if k not in LOADER_KEYS}
+        return out
 
     def _save(self, model, optimizer, scaler, config, workdir, name, epochs, history, losses):
         from safetensors.torch import save_file

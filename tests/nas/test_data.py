@@ -70,7 +70,8 @@ def test_imagefolder_with_held_out_split(tmp_path):
     data = load_dataset({"kind": "imagefolder", "path": str(tmp_path), "val_fraction": 0.4}, 32)
     assert data.num_classes == 3 and data.class_names == ("cat", "dog", "eel")
     assert len(data.train) == 9 and len(data.val) == 6
-    assert data.train.images.shape[1:] == (3, 32, 32)
+    x, _ = next(data.train.batches(9, augment=True))
+    assert x.shape == (9, 3, 32, 32) and data.in_chans == 3
     assert torch.bincount(data.val.labels).tolist() == [2, 2, 2]
 
 
@@ -79,7 +80,7 @@ def test_imagefolder_with_train_and_val_dirs_and_subsets(tmp_path):
     _write_images(tmp_path / "val", ["a", "b"], 3)
     data = load_dataset({"kind": "imagefolder", "path": str(tmp_path), "train_size": 4}, (32, 48))
     assert len(data.train) == 4 and torch.bincount(data.train.labels).tolist() == [2, 2]
-    assert len(data.val) == 6 and data.val.images.shape[2:] == (32, 48)
+    assert len(data.val) == 6 and next(data.val.batches(6))[0].shape == (6, 3, 32, 48)
 
 
 def _write_cifar(root, n_train=20, n_test=10, classes=10):

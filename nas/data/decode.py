@@ -1,0 +1,82 @@
+"""Decode one image file to its base image (the resize + centre crop every transform starts from).
+
+JPEG goes through simplejpeg (libjpeg-turbo): the header gives the size, and the DCT scaling of
+libjpeg (1/2, 1/4, 1/8) decodes straight to the smallest size that still covers the base, so a
+64x64 proxy run decodes a 500x375 photo at 1/4 of its pixels. Everything else (PNG, WebP, CMYK
+JPEG, ...) and any JPEG simplejpeg refuses goes through Pillow, which also reduces in its JPEG
+draft mode. Errors come back as one-line `UnreadableImage` reasons for the caller to count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .transforms import fit_base
+
+JPEG_MAGIC = b"\xff\xd8"
+
+
+class UnreadableImage(Exception):
+    """An image file that neither decoder can read (the message is one line)."""
+
+
+def read_base(path: str, base: tuple[int, int]) -> np.ndarray:
+    """The (H, W, 3) uint8 base image of `path`: covers `base` and is centre-cropped to it."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        raise UnreadableImage(f"{path}: {e.strerror or e}") from None
+    image = _decode_jpeg(data, base) if data[:2] == JPEG_MAGIC else None
+    if image is None:
+        image = _decode_pillow(path, data, base)
+    else:
+        image = Image.fromarray(image)
+    try:
+        return fit_base(image, base)
+    except (OSError, ValueError) as e:
+        raise UnreadableImage(f"{path}: {_one_line(e)}") from None
+
+
+def _needed(height: int, width: int, base: tuple[int, int]) -> tuple[int, int]:
+    scale = max(base[0] / height, base[1] / width)
+    return math.ceil(height * scale), math.ceil(width * scale)
+
+
+def _decode_jpeg(data: bytes, base) -> np.ndarray | None:
+    import simplejpeg
+
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        if colorspace not in ("Gray", "YCbCr", "RGB"):   # CMYK / YCCK: Pillow converts those
+            return None
+        min_h, min_w = _needed(height, width, base)
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False,
+                                      min_height=min_h, min_width=min_w)
+    except (ValueError, RuntimeError):
+        return None   # let Pillow try; it names the problem if it fails too
+
+
+def _decode_pillow(path: str, data: bytes, base):
+    import io
+
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.format == "JPEG":
+            image.draft("RGB", _needed(image.height, image.width, base)[::-1])
+        image = image.convert("RGB")
+        image.load()
+        return image
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types for broken files
+        raise UnreadableImage(f"{path}: {_one_line(e)}") from None
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:200]
