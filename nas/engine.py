@@ -318,6 +318,18 @@ class SearchEngine:
         self._named_constraints = any(_optuna.has_named_constraints(t)
                                       for t in study.get_trials(deepcopy=False))
 
+    def _check_latency_device(self, trials: list[FrozenTrial]) -> None:
+        """This run's latencies must be measured on what the stored ones were (the device string:
+        hardware, threads, torch), or one study would mix two machines' numbers under one label."""
+        now = getattr(self, "_latency_device", None)
+        if not now or not self.spec.needs_latency:
+            return
+        seen = sorted({t.user_attrs.get("latency_device") for t in trials} - {None})
+        if seen and now not in seen:
+            raise StudyMismatch(f"{self.spec.label}: latency: this run measures on {now!r}, but the "
+                                f"stored study's latencies were measured on {seen[0]!r}; resume it "
+                                "there (same latency.threads / latency.cpus) or use another --run-dir")
+
     def _check_latency_settings(self, attrs: dict) -> None:
         """One study's latencies are measured one way: refuse a resume that changes the latency
         settings or the device. A setting added to the study file since the study was stored
@@ -431,6 +443,7 @@ class SearchEngine:
     def _loop(self) -> bool:
         study = self.study
         trials = study.get_trials(deepcopy=False)
+        self._check_latency_device(trials)
         study.sampler = self._sampler(len(trials))
         nodes = self.executor.nodes()
         gpus = self.spec.resources.gpus
