@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import time
 from typing import Any, Mapping
 
@@ -349,7 +350,8 @@ class TrainEvaluator(Evaluator):
     def _resume(self, path, model, optimizer, scaler, device):
         from safetensors.torch import load_file
 
-        unreadable = (OSError, RuntimeError, EOFError, ValueError, *_safetensors_errors())
+        unreadable = (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError,
+                      *_safetensors_errors())
 
         state_path = state_path_for(path)
         if not os.path.isfile(path):
@@ -358,7 +360,8 @@ class TrainEvaluator(Evaluator):
             raise TrialError(f"resume: optimiser state {state_path} not found")
         try:
             tensors = load_file(path, device=str(device))
-            payload = torch.load(state_path, map_location=device, weights_only=False)
+            # plain types and tensors only: a state file never runs code when read
+            payload = torch.load(state_path, map_location=device, weights_only=True)
         except unreadable as e:
             raise TrialError(f"resume: cannot read {path}: {str(e).splitlines()[0]}") from e
         if payload.get("config_hash") != model.config.config_hash():
