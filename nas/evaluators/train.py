@@ -367,8 +367,8 @@ class TrainEvaluator(Evaluator):
         if payload.get("config_hash") != model.config.config_hash():
             raise TrialError(f"resume: {path} belongs to another architecture")
         if payload.get("fingerprint") != self._fingerprint():
-            changed = sorted(k for k in self._fingerprint()
-                             if payload.get("fingerprint", {}).get(k) != self.settings[k])
+            mine = self._fingerprint()
+            changed = sorted(k for k in mine if payload.get("fingerprint", {}).get(k) != mine[k])
             raise TrialError(f"resume: evaluator settings changed since {path} was written ({', '.join(changed)})")
         try:
             model.load_state_dict(tensors, strict=True)
