@@ -1,40 +1,36 @@
-"""Export a searched architecture as a ready-to-use model directory.
+"""Write a searched architecture as a ready-to-use model directory (`export_trial`).
 
-Two steps, usable on their own:
+The directory format is `overlock.hub`'s: config.json (config, hash, provenance, metrics, file
+sha256s, checks; `written_by: "overlock-nas export"`), train and deploy weights as safetensors,
+the programs of `nas.programs` (`model.pt2`, `model.onnx`) and the model card of
+`nas.model_card` (README.md). Weights are the trial's trained weights when its evaluator saved
+them, else freshly initialised with a stated seed, or trained anew by the study's `train`
+evaluator (`train=TrainSpec(...)`). Every program is checked against the eager model at export
+time and the results recorded in config.json.
 
-- **Selection** (`select_trial`): a given trial (it must exist and be COMPLETE), or the best one:
-  among COMPLETE, full-fidelity, feasible trials (every constraint <= 0), optionally only those
-  under extra budgets (`--under flops=2e9,latency_ms=5`), the best by one objective (default the
-  study's first maximised objective). Ties go to the other objectives in order, then the lower
-  trial number. Every refusal is one line saying why (`ExportError`).
-- **Writing** (`export_trial`): the directory format of `overlock.hub` (config.json, train and
-  deploy weights as safetensors, a `torch.export` program, an ONNX program, a model card). Weights
-  are the trial's trained weights when its evaluator saved them, else freshly initialised with a
-  stated seed, or trained anew by the study's `train` evaluator (`train=TrainSpec(...)`). Every
-  program is checked against the eager model at export time and the results recorded in
-  config.json. The directory is built beside the target and renamed into place at the end, so a
-  failed export leaves nothing half-written and never touches an existing directory.
+The directory is built beside the target and renamed into place at the end, so a failed export
+leaves nothing half-written. An existing target is replaced only with `overwrite=True` and only
+when export wrote it (its config.json says so); a directory holding a study (study.log,
+driver.lock, weights/, ...) is never replaced.
+
+Which trial to export is `nas.selection`'s job (`--trial`, `--best`, `--top`, `--knee`, `--under`);
+its names are re-exported here.
 
     >>> from nas.export import open_study, select_trial, export_trial
     >>> study, _ = open_study("runs/demo")
-    >>> trial, why = select_trial(study, under={"flops": 2e9})
-    >>> result = export_trial(study, trial, "exports/demo-best", run_dir="runs/demo")
-    >>> import overlock; model = overlock.create_model(result.out_dir).eval()
+    >>> trial, why = select_trial(study, knee=True, under={"flops": 2e9})
+    >>> result = export_trial(study, trial, "exports/demo-knee", run_dir="runs/demo")
+    >>> import overlock, pathlib; model = overlock.create_model(pathlib.Path(result.out_dir)).eval()
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
-import logging
-import math
 import os
 import shutil
 import tempfile
 import time
-import unittest.mock
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -44,250 +40,30 @@ import torch
 import overlock
 from overlock import ConfigError, OverLoCKConfig
 from overlock import hub
+from nas import storage
+from nas.model_card import model_card
+from nas.programs import TOLERANCE, check, check_inputs, max_diff, write_onnx, write_pt2
+from nas.selection import ExportError, parse_budgets, select_trial, top_trials
+from nas.storage import feasibility, metric_value, study_objectives
+from nas.storage import one_line as _one_line
 
 __all__ = ["ExportError", "TrainSpec", "ExportResult", "open_study", "parse_budgets",
-           "parse_dataset", "study_objectives", "metric_value", "feasibility", "select_trial",
-           "export_trial", "train_model", "TOLERANCE"]
+           "parse_dataset", "select_trial", "top_trials", "export_trial", "train_model",
+           "model_card", "check_out_dir", "WRITTEN_BY", "TOLERANCE"]
 
-TOLERANCE = 1e-4      # max abs difference a deploy model / program may have from eager logits
-CHECK_SEED = 0        # seed of the random check inputs
-CHECK_BATCHES = (2, 1)  # programs are exported with a dynamic batch; both sizes are checked
+WRITTEN_BY = "overlock-nas export"   # config.json marker: a directory export may replace
 
 
-class ExportError(ValueError):
-    """A selection or export that cannot be done; the message is one line."""
-
-
-# ------------------------------------------------------------------------------ the study
 def open_study(run_dir: str | os.PathLike | None = None, *, storage: str | None = None,
                study_name: str | None = None):
-    """(study, storage label) from `RUN_DIR/study.log`, a journal file or an RDB URL.
-
-    Nothing is written to the study. The label is the journal path, or the URL without password.
-
-    Raises:
-        ExportError: no storage, a missing file, no study, or several studies and no name.
-    """
+    """(study, storage label) from `RUN_DIR/study.log`, a journal file or an RDB URL
+    (`nas.storage.open_study`); ExportError (one line) when it cannot be read."""
     from nas import storage as stored
 
     try:
         return stored.open_study(run_dir, storage, study_name)
     except stored.StorageError as e:
         raise ExportError(str(e)) from None
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
-
-
-# ----------------------------------------------------------------------------- metrics
-def _directions() -> dict[str, str]:
-    from nas.study import DIRECTIONS
-
-    return DIRECTIONS
-
-
-def study_objectives(study) -> list[tuple[str, str]]:
-    """[(name, "maximize" | "minimize")] in the study's order."""
-    stored = study.user_attrs.get("objectives")
-    if isinstance(stored, list) and stored and all(isinstance(o, dict) for o in stored):
-        return [(str(o["name"]), str(o["direction"]).lower()) for o in stored]
-    names = study.metric_names or [f"objective{i}" for i in range(len(study.directions))]
-    return [(n, d.name.lower()) for n, d in zip(names, study.directions)]
-
-
-def metric_value(trial, name: str, objectives: list[tuple[str, str]]) -> float | None:
-    """A trial's value of `name`: its objective value, else the user attr of that name."""
-    names = [n for n, _ in objectives]
-    if name in names and trial.values is not None:
-        value = trial.values[names.index(name)]
-    else:
-        value = trial.user_attrs.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def feasibility(study, trial) -> tuple[bool, str]:
-    """(feasible, why not): every stored constraint <= 0, and every study budget known to hold."""
-    broken = [k for k, v in trial.constraints.items() if v > 0]
-    if broken:
-        named = [k for k in broken if not k.isdigit()] or broken
-        return False, f"breaks {', '.join(named)}"
-    if trial.user_attrs.get("infeasible"):
-        return False, "marked infeasible"
-    budgets = study.user_attrs.get("constraints") or {}
-    objectives = study_objectives(study)
-    for name, budget in budgets.items():
-        if name in trial.constraints:
-            continue
-        value = metric_value(trial, name, objectives)
-        if value is None:
-            return False, f"has no {name} to check against its budget"
-        if value > float(budget):
-            return False, f"breaks {name}"
-    return True, ""
-
-
-def _full_fidelity(trial) -> bool:
-    fidelity = trial.user_attrs.get("fidelity", 1.0)
-    return not isinstance(fidelity, (int, float)) or fidelity >= 1.0 - 1e-9
-
-
-def parse_budgets(text: str | Mapping[str, Any] | None) -> dict[str, float]:
-    """`"flops=2e9,latency_ms=5"` (or a mapping) -> {"flops": 2e9, "latency_ms": 5.0}.
-
-    Amounts take k/M/G/T suffixes (`500M`). Only minimised metrics can have an upper budget.
-    """
-    from nas.study import parse_amount
-
-    if not text:
-        return {}
-    items = text.items() if isinstance(text, Mapping) else []
-    if not isinstance(text, Mapping):
-        pairs = [p.strip() for p in str(text).split(",") if p.strip()]
-        items = []
-        for pair in pairs:
-            if "=" not in pair:
-                raise ExportError(f"--under {pair!r}: expected NAME=NUMBER, e.g. flops=2e9")
-            name, _, amount = pair.partition("=")
-            items.append((name.strip(), amount.strip()))
-    directions = _directions()
-    out = {}
-    for name, amount in items:
-        if name not in directions:
-            raise ExportError(f"--under {name}: unknown metric (known: {', '.join(directions)})")
-        if directions[name] != "minimize":
-            raise ExportError(f"--under {name}: {name} is maximised; budgets are upper bounds on "
-                              "minimised metrics (flops, flops_paper, params, latency_ms, memory_mb)")
-        try:
-            out[name] = parse_amount(amount)
-        except ValueError as e:
-            raise ExportError(f"--under {name}={amount}: {e}") from None
-    return out
-
-
-def _format_amount(value: float) -> str:
-    for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.4g}{suffix}"
-    return f"{value:.4g}"
-
-
-# ----------------------------------------------------------------------------- selection
-def select_trial(study, *, trial: int | None = None, objective: str | None = None,
-                 under: Mapping[str, float] | None = None):
-    """The trial to export and one line saying why it was chosen.
-
-    Args:
-        study: an Optuna study written by `overlock-nas search` (docs/storage.md).
-        trial: a trial number; it must exist and be COMPLETE. None: choose the best.
-        objective: the metric to rank by (default: the first maximised objective, else the first).
-        under: extra upper budgets {metric: amount} a candidate must meet.
-
-    Raises:
-        ExportError: one line: no such trial, not COMPLETE, or no candidate and why.
-    """
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    name = study.study_name
-    if trial is not None:
-        found = [t for t in trials if t.number == trial]
-        if not found:
-            span = f"trials 0..{max(t.number for t in trials)}" if trials else "no trials"
-            raise ExportError(f"trial {trial} does not exist in study {name!r} ({span})")
-        t = found[0]
-        if t.state != TrialState.COMPLETE:
-            reason = t.user_attrs.get("reason")
-            raise ExportError(f"trial {trial} is {t.state.name}" + (f" ({reason})" if reason else "")
-                              + "; only COMPLETE trials can be exported")
-        ok, why = feasibility(study, t)
-        return t, f"trial {trial} as asked" + ("" if ok else f" (infeasible: {why})")
-    objectives = study_objectives(study)
-    rank_by, direction = _rank_metric(study, objectives, objective)
-
-    # an official preset evaluated beside the search is a reference, never "the best" (as in reports)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("preset")]
-    if not complete:
-        counts = _state_counts(trials)
-        raise ExportError(f"no COMPLETE trial in study {name!r}" + (f" ({counts})" if counts else " (no trials)"))
-    full = [t for t in complete if _full_fidelity(t)]
-    if not full:
-        raise ExportError(f"no full-fidelity COMPLETE trial in study {name!r} "
-                          f"({len(complete)} COMPLETE, all below fidelity 1)")
-    feasible, reasons = [], {}
-    for t in full:
-        ok, why = feasibility(study, t)
-        if ok:
-            feasible.append(t)
-        else:
-            reasons[why] = reasons.get(why, 0) + 1
-    if not feasible:
-        detail = "; ".join(f"{n} {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
-        raise ExportError(f"no feasible COMPLETE trial in study {name!r}: none of the {len(full)} "
-                          f"full-fidelity COMPLETE trials meets the budgets ({detail})")
-    candidates = feasible
-    under = dict(under or {})
-    unrecorded = []
-    for metric, budget in under.items():
-        known = [(metric_value(t, metric, objectives), t) for t in candidates]
-        recorded = [(v, t) for v, t in known if v is not None]
-        if not recorded:
-            raise ExportError(f"--under {metric}: no feasible trial records {metric}")
-        if len(recorded) < len(known):
-            unrecorded.append(f"{len(known) - len(recorded)} without {metric} left out")
-        kept = [t for v, t in recorded if v <= budget]
-        if not kept:
-            v, t = min(recorded, key=lambda vt: vt[0])
-            raise ExportError(f"no feasible trial under {metric}<={_format_amount(budget)}: the "
-                              f"smallest {metric} is {_format_amount(v)} (trial {t.number}) of "
-                              f"{len(candidates)} candidates")
-        candidates = kept
-    scored = [(metric_value(t, rank_by, objectives), t) for t in candidates]
-    scored = [(v, t) for v, t in scored if v is not None]
-    if not scored:
-        raise ExportError(f"--objective {rank_by}: none of the {len(candidates)} candidates records it")
-    sign = -1.0 if direction == "maximize" else 1.0
-
-    def key(item):
-        value, t = item
-        rest = []
-        for other, other_dir in objectives:
-            if other == rank_by:
-                continue
-            v = metric_value(t, other, objectives)
-            rest.append(math.inf if v is None else (-v if other_dir == "maximize" else v))
-        return (sign * value, *rest, t.number)
-
-    value, best = min(scored, key=key)
-    budgets = ", ".join(f"{m}<={_format_amount(b)}" for m, b in under.items())
-    return best, (f"best {rank_by} ({direction[:3]}) = {value:.6g} among {len(scored)} feasible "
-                  f"COMPLETE trials" + (f" under {budgets}" if budgets else "")
-                  + (f" ({'; '.join(unrecorded)})" if unrecorded else ""))
-
-
-def _rank_metric(study, objectives, objective):
-    if objective is None:
-        maximised = [n for n, d in objectives if d == "maximize"]
-        name = maximised[0] if maximised else objectives[0][0]
-        return name, dict(objectives)[name]
-    if objective in dict(objectives):
-        return objective, dict(objectives)[objective]
-    directions = _directions()
-    if objective in directions:
-        return objective, directions[objective]
-    raise ExportError(f"--objective {objective}: not an objective of study {study.study_name!r} "
-                      f"({', '.join(n for n, _ in objectives)}) nor a known metric "
-                      f"({', '.join(directions)})")
-
-
-def _state_counts(trials) -> str:
-    counts: dict[str, int] = {}
-    for t in trials:
-        counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
 
 
 # ----------------------------------------------------------------------------- training
@@ -453,127 +229,6 @@ def _model_from_weights(config: OverLoCKConfig, path: Path, what: str) -> overlo
     return model
 
 
-# ------------------------------------------------------------------------------- checks
-def _check_inputs(config: OverLoCKConfig) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(CHECK_SEED)
-    return [torch.randn(b, config.in_chans, *config.resolution, generator=g) for b in CHECK_BATCHES]
-
-
-def _max_diff(outputs, references) -> float:
-    return max(float((torch.as_tensor(o) - r).abs().max()) for o, r in zip(outputs, references))
-
-
-def _check(name: str, diff: float | None = None, tolerance: float = TOLERANCE, error: str | None = None,
-           **extra) -> dict:
-    record = {"check": name, "tolerance": tolerance, "batches": list(CHECK_BATCHES)}
-    if error is not None:
-        record.update(passed=False, error=error)
-    else:
-        record.update(max_abs_diff=diff, passed=bool(diff <= tolerance))
-    record.update(extra)
-    return record
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence exporter progress, FutureWarnings and 'torchvision is not installed' notes."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with contextlib.redirect_stdout(open(os.devnull, "w")) as sink:
-                try:
-                    yield
-                finally:
-                    sink.close()
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-def _export_program(deploy_model, example: torch.Tensor, decompose: bool):
-    """`torch.export` of the deploy model with a dynamic batch.
-
-    `decompose`: trace with the aggregation op swapped for its plain-aten form (for ONNX); the
-    custom op's decomposition cannot go through `run_decompositions`, whose graph must be
-    functional (`na2d_av_decomposed` accumulates in place).
-    """
-    import overlock.model as model_module
-    from overlock.ops import na2d_av_decomposed
-
-    dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}}
-    swap = (unittest.mock.patch.object(model_module, "na2d_av", na2d_av_decomposed) if decompose
-            else contextlib.nullcontext())
-    with swap:
-        program = torch.export.export(deploy_model, (example,), dynamic_shapes=dynamic)
-    ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
-    has_custom = any("overlock" in op for op in ops)
-    if decompose and has_custom:
-        raise RuntimeError("the overlock::na2d_av op is still in the traced graph")
-    if not decompose and not has_custom:
-        raise RuntimeError("the overlock::na2d_av op did not stay a single node")
-    return program
-
-
-def _write_pt2(deploy_model, inputs, references, tmp: Path) -> dict:
-    try:
-        with _quiet():
-            program = _export_program(deploy_model, inputs[0], decompose=False)
-            torch.export.save(program, str(tmp / hub.PROGRAM_FILE))
-            loaded = torch.export.load(str(tmp / hub.PROGRAM_FILE)).module()
-            with torch.no_grad():
-                outputs = [loaded(x) for x in inputs]
-    except Exception as e:  # noqa: BLE001 - recorded, the export goes on
-        (tmp / hub.PROGRAM_FILE).unlink(missing_ok=True)
-        return _check("torch.export program (model.pt2) vs eager", error=_one_line(e))
-    return _check("torch.export program (model.pt2) vs eager", _max_diff(outputs, references),
-                  runtime=f"torch {torch.__version__}", op="overlock::na2d_av kept as one node")
-
-
-def _onnx_runtime(path: Path):
-    """(run(x) -> numpy, runtime label): onnxruntime when installed, else onnx's reference evaluator."""
-    try:
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return (lambda x: session.run(None, {name: x.numpy()})[0]), f"onnxruntime {ort.__version__}"
-    except ImportError:
-        import onnx
-        from onnx.reference import ReferenceEvaluator
-
-        evaluator = ReferenceEvaluator(str(path))
-        name = evaluator.input_names[0]
-        return (lambda x: evaluator.run(None, {name: x.numpy()})[0]), \
-            f"onnx.reference.ReferenceEvaluator (onnx {onnx.__version__})"
-
-
-def _write_onnx(deploy_model, inputs, references, tmp: Path) -> dict:
-    name = "ONNX program (model.onnx) vs eager"
-    try:
-        import onnx
-
-        with _quiet():
-            program = _export_program(deploy_model, inputs[0], decompose=True)
-            onnx_program = torch.onnx.export(program, (inputs[0],), dynamo=True, verbose=False,
-                                             input_names=["images"], output_names=["logits"])
-            onnx_program.save(str(tmp / hub.ONNX_FILE))
-        onnx.checker.check_model(str(tmp / hub.ONNX_FILE))
-        run, runtime = _onnx_runtime(tmp / hub.ONNX_FILE)
-        outputs = [run(x) for x in inputs]
-        opset = next((o.version for o in onnx.load(str(tmp / hub.ONNX_FILE), load_external_data=False)
-                      .opset_import if o.domain in ("", "ai.onnx")), None)
-    except Exception as e:  # noqa: BLE001 - recorded, the export goes on
-        for f in tmp.glob("model.onnx*"):
-            f.unlink()
-        return _check(name, error=_one_line(e))
-    return _check(name, _max_diff(outputs, references), runtime=runtime, opset=opset,
-                  op="overlock::na2d_av decomposed into plain ONNX ops")
-
-
 # ----------------------------------------------------------------------------- measuring
 def _measure(model: overlock.OverLoCK, deploy_model: overlock.OverLoCK) -> dict:
     """Params (counted on the modules) and multiply-adds (fvcore) of the exported model."""
@@ -647,7 +302,7 @@ def export_trial(study, trial, out_dir: str | os.PathLike | None = None, *,
         pt2: also write and check `model.pt2`.
         latency: also measure the deploy model's latency here (`nas.measure`; CPU, batch 1, fp32).
         seed: seed of freshly initialised weights (and of `train`).
-        overwrite: replace an existing `out_dir`.
+        overwrite: replace an existing `out_dir` that export wrote (`check_out_dir`).
         log: progress lines.
 
     Raises:
@@ -664,10 +319,12 @@ def export_trial(study, trial, out_dir: str | os.PathLike | None = None, *,
         raise ExportError(f"trial {trial.number}: config_hash {attrs['config_hash']!r} does not match "
                           f"its config ({config.config_hash()!r})")
     out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir, trial, config.config_hash())
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise ExportError(f"{out} already exists; choose another --out or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    check_out_dir(out, overwrite)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as e:
+        raise ExportError(f"--out {out}: cannot write there ({_one_line(e)})") from None
     try:
         result = _export_into(tmp, study, trial, config, run_dir=run_dir, selection=selection,
                               storage_label=storage_label, train=train, onnx=onnx, pt2=pt2,
@@ -685,6 +342,39 @@ def export_trial(study, trial, out_dir: str | os.PathLike | None = None, *,
             shutil.rmtree(tmp, ignore_errors=True)
     result.out_dir = out
     return result
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse (ExportError) an `out` that exists unless it is empty, or `overwrite` is given and
+    export wrote it (its config.json carries `written_by`, or - before that marker - export's
+    `source` and `checks`). A directory holding a study, or one found below it, is never replaced."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ExportError(f"--out {out}: exists and is not a directory; choose another --out")
+    study = storage.holds_study(out)
+    if study is not None:
+        raise ExportError(f"--out {out} holds a study ({study}); export never writes into or "
+                          "replaces a run directory: choose another --out")
+    if not any(out.iterdir()):
+        return
+    if not _written_by_export(out):
+        raise ExportError(f"--out {out} exists and was not written by overlock-nas export (no export "
+                          "config.json): choose another --out; --overwrite replaces only an earlier export")
+    if not overwrite:
+        raise ExportError(f"{out} already exists (an earlier export); choose another --out or pass --overwrite")
+
+
+def _written_by_export(path: Path) -> bool:
+    try:
+        meta = json.loads((path / hub.CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(meta, dict):
+        return False
+    return meta.get("written_by") == WRITTEN_BY or (isinstance(meta.get("source"), dict)
+                                                    and isinstance(meta.get("checks"), list))
 
 
 def _export_into(tmp: Path, study, trial, config: OverLoCKConfig, *, run_dir, selection,
@@ -724,7 +414,7 @@ def _export_into(tmp: Path, study, trial, config: OverLoCKConfig, *, run_dir, se
     model.eval()
 
     # 2. eager references, then the train and deploy weights
-    inputs = _check_inputs(config)
+    inputs = check_inputs(config)
     with torch.no_grad():
         references = [model(x) for x in inputs]
     meta = hub.save_model_dir(model, tmp, _metadata(study, trial, config, selection, storage_label,
@@ -735,16 +425,16 @@ def _export_into(tmp: Path, study, trial, config: OverLoCKConfig, *, run_dir, se
     reloaded = hub.load_model_dir(tmp).eval()
     deploy_model = hub.load_model_dir(tmp, deploy=True).eval()
     with torch.no_grad():
-        checks.append(_check("reload via overlock.create_model(dir) vs eager",
-                             _max_diff([reloaded(x) for x in inputs], references), tolerance=0.0))
-        checks.append(_check("deploy model (model_reparam.safetensors) vs eager",
-                             _max_diff([deploy_model(x) for x in inputs], references)))
+        checks.append(check("reload via overlock.create_model(dir) vs eager",
+                             max_diff([reloaded(x) for x in inputs], references), tolerance=0.0))
+        checks.append(check("deploy model (model_reparam.safetensors) vs eager",
+                             max_diff([deploy_model(x) for x in inputs], references)))
     if pt2:
         log("exporting model.pt2 (torch.export) ...")
-        checks.append(_write_pt2(deploy_model, inputs, references, tmp))
+        checks.append(write_pt2(deploy_model, inputs, references, tmp))
     if onnx:
         log("exporting model.onnx ...")
-        checks.append(_write_onnx(deploy_model, inputs, references, tmp))
+        checks.append(write_onnx(deploy_model, inputs, references, tmp))
     for name in (hub.PROGRAM_FILE, hub.ONNX_FILE):
         if (tmp / name).is_file():
             meta["files"][name] = hub.file_record(tmp / name)
@@ -781,10 +471,8 @@ def _metadata(study, trial, config: OverLoCKConfig, selection: str, storage_labe
 
     attrs = trial.user_attrs
     objectives = study_objectives(study)
-    feasible, why = feasibility(study, trial)
-    metric_names = ("accuracy", "synflow", "naswot", "zico", "flops", "flops_paper", "params",
-                    "memory_mb", "latency_ms")
-    metrics = {n: metric_value(trial, n, objectives) for n in (*[o for o, _ in objectives], *metric_names)}
+    feasible, why = feasibility(trial, storage.study_budgets(study), objectives)
+    metrics = {n: metric_value(trial, n, objectives) for n in (*[o.name for o in objectives], *storage.METRICS)}
     metrics = {k: v for k, v in metrics.items() if v is not None}
     latency = {k: attrs[k] for k in ("latency_ms", "latency_p90_ms", "latency_spread_ms", "latency_device",
                                      "latency_batch", "latency_dtype", "latency_channels_last",
@@ -797,6 +485,7 @@ def _metadata(study, trial, config: OverLoCKConfig, selection: str, storage_labe
         except md.PackageNotFoundError:
             pass
     return {
+        "written_by": WRITTEN_BY,
         "source": {
             "study": study.study_name,
             "storage": storage_label,
@@ -807,7 +496,7 @@ def _metadata(study, trial, config: OverLoCKConfig, selection: str, storage_labe
             "infeasible_because": why or None,
             "objectives": [{"name": n, "direction": d} for n, d in objectives],
             "values": dict(zip([n for n, _ in objectives], trial.values or [])),
-            "constraints": {k: v for k, v in trial.constraints.items() if not k.isdigit()},
+            "constraints": storage.named_constraints(trial, storage.study_budgets(study)),
             "budgets": study.user_attrs.get("constraints") or {},
             "resolution": attrs.get("resolution", list(config.resolution)),
         },
@@ -819,6 +508,7 @@ def _metadata(study, trial, config: OverLoCKConfig, selection: str, storage_labe
             "fidelity": attrs.get("fidelity"),
             "epochs": attrs.get("epochs"),
             "history": attrs.get("history"),
+            "dataset": _jsonable(attrs.get("dataset")) if attrs.get("dataset") is not None else None,
             "settings": _jsonable(study_evaluator) if study_evaluator is not None else None,
         },
         "weights": _jsonable(weights),
@@ -831,173 +521,3 @@ def _metadata(study, trial, config: OverLoCKConfig, selection: str, storage_labe
 
 def _jsonable(value):
     return json.loads(json.dumps(value, default=str))
-
-
-# ----------------------------------------------------------------------------- the card
-def _fmt_count(n: float | None, unit: str = "") -> str:
-    if n is None:
-        return "n/a"
-    for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3f} {suffix}{unit}".rstrip()
-    return f"{n:g} {unit}".rstrip()
-
-
-def model_card(meta: dict) -> str:
-    """The README.md of a model directory, from its config.json data."""
-    cfg = OverLoCKConfig.from_dict(meta["config"])
-    sections = (_card_header(meta), _card_architecture(cfg), _card_measured(meta, cfg),
-                _card_weights(meta["weights"]), _card_files(meta, cfg), _card_usage(cfg))
-    return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
-
-
-def _card_header(meta: dict) -> list[str]:
-    src = meta["source"]
-    feasible = (f"feasible under the study's budgets {_budgets(src['budgets'])}" if src["feasible"]
-                else f"**infeasible** ({src['infeasible_because']})")
-    return [f"# OverLoCK, trial {src['trial']} of study `{src['study']}`", "",
-            f"`{meta['summary']}`", "",
-            f"- config hash `{meta['config_hash']}` (architecture hash `{meta['architecture_hash']}`)",
-            f"- selected: {src['selection'] or 'n/a'}",
-            f"- state {src['state']}, {feasible}",
-            f"- storage: `{src['storage']}`"]
-
-
-def _card_architecture(cfg: OverLoCKConfig) -> list[str]:
-    lines = ["## Architecture", "", "| net | stage | blocks | width | kernels | other |",
-             "|---|---|---|---|---|---|"]
-    depths = (*cfg.base_depths, cfg.overview_depth)
-    for i, net in enumerate(("Base-Net",) * 3 + ("Overview-Net",)):
-        lines.append(f"| {net} | {i + 1} | {depths[i]} | {cfg.widths[i]} | re-param {cfg.reparam_kernels[i]} "
-                     f"| MLP x{cfg.mlp_ratios[i]:g} |")
-    for i in range(2):
-        lines.append(f"| Focus-Net | {i + 3} | {cfg.focus_depths[i]} | {cfg.widths[i + 2]} | dynamic "
-                     f"{cfg.dynamic_kernels[i]} + small {cfg.small_kernel}, lepe {cfg.reparam_kernels[i + 2]} "
-                     f"| {cfg.focus_heads[i]} head(s), MLP x{cfg.focus_mlp_ratios[i]:g} |")
-    H, W = cfg.resolution
-    lines += ["", f"Region count R = {cfg.region_count}; stem width {cfg.stem_width}; context dim "
-              f"{cfg.context_dim}; head width {cfg.head_width}; {cfg.num_classes} classes; aux head "
-              f"{'yes' if cfg.aux_head else 'no'}; input {cfg.in_chans}x{H}x{W}."]
-    return lines
-
-
-def _card_measured(meta: dict, cfg: OverLoCKConfig) -> list[str]:
-    measured, weights = meta.get("measured", {}), meta["weights"]
-    analytic = measured.get("analytic", {})
-    shape = f"input 1x{cfg.in_chans}x{cfg.resolution[0]}x{cfg.resolution[1]}, batch 1"
-    rows = [("params", _fmt_count(measured.get("params")),
-             f"deploy structure without aux head, counted (train structure with aux head: "
-             f"{_fmt_count(measured.get('params_train'))})")]
-    if "flops" in measured:
-        agree = ""
-        if analytic:
-            agree = ("; the search's analytic count agrees" if analytic.get("flops") == measured["flops"]
-                     else f"; the search's analytic count: {analytic.get('flops') / 1e9:.4g}")
-        rows.append(("compute", f"{measured['flops'] / 1e9:.4g}",
-                     f"GMACs (fvcore; the paper's FLOPs), {shape}{agree}"))
-        rows.append(("compute (paper)", f"{measured['flops_paper'] / 1e9:.4g}",
-                     f"GMACs (paper convention: large-kernel depthwise convs and aggregation "
-                     f"uncounted), {shape}"))
-    if analytic.get("memory_mb") is not None:
-        rows.append(("activation memory", f"{analytic['memory_mb']:.3g} MiB",
-                     "analytic peak, fp32 inference, batch 1"))
-    lat = meta.get("latency") or {}
-    if "latency_ms" in lat:
-        extra = "".join(f", {k[len('latency_'):]} {lat[k]}" for k in ("latency_p90_ms", "latency_spread_ms")
-                        if k in lat)
-        rows.append(("latency", f"{lat['latency_ms']:.3f} ms (median{extra})",
-                     f"measured during the search on {lat.get('latency_device', 'an unrecorded device')}, "
-                     f"batch {lat.get('latency_batch', '?')}, {lat.get('latency_dtype', '?')}, "
-                     f"channels_last {lat.get('latency_channels_last', '?')}, deploy model"))
-    elif "latency_export" not in meta:
-        rows.append(("latency", "not measured",
-                     "the study measured no latency for this trial (export with --latency to measure it)"))
-    if "latency_export" in meta:
-        le = meta["latency_export"]
-        rows.append(("latency (export)", f"{le['latency_ms']:.3f} ms (median, p90 {le['latency_p90_ms']}, "
-                     f"IQR {le['latency_spread_ms']})", f"measured at export on {le['latency_device']}, "
-                     f"batch {le['latency_batch']}, {le['latency_dtype']}, {le['latency_repeats']} repeats, "
-                     "deploy model"))
-    if weights["source"] == "train":
-        rows.append(("accuracy", f"{weights.get('score', float('nan')):.4f}",
-                     f"top-1 on the validation split after the export-time training "
-                     f"({_epochs(weights.get('epochs'))}, data {(weights.get('settings') or {}).get('dataset')})"))
-    ev, metrics = meta.get("evaluator") or {}, meta.get("metrics", {})
-    score = metrics.get("accuracy", ev.get("score"))
-    if score is not None:
-        settings = ev.get("settings") if isinstance(ev.get("settings"), dict) else {}
-        data = f", data {settings['dataset']}" if settings.get("dataset") else ""
-        whose = {"trial": "these weights", "train": "the search's weights, not these",
-                 "init": "the search's proxy training; these weights are untrained"}[weights["source"]]
-        rows.append(("accuracy" if weights["source"] == "trial" else "search accuracy", f"{score:.4f}",
-                     f"top-1 validation, evaluator `{ev.get('name')}`, fidelity {ev.get('fidelity')} "
-                     f"({_epochs(ev.get('epochs'))}){data}; {whose}"))
-    for proxy in ("synflow", "naswot", "zico"):
-        if proxy in metrics:
-            rows.append((proxy, f"{metrics[proxy]:.6g}", "zero-cost proxy at initialisation"))
-    return ["## Measured", "", "| what | value | how |", "|---|---|---|",
-            *(f"| {what} | {value} | {how} |" for what, value, how in rows)]
-
-
-def _card_weights(weights: dict) -> list[str]:
-    if weights["source"] == "trial":
-        text = (f"Trained by the search's `{weights.get('evaluator')}` evaluator "
-                f"({_epochs(weights.get('epochs'))}, fidelity {weights.get('fidelity')}); from "
-                f"`{weights['file']}`.")
-    elif weights["source"] == "train":
-        text = f"Trained from scratch at export time: {_epochs(weights.get('epochs'))}, seed {weights['seed']}."
-    else:
-        text = (f"**Freshly initialised (seed {weights['seed']}), not trained**: the trial's evaluator "
-                "saved no weights. Fine-tune before use, or export with `--train`.")
-    lines = ["## Weights", "", text]
-    if weights.get("config_adapted"):
-        changes = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in weights["config_adapted"].items())
-        lines.append(f"The evaluator adapted {changes} to its data set; config.json holds the adapted config.")
-    return lines
-
-
-def _card_files(meta: dict, cfg: OverLoCKConfig) -> list[str]:
-    files = meta.get("files", {})
-    lines = ["## Files and export checks", "", "| file | what |", "|---|---|",
-             "| `config.json` | config, hash, provenance, metrics, file sha256s, checks |",
-             "| `model.safetensors` | train-structure weights (fine-tunable, aux head included) |",
-             "| `model_reparam.safetensors` | re-parameterised deploy weights |"]
-    if hub.PROGRAM_FILE in files:
-        lines.append("| `model.pt2` | `torch.export` program of the deploy model, dynamic batch; "
-                     "`overlock::na2d_av` is one node (needs `import overlock`) |")
-    if hub.ONNX_FILE in files:
-        lines.append("| `model.onnx` | ONNX program of the deploy model, dynamic batch, aggregation op "
-                     "decomposed into plain ONNX ops; input `images`, output `logits` |")
-    lines += ["", "| check | max abs diff | tolerance | result |", "|---|---|---|---|"]
-    for c in meta.get("checks", []):
-        if "error" in c:
-            lines.append(f"| {c['check']} | - | {c['tolerance']:g} | not written: {c['error']} |")
-        else:
-            runtime = f" ({c['runtime']})" if c.get("runtime") else ""
-            lines.append(f"| {c['check']}{runtime} | {c['max_abs_diff']:.3g} | {c['tolerance']:g} | "
-                         f"{'pass' if c['passed'] else '**FAIL**'} |")
-    H, W = cfg.resolution
-    lines += ["", f"Inputs: random normal (seed {CHECK_SEED}), batches {list(CHECK_BATCHES)}, "
-              f"{cfg.in_chans}x{H}x{W}, eval mode; eager = the train-structure model."]
-    return lines
-
-
-def _card_usage(cfg: OverLoCKConfig) -> list[str]:
-    H, W = cfg.resolution
-    return ["## Load it", "", "```python", "import overlock, torch",
-            'model = overlock.create_model("path/to/this/dir").eval()   # deploy=True: re-parameterised',
-            f"logits = model(torch.randn(1, {cfg.in_chans}, {H}, {W}))", "```", "",
-            "Fine-tune on a new label set: `overlock.create_model(dir, num_classes=N)` (new classifier). "
-            "The program: `overlock.hub.load_program(dir).module()(images)`; ONNX: "
-            '`onnxruntime.InferenceSession("model.onnx")`. Inputs are normalised as in training '
-            "(`nas.data`: `(pixel / 255 - 0.5) / 0.25`)."]
-
-
-def _epochs(n) -> str:
-    return f"{n} epoch" if n == 1 else f"{n} epochs"
-
-
-def _budgets(budgets: Mapping[str, Any]) -> str:
-    if not budgets:
-        return "(none)"
-    return "(" + ", ".join(f"{k} <= {_format_amount(float(v))}" for k, v in budgets.items()) + ")"

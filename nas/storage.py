@@ -307,13 +307,14 @@ class Objective(NamedTuple):
 
 def study_objectives(study) -> list[Objective]:
     """The study's objectives in order: names from `user_attrs["objectives"]` (else Optuna's metric
-    names, else `objective0`...), directions from Optuna's own record of the study."""
+    names, else `objective_0`, ... or `objective`), directions from Optuna's own record of the study."""
     directions = [d.name.lower() for d in study.directions]
     stored = study.user_attrs.get("objectives")
     if isinstance(stored, list) and len(stored) == len(directions):
         names = [o.get("name") if isinstance(o, dict) else o for o in stored]
     else:
-        names = study.metric_names or [f"objective{i}" for i in range(len(directions))]
+        names = study.metric_names or ([f"objective_{i}" for i in range(len(directions))]
+                                       if len(directions) > 1 else ["objective"])
     return [Objective(str(n), d) for n, d in zip(names, directions)]
 
 

@@ -7,8 +7,12 @@ One row per trial. Columns:
   budget), `not_trained` (infeasible before training: PRUNED, never trained), `partial` (PRUNED
   at a fidelity < 1), `pruned` (PRUNED otherwise), `failed`, `running`, `waiting`, `preset`
   (an official preset evaluated in the same setting: a reference, never on the front);
-- `feasible` (all constraints <= 0 and not flagged `infeasible`), `pareto` (on the feasible
-  Pareto front of the study's objectives: COMPLETE, feasible, not a preset);
+- `feasible` and `pareto`: the stored-study contract's answers (`nas.storage.feasibility`: no
+  constraint > 0, not flagged `infeasible`, every budget recorded and met; `nas.storage.pareto_front`:
+  COMPLETE, full fidelity, feasible, not a preset, every objective recorded, non-dominated), the
+  same rules `overlock-nas export --best/--knee/--top` uses;
+- `pick`: what export would choose: `best`, `top 2` ... `top 5` (by the study's score, as
+  `export --top`), `knee` (`export --knee`), joined by ", " when one trial is several;
 - one column per objective and per metric (`accuracy`, `flops`, `params`, `latency_ms`, ...):
   the told values for COMPLETE trials, else the user_attrs (a partial-fidelity trial's score
   under its metric's name);
@@ -30,28 +34,20 @@ from pathlib import Path
 import pandas as pd
 
 from nas import storage as _storage
+from nas.storage import Objective
 
-from .metrics import COST_METRICS, SCORE_METRICS, maximize_by_default
-from .pareto import pareto_mask
+from .metrics import COST_METRICS, SCORE_METRICS
 
 JOURNAL_NAME = _storage.JOURNAL_NAME
 CATEGORIES = ("feasible", "infeasible", "not_trained", "partial", "pruned", "failed", "running",
               "waiting", "preset")
 
 
+TOP_K = 5   # the report marks the top K trials by the study's score (as `export --top K`)
+
+
 class ReportError(Exception):
     """A one-line problem with the input (no study, several studies, unreadable storage)."""
-
-
-@dataclass
-class Objective:
-    name: str
-    direction: str  # "maximize" | "minimize"
-
-    @property
-    def sign(self) -> float:
-        """Multiply by this to get minimisation form."""
-        return -1.0 if self.direction == "maximize" else 1.0
 
 
 @dataclass
@@ -83,7 +79,7 @@ class StudyData:
         for o in self.objectives:
             if o.name == name:
                 return o
-        return Objective(name, "maximize" if maximize_by_default(name) else "minimize")
+        return Objective(name, _storage.DIRECTIONS.get(name, "minimize"))
 
     @cached_property
     def resolution(self) -> tuple[int, int]:
@@ -94,6 +90,23 @@ class StudyData:
                 h, w = str(counts.index[0]).split("x")
                 return int(h), int(w)
         return (224, 224)
+
+    @cached_property
+    def dataset(self) -> str | None:
+        """The data set accuracies come from: the trials' own `dataset` record (most common), else
+        the study evaluator's `dataset` setting; None when neither is stored."""
+        col = self.trials.get("dataset")
+        if col is not None and col.notna().any():
+            value = col.dropna().value_counts().index[0]
+            try:
+                value = json.loads(value)
+            except (TypeError, ValueError):
+                pass
+            return _storage.dataset_text(value)
+        evaluator = self.user_attrs.get("evaluator")
+        if isinstance(evaluator, dict) and evaluator.get("dataset"):
+            return _storage.dataset_text(evaluator["dataset"]) + " (the study's evaluator setting)"
+        return None
 
     @cached_property
     def latency_setting(self) -> dict:
@@ -150,7 +163,7 @@ def _finite(v) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _rows(trials, objectives: list[Objective]) -> list[dict]:
+def _rows(trials, objectives: list[Objective], budgets: dict[str, float]) -> list[dict]:
     names = [o.name for o in objectives]
     metrics = list(dict.fromkeys(names + list(COST_METRICS)))
     rows = []
@@ -161,16 +174,11 @@ def _rows(trials, objectives: list[Objective]) -> list[dict]:
             "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete,
             "duration_s": t.duration.total_seconds() if t.duration is not None else None,
         }
-        told = t.values if t.state.name == "COMPLETE" and t.values is not None else None
         for m in metrics:
-            value = None
-            if told is not None and m in names:
-                value = told[names.index(m)]
-            if value is None:
-                value = ua.get(m)
+            value = _storage.metric_value(t, m, objectives)
             if value is None and m in names and (m in SCORE_METRICS or m == _first_max(objectives)):
-                value = ua.get("score")  # a PRUNED trial's score at its fidelity
-            row[m] = _finite(value)
+                value = _finite(ua.get("score"))  # a PRUNED trial's score at its fidelity
+            row[m] = value
         for key, value in ua.items():
             if key in row or key == "config":
                 continue
@@ -187,11 +195,9 @@ def _rows(trials, objectives: list[Objective]) -> list[dict]:
                 row[f"config_{k}"] = _text(v)
         for k, v in t.params.items():
             row[f"params_{k}"] = v
-        constraints = t.constraints
-        named = {k: v for k, v in constraints.items() if not k.isdigit()}
-        for k, v in named.items():
+        for k, v in _storage.named_constraints(t, budgets).items():
             row[f"constraint_{k}"] = v
-        infeasible = bool(ua.get("infeasible")) or any(v > 0 for v in constraints.values())
+        infeasible = not _storage.is_feasible(t, budgets, objectives)
         row["feasible"] = not infeasible
         row["category"] = _category(t.state.name, ua, infeasible)
         rows.append(row)
@@ -218,37 +224,35 @@ def _category(state: str, ua: dict, infeasible: bool) -> str:
     return {"FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}.get(state, "failed")
 
 
-def trials_frame(trials, objectives: list[Objective]) -> pd.DataFrame:
-    """The report's DataFrame of `trials` (FrozenTrials); see the module docstring."""
-    frame = pd.DataFrame(_rows(trials, objectives))
+def trials_frame(trials, objectives: list[Objective], budgets: dict[str, float] | None = None,
+                 picks: dict | None = None) -> pd.DataFrame:
+    """The report's DataFrame of `trials` (FrozenTrials); see the module docstring. `budgets`:
+    the study's; `picks`: `nas.selection.picks` (best / top K / knee trial numbers)."""
+    budgets = budgets or {}
+    frame = pd.DataFrame(_rows(trials, objectives, budgets))
     if frame.empty:
-        cols = ["number", "state", "category", "feasible", "pareto"] + [o.name for o in objectives]
+        cols = ["number", "state", "category", "feasible", "pareto", "pick"] + [o.name for o in objectives]
         return pd.DataFrame(columns=cols)
-    frame["pareto"] = False
     names = [o.name for o in objectives]
-    candidates = frame[(frame["category"] == "feasible")]
-    if names and len(candidates):
-        values = candidates[names].to_numpy(dtype=float)
-        ok = ~pd.isna(values).any(axis=1)
-        signs = [o.sign for o in objectives]
-        mask = pareto_mask(values[ok] * signs)
-        frame.loc[candidates.index[ok][mask], "pareto"] = True
+    front = {t.number for t in _storage.pareto_front(trials=trials, objectives=objectives, budgets=budgets)}
+    frame["pareto"] = frame["number"].isin(front)
+    words = _pick_words(picks or {})
+    frame["pick"] = [words.get(int(n), "") for n in frame["number"]]
     frame = frame.sort_values("number", kind="stable").reset_index(drop=True)
-    first = ["number", "state", "category", "feasible", "pareto", "preset", "summary"] + names
+    first = ["number", "state", "category", "feasible", "pareto", "pick", "preset", "summary"] + names
     first += [m for m in COST_METRICS if m not in names] + ["score", "fidelity", "reason"]
     first = [c for c in dict.fromkeys(first) if c in frame.columns]
     return frame[first + [c for c in frame.columns if c not in first]]
 
 
-def _objectives(study) -> list[Objective]:
-    stored = study.user_attrs.get("objectives")
-    directions = [d.name.lower() for d in study.directions]
-    if isinstance(stored, list) and len(stored) == len(directions):
-        names = [o.get("name") if isinstance(o, dict) else str(o) for o in stored]
-    else:
-        names = study.metric_names or [f"objective_{i}" if len(directions) > 1 else "objective"
-                                       for i in range(len(directions))]
-    return [Objective(str(n), d) for n, d in zip(names, directions)]
+def _pick_words(picks: dict) -> dict[int, str]:
+    """{trial number: "best", "top 2", ..., "knee" (joined by ", ")}."""
+    words: dict[int, list[str]] = {}
+    for place, number in enumerate(picks.get("top") or [], start=1):
+        words.setdefault(number, []).append("best" if place == 1 else f"top {place}")
+    if picks.get("knee") is not None:
+        words.setdefault(picks["knee"], []).append("knee")
+    return {n: ", ".join(w) for n, w in words.items()}
 
 
 def load_study_data(run_dir=None, storage=None, study_name=None) -> StudyData:
@@ -263,12 +267,11 @@ def load_study_data(run_dir=None, storage=None, study_name=None) -> StudyData:
         trials = study.get_trials(deepcopy=False)
     except Exception as exc:  # noqa: BLE001
         raise ReportError(f"cannot read study {name!r} from {label}: {type(exc).__name__}: {exc}") from None
-    objectives = _objectives(study)
-    budgets = study.user_attrs.get("constraints") or {}
-    if not isinstance(budgets, dict):
-        budgets = {}
-    budgets = {str(k): float(v) for k, v in budgets.items() if _finite(v) is not None}
-    frame = trials_frame(trials, objectives)
+    from nas.selection import picks
+
+    objectives = _storage.study_objectives(study)
+    budgets = _storage.study_budgets(study)
+    frame = trials_frame(trials, objectives, budgets, picks(study, TOP_K))
     distributions = {}
     for t in trials:
         for k, dist in t.distributions.items():

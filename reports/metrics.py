@@ -1,16 +1,20 @@
 """How each metric of `docs/storage.md` is shown: axis label, display scale, number format.
 
-Every compute figure carries the same label (`space.macs_label`): GMACs counted by fvcore, which the
-paper calls FLOPs, with the input size and batch.
+Names, directions, units and base labels come from the stored-study contract (`nas.storage`); this
+module adds the study's context. Every compute figure carries the same label (`macs_label`): GMACs
+counted by fvcore, which the paper calls FLOPs, with the input size and batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-# metrics whose larger value is better (the evaluator's score metrics)
-SCORE_METRICS = ("accuracy", "synflow", "naswot", "zico")
-COST_METRICS = ("flops", "flops_paper", "params", "latency_ms", "memory_mb")
+from nas.storage import CONSTRAINT_METRICS, METRICS, SCORE_METRICS, dataset_text, macs_label
+
+# the columns a report shows for every trial: the metrics a budget can bound
+COST_METRICS = CONSTRAINT_METRICS
+__all__ = ["MetricView", "metric_view", "macs_label", "maximize_by_default", "SCORE_METRICS",
+           "COST_METRICS"]
 
 
 @dataclass(frozen=True)
@@ -28,40 +32,30 @@ class MetricView:
         return format(value * self.scale, self.fmt)
 
 
-def macs_label(resolution, batch: int = 1, convention: str = "fvcore") -> str:
-    """The compute label, worded as `space.macs_label` words it (a test holds the two equal;
-    importing `space` here would import torch, seconds for a report that needs none of it)."""
-    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
-    what = "fvcore; the paper's FLOPs" if convention == "fvcore" else "paper convention"
-    return f"GMACs ({what}), {batch}x3x{h}x{w}"
-
-
-def metric_view(name: str, resolution=(224, 224), latency: dict | None = None) -> MetricView:
-    """Display settings of metric `name`; `latency` holds batch/device/dtype for its label."""
-    latency = latency or {}
-    if name == "accuracy":
-        return MetricView(name, "top-1 accuracy (%, proxy training)", "acc %", 100.0, ".2f", "%")
-    if name == "flops":
-        return MetricView(name, macs_label(resolution, 1, "fvcore"), "GMACs", 1e-9, ".3f", "GMACs")
-    if name == "flops_paper":
+def metric_view(name: str, resolution=(224, 224), latency: dict | None = None,
+                dataset=None) -> MetricView:
+    """Display settings of metric `name` (`nas.storage.METRICS`) with the study's context in its
+    label: input size for compute, batch/device/dtype for latency (`latency`), the data set an
+    accuracy was measured on (`dataset`, a description or settings dict)."""
+    metric = METRICS.get(name)
+    if metric is None:
+        return MetricView(name, name, name, 1.0, ".4g")
+    label = metric.label
+    if name == "accuracy" and dataset_text(dataset):
+        label = f"top-1 accuracy (%, proxy training on {dataset_text(dataset)})"
+    elif name == "flops":
+        label = macs_label(resolution, 1, "fvcore")
+    elif name == "flops_paper":
         label = macs_label(resolution, 1, "paper") + " (large-kernel dw convs + aggregation uncounted)"
-        return MetricView(name, label, "GMACs (paper)", 1e-9, ".3f", "GMACs")
-    if name == "params":
-        return MetricView(name, "params (M; deploy model, no aux head)", "params M", 1e-6, ".2f", "M")
-    if name == "latency_ms":
+    elif name == "latency_ms":
+        latency = latency or {}
         batch = latency.get("batch")
         if isinstance(batch, float) and batch.is_integer():
             batch = int(batch)
-        bits = [f"batch {batch}" if batch is not None else None,
-                latency.get("device"), latency.get("dtype")]
+        bits = [f"batch {batch}" if batch is not None else None, latency.get("device"), latency.get("dtype")]
         extra = ", ".join(str(b) for b in bits if b)
-        return MetricView(name, f"latency (ms, median{', ' + extra if extra else ''})", "latency ms",
-                          1.0, ".2f", "ms")
-    if name == "memory_mb":
-        return MetricView(name, "peak activation memory (MiB, batch 1)", "memory MiB", 1.0, ".1f", "MiB")
-    if name in ("synflow", "naswot", "zico"):
-        return MetricView(name, f"{name} (zero-cost proxy score)", name, 1.0, ".4g")
-    return MetricView(name, name, name, 1.0, ".4g")
+        label = f"latency (ms, median{', ' + extra if extra else ''})"
+    return MetricView(name, label, metric.short, metric.scale, metric.fmt, metric.unit)
 
 
 def maximize_by_default(name: str) -> bool:

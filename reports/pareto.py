@@ -7,27 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def pareto_mask(points) -> np.ndarray:
-    """Boolean mask of the non-dominated rows of `points` (n, k), all objectives minimised.
-
-    Equal points are all kept. O(n x front) after a lexicographic sort: a point can only be
-    dominated by one that sorts before it.
-    """
-    y = np.asarray(points, dtype=float)
-    n = len(y)
-    mask = np.zeros(n, dtype=bool)
-    if n == 0:
-        return mask
-    order = np.lexsort(y.T[::-1])
-    front = np.empty((0, y.shape[1]))
-    for i in order:
-        p = y[i]
-        if len(front) and np.any(np.all(front <= p, axis=1) & np.any(front < p, axis=1)):
-            continue
-        mask[i] = True
-        front = np.vstack([front, p])
-    return mask
+from nas.storage import pareto_mask  # noqa: F401  (the one non-dominated sort, re-exported)
 
 
 def _hv2d(points: np.ndarray, ref: np.ndarray) -> float:

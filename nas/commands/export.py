@@ -1,9 +1,10 @@
-"""`overlock-nas export RUN_DIR (--trial N | --best ...)`: a searched architecture as a model directory."""
+"""`overlock-nas export RUN_DIR (--trial N | --best | --top K | --knee) [-o DIR]`: searched
+architectures as model directories. Selection is `nas.selection`'s, writing `nas.export`'s; this
+module only turns options into calls and results into lines."""
 
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
@@ -12,14 +13,22 @@ import click
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--trial", "trial", type=int, default=None, help="Export this trial (must be COMPLETE).")
 @click.option("--best", is_flag=True,
-              help="Export the best feasible COMPLETE full-fidelity trial.")
+              help="Export the best feasible COMPLETE full-fidelity trial by --objective.")
+@click.option("--top", "top", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Export the K best such trials by --objective (one directory each, under --out).")
+@click.option("--knee", is_flag=True,
+              help="Export the knee of the feasible Pareto front: the front point farthest from the "
+                   "line (hyperplane) through the front's extremes, objectives normalised to [0, 1] "
+                   "(Das 1999; Zhang et al. 2015).")
 @click.option("--objective", default=None, metavar="NAME",
-              help="With --best: rank by this metric (default: the first maximised objective).")
+              help="With --best/--top: rank by this metric (default: the first maximised objective).")
 @click.option("--under", default=None, metavar="NAME=VALUE,...",
-              help="With --best: only trials under these budgets, e.g. flops=2e9,latency_ms=5.")
-@click.option("--out", "out", default=None, type=click.Path(file_okay=False),
-              help="Directory to write (default RUN_DIR/exports/trial-N-<hash>).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out directory.")
+              help="With --best/--top/--knee: only trials under these budgets, e.g. flops=2e9,latency_ms=5.")
+@click.option("-o", "--out", "out", default=None, type=click.Path(file_okay=False),
+              help="Directory to write (default RUN_DIR/exports/trial-N-<hash>); with --top, the "
+                   "folder that receives one trial-N-<hash> directory per trial.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing --out directory that an earlier export wrote (never anything else).")
 @click.option("--train", "train", is_flag=True,
               help="Train the architecture from scratch with the study's train evaluator first.")
 @click.option("--dataset", default=None, metavar="SPEC",
@@ -27,7 +36,7 @@ import click
                    "mapping (default: the study's data set).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="With --train: epochs (default: the study evaluator's, else 10).")
-@click.option("--device", default="cpu", show_default=True, help="With --train: training device.")
+@click.option("--device", default="cpu", show_default=True, help="With --train: cpu, cuda or cuda:N.")
 @click.option("--seed", default=0, show_default=True,
               help="Seed of freshly initialised weights and of --train.")
 @click.option("--no-onnx", "no_onnx", is_flag=True, help="Do not write model.onnx.")
@@ -38,70 +47,103 @@ import click
 @click.option("--study", "study_name", default=None, metavar="NAME",
               help="Study name (needed when the storage holds several).")
 @click.option("--json", "as_json", is_flag=True, help="Print config.json's summary as JSON.")
-def command(run_dir, trial, best, objective, under, out, overwrite, train, dataset, epochs, device,
-            seed, no_onnx, latency, storage, study_name, as_json):
-    """Write a model directory for one trial: config.json, weights (safetensors, train and
-    re-parameterised), model.pt2 (torch.export), model.onnx and a model card (README.md); every
-    program checked against the eager model. `overlock.create_model(DIR)` loads it."""
+def command(run_dir, trial, best, top, knee, objective, under, out, overwrite, train, dataset, epochs,
+            device, seed, no_onnx, latency, storage, study_name, as_json):
+    """Write a model directory for one trial (or --top K): config.json, weights (safetensors,
+    train and re-parameterised), model.pt2 (torch.export), model.onnx and a model card
+    (README.md); every program checked against the eager model.
+    `overlock.create_model(pathlib.Path(DIR))` loads it."""
+    from pathlib import Path
+
     from overlock import ConfigError
-    from nas.export import (ExportError, TrainSpec, export_trial, open_study, parse_budgets,
-                            parse_dataset, select_trial)
+    from nas.commands._options import check_device
+    from nas.export import ExportError, TrainSpec, export_trial, open_study, parse_dataset
+    from nas.selection import parse_budgets, select_trial, top_trials
 
-    def fail(message: str) -> None:
-        click.echo(f"error: {message}", err=True)
-        sys.exit(2)
-
-    if (trial is None) == (not best):
-        fail("give exactly one of --trial N or --best")
-    if trial is not None and (objective or under):
-        fail("--objective and --under choose among trials; use them with --best, not --trial")
-    if not train and (dataset or epochs):
-        fail("--dataset and --epochs set the --train schedule; add --train")
-    if run_dir is None and storage is None:
-        fail("give RUN_DIR or --storage URL")
+    _check_usage(trial, best, top, knee, objective, under, train, dataset, epochs, run_dir, storage)
+    if train:
+        check_device(device, allow_auto=False)
 
     def log(line: str) -> None:
         click.echo(line, err=True)
 
+    results = []
     try:
         study, label = open_study(run_dir, storage=storage, study_name=study_name)
-        chosen, why = select_trial(study, trial=trial, objective=objective, under=parse_budgets(under))
-        log(f"selected trial {chosen.number}: {why}")
+        budgets = parse_budgets(under)
+        if top is not None:
+            chosen = top_trials(study, top, objective=objective, under=budgets)
+            if len(chosen) < top:
+                log(f"--top {top}: only {len(chosen)} candidate(s) record {objective or 'the objective'}")
+        else:
+            chosen = [select_trial(study, trial=trial, objective=objective, under=budgets, knee=knee)]
         spec = None
         if train:
             stored = study.user_attrs.get("evaluator") or {}
             default_epochs = stored.get("epochs", 10) if stored.get("name", "train") == "train" else 10
             spec = TrainSpec(epochs=epochs or int(default_epochs), dataset=parse_dataset(dataset),
                              device=device)
-        result = export_trial(study, chosen, out, run_dir=run_dir, selection=why, storage_label=label,
-                              train=spec, onnx=not no_onnx, latency=latency, seed=seed,
-                              overwrite=overwrite, log=log)
-    except (ExportError, ConfigError) as e:
-        fail(str(e))
-    except ValueError as e:  # a data-set or settings error from the evaluator / data modules
-        fail(str(e))
+        for picked, why in chosen:
+            log(f"selected trial {picked.number}: {why}")
+            target = out
+            if top is not None and out is not None:  # one trial-N-<hash8> directory each, under --out
+                target = Path(out) / f"trial-{picked.number}-{str(picked.user_attrs.get('config_hash', ''))[:8]}"
+            results.append(export_trial(study, picked, target, run_dir=run_dir, selection=why,
+                                        storage_label=label, train=spec, onnx=not no_onnx,
+                                        latency=latency, seed=seed, overwrite=overwrite, log=log))
+    except (ExportError, ConfigError, ValueError) as e:  # ValueError: data-set / settings errors
+        raise click.ClickException(" ".join(str(e).split())) from None
+    _print(results, as_json)
 
-    meta = result.meta
+
+def _check_usage(trial, best, top, knee, objective, under, train, dataset, epochs, run_dir, storage):
+    chosen = [name for name, on in (("--trial N", trial is not None), ("--best", best),
+                                    ("--top K", top is not None), ("--knee", knee)) if on]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --trial N, --best, --top K or --knee"
+                               + (f" (got {', '.join(chosen)})" if chosen else ""))
+    if trial is not None and (objective or under):
+        raise click.UsageError("--objective and --under choose among trials; use them with --best, "
+                               "--top or --knee, not --trial")
+    if knee and objective:
+        raise click.UsageError("--knee weighs every objective; --objective ranks for --best/--top")
+    if not train and (dataset or epochs):
+        raise click.UsageError("--dataset and --epochs set the --train schedule; add --train")
+    if run_dir is None and storage is None:
+        raise click.UsageError("give RUN_DIR or --storage URL")
+
+
+def _load_hint(path) -> str:
+    text = str(path)
+    return f"overlock.create_model(pathlib.Path({text!r}))"
+
+
+def _print(results, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps({"out_dir": str(result.out_dir), "trial": result.trial,
-                               "config_hash": meta["config_hash"], "weights": meta["weights"]["source"],
-                               "checks": meta["checks"], "files": sorted(meta["files"]),
-                               "ok": result.ok}, indent=2))
+        docs = [{"out_dir": str(r.out_dir), "trial": r.trial, "config_hash": r.meta["config_hash"],
+                 "selection": r.meta["source"]["selection"], "weights": r.meta["weights"]["source"],
+                 "checks": r.meta["checks"], "files": sorted(r.meta["files"]), "ok": r.ok}
+                for r in results]
+        click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
     else:
-        click.echo(f"wrote {result.out_dir} (trial {result.trial}, {meta['config_hash']}, weights: "
-                   f"{meta['weights']['source']})")
-        for check in meta["checks"]:
-            if "error" in check:
-                click.echo(f"  {check['check']}: not written ({check['error']})")
-            else:
-                verdict = "pass" if check["passed"] else "FAIL"
-                click.echo(f"  {check['check']}: max abs diff {check['max_abs_diff']:.3g} "
-                           f"(tolerance {check['tolerance']:g}) {verdict}")
-        click.echo(f"load: overlock.create_model({str(result.out_dir)!r})")
-    for check in result.not_written:
-        click.echo(f"warning: {check['check'].split(' vs ')[0]} not written: {check['error']}", err=True)
-    if not result.ok:
-        bad = result.mismatched[0]
-        click.echo(f"error: {bad['check']}: max abs diff {bad['max_abs_diff']:.3g} exceeds "
-                   f"{bad['tolerance']:g} (the directory is written; see its config.json checks)", err=True)
-        sys.exit(1)
+        for result in results:
+            meta = result.meta
+            click.echo(f"wrote {result.out_dir} (trial {result.trial}, {meta['config_hash']}, weights: "
+                       f"{meta['weights']['source']})")
+            for check in meta["checks"]:
+                if "error" in check:
+                    click.echo(f"  {check['check']}: not written ({check['error']})")
+                else:
+                    verdict = "pass" if check["passed"] else "FAIL"
+                    click.echo(f"  {check['check']}: max abs diff {check['max_abs_diff']:.3g} "
+                               f"(tolerance {check['tolerance']:g}) {verdict}")
+            click.echo(f"load: {_load_hint(result.out_dir)}")
+    for result in results:
+        for check in result.not_written:
+            click.echo(f"warning: {check['check'].split(' vs ')[0]} not written: {check['error']}", err=True)
+    bad = [(r, r.mismatched[0]) for r in results if not r.ok]
+    if bad:
+        result, check = bad[0]
+        raise click.ClickException(f"{result.out_dir}: {check['check']}: max abs diff "
+                                   f"{check['max_abs_diff']:.3g} exceeds {check['tolerance']:g} (the "
+                                   "directory is written; see its config.json checks)")

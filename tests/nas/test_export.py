@@ -26,6 +26,7 @@ TINY = dict(base_depths=(1, 1, 1), overview_depth=1, focus_depths=(1, 1), widths
 DATA = {"kind": "procedural", "train_size": 32, "val_size": 32}
 EVALUATOR = {"name": "train", "epochs": 1, "batch_size": 16, "dataset": DATA}
 FLOPS_BUDGET = 4e6
+TRAINED_ON = "procedural, 10 classes, 32 train / 32 val images at 32x32"
 
 # trial number -> (state, config change, accuracy, latency_ms, fidelity, trained weights?)
 # flops (analytic): A < B < C; C breaks the study's flops budget.
@@ -87,6 +88,7 @@ def write_study(run_dir: Path, trials=TRIALS, budgets=None) -> None:
             evaluator.evaluate(config, budget_epochs=None, device="cpu", seed=0,
                                workdir=str(run_dir / "weights"), weights_name=name)
             attrs["weights"] = f"weights/{name}.safetensors"
+            attrs["dataset"] = {"kind": "procedural", "description": TRAINED_ON}
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         if state != "FAIL":
@@ -285,29 +287,33 @@ def test_existing_directory_is_kept(exported, run_dir):
     out, _ = exported
     before = (out / "config.json").read_text()
     result = CliRunner().invoke(main, ["export", str(run_dir), "--trial", "0", "--out", str(out)])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "already exists" in result.output and "--overwrite" in result.output
     assert (out / "config.json").read_text() == before
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--trial", "3"], ("error: trial 3 is PRUNED",)),
-    (["--best", "--under", "accuracy=0.5"], ("error: --under accuracy: accuracy is maximised",)),
-    (["--best", "--under", "foo=1"], ("error: --under foo: unknown metric",)),
-    (["--best", "--trial", "1"], ("exactly one of --trial N or --best",)),
-    (["--trial", "1", "--under", "flops=1"], ("use them with --best",)),
+@pytest.mark.parametrize("args, code, words", [
+    (["--trial", "3"], 1, ("Error: trial 3 is PRUNED",)),
+    (["--best", "--under", "accuracy=0.5"], 1, ("Error: --under accuracy: accuracy is maximised",)),
+    (["--best", "--under", "foo=1"], 1, ("Error: --under foo: unknown metric",)),
+    (["--best", "--trial", "1"], 2, ("exactly one of --trial N, --best, --top K or --knee",)),
+    (["--knee", "--top", "2"], 2, ("exactly one of", "--top K, --knee")),
+    (["--trial", "1", "--under", "flops=1"], 2, ("use them with --best",)),
+    (["--knee", "--objective", "flops"], 2, ("--knee weighs every objective",)),
 ])
-def test_cli_refusals(run_dir, args, words):
+def test_cli_refusals(run_dir, args, code, words):
+    """Errors exit 1, usage mistakes 2 (click's convention, as every command); one line each."""
     result = CliRunner().invoke(main, ["export", str(run_dir), *args])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     for word in words:
         assert word in result.output
+    assert len([line for line in result.output.splitlines() if line.startswith("Error")]) == 1
 
 
 def test_cli_without_a_run_dir(tmp_path):
     result = CliRunner().invoke(main, ["export", str(tmp_path), "--best"])
-    assert result.exit_code == 2 and "no study.log" in result.output
+    assert result.exit_code == 1 and "no study.log" in result.output
 
 
 def test_untrained_trial_is_initialised_with_its_seed(run_dir, study, tmp_path):
@@ -332,3 +338,156 @@ def test_train_schedule_trains_with_the_study_evaluator(run_dir, study, tmp_path
     loaded = overlock.create_model(tmp_path / "t")
     assert not torch.equal(loaded.head[0].weight, init.head[0].weight)
     assert result.ok
+
+
+# ------------------------------------------------------------- nothing stored is ever replaced
+def _tree(path: Path) -> dict:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("target", ["run_dir", "parent_of_run_dir", "weights_dir"])
+def test_export_never_replaces_a_directory_holding_a_study(run_dir, target):
+    """Before: `export RUN_DIR --trial 0 --out RUN_DIR --overwrite` deleted the run directory
+    (study.log, weights). Now any --out holding a study (or a study below it) is refused."""
+    out = {"run_dir": run_dir, "parent_of_run_dir": run_dir.parent,
+           "weights_dir": run_dir / "weights"}[target]
+    before = _tree(run_dir)
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--trial", "0", "-o", str(out),
+                                       "--overwrite", "--no-onnx"])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and "choose another --out" in result.output
+    assert _tree(run_dir) == before
+
+
+def test_overwrite_replaces_only_what_export_wrote(run_dir, tmp_path):
+    """A directory export did not write is refused even with --overwrite (before: deleted);
+    an earlier export is replaced."""
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    args = ["export", str(run_dir), "--trial", "1", "--no-onnx", "--overwrite"]
+    result = CliRunner().invoke(main, [*args, "-o", str(mine)])
+    assert result.exit_code == 1 and "not written by overlock-nas export" in result.output, result.output
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    first = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "m")])
+    assert first.exit_code == 0, first.output
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["written_by"] == "overlock-nas export"
+    again = CliRunner().invoke(main, [*args, "--seed", "4", "-o", str(tmp_path / "m")])
+    assert again.exit_code == 0, again.output
+
+
+def test_unwritable_out_is_one_line(run_dir, tmp_path):
+    """Before: a traceback (NotADirectoryError from mkdir)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--trial", "1", "--no-onnx",
+                                       "-o", str(blocker / "model")])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Error: --out" in result.output and "cannot write there" in result.output
+
+
+def test_train_on_an_unknown_device_is_one_line(run_dir, tmp_path):
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--trial", "1", "--train",
+                                       "--device", "foo", "-o", str(tmp_path / "t")])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for --device: 'foo' is not a device" in result.output
+    assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_damaged_journal_is_one_line(run_dir, tmp_path, damage):
+    """Before: a truncated journal was read silently (its last record dropped), a corrupt one
+    raised JSONDecodeError from Optuna."""
+    copy = tmp_path / "run"
+    copy.mkdir()
+    data = (run_dir / "study.log").read_bytes()
+    if damage == "truncated":
+        data = data[:-40]
+    else:
+        lines = data.split(b"\n")
+        lines[3] = b'{"op_code": 5, "worker_id": oops'
+        data = b"\n".join(lines)
+    (copy / "study.log").write_bytes(data)
+    result = CliRunner().invoke(main, ["export", str(copy), "--best"])
+    assert result.exit_code == 1, result.output
+    assert f"is {damage}" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- knee and top K
+def test_knee_of_the_front(tmp_path):
+    """Three front points A < B < C in flops (no budget); accuracy 0.5, 0.85, 0.9. Normalised
+    (both minimised, extremes A and C at (1, 0) and (0, 1)), B lies farthest below the line
+    through the extremes: it is the knee. Checked against the distance computed by hand."""
+    from nas import storage
+
+    write_study(tmp_path, budgets={}, trials=[("COMPLETE", A, 0.5, 1.0, 1.0, False),
+                                              ("COMPLETE", B, 0.85, 1.0, 1.0, False),
+                                              ("COMPLETE", C, 0.9, 1.0, 1.0, False)])
+    study = open_study(tmp_path)[0]
+    assert [t.number for t in storage.pareto_front(study)] == [0, 1, 2]
+    trial, why = select_trial(study, knee=True)
+    acc = [-0.5, -0.85, -0.9]
+    flops = [study.trials[n].user_attrs["flops"] for n in range(3)]
+    z = [((a - min(acc)) / (max(acc) - min(acc)), (f - min(flops)) / (max(flops) - min(flops)))
+         for a, f in zip(acc, flops)]
+    distances = [(1 - (x + y)) / math.sqrt(2) for x, y in z]
+    assert trial.number == distances.index(max(distances)) == 1, (z, why)
+    assert "knee of the feasible Pareto front (3 trials" in why and "Das 1999" in why
+    result = CliRunner().invoke(main, ["export", str(tmp_path), "--knee", "--no-onnx", "-o",
+                                       str(tmp_path / "knee")])
+    assert result.exit_code == 0 and "selected trial 1: knee" in result.output, result.output
+
+
+def test_top_k_in_order(study):
+    from nas.selection import top_trials
+
+    ranked = top_trials(study, 3)
+    assert [t.number for t, _ in ranked] == [6, 1, 0]
+    assert ranked[0][1].startswith("best accuracy") and ranked[1][1].startswith("#2 by accuracy")
+    # 1 and 6 share B's flops: the tie goes to the other objective (6 is more accurate)
+    assert [t.number for t, _ in top_trials(study, 2, objective="flops")] == [0, 6]
+
+
+def test_cli_top_writes_one_directory_each(run_dir, tmp_path):
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--top", "2", "--no-onnx",
+                                       "-o", str(tmp_path / "top"), "--json"])
+    assert result.exit_code == 0, result.output
+    docs = json.loads(result.output[result.output.index("["):])
+    assert [d["trial"] for d in docs] == [6, 1]
+    for doc in docs:
+        meta = json.loads((Path(doc["out_dir"]) / "config.json").read_text())
+        assert meta["source"]["trial"] == doc["trial"] and Path(doc["out_dir"]).parent == tmp_path / "top"
+
+
+# ------------------------------------------------------------ one contract: report == export
+def test_a_trial_missing_a_budgeted_metric_is_treated_alike(tmp_path):
+    """Trial 1 is the most accurate but records no latency_ms, a study budget, and carries no
+    constraint for it. Before: the report put it on the feasible front while `export --best`
+    skipped it. Now both call it infeasible."""
+    from reports.data import load_study_data
+
+    trials = [("COMPLETE", A, 0.6, 2.0, 1.0, False), ("COMPLETE", B, 0.9, None, 1.0, False)]
+    write_study(tmp_path, trials=trials, budgets={"flops": FLOPS_BUDGET})
+    study = open_study(tmp_path)[0]
+    study.set_user_attr("constraints", {"flops": FLOPS_BUDGET, "latency_ms": 5.0})
+    best, _ = select_trial(study)
+    df = load_study_data(tmp_path).trials.set_index("number")
+    assert best.number == 0
+    assert not df.loc[1, "feasible"] and not df.loc[1, "pareto"]
+    assert df.loc[0, "pareto"]
+    assert list(df.index[df["pareto"]]) == [best.number]
+
+
+def test_model_card_names_the_data_set(exported, run_dir, study, tmp_path):
+    """The accuracy row says which data set it comes from: the trial's own record (written by the
+    train evaluator), else the study's evaluator setting. Before: no data set for a trial record."""
+    card = (exported[0] / "README.md").read_text()
+    assert f"data set: {TRAINED_ON};" in card
+    meta = json.loads((exported[0] / "config.json").read_text())
+    assert meta["evaluator"]["dataset"]["description"] == TRAINED_ON
+    other = export_trial(study, study.trials[1], tmp_path / "b", run_dir=run_dir, onnx=False, pt2=False)
+    card = (other.out_dir / "README.md").read_text()
+    assert "data set: procedural (train_size 32, val_size 32) (the study's evaluator setting)" in card
