@@ -163,7 +163,7 @@ def table_html(sd: StudyData, table: pd.DataFrame, table_id: str, caption: str =
     """A sortable table; metric columns shown in display units with the raw value in data-v."""
     if table.empty:
         return f'<p class="muted">{esc(caption or "No rows.")}</p>'
-    views = {c: metric_view(c, sd.resolution, sd.latency_setting) for c in table.columns}
+    views = {c: metric_view(c, sd.resolution, sd.latency_setting, sd.dataset) for c in table.columns}
     metric_cols = {"accuracy", "flops", "flops_paper", "params", "latency_ms", "memory_mb", "synflow",
                    "naswot", "zico"} | {o.name for o in sd.objectives}
     head = []
@@ -204,6 +204,23 @@ def table_html(sd: StudyData, table: pd.DataFrame, table_id: str, caption: str =
             + "".join(head) + "</tr></thead><tbody>" + "".join(body) + "</tbody></table></div>")
 
 
+def _picks_caption(sd: StudyData) -> str:
+    """What the `pick` column means: the trials `export --top K` / `--knee` would choose."""
+    from nas.selection import KNEE_METHOD
+
+    from .data import TOP_K
+
+    df = sd.trials
+    if "pick" not in df.columns or not (df["pick"] != "").any():
+        return ""
+    key = sd.score_metric or (sd.objectives[0].name if sd.objectives else "the objective")
+    knee = ("; <b>knee</b>: the knee of the feasible Pareto front, what <code>overlock-nas export "
+            f"--knee</code> exports ({esc(KNEE_METHOD)})" if (df["pick"].str.contains("knee")).any() else "")
+    return (f'<p class="caption">Column <b>pick</b>: <b>best</b>, <b>top 2</b> .. <b>top {TOP_K}</b>: the '
+            f"feasible full-fidelity trials best by {esc(key)}, what <code>overlock-nas export --top {TOP_K}"
+            f"</code> exports (rows off the front are added to this table){knee}.</p>")
+
+
 # -------------------------------------------------------------------------------- sections
 def build_sections(sd: StudyData) -> list[Section]:
     sections: list[Section] = []
@@ -227,12 +244,12 @@ def build_sections(sd: StudyData) -> list[Section]:
                  f"the {len(rows)} feasible Pareto-optimal trials (COMPLETE, full fidelity, all budgets met; "
                  "presets excluded)")
         units = "; ".join(f"{esc(v.short)}: {esc(v.label)}" for v in
-                          (metric_view(m, sd.resolution, sd.latency_setting) for m in
-                           ("flops", "flops_paper", "params", "latency_ms", "memory_mb"))
+                          (metric_view(m, sd.resolution, sd.latency_setting, sd.dataset) for m in
+                           ("accuracy", "flops", "flops_paper", "params", "latency_ms", "memory_mb"))
                           if v.name in df.columns and df[v.name].notna().any())
         table.blocks.append(f'<p class="caption">Click a column header to sort. Rows: {words}. Each row ends '
                             "with the command that exports that trial as a model directory.</p>"
-                            f'<p class="caption">Units: {units}.</p>')
+                            f'<p class="caption">Units: {units}.</p>' + _picks_caption(sd))
         table.blocks.append(table_html(sd, T.trial_table(sd, rows), "pareto-table",
                                        "" if len(rows) else "No feasible complete trial yet."))
         presets = T.preset_rows(sd)

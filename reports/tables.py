@@ -69,6 +69,8 @@ def trial_table(sd: StudyData, rows: pd.DataFrame, with_export: bool = True) -> 
     """Display table of `rows`: raw metric values (the page formats them), config, params, export."""
     cols = _columns(sd)
     out = pd.DataFrame({"trial": rows["number"].astype(int)})
+    if "pick" in rows.columns and (rows["pick"] != "").any():
+        out["pick"] = rows["pick"].fillna("").to_numpy()
     if "preset" in rows.columns and rows["preset"].notna().any():
         out["preset"] = rows["preset"].fillna("")
     for m in cols:
@@ -94,9 +96,14 @@ def pareto_rows(sd: StudyData) -> pd.DataFrame:
         front = df[df["category"] == "feasible"]
     else:
         front = df[df["pareto"]]
+    if len(sd.objectives) < 2:
+        front = front.sort_values(key, ascending=sd.objective(key).direction != "maximize").head(10) \
+            if key and key in front.columns else front.head(10)
+    if "pick" in df.columns:  # what `export --top K / --knee` would choose, even off the front
+        front = pd.concat([front, df[(df["pick"] != "") & ~df.index.isin(front.index)]])
     if key and key in front.columns:
         front = front.sort_values(key, ascending=sd.objective(key).direction != "maximize")
-    return front.head(10) if len(sd.objectives) < 2 else front
+    return front
 
 
 def preset_rows(sd: StudyData) -> pd.DataFrame:

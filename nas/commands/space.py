@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 import yaml
@@ -51,8 +50,7 @@ def command(file, budget, samples, as_json):
         s = space.load_space(file)
         budgets = _budgets(file, budget)
     except (space.SpaceError, ValueError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        raise click.ClickException(" ".join(str(e).split())) from None
     resolution = s.base.replace(**{k: v for k, v in s.fixed.items() if k == "resolution"}).resolution
     size = s.size()
     rng = random.Random(0)

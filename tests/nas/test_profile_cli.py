@@ -83,9 +83,44 @@ def test_bad_config_is_one_line_naming_the_field(tmp_path, tiny_config):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({**tiny_config.to_dict(), "focus_heads": [3, 1]}))
     result = CliRunner().invoke(main, ["profile", "--config", str(path), "--no-latency"])
-    assert result.exit_code == 2
+    assert result.exit_code == 1   # an error in a file: 1; usage mistakes: 2 (click's convention)
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: focus_heads[0]=3") and "Traceback" not in result.output
+    assert len(lines) == 1 and lines[0].startswith("Error: focus_heads[0]=3") and "Traceback" not in result.output
     path.write_text("widths: [16, 32")
     result = CliRunner().invoke(main, ["profile", "--config", str(path)])
-    assert result.exit_code == 2 and "not valid YAML" in result.output
+    assert result.exit_code == 1 and "not valid YAML" in result.output
+
+
+@pytest.mark.parametrize("device, message", [
+    ("foo", "'foo' is not a device: use cpu, cuda, cuda:N or auto"),
+    ("cuda:99", "'cuda:99': this machine has"),
+])
+def test_unknown_device_is_one_line(device, message):
+    """Before: a RuntimeError traceback from torch.device."""
+    result = CliRunner().invoke(main, ["profile", "--preset", "overlock_xt", "--no-fvcore",
+                                       "--device", device])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and errors[0].startswith("Error: Invalid value for --device: ")
+    assert message in errors[0] and "Traceback" not in result.output
+
+
+def test_unexpected_errors_are_one_line_unless_debug(monkeypatch, tmp_path):
+    """One switch for tracebacks: `overlock-nas --debug` or OVERLOCK_NAS_DEBUG=1."""
+    import nas.commands.profile as profile
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("something deep\nfailed")
+
+    monkeypatch.setattr(profile, "profile_config", boom)
+    monkeypatch.delenv("OVERLOCK_NAS_DEBUG", raising=False)
+    args = ["profile", "--preset", "overlock_xt", "--no-latency"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: RuntimeError: something deep failed (run with --debug or OVERLOCK_NAS_DEBUG=1 for the traceback)"]
+    result = CliRunner().invoke(main, ["--debug", *args])
+    assert isinstance(result.exception, RuntimeError) and result.exit_code == 1
+    monkeypatch.setenv("OVERLOCK_NAS_DEBUG", "1")
+    result = CliRunner().invoke(main, args)
+    assert isinstance(result.exception, RuntimeError)
