@@ -66,9 +66,14 @@ def build_report(run_dir=None, storage: str | None = None, study_name: str | Non
     if out is None:
         out = (Path(run_dir) / "report.html") if run_dir is not None else Path(f"{sd.study_name}-report.html")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = render_report(sd, out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)  # a reader never sees half a page
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        text = render_report(sd, out)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)  # a reader never sees half a page
+    except OSError as e:
+        from nas.storage import one_line
+
+        raise ReportError(f"--out {out}: cannot write there ({one_line(e)})") from None
     return out

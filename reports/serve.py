@@ -77,27 +77,26 @@ class StudyIndex:
 
     def _read(self, run_dir: Path, stamp: tuple) -> list[Entry]:
         import optuna
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
+
+        from nas import storage as _storage
 
         rel = run_dir.relative_to(self.root).as_posix() or "."
         try:
-            storage = JournalStorage(JournalFileBackend(str(run_dir / JOURNAL_NAME)))
+            storage, _, _, _ = _storage.open_storage(run_dir)
             entries = []
             for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
                 study = optuna.load_study(study_name=s.study_name, storage=storage)
                 states: dict[str, int] = {}
                 for t in study.get_trials(deepcopy=False):
                     states[t.state.name] = states.get(t.state.name, 0) + 1
-                objs = study.user_attrs.get("objectives") or []
-                names = ", ".join(o.get("name", "?") for o in objs if isinstance(o, dict)) or \
-                    ", ".join(study.metric_names or [])
+                names = ", ".join(o.name for o in _storage.study_objectives(study))
                 started = study.user_attrs.get("started_at") or (
                     s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else "")
                 entries.append(Entry(rel, s.study_name, s.n_trials, states, names, str(started), stamp[0] / 1e9))
             return entries
         except Exception as exc:  # noqa: BLE001  (an unreadable journal is listed, not fatal)
-            return [Entry(rel, f"(unreadable: {type(exc).__name__})", 0, {}, "", "", stamp[0] / 1e9)]
+            why = str(exc) if isinstance(exc, _storage.StorageError) else _storage.one_line(exc)
+            return [Entry(rel, "(unreadable)", 0, {}, why, "", stamp[0] / 1e9)]
 
     def find(self, run: str, study: str) -> Entry | None:
         for e in self.entries():
