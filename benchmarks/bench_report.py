@@ -1,6 +1,6 @@
 """Build time and size of the HTML report of a 1,000-trial study (target: build < 10 s).
 
-The study is written through Optuna's API into a journal (`reports.synthetic`, per
+The study is written through Optuna's API into a journal (`tests/support/synthetic.py`, per
 docs/storage.md): 1,000 trials in every state plus two presets and two RUNNING trials.
 The build is timed end to end (open the journal, read every trial, all figures, tables, the
 CSV/Parquet downloads, write the file) and by phase; each is the best of `--repeat` runs.
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))   # test support: synthetic studies
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
 
     import reports
     from reports import data, page
-    from reports.synthetic import write_synthetic_study
+    from support.synthetic import write_synthetic_study
 
     t_import = time.perf_counter() - t0
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-report-"))

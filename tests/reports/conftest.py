@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from reports.synthetic import write_synthetic_study
+from support.synthetic import write_synthetic_study
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 

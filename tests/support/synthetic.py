@@ -10,7 +10,7 @@ Architectures are real `OverLoCKConfig`s; params and MACs come from `space.compl
 module is importable, otherwise from a rough closed-form estimate. Accuracy and latency are
 invented (a smooth function of the cost plus noise): this is test data, not a result.
 
-    >>> from reports.synthetic import write_synthetic_study
+    >>> from support.synthetic import write_synthetic_study
     >>> run_dir = write_synthetic_study("/tmp/run", n_trials=200)
 """
 
