@@ -176,8 +176,8 @@ def _card_files(meta: dict, cfg: OverLoCKConfig) -> list[str]:
 
 def _card_usage(cfg: OverLoCKConfig) -> list[str]:
     H, W = cfg.resolution
-    return ["## Load it", "", "```python", "import overlock, torch",
-            'model = overlock.create_model("path/to/this/dir").eval()   # deploy=True: re-parameterised',
+    return ["## Load it", "", "```python", "import pathlib, overlock, torch",
+            'model = overlock.create_model(pathlib.Path("path/to/this/dir")).eval()   # deploy=True: re-parameterised',
             f"logits = model(torch.randn(1, {cfg.in_chans}, {H}, {W}))", "```", "",
             "Fine-tune on a new label set: `overlock.create_model(dir, num_classes=N)` (new classifier). "
             "The program: `overlock.hub.load_program(dir).module()(images)`; ONNX: "
