@@ -21,6 +21,7 @@ Prints a table and the load average (`uptime`) before and after; this machine ma
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
@@ -72,7 +73,7 @@ def run_baseline(root: str, size: int, batch: int, workers: int) -> tuple[int, f
 
 # ------------------------------------------------------------------------------ measures
 def worker_memory() -> list[dict]:
-    """RssAnon / Pss (MiB) of this process's child processes (the loader workers)."""
+    """USS / Pss / RSS (MiB) of this process's child processes (the loader workers)."""
     pid = os.getpid()
     children = []
     for task in os.listdir(f"/proc/{pid}/task"):
@@ -102,6 +103,10 @@ def run_epoch(batches) -> tuple[float, int, list[dict]]:
     for x, _ in it:
         n += len(x)
     rate = n / max(time.perf_counter() - t0, 1e-9)
+    # a full collection here makes the pages of our heap that a worker shares copy-on-write its
+    # own in every row alike (it would happen at some point anyway): rows then differ only by
+    # what the workers themselves hold
+    gc.collect()
     return rate, n + len(first), worker_memory()
 
 
