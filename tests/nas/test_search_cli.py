@@ -97,6 +97,42 @@ def test_bad_study_file_and_busy_run_dir_are_one_line_errors(tmp_path):
                            "on this run directory (pid ")
 
 
+@pytest.mark.parametrize("sampler, words", [
+    ({"name": "nsga2", "population_size": 1}, "sampler.population_size: must be an integer >= 2, got 1"),
+    ({"name": "tpe", "n_startup": 3}, "sampler.n_startup"),
+])
+def test_bad_sampler_options_are_one_line(tmp_path, sampler, words):
+    """Before: validated only by name; Optuna raised from inside the engine (a traceback)."""
+    study = write_study(tmp_path, sampler=sampler)
+    res = CliRunner().invoke(main, ["search", str(study)])
+    assert res.exit_code == 1, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {study}: ") and words in lines[0], res.output
+    assert not (tmp_path / "run" / "study.log").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_search_refuses_a_damaged_journal_and_leaves_it_alone(tmp_path, damage):
+    """Before: a truncated journal was resumed - Optuna skipped the cut record and the driver
+    appended after the broken line; a corrupt one gave a JSONDecodeError traceback."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    run = tmp_path / "run"
+    run.mkdir()
+    journal = run / "study.log"
+    earlier = optuna.create_study(study_name="tiny", storage=JournalStorage(JournalFileBackend(str(journal))))
+    earlier.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    data = journal.read_bytes()
+    data = data[:-7] if damage == "truncated" else data.replace(b"\n", b"\n}{oops\n", 1)
+    journal.write_bytes(data)
+    res = CliRunner().invoke(main, ["search", str(write_study(tmp_path))])
+    assert res.exit_code == 1, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {journal} is {damage}"), res.output
+    assert journal.read_bytes() == data
+
+
 @pytest.mark.slow
 def test_ctrl_c_then_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
     target = 8
