@@ -81,8 +81,21 @@ def open_or_build(directory: Path, name: str, shape: tuple[int, int, int, int],
     with _locked(_file(stem, "lock")):
         if _file(stem, "json").exists():     # another process built it while we waited
             return CachedSplit(stem, "reused")
+        _check_space(directory, shape)
         _build(stem, shape, decode)
     return CachedSplit(stem, "built")
+
+
+def _check_space(directory: Path, shape) -> None:
+    import shutil
+
+    from .spec import DataError
+
+    need = int(np.prod(shape))
+    free = shutil.disk_usage(directory).free
+    if need > 0.95 * free:
+        raise DataError(f"dataset.cache: the decoded split needs {need / 2 ** 30:.1f} GiB in {directory}, "
+                        f"{free / 2 ** 30:.1f} GiB free (set dataset.cache_dir or cache: false)")
 
 
 def _file(stem: Path, ext: str) -> Path:

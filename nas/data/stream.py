@@ -34,11 +34,16 @@ BASE = "base"   # item mode for the decode cache: the base image itself
 
 
 def default_workers() -> int:
-    """One less than the CPUs this process may use, at most 8 (the trainer keeps a core)."""
+    """One less than the CPUs this trial may use, at most 8 (the trainer keeps a core). The CPUs
+    are this process's affinity, capped by OMP_NUM_THREADS when set (Ray sets it to a task's
+    `num_cpus`, so trials sharing a node do not each start a worker per core)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         cpus = os.cpu_count() or 1
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) > 0:
+        cpus = min(cpus, int(omp))
     return max(0, min(8, cpus - 1))
 
 
