@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "profile": "profile",
     "report": "report",
     "export": "export",
+    "latency": "latency",
 }
 
 

@@ -39,6 +39,9 @@ class Cost:
         memory_mb: estimated peak activation memory of an fp32 inference pass of the deploy
             model, MiB (live tensors at the busiest point; weights not included).
         by_part: flops per part (stem, base1, base2, base3, overview, focus3, focus4, head).
+        by_kind: per op kind ("conv", "pwconv", "dwconv", "scale", "norm", "pool", "resample",
+            "matmul", "aggregation"): {"macs", "elements" (output elements written), "calls"};
+            the kernel-level breakdown a latency model is fitted on (nas/latency_model.py).
     """
 
     params: int
@@ -50,6 +53,7 @@ class Cost:
     batch: int
     deploy: bool
     by_part: dict = field(default_factory=dict)
+    by_kind: dict = field(default_factory=dict)
 
     @property
     def gflops(self) -> float:
@@ -72,21 +76,34 @@ class _Tally:
         self.hidden = 0  # MACs the paper's convention leaves out
         self.peak = 0    # elements
         self.part = {}
+        self.kind = {}   # op kind -> [macs, output elements, calls]
 
     # --- primitives (fvcore's handles) ---
+    def op(self, kind: str, macs: int, elements: int) -> int:
+        """Count one op of `kind`: its MACs and the elements it writes."""
+        self.macs += macs
+        tally = self.kind.setdefault(kind, [0, 0, 0])
+        tally[0] += macs
+        tally[1] += elements
+        tally[2] += 1
+        return macs
+
     def conv(self, cin, cout, k, hw, groups=1, bias=True):
         self.params += cout * (cin // groups) * k * k + (cout if bias else 0)
         macs = self.B * cout * (cin // groups) * k * k * hw
-        self.macs += macs
-        return macs
+        if groups == 1:
+            kind = "pwconv" if k == 1 else "conv"
+        else:
+            kind = "scale" if k == 1 else "dwconv"  # a 1x1 depthwise conv is LayerScale's multiply
+        return self.op(kind, macs, self.B * cout * hw)
 
     def bn(self, c, hw):
         self.params += 2 * c
-        self.macs += 2 * self.B * c * hw
+        self.op("norm", 2 * self.B * c * hw, self.B * c * hw)
 
     def ln(self, c, hw):
         self.params += 2 * c
-        self.macs += 5 * self.B * c * hw
+        self.op("norm", 5 * self.B * c * hw, self.B * c * hw)
 
     def live(self, elements):
         self.peak = max(self.peak, elements)
@@ -107,7 +124,7 @@ class _Tally:
 
     def se(self, c, hw):
         inner = max(16, c // 8)
-        self.macs += self.B * c * hw  # adaptive pool
+        self.op("pool", self.B * c * hw, self.B * c)  # adaptive pool
         self.conv(c, inner, 1, 1)
         self.conv(inner, c, 1, 1)
 
@@ -166,21 +183,21 @@ class _Tally:
         whw = wh * ww
         resized = (wh, ww) != (h, w)
         if resized:
-            self.macs += 4 * self.B * (c + o) * whw
+            self.op("resample", 4 * self.B * (c + o) * whw, self.B * (c + o) * whw)
         self.conv(c, c // 2, 1, whw, bias=False)  # weight_query
         self.bn(c // 2, whw)
-        self.macs += self.B * d * whw             # weight_key pool to R x R
+        self.op("pool", self.B * d * whw, self.B * d * r * r)  # weight_key pool to R x R
         self.conv(d, c // 2, 1, r * r, bias=False)
         self.bn(c // 2, r * r)
         head_c = c // 2 // g
-        self.macs += self.B * g * whw * head_c * r * r  # query @ key
+        self.op("matmul", self.B * g * whw * head_c * r * r, self.B * g * whw * r * r)  # query @ key
         self.conv(r * r, s * s + k * k, 1, g * whw)     # weight_proj
         self.params += g * ((2 * s - 1) ** 2 + (2 * k - 1) ** 2)  # relative position biases
-        aggregation = self.B * g * whw * (s * s + k * k) * head_c
-        self.macs += aggregation
+        aggregation = self.op("aggregation", self.B * g * whw * (s * s + k * k) * head_c,
+                              self.B * c * whw)
         self.hidden += aggregation
         if resized:
-            self.macs += self.B * c * whw         # pool back
+            self.op("pool", self.B * c * whw, self.B * c * hw)  # pool back
         self.conv(c, c, 1, hw, bias=False)        # dyconv_proj
         self.bn(c, hw)
         self.se(c, hw)
@@ -258,7 +275,7 @@ def complexity(config: OverLoCKConfig, resolution=None, batch: int = 1,
 
     # context prior: projected at 1/32, upsampled to the Focus stage-3 map
     t.conv(w4, d, 1, hw4)
-    t.macs += 4 * B * d * hw3
+    t.op("resample", 4 * B * d * hw3, B * d * hw3)
     carried3 = B * (w3 * hw3 + 2 * d * hw3)  # stage-3 features, prior_up, h
     for i in range(cfg.focus_depths[0]):
         t.contmix_block(cfg, 0, w3, (h3, w3_), is_first=(i == 0), carried=B * 2 * d * hw3)
@@ -273,7 +290,7 @@ def complexity(config: OverLoCKConfig, resolution=None, batch: int = 1,
     nc, p = cfg.num_classes, cfg.head_width
     t.conv(w4 + d, p, 1, hw4, bias=False)
     t.bn(p, hw4)
-    t.macs += B * p * hw4  # pool
+    t.op("pool", B * p * hw4, B * p)  # pool
     if nc > 0:
         t.conv(p, nc, 1, 1)
     t.mark("head", mark)
@@ -287,7 +304,8 @@ def complexity(config: OverLoCKConfig, resolution=None, batch: int = 1,
         params_inference = complexity(cfg, resolution, batch, deploy=True).params_inference
     return Cost(params=t.params, params_inference=params_inference, flops=t.macs,
                 flops_paper=t.macs - t.hidden, memory_mb=t.peak * BYTES_FP32 / 2 ** 20,
-                resolution=(H, W), batch=batch, deploy=deploy, by_part=t.part)
+                resolution=(H, W), batch=batch, deploy=deploy, by_part=t.part,
+                by_kind={k: {"macs": v[0], "elements": v[1], "calls": v[2]} for k, v in t.kind.items()})
 
 
 def macs_label(resolution, batch: int = 1, convention: str = "fvcore") -> str:

@@ -1,0 +1,205 @@
+"""`overlock-nas latency`: fit a per-device latency model, and predict with it.
+
+    overlock-nas latency fit studies/spaces/xt_t.yaml --measurements 50 --resolution 128 --threads 1
+    overlock-nas latency fit studies/quickstart.yaml --out model.json     # a study: its latency settings
+    overlock-nas latency predict model.json --config trial.json
+
+`fit` samples distinct architectures from the space (a study file's space and latency settings, or
+a space file), measures each with `nas.measure.measure_latency` unless the device's latency store
+already holds it (every measurement goes into that store, shared with every study on the device),
+fits `nas.latency_model` and prints its leave-one-out Spearman rho, share within +-10 % and stated
+margin beside a FLOPs-alone line. The model is written to --out, or beside the latency store
+(`nas.latency_model.model_path`), where `latency: {model: auto}` finds it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import click
+
+DTYPES = ("fp32", "fp16", "bf16")
+SAMPLE_TRIES = 50   # draws per wanted config before concluding the space has no more
+
+
+def _load_source(path: str):
+    """(space, latency defaults, device default) from a study file or a space file."""
+    import yaml
+
+    from space import SpaceError, load_space
+
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except OSError as e:
+        raise click.ClickException(f"{path}: cannot read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise click.ClickException(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if isinstance(data, dict) and "space" in data and "dimensions" not in data:
+        from nas.study import StudyFileError, load_study_file
+
+        try:
+            spec = load_study_file(path)
+        except StudyFileError as e:
+            raise click.ClickException(str(e)) from None
+        return spec.space, spec.latency.model_dump(), spec.device
+    try:
+        return load_space(path), {}, None
+    except (SpaceError, ValueError) as e:
+        raise click.ClickException(f"{path}: {' '.join(str(e).split())}") from None
+
+
+def _sample(space, n: int, seed: int, resolution) -> list:
+    """Up to `n` configs of distinct architectures, drawn with `seed` (the same seed draws the same
+    configs first, so a larger --measurements extends an earlier fit's set)."""
+    rng = random.Random(seed)
+    seen, out = set(), []
+    misses = 0
+    while len(out) < n and misses < SAMPLE_TRIES * n:
+        config = space.sample(rng)
+        if resolution is not None:
+            config = config.replace(resolution=resolution)
+        key = config.architecture_hash()
+        if key in seen:
+            misses += 1
+            continue
+        seen.add(key)
+        out.append(config)
+    return out
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@click.group("latency")
+def command():
+    """Per-device latency models: fit from measurements, predict in under a millisecond."""
+
+
+@command.command("fit")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("--measurements", type=click.IntRange(min=3), default=50, show_default=True,
+              help="Distinct architectures to measure (or reuse from the device's store).")
+@click.option("--device", default=None,
+              help="cpu, cuda, cuda:N or auto (default: the study's device, else cpu).")
+@click.option("--resolution", help="Input size: 224 or HEIGHTxWIDTH (default: the space's).")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Images per forward [study's, else 1].")
+@click.option("--dtype", type=click.Choice(DTYPES), default=None, help="[study's, else fp32]")
+@click.option("--channels-last", "channels_last", is_flag=True, default=None,
+              help="Measure in channels_last memory format [study's, else off].")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads of each measurement [study's, else torch's default].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampled configs.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="Model file to write (default: beside the device's latency store).")
+@click.option("--json", "as_json", is_flag=True, help="Print the fitted model's statistics as JSON.")
+def fit_command(source, measurements, device, resolution, batch, dtype, channels_last, threads, seed,
+                out, as_json):
+    """Measure up to --measurements architectures of SOURCE (a space or study file), fit a latency
+    model and print its cross-validated accuracy."""
+    import torch
+
+    from nas import latency_model
+    from nas.commands._options import check_device
+    from nas.commands.profile import parse_resolution
+    from nas.measure import device_store, device_string, latency_key, measure_latency
+
+    space, study_latency, study_device = _load_source(source)
+    device = _resolve_device(check_device(device or study_device or "cpu"))
+    res = parse_resolution(resolution)
+    batch = batch or study_latency.get("batch") or 1
+    dtype = dtype or study_latency.get("dtype") or "fp32"
+    channels_last = bool(study_latency.get("channels_last") if channels_last is None else channels_last)
+    cuda = device.startswith("cuda")
+    threads = None if cuda else (threads or study_latency.get("threads") or torch.get_num_threads())
+    protocol = {k: study_latency[k] for k in ("warmup", "repeats") if k in study_latency}
+
+    configs = _sample(space, measurements, seed, res)
+    if len(configs) < 3:
+        raise click.ClickException(f"{source}: only {len(configs)} distinct architectures; a model "
+                                   "needs at least 3")
+    if len(configs) < measurements:
+        click.echo(f"note: the space has {len(configs)} distinct architectures; fitting on all of them",
+                   err=True)
+    dev_name = device_string(device, threads)
+    store = device_store(dev_name)
+    latencies, reused, t0 = [], 0, time.monotonic()
+    for i, config in enumerate(configs, 1):
+        key = latency_key(config, dev_name, batch, None, dtype, channels_last)
+        result = store.get(key)
+        from_store = result is not None
+        if not from_store:
+            try:
+                result = measure_latency(config, device=device, batch=batch, dtype=dtype,
+                                         channels_last=channels_last, threads=threads, **protocol)
+            except (ValueError, RuntimeError) as e:
+                raise click.ClickException(f"measuring {config.config_hash()}: "
+                                           f"{' '.join(str(e).split())}") from None
+            store.put(key, result)
+        else:
+            reused += 1
+        latencies.append(float(result["latency_ms"]))
+        click.echo(f"[{i}/{len(configs)}] {config.config_hash()}  {latencies[-1]:.3f} ms"
+                   f"{'  (from the store)' if from_store else ''}  {time.monotonic() - t0:.0f} s",
+                   err=True)
+    resolutions = {tuple(c.resolution) for c in configs}
+    settings = {"device": dev_name, "resolution": list(resolutions.pop()) if len(resolutions) == 1 else None,
+                "batch": batch, "dtype": dtype, "channels_last": channels_last, "threads": threads}
+    model = latency_model.fit(configs, latencies, settings)
+    path = out or latency_model.model_path(dev_name, settings)
+    model.save(path)
+    _report(model, path, len(configs) - reused, reused, as_json)
+
+
+def _report(model, path, measured: int, reused: int, as_json: bool) -> None:
+    cv, base = model.cv, model.cv["flops_baseline"]
+    if as_json:
+        click.echo(json.dumps({"path": str(path), "measured": measured, "reused": reused,
+                               "settings": model.settings, "margin": model.margin, "cv": cv}, indent=2))
+        return
+    margin = "unbounded (too few measurements)" if model.margin == float("inf") else f"+-{100 * model.margin:.1f} %"
+    click.echo(f"latency model: {path}")
+    click.echo(f"  device      {model.settings['device']}")
+    click.echo(f"  settings    resolution {model.settings['resolution'] or 'per config'}, batch "
+               f"{model.settings['batch']}, {model.settings['dtype']}"
+               f"{', channels_last' if model.settings['channels_last'] else ''}, threads "
+               f"{model.settings['threads'] or '-'}")
+    click.echo(f"  data        {cv['n']} architectures ({measured} measured now, {reused} from the store)")
+    click.echo(f"  leave-one-out  Spearman rho {cv['spearman']:.3f}, within +-10 % {100 * cv['within_10pct']:.0f} %, "
+               f"mean error {100 * cv['mape']:.1f} %, margin {margin} (95 %)")
+    click.echo(f"  FLOPs alone    Spearman rho {base['spearman']:.3f}, within +-10 % {100 * base['within_10pct']:.0f} %, "
+               f"mean error {100 * base['mape']:.1f} %")
+
+
+@command.command("predict")
+@click.argument("model_file", type=click.Path(dir_okay=False))
+@click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False),
+              help="A config file (YAML or JSON; a mapping of config fields, or {config: ...}).")
+@click.option("--json", "as_json", is_flag=True, help="Print prediction, interval and settings as JSON.")
+def predict_command(model_file, config_file, as_json):
+    """Predicted latency (ms) of one architecture by a fitted latency model."""
+    from overlock import ConfigError
+    from nas import latency_model
+    from nas.commands.profile import load_config_file
+
+    try:
+        model = latency_model.load(model_file)
+        config = load_config_file(config_file)
+    except FileNotFoundError as e:
+        raise click.ClickException(f"{e.filename}: no such file") from None
+    except (ConfigError, ValueError, OSError) as e:
+        raise click.ClickException(' '.join(str(e).split())) from None
+    ms = model.predict(config)
+    low, high = model.interval(config)
+    if as_json:
+        click.echo(json.dumps({"latency_ms": ms, "interval_ms": [low, high], "margin": model.margin,
+                               "settings": model.settings}))
+    else:
+        click.echo(f"{ms:.3f}")
