@@ -7,7 +7,10 @@ One driver process owns the Optuna study; this module only runs functions on a R
   `RAY_ADDRESS`;
 - each call asks for `cpus` / `gpus`; Ray re-runs a task whose worker or node died up to
   `max_retries` times, while an exception raised by the function itself is returned, not retried;
-- `exclusive_resources()` is what one task needs to have a whole node to itself (latency).
+- `measurer()` starts the measuring worker: one Ray actor that holds its device (a GPU, or a few
+  CPU cores) for the whole study and runs one call at a time, so every measurement has that
+  device alone while training runs on the rest of the cluster;
+- `exclusive_resources()` is what one task needs to have a whole node to itself.
 
     >>> ex = Executor()                       # embedded local Ray
     >>> ex.start()
@@ -51,6 +54,7 @@ class Handle:
     ref: Any
     target: str
     submitted: float = field(default_factory=time.monotonic)
+    worker: "Measurer | None" = None      # the actor that runs it (None: a plain task)
 
     def __hash__(self):
         return id(self)
@@ -71,6 +75,16 @@ def _call(target: str, args: tuple, kwargs: dict, sys_path: list[str], threads: 
         except ImportError:
             pass
     return resolve(target)(*args, **kwargs)
+
+
+class _Worker:
+    """The measuring worker's actor: runs one call at a time (max_concurrency 1)."""
+
+    def __init__(self, sys_path: list[str]):
+        self.sys_path = sys_path
+
+    def call(self, target: str, args: tuple, kwargs: dict, threads: int | None):
+        return _call(target, args, kwargs, self.sys_path, threads)
 
 
 def resolve(target: str):
@@ -160,18 +174,51 @@ class Executor:
             if n.get("Alive"):
                 res = n.get("Resources", {})
                 out.append({"id": n["NodeID"], "ip": n.get("NodeManagerAddress"),
-                            "cpus": float(res.get("CPU", 0)), "gpus": float(res.get("GPU", 0))})
+                            "cpus": float(res.get("CPU", 0)), "gpus": float(res.get("GPU", 0)),
+                            "resources": {k: float(v) for k, v in res.items()},
+                            "labels": dict(n.get("Labels") or {})})
         return out
 
-    def capacity(self, cpus: float, gpus: float = 0.0) -> int:
-        """How many calls of this size fit on the cluster at once (>= 1 when one fits at all)."""
+    def capacity(self, cpus: float, gpus: float = 0.0, held: dict | None = None) -> int:
+        """How many calls of this size fit on the cluster at once (>= 1 when one fits at all).
+
+        `held`: {node id: {"cpus", "gpus"}} taken for good (the measuring worker), not counted.
+        """
         total = 0
         for n in self.nodes():
-            fit = int(n["cpus"] // cpus) if cpus > 0 else 10 ** 6
+            taken = (held or {}).get(n["id"], {})
+            free_cpus = n["cpus"] - taken.get("cpus", 0.0)
+            free_gpus = n["gpus"] - taken.get("gpus", 0.0)
+            fit = int(free_cpus // cpus) if cpus > 0 else 10 ** 6
             if gpus > 0:
-                fit = min(fit, int(n["gpus"] // gpus))
-            total += fit
+                fit = min(fit, int(free_gpus // gpus))
+            total += max(fit, 0)
         return total
+
+    def placeable(self, cpus: float, gpus: float = 0.0, resource: str | None = None,
+                  labels: dict | None = None) -> str | None:
+        """None when some alive node offers these resources and labels, else why not (one line)."""
+        nodes = self.nodes()
+        if resource:
+            nodes = [n for n in nodes if n["resources"].get(resource, 0) >= 1]
+            if not nodes:
+                return f"no Ray node offers the custom resource {resource!r} (start the measuring " \
+                       f"node with: ray start ... --resources '{{\"{resource}\": 1}}')"
+        for key, value in (labels or {}).items():
+            nodes = [n for n in nodes if str(n["labels"].get(key)) == str(value)]
+            if not nodes:
+                return f"no Ray node carries the label {key}={value} (ray start ... --labels {key}={value})"
+        if not any(n["cpus"] >= cpus and n["gpus"] >= gpus for n in nodes):
+            return f"no Ray node{' with it' if resource or labels else ''} has {cpus:g} CPUs and {gpus:g} GPUs"
+        return None
+
+    def measurer(self, *, cpus: float, gpus: float = 0.0, resource: str | None = None,
+                 labels: dict | None = None, dedicated: bool = True) -> "Measurer":
+        """The measuring worker (see `Measurer`)."""
+        if self._remote is None:
+            raise ExecutorError("executor not started")
+        return Measurer(self, cpus=cpus, gpus=gpus, resource=resource, labels=labels,
+                        dedicated=dedicated)
 
     def exclusive_resources(self, gpu: bool = False) -> dict:
         """Resources that give one call a whole node: every CPU of the largest node (+1 GPU)."""
@@ -183,17 +230,22 @@ class Executor:
 
     # ----------------------------------------------------------------------------------- calls
     def submit(self, target: str, *args, cpus: float = 1.0, gpus: float = 0.0,
-               max_retries: int = 3, threads: int | None = None, **kwargs) -> Handle:
+               max_retries: int = 3, threads: int | None = None, resources: dict | None = None,
+               label_selector: dict | None = None, **kwargs) -> Handle:
         """Run `target` (`module:function`) with these resources; returns at once.
 
-        `threads` pins torch's thread count in the worker (default: `cpus`, rounded up).
+        `threads` pins torch's thread count in the worker (default: `cpus`, rounded up);
+        `resources` are Ray custom resources, `label_selector` node labels the task needs.
         """
         if self._remote is None:
             raise ExecutorError("executor not started")
         threads = threads or max(1, int(-(-cpus // 1)))
-        ref = self._remote.options(num_cpus=cpus, num_gpus=gpus, max_retries=max_retries,
-                                   retry_exceptions=False).remote(
-            target, args, kwargs, self._sys_path, threads)
+        options = dict(num_cpus=cpus, num_gpus=gpus, max_retries=max_retries, retry_exceptions=False)
+        if resources:
+            options["resources"] = dict(resources)
+        if label_selector:
+            options["label_selector"] = dict(label_selector)
+        ref = self._remote.options(**options).remote(target, args, kwargs, self._sys_path, threads)
         return Handle(ref, target)
 
     def wait(self, handles: list[Handle], timeout: float | None) -> list[Handle]:
@@ -205,8 +257,10 @@ class Executor:
                 time.sleep(min(timeout, 0.05))
             return []
         by_ref = {h.ref: h for h in handles}
-        ready, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=timeout,
-                            fetch_local=False)
+        # back as soon as one is done (a freed slot is filled at once), with all done by then
+        ready, _ = ray.wait(list(by_ref), num_returns=1, timeout=timeout, fetch_local=False)
+        if ready and len(by_ref) > 1:
+            ready, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=0, fetch_local=False)
         return [by_ref[r] for r in ready]
 
     def result(self, handle: Handle):
@@ -231,13 +285,87 @@ class Executor:
             raise TaskLost(f"{type(e).__name__}: {first}"[:300], _tail(e)) from None
 
     def cancel(self, handle: Handle) -> None:
-        """Kill the call's worker (best effort; a lost cluster is ignored)."""
+        """Kill the call's worker (best effort; a lost cluster is ignored). A measuring worker's
+        call is stopped by restarting that actor."""
         import ray
 
+        if handle.worker is not None:
+            handle.worker.restart()
+            return
         try:
             ray.cancel(handle.ref, force=True, recursive=True)
         except Exception:
             pass
+
+
+class Measurer:
+    """The measuring worker: where every latency of a study is measured, one call at a time.
+
+    `dedicated` (the normal case): one Ray actor created with `cpus` CPUs, `gpus` GPUs, the
+    custom `resource` and node `labels`, holding them for the whole study, so a measurement has
+    its GPU (or its cores) alone while training uses the rest of the cluster. Ray restarts the
+    actor when it dies; `restart()` kills it on purpose (a measurement past its timeout).
+    Not dedicated (no training slot would be left, e.g. a one-GPU machine): each call is a Ray task
+    with the same resources, which Ray starts when they are free, between evaluations.
+
+        >>> m = executor.measurer(cpus=1)
+        >>> h = m.submit("nas.worker:run_latency", config, device="cpu", latency=..., num_threads=1)
+        >>> executor.wait([h], 60) and executor.result(h)       # doctest: +SKIP
+    """
+
+    def __init__(self, executor: Executor, *, cpus: float, gpus: float, resource: str | None,
+                 labels: dict | None, dedicated: bool):
+        self.executor = executor
+        self.cpus, self.gpus, self.dedicated = float(cpus), float(gpus), dedicated
+        self.resources = {resource: 1.0} if resource else None
+        self.labels = dict(labels or {}) or None
+        self._actor = None
+        if dedicated:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        import ray
+
+        options = dict(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=-1,
+                       max_task_retries=0, max_concurrency=1)
+        if self.resources:
+            options["resources"] = self.resources
+        if self.labels:
+            options["label_selector"] = self.labels
+        self._actor = ray.remote(_Worker).options(**options).remote(self.executor._sys_path)
+
+    def submit(self, target: str, *args, threads: int | None = None, max_retries: int = 3,
+               **kwargs) -> Handle:
+        """Run `target` on the measuring worker; returns at once (calls run in order)."""
+        threads = threads or max(1, int(-(-self.cpus // 1)))
+        if not self.dedicated:
+            return self.executor.submit(target, *args, cpus=self.cpus, gpus=self.gpus,
+                                        max_retries=max_retries, threads=threads,
+                                        resources=self.resources, label_selector=self.labels,
+                                        **kwargs)
+        ref = self._actor.call.remote(target, args, kwargs, threads)
+        return Handle(ref, target, worker=self)
+
+    def restart(self) -> None:
+        """Stop whatever the actor runs (Ray starts a fresh one; queued calls fail as lost)."""
+        import ray
+
+        if self._actor is not None:
+            try:
+                ray.kill(self._actor, no_restart=False)
+            except Exception:
+                pass
+
+    def stop(self) -> None:
+        """Release the worker and what it holds (best effort)."""
+        import ray
+
+        if self._actor is not None:
+            try:
+                ray.kill(self._actor, no_restart=True)
+            except Exception:
+                pass
+            self._actor = None
 
 
 def _tail(e: BaseException, limit: int = 2000) -> str:

@@ -27,18 +27,21 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
+import hashlib
 import json
 import os
+import re
 import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 __all__ = ["measure_latency", "device_string", "latency_key", "LatencyCache", "DTYPES",
-           "SPREAD_REMEASURE"]
+           "SPREAD_REMEASURE", "cache_root", "device_cache_dir", "device_store"]
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SPREAD_REMEASURE = 0.10   # re-measure once when IQR > 10% of the median
@@ -414,5 +417,47 @@ class LatencyCache:
         self._data = self._read()
         return len(self._data)
 
+    def entries(self) -> dict[str, dict]:
+        """Every stored result by key (a fresh read of the file)."""
+        self._data = self._read()
+        return {k: dict(v) for k, v in self._data.items()}
+
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
+
+
+# ------------------------------------------------------------------------- per-device store
+CACHE_ENV = "OVERLOCK_NAS_CACHE"
+STORE_FILE = "latencies.json"
+
+
+def cache_root() -> Path:
+    """Where latencies outlive a study: `$OVERLOCK_NAS_CACHE`, else `~/.cache/overlock-nas`."""
+    root = os.environ.get(CACHE_ENV)
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "overlock-nas"
+
+
+def device_cache_dir(device_name: str) -> Path:
+    """`cache_root()/latency/<slug>-<hash>` for one device string (`device_string()`): the folder
+    that every study measuring on that device shares (latency store, latency models).
+
+        >>> device_cache_dir("cpu: AMD EPYC x1 threads, torch 2.13.0, na2d_av pure PyTorch").name
+        'cpu-amd-epyc-x1-threads-torch-2-13-0-na2d-av-pure-pytorch-131baff5'
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")[:80] or "device"
+    digest = hashlib.sha256(device_name.encode()).hexdigest()[:8]
+    return cache_root() / "latency" / f"{slug}-{digest}"
+
+
+def device_store(device_name: str) -> "LatencyCache":
+    """The latency store of one device, read first by every study on it (safe under concurrent
+    writers: `LatencyCache` merges under an fcntl lock and replaces the file atomically)."""
+    folder = device_cache_dir(device_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    label = folder / "device.txt"
+    if not label.exists():      # what the folder is for, for humans (the slug is lossy)
+        with contextlib.suppress(OSError):
+            tmp = folder / f"device.txt.tmp{os.getpid()}"
+            tmp.write_text(device_name + "\n")
+            os.replace(tmp, label)
+    return LatencyCache(folder / STORE_FILE)

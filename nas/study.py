@@ -30,8 +30,12 @@ Every key (defaults in brackets):
 - `trials` [20]: the total budget, counted from storage. `parallel` [what the cluster fits]:
   trials at once. `resources` [{cpus: 1, gpus: 1 on cuda else 0}]: per trial.
   `trial_timeout_s` [none]: wall clock per trial. `max_retries` [3]: Ray re-runs after a worker died.
-- `device` [cpu]: cpu, cuda, cuda:N, auto. `latency` [batch 1, fp32, warmup 10, repeats 30]:
-  batch, dtype (fp32/fp16/bf16), channels_last, warmup, repeats, threads, profile_stages.
+- `device` [cpu]: cpu, cuda, cuda:N, auto (under Ray a worker sees its own GPU as cuda:0; cuda:N is
+  used as such only where GPU N is visible to the worker). `latency` [batch 1, fp32, warmup 10,
+  repeats 30]: batch, dtype (fp32/fp16/bf16), channels_last, warmup, repeats, threads
+  [= cpus], profile_stages; where: device [the study's], resource / node_labels [none: any node],
+  cpus [1: cores the measuring worker holds], timeout_s [600], ahead [parallel: configs priced
+  ahead of training], model [none; auto or a file: skip configs predicted far over budget].
 - `successive_halving` [eta 3, min_trials 3]: used when the evaluator has rungs.
 - `fvcore_check_every` [25]: cross-check the analytic FLOPs with fvcore on trial 0 and every Nth.
 - `output_dir` [runs/<name>]: the run directory. `storage` [journal file in it]: an Optuna RDB URL.
@@ -93,15 +97,35 @@ class _Model(BaseModel):
 
 
 class LatencySettings(_Model):
-    """How latency is measured (when it is an objective or a constraint)."""
+    """How and where latency is measured (when it is an objective or a constraint).
+
+    A dedicated measuring worker (one Ray actor) measures on `device`, working through sampled
+    configs ahead of training. On a GPU it holds one GPU alone; on a CPU it holds `cpus` cores
+    (training gets the rest of the node). `resource` / `node_labels` put it on another machine
+    (the deployment device, e.g. a node started with `ray start --resources '{"t4_box": 1}'`).
+    """
 
     batch: int = Field(1, ge=1)
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
     channels_last: bool = False
     warmup: int = Field(10, ge=0)
     repeats: int = Field(30, ge=2)
-    threads: int | None = Field(None, ge=1)   # None: all CPUs of the measuring node
+    threads: int | None = Field(None, ge=1)   # None: the measuring worker's `cpus`
     profile_stages: bool = False
+    device: str | None = None                 # None: the study's `device`
+    resource: str | None = Field(None, min_length=1)   # a Ray custom resource of the measuring node
+    node_labels: dict[str, str] = Field(default_factory=dict)   # Ray node labels it must carry
+    cpus: int = Field(1, ge=1)                # cores held by the measuring worker
+    timeout_s: float = Field(600.0, gt=0)     # one measurement, wall clock
+    ahead: int | None = Field(None, ge=0)     # configs priced ahead of training (None: parallel)
+    model: str | None = Field(None, min_length=1)   # "auto" or a latency model file (issue 13)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"cpu|auto|cuda(:\d+)?", v):
+            raise ValueError(f"{v!r} must be cpu, cuda, cuda:N or auto")
+        return v
 
 
 class SuccessiveHalving(_Model):

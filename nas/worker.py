@@ -7,11 +7,14 @@ and never raises for a trial's own error: `{"ok": False, "reason": one line, "er
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
 import traceback
 from typing import Any
@@ -38,11 +41,71 @@ def _cached_evaluator(name: str, settings: dict):
 
 
 def _resolve_device(device: str) -> str:
+    """The torch device this worker uses for the study's `device` (auto, cpu, cuda, cuda:N)."""
     if device == "auto":
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        return visible_cuda(device)
     return device
+
+
+def visible_cuda(device: str, visible: str | None = None) -> str:
+    """`cuda:N` as this process sees it. Ray gives a GPU worker its own GPU(s) through
+    `CUDA_VISIBLE_DEVICES`, renumbered from 0: physical GPU N is `cuda:<its place in that list>`,
+    and a worker that Ray gave another GPU uses its own, `cuda:0` (GPU N belongs to someone else).
+    Without the variable every GPU is visible under its own number, so `cuda:N` stays.
+
+        >>> visible_cuda("cuda:3", visible="3")
+        'cuda:0'
+        >>> visible_cuda("cuda:3", visible="1,3")
+        'cuda:1'
+        >>> visible_cuda("cuda:3", visible="5")
+        'cuda:0'
+    """
+    index = device.partition(":")[2]
+    if visible is None:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if not index or visible is None:
+        return device
+    ids = [v.strip() for v in visible.split(",") if v.strip()]
+    if not ids:
+        return device           # no GPU visible: torch says so when the device is used
+    return f"cuda:{ids.index(index)}" if index in ids else "cuda:0"
+
+
+def describe_device(device: str, threads: int | None) -> dict:
+    """Runs on the measuring worker: which device its latencies are measured on.
+
+    Returns {"ok", "device" (the torch device used here), "device_string" (the latency store's
+    key, `nas.measure.device_string`), "node" (Ray node id), "host", "visible" (CUDA_VISIBLE_DEVICES)};
+    only this process touches CUDA, never the driver.
+    """
+    try:
+        from nas.measure import device_string
+
+        local = _resolve_device(device)
+        if local.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError(f"device={device!r} but CUDA is not available on "
+                                 f"{socket.gethostname()}")
+        text = device_string(local, threads)
+    except Exception as e:  # noqa: BLE001
+        return _failure(e)
+    return {"ok": True, "device": local, "device_string": text, "node": _node_id(),
+            "host": socket.gethostname(), "visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # noqa: BLE001 - outside Ray
+        return None
 
 
 def _failure(e: BaseException) -> dict:
@@ -102,17 +165,47 @@ def run_evaluation(evaluator: str, settings: dict, config: dict, *, budget_epoch
 
 
 def run_latency(config: dict, *, device: str, latency: dict, num_threads: int | None) -> dict:
-    """Runs in a Ray worker that holds a whole node: measure one config's latency."""
+    """Runs on the measuring worker (which holds its GPU or cores alone): one config's latency."""
     from overlock import OverLoCKConfig
 
     try:
         from nas.measure import measure_latency
 
-        res = measure_latency(OverLoCKConfig.from_dict(config), device=_resolve_device(device),
-                              batch=latency["batch"], dtype=latency["dtype"],
-                              channels_last=latency["channels_last"], warmup=latency["warmup"],
-                              repeats=latency["repeats"], threads=num_threads,
-                              profile_stages=latency["profile_stages"])
+        with time_limit(latency.get("timeout_s"), "measurement"):
+            res = measure_latency(OverLoCKConfig.from_dict(config), device=_resolve_device(device),
+                                  batch=latency["batch"], dtype=latency["dtype"],
+                                  channels_last=latency["channels_last"], warmup=latency["warmup"],
+                                  repeats=latency["repeats"], threads=num_threads,
+                                  profile_stages=latency["profile_stages"])
     except Exception as e:  # noqa: BLE001
         return _failure(e)
     return {"ok": True, **res}
+
+
+class Timeout(Exception):
+    """Raised inside the work that ran past its time limit; `reason` is the one-line record."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None, what: str):
+    """Raise `Timeout` in this (main) thread once `seconds` of wall clock have passed (SIGALRM
+    timer; Python code and torch ops between kernels are interrupted, the worker lives on). Off
+    the main thread or without `seconds` it only runs the body; the driver's own timer remains."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def alarm(signum, frame):
+        raise Timeout(f"timeout: {what} ran longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

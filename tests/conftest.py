@@ -17,3 +17,9 @@ TINY = dict(base_depths=(1, 1, 1), overview_depth=1, focus_depths=(1, 1), widths
 @pytest.fixture
 def tiny_config() -> OverLoCKConfig:
     return OverLoCKConfig(**TINY)
+
+
+@pytest.fixture(autouse=True)
+def _latency_store(tmp_path_factory, monkeypatch):
+    """Every test gets its own per-device latency store (never the user's ~/.cache/overlock-nas)."""
+    monkeypatch.setenv("OVERLOCK_NAS_CACHE", str(tmp_path_factory.mktemp("overlock-nas-cache")))

@@ -16,10 +16,14 @@ LOADER_KEYS = ("workers", "prefetch", "cache", "cache_dir")
 CROPS = ("random_resized", "padded", "none")
 AUGMENT_BASE = {"hflip": True, "crop": "padded", "rrc_scale": (0.35, 1.0), "rrc_ratio": (0.75, 4 / 3),
                 "randaugment": None, "mixup": 0.0, "cutmix": 0.0}
+# Mirroring is only a default where every class is known to be mirror-invariant: the procedural
+# shapes (symmetric by construction) and CIFAR's photographs. A folder may hold digits, letters,
+# signs or scans where a mirrored image is another class or none (issue 12), so it is not
+# flipped unless the study says `augment: {hflip: true}`.
 DEFAULT_AUGMENT = {
     "procedural": {"hflip": True, "crop": "padded"},
     "cifar": {"hflip": True, "crop": "padded"},
-    "imagefolder": {"hflip": True, "crop": "random_resized"},
+    "imagefolder": {"hflip": False, "crop": "random_resized"},
 }
 
 

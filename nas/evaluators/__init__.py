@@ -168,6 +168,24 @@ def dataset(key, value):
 
 
 # ----------------------------------------------------------------------------------- registry
+def dataset_record(settings: Mapping[str, Any], data, resolution, augment=None) -> dict:
+    """What a score was measured on, stored with the trial (`dataset` user attr) and shown by the
+    report and the model card: {"description" (one line), "kind", "path" (folders) or "seed"
+    (procedural), "classes", "train_size", "val_size", "resolution" [H, W], "augment" (the
+    resolved training augmentation, or None)}."""
+    h, w = (int(v) for v in resolution)
+    kind = settings.get("kind", "procedural")
+    record = {"kind": kind, "classes": int(data.num_classes), "train_size": len(data.train),
+              "val_size": len(data.val), "resolution": [h, w], "augment": augment}
+    if settings.get("path"):
+        record["path"] = str(settings["path"])
+    else:
+        record["seed"] = int(settings.get("seed", 0) or 0)
+    record["description"] = (f"{data.description}; {len(data.train)} train / {len(data.val)} val "
+                             f"images at {h}x{w}")
+    return record
+
+
 def fit_to_data(config, data):
     """The config with `num_classes` / `in_chans` set to the data set's (the head and stem the
     evaluator trains); the study still prices the config it sampled, and the engine records the

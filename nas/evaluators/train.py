@@ -26,8 +26,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from . import (Evaluator, Setting, TrialError, boolean, choice, dataset, fit_to_data, integer,
-               number, resolution, resolve_settings)
+from . import (Evaluator, Setting, TrialError, boolean, choice, dataset, dataset_record, fit_to_data,
+               integer, number, resolution, resolve_settings)
 
 SCHEMA = {
     "dataset": Setting({"kind": "procedural"}, dataset),
@@ -66,6 +66,14 @@ def _augment_setting(key: str, value: Any):
         return check_augment(value, key)
     except DataError as e:
         raise ValueError(str(e)) from None
+
+
+def _resolved_augment(value, data) -> dict | None:
+    """The augmentation training really used (the data set kind's defaults filled in)."""
+    from nas.data import resolve_augment
+
+    aug = resolve_augment(value, getattr(data.train, "kind", "procedural"))
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in aug.items()} if aug else None
 
 
 def _check_rungs(rungs: Any, epochs: int) -> list[int]:
@@ -232,7 +240,8 @@ class TrainEvaluator(Evaluator):
                 epoch_loss += loss.item() * len(y)
                 n += len(y)
             losses.append(epoch_loss / max(n, 1))
-            self._recalibrate_bn(model, data.train, device, amp_dtype, memory_format)
+            self._recalibrate_bn(model, data.train, device, amp_dtype, memory_format,
+                                 seed=_mix(seed, epoch, 2))
             history.append(self._accuracy(model, data.val, device, amp_dtype, memory_format))
         wall = time.perf_counter() - t0
 
@@ -252,6 +261,7 @@ class TrainEvaluator(Evaluator):
             "fidelity": target / full,
             "num_classes": data.num_classes,
             "resolution": list(res),
+            "dataset": dataset_record(s["dataset"], data, res, _resolved_augment(s["augment"], data)),
             "data_skipped": len(skipped),             # unreadable images left out (never a crash)
             **({"data_skipped_first": next(iter(skipped.items()))} if skipped else {}),
             "wall_s": wall,
@@ -285,12 +295,17 @@ class TrainEvaluator(Evaluator):
         return F.cross_entropy(out.float(), y, label_smoothing=smoothing)
 
     @torch.no_grad()
-    def _recalibrate_bn(self, model, split, device, amp_dtype, memory_format) -> None:
-        """Re-estimate batch-norm statistics on a few training batches before validating.
+    def _recalibrate_bn(self, model, split, device, amp_dtype, memory_format, seed: int) -> None:
+        """Re-estimate batch-norm statistics on a random sample of training images before validating.
 
         After a few dozen steps the running averages (momentum 0.1) still carry their initial
         values, so eval-mode accuracy lags the network (every trial scores ~chance after epoch 1);
-        exact averages over fixed batches fix that, as in once-for-all's BN calibration.
+        exact averages over a sample fix that, as in once-for-all's BN calibration. The sample is
+        drawn at random (seeded) from the whole split and preprocessed as validation images are:
+        folders list their images class by class, and statistics taken from the first batches in
+        file order describe one or two classes only (issue 12: -30 points, +-0.2 swings). Only the
+        norms switch to training mode: drop path and dropout stay off, the aux head still runs so
+        its norms are re-estimated too.
         """
         n = self.settings["bn_recalibration_batches"]
         norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -300,17 +315,20 @@ class TrainEvaluator(Evaluator):
         for m in norms:
             m.reset_running_stats()
             m.momentum = None  # cumulative average
-        model.train()
+        model.eval()
+        model.training = True  # the root only: OverLoCK runs its aux head in training mode
+        for m in norms:
+            m.train()
         try:
-            batches = split.batches(self.settings["batch_size"], device=device, memory_format=memory_format)
-            for i, (x, _) in enumerate(batches):
-                if i == n:
-                    break
+            batches = split.batches(self.settings["batch_size"], shuffle=True, seed=seed, device=device,
+                                    memory_format=memory_format, max_batches=n)
+            for x, _ in batches:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     model(x)
         finally:
             for m, momentum in zip(norms, momenta):
                 m.momentum = momentum
+            model.eval()
 
     @torch.no_grad()
     def _accuracy(self, model, split, device, amp_dtype, memory_format) -> float:

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import (Evaluator, Setting, TrialError, dataset, fit_to_data, integer, resolution,
-               resolve_settings)
+from . import (Evaluator, Setting, TrialError, dataset, dataset_record, fit_to_data, integer,
+               resolution, resolve_settings)
 
 SCHEMA = {
     "dataset": Setting({"kind": "procedural"}, dataset),
@@ -131,13 +131,14 @@ class ZeroCostEvaluator(Evaluator):
                  workdir: str | None = None, resume_from: str | None = None,
                  weights_name: str | None = None) -> dict:
         """Score `config` at initialisation; returns {"score", "epochs": 0, "history": [],
-        "weights": None, "fidelity": 1.0 (a proxy is always evaluated in full), "wall_s"}."""
+        "weights": None, "fidelity": 1.0 (a proxy is always evaluated in full), "dataset" (the
+        images the batch came from, `nas.evaluators.dataset_record`), "wall_s"}."""
         from nas.data import DataError
         from nas.evaluators.train import _is_oom
 
         threads_before = torch.get_num_threads()
         try:
-            score, wall = self._score(config, device, seed)
+            score, wall, data_record = self._score(config, device, seed)
         except TrialError:
             raise
         except DataError as e:
@@ -154,9 +155,9 @@ class ZeroCostEvaluator(Evaluator):
         if not math.isfinite(score):
             raise TrialError(f"{self.name} score is not finite ({score})")
         return {"score": score, "epochs": 0, "history": [], "weights": None, "fidelity": 1.0,
-                "wall_s": wall}
+                "dataset": data_record, "wall_s": wall}
 
-    def _score(self, config, device, seed) -> tuple[float, float]:
+    def _score(self, config, device, seed) -> tuple[float, float, dict]:
         from overlock import OverLoCK
         from nas.data import load_dataset
 
@@ -169,7 +170,7 @@ class ZeroCostEvaluator(Evaluator):
         torch.manual_seed(seed)
         model = OverLoCK(cfg).to(device)
         images, labels = next(data.train.batches(min(s["batch_size"], len(data.train)), shuffle=True,
-                                                 seed=seed, device=device))
+                                                 seed=seed, device=device, max_batches=1))
         t0 = time.perf_counter()
         if self.name == "synflow":
             score = synflow(model, tuple(images.shape))
@@ -177,4 +178,4 @@ class ZeroCostEvaluator(Evaluator):
             score = naswot(model, images)
         else:
             score = zico(model, images, labels)
-        return score, time.perf_counter() - t0
+        return score, time.perf_counter() - t0, dataset_record(s["dataset"], data, res)

@@ -69,3 +69,56 @@ class Scripted:
             json.dump({"epochs": epochs, "hash": config.config_hash()}, fh)
         return {"score": score, "epochs": epochs, "history": history, "weights": weights,
                 "fidelity": epochs / full}
+
+
+class Sleeping:
+    """Sleeps instead of training, for a time set by the config (so evaluations differ in length):
+    `min_s + (max_s - min_s) * u`, u in [0, 1) from the config hash. Logs {hash, start, end} per
+    evaluation to `log`, so a test or benchmark can compute slot utilisation."""
+
+    name = "sleeping"
+    metric = "accuracy"
+
+    def __init__(self, settings: dict):
+        self.settings = dict(settings)
+        self.rungs = []
+        self.min_s = float(self.settings.get("min_s", 2.0))
+        self.max_s = float(self.settings.get("max_s", 8.0))
+        self.log = self.settings.get("log")
+
+    def duration(self, config) -> float:
+        u = int(config.config_hash()[:8], 16) / 16 ** 8
+        return self.min_s + (self.max_s - self.min_s) * u
+
+    def evaluate(self, config, *, budget_epochs, device, seed, workdir, resume_from, weights_name=None):
+        start = time.time()
+        time.sleep(self.duration(config))
+        end = time.time()
+        if self.log:
+            with open(self.log, "a") as fh:
+                fh.write(json.dumps({"kind": "eval", "hash": config.config_hash(), "start": start,
+                                     "end": end}) + "\n")
+        return {"score": config.widths[3] / 256 + config.region_count / 100, "epochs": 1,
+                "fidelity": 1.0}
+
+
+def sleeping_latency(config: dict, *, device: str, latency: dict, num_threads) -> dict:
+    """A stand-in for `nas.worker:run_latency` that takes `FAKE_LATENCY_S` seconds (default 1)
+    and logs {hash, start, end} to `$FAKE_LATENCY_LOG`; its latency grows with the widths."""
+    from overlock import OverLoCKConfig
+
+    cfg = OverLoCKConfig.from_dict(config)
+    start = time.time()
+    time.sleep(float(os.environ.get("FAKE_LATENCY_S", "1")))
+    end = time.time()
+    log = os.environ.get("FAKE_LATENCY_LOG")
+    if log:
+        with open(log, "a") as fh:
+            fh.write(json.dumps({"kind": "latency", "hash": cfg.config_hash(), "start": start,
+                                 "end": end}) + "\n")
+    from nas.measure import device_string
+
+    return {"ok": True, "latency_ms": float(sum(cfg.widths)) / 10.0,
+            "latency_device": device_string("cpu", num_threads),
+            "latency_batch": latency["batch"], "latency_dtype": latency["dtype"],
+            "latency_channels_last": latency["channels_last"]}

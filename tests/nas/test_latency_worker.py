@@ -1,0 +1,231 @@
+"""The measuring worker (issue 10 §1), the per-device latency store and `cuda:N` under Ray (§3).
+
+One Ray cluster for the module with 4 logical CPUs and 2 *logical* GPUs (no CUDA here): Ray hands
+them out and sets CUDA_VISIBLE_DEVICES as it would on a GPU node, which is what the device mapping
+and the measuring worker's placement depend on.
+"""
+
+import json
+import multiprocessing
+import os
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import nas.engine
+from nas.engine import SearchEngine, SearchError, open_storage
+from nas.measure import cache_root, device_cache_dir, device_store
+from nas.study import parse_study
+from nas.worker import visible_cuda
+from nas_testing import HERE, study_dict
+
+LATENCY = {"repeats": 3, "warmup": 1}
+
+
+@pytest.fixture(scope="module")
+def gpu_ray(tmp_path_factory):
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    log = tmp_path_factory.mktemp("latency-log") / "latency.jsonl"
+    # workers inherit the environment Ray was started with: the fake measurement's log and length
+    os.environ.update(FAKE_LATENCY_LOG=str(log), FAKE_LATENCY_S="1.0",
+                      RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    try:
+        ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False,
+                 log_to_driver=False, logging_level="ERROR")
+    finally:
+        os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+    assert str(HERE) in sys.path
+    yield log
+    ray.shutdown()
+    for key in ("FAKE_LATENCY_LOG", "FAKE_LATENCY_S"):
+        os.environ.pop(key, None)
+
+
+def load(run: Path) -> optuna.Study:
+    spec = parse_study(study_dict(run.parent), label="t")
+    return optuna.load_study(study_name="tiny", storage=open_storage(spec, run))
+
+
+def intervals(path: Path, kind: str) -> list[dict]:
+    if not path.exists():
+        return []
+    return [e for e in map(json.loads, path.read_text().splitlines()) if e["kind"] == kind]
+
+
+# ------------------------------------------------------------------------------ device mapping
+def test_the_study_device_maps_to_the_gpu_the_worker_sees():
+    assert visible_cuda("cuda:1", visible="1") == "cuda:0"       # Ray gave it GPU 1
+    assert visible_cuda("cuda:1", visible="0,1") == "cuda:1"
+    assert visible_cuda("cuda:3", visible="2,3") == "cuda:1"
+    assert visible_cuda("cuda:1", visible="0") == "cuda:0"       # Ray gave it another GPU
+    assert visible_cuda("cuda:1", visible=None) == "cuda:1"      # outside Ray: every GPU visible
+    assert visible_cuda("cuda", visible="5") == "cuda"
+
+
+def test_a_gpu_task_sees_its_own_gpu_as_cuda_0(gpu_ray):
+    from nas.executor import Executor
+
+    ex = Executor()
+    ex.start()
+    mapped = [ex.submit("nas.worker:visible_cuda", "cuda:1", gpus=1, cpus=0.5) for _ in range(2)]
+    env = [ex.submit("os:getenv", "CUDA_VISIBLE_DEVICES", gpus=1, cpus=0.5) for _ in range(2)]
+    assert [ex.result(h) for h in mapped] == ["cuda:0", "cuda:0"]     # result() waits
+    assert all(ex.result(h) in ("0", "1") for h in env)    # one physical GPU each, renumbered 0
+
+
+# --------------------------------------------------------------------------------- the store
+def _write(args):
+    device, worker, n = args
+    store = device_store(device)
+    for j in range(n):
+        store.put(f"k{worker}-{j}", {"latency_ms": float(j), "writer": worker})
+
+
+def test_the_device_store_outlives_a_study_and_is_safe_under_concurrent_processes(tmp_path):
+    assert str(cache_root()).startswith(os.environ["OVERLOCK_NAS_CACHE"])
+    device = "cpu: Test CPU x1 threads, torch 0, na2d_av pure PyTorch"
+    other = device.replace("x1", "x2")
+    assert device_cache_dir(device) != device_cache_dir(other)
+    assert device_cache_dir(device).parent == cache_root() / "latency"
+    ctx = multiprocessing.get_context("spawn")     # real processes, each with its own file handles
+    with ctx.Pool(4) as pool:
+        pool.map(_write, [(device, w, 15) for w in range(4)])
+    entries = device_store(device).entries()
+    assert len(entries) == 60 and {e["writer"] for e in entries.values()} == {0, 1, 2, 3}
+    assert (device_cache_dir(device) / "device.txt").read_text().strip() == device
+    assert device_store(other).entries() == {}
+    assert not list(device_cache_dir(device).glob("*.tmp*"))
+
+
+# ------------------------------------------------------------------------- the measuring worker
+def test_evaluations_never_wait_for_another_trials_latency(tmp_path, gpu_ray, monkeypatch):
+    """2 slots priced 1 trial ahead, evaluations of 1.5-3 s, measurements of 1 s each on the
+    measuring worker, a latency budget: every evaluation starts after its own trial's measurement,
+    measurements run while other trials train (the old engine measured only when no evaluation
+    ran, so never), one at a time, and the slots stay busy."""
+    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:sleeping_latency")
+    evals = tmp_path / "evals.jsonl"
+    gpu_ray.write_text("")
+    spec = parse_study(study_dict(
+        tmp_path, trials=10, parallel=2, constraints={"latency_ms": 1000.0},
+        latency={**LATENCY, "ahead": 1},
+        evaluator={"name": "fake_evaluators:Sleeping", "min_s": 1.5, "max_s": 3.0, "log": str(evals)}),
+        label="t")
+    SearchEngine(spec).run()
+    trials = load(tmp_path / "run").get_trials()
+    assert len(trials) >= 10 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert all(t.user_attrs["latency_source"] == "measured" for t in trials)
+    ev, lat = intervals(evals, "eval"), intervals(gpu_ray, "latency")
+    originals = {t.user_attrs["config_hash"] for t in trials if "reused_from" not in t.user_attrs}
+    assert len(ev) == len(lat) == len(originals) >= 6     # duplicates reuse, never re-measure
+    measured = {e["hash"]: e for e in lat}
+    for e in ev:    # a trial waits only for its own latency
+        assert e["start"] >= measured[e["hash"]]["end"]
+    during = [m for m in lat if any(e["start"] < m["start"] < e["end"] for e in ev)]
+    assert len(during) >= 2, (lat, ev)     # measured while others trained
+    lat.sort(key=lambda m: m["start"])     # one at a time: the worker holds its device alone
+    assert all(a["end"] <= b["start"] + 1e-3 for a, b in zip(lat, lat[1:]))
+    span = max(e["end"] for e in ev) - min(e["start"] for e in ev)
+    utilisation = sum(e["end"] - e["start"] for e in ev) / (2 * span)
+    assert utilisation > 0.6, utilisation     # draining the cluster per measurement gave ~0.3
+
+
+def test_the_measuring_worker_holds_its_cores_and_training_gets_the_rest(tmp_path, gpu_ray, monkeypatch):
+    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:sleeping_latency")
+    lines = []
+    spec = parse_study(study_dict(tmp_path, trials=2, objectives=["accuracy", "latency_ms"],
+                                  latency={**LATENCY, "cpus": 2}), label="t")
+    SearchEngine(spec, on_progress=lambda p, line: lines.append(line)).run()
+    assert any("up to 2 trial(s) at a time" in (line or "") for line in lines)    # 4 CPUs - 2
+    trials = load(tmp_path / "run").get_trials()
+    assert all(t.user_attrs["latency_device"].endswith("na2d_av pure PyTorch") for t in trials)
+    assert all("x2 threads" in t.user_attrs["latency_device"] for t in trials)   # threads = cpus
+
+
+def test_latencies_outlive_a_study_through_the_device_store(tmp_path, gpu_ray):
+    first, second = tmp_path / "a", tmp_path / "b"
+    for run in (first, second):
+        run.mkdir()
+        spec = parse_study(study_dict(run, trials=3, objectives=["accuracy", "latency_ms"],
+                                      latency=LATENCY), label="t")
+        SearchEngine(spec).run()
+    a = {t.user_attrs["config_hash"]: t for t in load(first / "run").get_trials()}
+    b = load(second / "run").get_trials()
+    assert all(t.user_attrs["latency_source"] == "measured" for t in a.values())
+    # same seed, same configs: the second study reads every latency from the device's store
+    assert len(b) >= 3 and all(t.user_attrs["latency_source"] == "store" for t in b)
+    for t in b:
+        assert t.user_attrs["latency_ms"] == a[t.user_attrs["config_hash"]].user_attrs["latency_ms"]
+    device = b[0].user_attrs["latency_device"]
+    assert len(device_store(device).entries()) == len(a)
+
+
+def test_a_measurement_past_its_timeout_fails_with_a_one_line_reason(tmp_path, gpu_ray, monkeypatch):
+    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:sleeping_latency")
+    monkeypatch.setattr(nas.engine, "_LATENCY_GRACE_S", 0.0)
+    spec = parse_study(study_dict(tmp_path, trials=2, parallel=1, constraints={"latency_ms": 1000.0},
+                                  latency={**LATENCY, "timeout_s": 0.2}), label="t")
+    SearchEngine(spec).run()
+    trials = load(tmp_path / "run").get_trials()
+    assert len(trials) >= 2 and all(t.state == TrialState.FAIL for t in trials)
+    for t in trials:
+        assert t.user_attrs["reason"].startswith("latency: timeout: ")
+        assert "\n" not in t.user_attrs["reason"]
+    assert not (tmp_path / "evals.jsonl").exists()     # never trained
+
+
+def test_the_worker_stops_a_measurement_at_its_timeout(tiny_config):
+    from nas.study import LatencySettings
+    from nas.worker import run_latency
+
+    settings = LatencySettings(repeats=1000, warmup=0, timeout_s=0.3).model_dump()
+    result = run_latency(tiny_config.to_dict(), device="cpu", latency=settings, num_threads=1)
+    assert result["ok"] is False and result["reason"] == "timeout: measurement ran longer than 0.3 s"
+
+
+def test_a_missing_measuring_node_is_a_one_line_error(tmp_path, gpu_ray):
+    spec = parse_study(study_dict(tmp_path, objectives=["accuracy", "latency_ms"],
+                                  latency={"resource": "t4_box"}), label="study.yaml")
+    with pytest.raises(SearchError, match=r"^study.yaml: latency: the measuring worker needs 1 CPU, "
+                                          r"resource t4_box, but no Ray node offers the custom "
+                                          r"resource 't4_box'"):
+        SearchEngine(spec).run()
+    assert load(tmp_path / "run").get_trials() == []
+
+
+def test_the_driver_never_initialises_cuda(tmp_path, gpu_ray, monkeypatch):
+    """`device: cuda:1` on a cluster whose GPUs (logical here) have no CUDA: only the measuring
+    worker touches CUDA and says so in one line; the driver never calls into torch.cuda."""
+    import torch
+
+    calls = []
+
+    def forbidden(name):
+        def f(*a, **k):
+            calls.append(name)
+            raise AssertionError(f"the driver called torch.cuda.{name}")
+        return f
+
+    for name in ("init", "_lazy_init", "current_device", "get_device_name", "set_device",
+                 "synchronize", "device_count"):
+        monkeypatch.setattr(torch.cuda, name, forbidden(name))
+    spec = parse_study(study_dict(tmp_path, device="cuda:1", resources={"cpus": 1},
+                                  objectives=["accuracy", "latency_ms"], latency=LATENCY),
+                       label="study.yaml")
+    with pytest.raises(SearchError, match=r"^study.yaml: latency: the measuring worker \(1 CPU, 1 GPU, "
+                                          r"device cuda:1\) failed: ValueError: device='cuda:1' but "
+                                          r"CUDA is not available on "):
+        SearchEngine(spec).run()
+    assert calls == []
+    # a CPU study runs to the end without the driver touching CUDA either
+    other = tmp_path / "cpu"
+    other.mkdir()
+    SearchEngine(parse_study(study_dict(other, trials=2, objectives=["accuracy", "latency_ms"],
+                                        latency=LATENCY), label="t")).run()
+    assert calls == [] and len(load(other / "run").get_trials()) >= 2
