@@ -657,7 +657,14 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    threads = torch.get_num_threads()
+    try:
+        return _run(parse_args(argv), argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args, argv) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print(f"gpu_check: no CUDA device: torch {torch.__version__} (CUDA build: "
