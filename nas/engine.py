@@ -12,9 +12,12 @@ One trial, in the driver (every fact recorded as a user attribute, docs/storage.
    Same hash as a trial in flight -> it waits for that one.
 3. Params, FLOPs and memory from the analytic cost model (fvcore cross-check on a sample of
    trials: a mismatch stops the study). A broken budget -> PRUNED, `infeasible`, never trained.
-4. Latency, when it is an objective or a constraint: measured before training, alone on a node
-   (no evaluation runs meanwhile), cached by (hash, device, batch, resolution, dtype, memory format).
-   A broken latency budget -> PRUNED, `infeasible`, never trained.
+4. Latency, when it is an objective or a constraint: read from the device's store (shared by every
+   study on that device, keyed by architecture, device string, batch, resolution, dtype, memory
+   format), else measured before training by the measuring worker, a Ray actor that holds the
+   latency device alone (a GPU, or `latency.cpus` cores) and prices sampled configs ahead of
+   training, so evaluations never wait for it except a trial for its own latency. A broken latency
+   budget -> PRUNED, `infeasible`, never trained.
 5. The evaluator runs as a Ray task. With rungs (successive halving) a trial trains to each rung
    and continues only if its score is in the top 1/eta of the trials that reached that rung (or
    fewer than `min_trials` have); else it is told PRUNED with `fidelity` < 1. COMPLETE always
@@ -55,11 +58,12 @@ from . import _optuna
 from .executor import Executor, TaskLost
 from .storage import DIRECTIONS, format_value as _fmt, is_feasible, named_constraints
 from .study import StudySpec, sampler_class
-from .worker import _resolve_device, make_evaluator
+from .worker import make_evaluator
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 EVAL_TARGET = "nas.worker:run_evaluation"
 LATENCY_TARGET = "nas.worker:run_latency"
+DESCRIBE_TARGET = "nas.worker:describe_device"
 # user_attrs copied when a trial reuses another's result
 _IDENTITY_ATTRS = ("config", "config_hash", "summary", "resolution", "seed", "driver")
 
@@ -275,6 +279,8 @@ class SearchEngine:
                 interrupted = self._loop()
             finally:
                 self._save_wall_time()
+                if getattr(self, "_measurer", None) is not None:
+                    self._measurer.stop()
                 self.executor.shutdown()
             return self._result(interrupted)
 
@@ -425,19 +431,71 @@ class SearchEngine:
         return sampler_class(name)(seed=seed, **options)
 
     def _open_latency_cache(self):
-        """The run directory's latency cache. The device string that keys it is known before
-        any measurement for a local Ray (this machine); on a cluster, after the first one."""
-        self._latency_device = None
+        """Start the measuring worker, learn from it the device string of its latencies, and open
+        that device's store (read first, shared by every study on the device). Returns the run
+        directory's record of the latencies this study used."""
+        self._measurer, self._latency_device, self._store = None, None, None
+        self._held: dict = {}           # node id -> resources the measuring worker holds for good
+        self._latency_note = None
         if not self.spec.needs_latency:
             return None
-        from nas.measure import LatencyCache, device_string
+        from nas.measure import LatencyCache, device_store
 
-        if self.executor.mode == "local":
-            device = _resolve_device(self.spec.device)
-            threads = self.spec.latency.threads or int(self.executor.exclusive_resources()["cpus"])
-            with contextlib.suppress(Exception):
-                self._latency_device = device_string(device, threads)
+        self._start_measurer()
+        self._store = device_store(self._latency_device)
         return LatencyCache(str(self.run_dir / "latency_cache.json"))
+
+    def _gpus_per_trial(self, nodes: list[dict]) -> float:
+        gpus = self.spec.resources.gpus
+        if gpus is None:
+            wants_gpu = self.spec.device.startswith("cuda") or (
+                self.spec.device == "auto" and any(n["gpus"] > 0 for n in nodes))
+            gpus = 1.0 if wants_gpu else 0.0
+        return gpus
+
+    def _start_measurer(self) -> None:
+        """The measuring worker: a Ray actor on the latency device, holding a GPU (or `cpus` CPU
+        cores) alone. When that would leave no training slot (one GPU), measurements run as tasks
+        with the same resources instead, between evaluations."""
+        s, label = self.spec.latency, self.spec.label
+        nodes = self.executor.nodes()
+        device = s.device or self.spec.device
+        gpu = device.startswith("cuda") or (device == "auto" and any(n["gpus"] > 0 for n in nodes))
+        want = dict(cpus=float(s.cpus), gpus=1.0 if gpu else 0.0, resource=s.resource,
+                    labels=s.node_labels)
+        problem = self.executor.placeable(**want)
+        if problem:
+            raise SearchError(f"{label}: latency: the measuring worker needs {_wants(want)}, but {problem}")
+        self._latency_threads = s.threads or s.cpus
+        measurer = self.executor.measurer(**want, dedicated=True)
+        info = self._describe(measurer, device, want)
+        held = {info["node"]: {"cpus": want["cpus"], "gpus": want["gpus"]}}
+        if self.executor.capacity(self.spec.resources.cpus, self._gpus_per_trial(nodes), held=held) == 0:
+            measurer.stop()
+            measurer = self.executor.measurer(**want, dedicated=False)
+            info, held = self._describe(measurer, device, want), {}
+            self._latency_note = (f"latency: no training slot would be left beside a dedicated "
+                                  f"measuring worker ({_wants(want)}); each measurement takes them "
+                                  "when free, between evaluations")
+        self._measurer, self._held = measurer, held
+        self._latency_device = info["device_string"]
+
+    def _describe(self, measurer, device: str, want: dict) -> dict:
+        """Ask the measuring worker what it measures on (only workers touch CUDA, never the driver)."""
+        limit = max(self.spec.latency.timeout_s, _WORKER_START_S)
+        handle = measurer.submit(DESCRIBE_TARGET, device, self._latency_threads,
+                                 threads=self._latency_threads, max_retries=self.spec.max_retries)
+        try:
+            if not self.executor.wait([handle], timeout=limit):
+                raise TaskLost(f"it did not start within {limit:g} s (is the cluster busy?)")
+            info = self.executor.result(handle)
+        except TaskLost as e:
+            info = {"ok": False, "reason": e.reason}
+        if not info.get("ok"):
+            measurer.stop()
+            raise SearchError(f"{self.spec.label}: latency: the measuring worker ({_wants(want)}, "
+                              f"device {device}) failed: {info.get('reason')}")
+        return info
 
     # ---------------------------------------------------------------------------- main loop
     def _loop(self) -> bool:
@@ -446,13 +504,9 @@ class SearchEngine:
         self._check_latency_device(trials)
         study.sampler = self._sampler(len(trials))
         nodes = self.executor.nodes()
-        gpus = self.spec.resources.gpus
-        if gpus is None:
-            wants_gpu = self.spec.device.startswith("cuda") or (
-                self.spec.device == "auto" and any(n["gpus"] > 0 for n in nodes))
-            gpus = 1.0 if wants_gpu else 0.0
+        gpus = self._gpus_per_trial(nodes)
         self.trial_gpus = gpus
-        fits = self.executor.capacity(self.spec.resources.cpus, gpus)
+        fits = self.executor.capacity(self.spec.resources.cpus, gpus, held=self._held)
         if fits == 0:      # a task nothing can run would wait forever
             have = ", ".join(f"{n['ip']}: {n['cpus']:g} CPUs {n['gpus']:g} GPUs" for n in nodes)
             raise SearchError(f"{self.spec.label}: resources: one trial needs {self.spec.resources.cpus:g} "
@@ -478,6 +532,8 @@ class SearchEngine:
         self._emit(f"Ray ({self.executor.mode}): {len(nodes)} node(s), "
                    f"{sum(n['cpus'] for n in nodes):g} CPUs, {sum(n['gpus'] for n in nodes):g} GPUs; "
                    f"up to {self.parallel} trial(s) at a time")
+        if self._latency_note:
+            self._emit(self._latency_note)
         if self.resumed:
             waiting = sum(t.state == TrialState.WAITING for t in trials)
             self._emit(f"resuming {self.storage_label}: {self._progress.done} trials finished, "
@@ -527,23 +583,29 @@ class SearchEngine:
             sum(1 for lv in self._inflight.values() if lv.kind == "latency")
 
     def _fill(self) -> None:
-        """Ask new trials while slots are free and budget is left."""
-        while self._occupancy() < self.parallel and self._budget_left():
+        """Ask new trials while slots are free and budget is left (with a measuring worker, up to
+        `latency.ahead` more, so their latency is priced before a slot frees)."""
+        while self._occupancy() < self.parallel + self._ahead() and self._budget_left():
             trial = self.study.ask()
             self._start_trial(trial)
 
+    def _ahead(self) -> int:
+        """Trials asked beyond the training slots, for the measuring worker to price ahead."""
+        if self._measurer is None:
+            return 0
+        ahead = self.spec.latency.ahead
+        return self.parallel if ahead is None else ahead
+
     def _pump(self) -> None:
-        """Start queued work: latency measurements alone on the cluster, evaluations otherwise."""
-        evals = [lv for lv in self._inflight.values() if lv.kind == "eval"]
-        measuring = any(lv.kind == "latency" for lv in self._inflight.values())
-        if self._latency_queue:
-            if not evals and not measuring:
-                self._submit_latency(self._latency_queue.popleft())
-            return
-        while self._ready and len(evals) < self.parallel:
-            lv = self._ready.popleft()
-            self._submit_eval(lv)
-            evals.append(lv)
+        """Start queued work: the next measurement on the measuring worker (one at a time, so
+        each has its device alone and its own timeout), and evaluations while slots are free.
+        Neither waits for the other; a trial waits only for its own latency."""
+        if self._latency_queue and not any(lv.kind == "latency" for lv in self._inflight.values()):
+            self._submit_latency(self._latency_queue.popleft())
+        evals = sum(1 for lv in self._inflight.values() if lv.kind == "eval")
+        while self._ready and evals < self.parallel:
+            self._submit_eval(self._ready.popleft())
+            evals += 1
 
     def _collect(self, timeout: float) -> None:
         done = self.executor.wait(list(self._inflight), timeout=timeout)
@@ -562,6 +624,7 @@ class SearchEngine:
                 self._after_eval(lv, result)
 
     def _check_timeouts(self) -> None:
+        self._check_latency_timeout()
         limit = self.spec.trial_timeout_s
         if not limit:
             return
@@ -618,13 +681,13 @@ class SearchEngine:
         if broken:
             self._infeasible(lv, broken)
             return
-        # 4. latency before training
+        # 4. latency before training: the device's store, else the measuring worker's queue
         if self.spec.needs_latency:
             cached = self._cache_get(lv)
             if cached is None:
                 self._latency_queue.append(lv)
                 return
-            self._record_latency(lv, cached)
+            self._record_latency(lv, cached, source="store")
             broken = self._broken(lv.metrics)
             if broken:
                 self._infeasible(lv, broken)
@@ -735,46 +798,76 @@ class SearchEngine:
                         named=self._named_constraints)
 
     # --------------------------------------------------------------------------------- latency
-    def _cache_args(self, lv: _Live) -> tuple:
+    def _cache_args(self, lv: _Live, device_name: str | None = None) -> tuple:
         s = self.spec.latency
-        return (lv.config, self._latency_device, s.batch, None, s.dtype, s.channels_last)
+        return (lv.config, device_name or self._latency_device, s.batch, None, s.dtype, s.channels_last)
 
     def _cache_get(self, lv: _Live) -> dict | None:
+        """The device store first (every study on this device), then this run's own record."""
         if self._latency_cache is None or self._latency_device is None:
             return None
-        return self._latency_cache.get(*self._cache_args(lv))
+        found = self._store.get(*self._cache_args(lv))
+        if found is None:
+            found = self._latency_cache.get(*self._cache_args(lv))
+            if found is not None:       # the store was cleared: give it back what this run knows
+                self._store.put(*self._cache_args(lv), found)
+        elif self._latency_cache.get(*self._cache_args(lv)) is None:
+            self._latency_cache.put(*self._cache_args(lv), found)
+        return found
 
     def _cache_put(self, lv: _Live, result: dict) -> None:
-        if self._latency_cache is not None and self._latency_device:
-            self._latency_cache.put(*self._cache_args(lv), result)
+        """Keyed by the device string the measurement reports (a restarted worker on another node
+        stores under its own device)."""
+        from nas.measure import device_store
+
+        name = result.get("latency_device") or self._latency_device
+        store = self._store if name == self._latency_device else device_store(name)
+        store.put(*self._cache_args(lv, name), result)
+        self._latency_cache.put(*self._cache_args(lv, name), result)
 
     def _submit_latency(self, lv: _Live) -> None:
-        res = self.executor.exclusive_resources(gpu=self.trial_gpus > 0)
-        threads = self.spec.latency.threads or int(res["cpus"])
-        lv.handle = self.executor.submit(
-            LATENCY_TARGET, lv.config.to_dict(), device=self.spec.device,
-            latency=self.spec.latency.model_dump(), num_threads=threads, threads=threads,
-            cpus=res["cpus"], gpus=res["gpus"], max_retries=self.spec.max_retries)
+        s = self.spec.latency
+        lv.handle = self._measurer.submit(
+            LATENCY_TARGET, lv.config.to_dict(), device=s.device or self.spec.device,
+            latency=s.model_dump(), num_threads=self._latency_threads,
+            threads=self._latency_threads, max_retries=self.spec.max_retries)
         lv.kind, lv.started = "latency", time.monotonic()
         self._inflight[lv.handle] = lv
+
+    def _check_latency_timeout(self) -> None:
+        """The worker stops a measurement at `latency.timeout_s` itself; one stuck past that (in
+        native code) is stopped by restarting the measuring worker."""
+        if self._measurer is None or not self._measurer.dedicated:
+            return      # a task waits for its resources first: its own timer is the worker's
+        limit = self.spec.latency.timeout_s + _LATENCY_GRACE_S
+        now = time.monotonic()
+        for handle, lv in list(self._inflight.items()):
+            if lv.kind == "latency" and now - lv.started > limit:
+                self.executor.cancel(handle)
+                del self._inflight[handle]
+                lv.kind, lv.handle = "", None
+                self._fail(lv, f"latency: timeout: no result after {limit:g} s (latency.timeout_s "
+                               f"{self.spec.latency.timeout_s:g}); the measuring worker was restarted", "")
 
     def _after_latency(self, lv: _Live, result: dict) -> None:
         if not result.get("ok"):
             self._fail(lv, f"latency: {result.get('reason')}", result.get("error", ""))
             return
-        self._latency_device = result.get("latency_device") or self._latency_device
         self._cache_put(lv, result)
-        self._record_latency(lv, result)
+        self._record_latency(lv, result, source="measured")
         broken = self._broken(lv.metrics)
         if broken:
             self._infeasible(lv, broken)
         else:
             self._to_evaluation(lv)
 
-    def _record_latency(self, lv: _Live, result: dict) -> None:
+    def _record_latency(self, lv: _Live, result: dict, source: str) -> None:
+        """Every `latency_*` field of the result (the device string among them) on the trial,
+        and where it came from: `latency_source` measured (by this study) or store."""
         for k, v in result.items():
             if k.startswith("latency_") and v is not None:
                 lv.trial.set_user_attr(k, _jsonable(v))
+        lv.trial.set_user_attr("latency_source", source)
         lv.metrics["latency_ms"] = float(result["latency_ms"])
 
     # ------------------------------------------------------------------------------ evaluation
@@ -1089,6 +1182,21 @@ class SearchEngine:
 
 
 # ======================================================================================= helpers
+_LATENCY_GRACE_S = 30.0   # past latency.timeout_s before the driver restarts the measuring worker
+_WORKER_START_S = 300.0   # for the measuring worker to be placed and answer (or latency.timeout_s)
+
+
+def _wants(want: dict) -> str:
+    """The measuring worker's request, for messages: "1 CPU, 1 GPU, resource t4_box"."""
+    parts = [f"{want['cpus']:g} CPU{'s' if want['cpus'] != 1 else ''}"]
+    if want.get("gpus"):
+        parts.append(f"{want['gpus']:g} GPU")
+    if want.get("resource"):
+        parts.append(f"resource {want['resource']}")
+    parts += [f"label {k}={v}" for k, v in (want.get("labels") or {}).items()]
+    return ", ".join(parts)
+
+
 def _main_thread() -> bool:
     import threading
 
