@@ -100,6 +100,8 @@ def header_html(sd: StudyData, downloads: list[Download]) -> str:
         _kv("sampler", sampler),
         _kv("device", esc(ua.get("device", "unknown"))),
         _kv("evaluator", esc(evaluator or "unknown")),
+        _kv("data set", esc(sd.dataset or "not recorded")),
+        *([_kv("halving", esc(halving))] if (halving := _halving_text(sd)) else []),
         _kv("started", esc(ua.get("started_at", "unknown"))),
         _kv("wall time", esc(_wall_time(sd))),
         _kv(f"trials ({total})", " ".join(chips) if chips else "none"),
@@ -122,6 +124,13 @@ def header_html(sd: StudyData, downloads: list[Download]) -> str:
         out.append(f'<details><summary>search space</summary><pre>{esc(json.dumps(ua["space"], indent=2))}'
                    "</pre></details>")
     return "\n".join(out)
+
+
+def _halving_text(sd: StudyData) -> str | None:
+    """How well rung scores agreed with final scores (reports.fidelity); None without rungs."""
+    from .fidelity import agreement_text, rung_agreement
+
+    return agreement_text(rung_agreement(sd.trials))
 
 
 def banners(sd: StudyData) -> list[str]:
