@@ -114,6 +114,9 @@ def macs_label(resolution, batch: int = 1, convention: str = "fvcore") -> str:
     return f"GMACs ({what}), {batch}x3x{h}x{w}"
 
 
+_DATASET_NAMING = ("path", "classes", "num_classes", "train_size", "val_size")
+
+
 def dataset_text(value: Any) -> str | None:
     """A trial's / evaluator's `dataset` description in one line (a string, or a settings dict)."""
     if value is None or value == "" or value == {}:
@@ -121,8 +124,8 @@ def dataset_text(value: Any) -> str | None:
     if isinstance(value, Mapping):
         if isinstance(value.get("description"), str):
             return value["description"]
-        kind = value.get("kind", "?")
-        rest = ", ".join(f"{k} {v}" for k, v in value.items() if k not in ("kind", "description"))
+        kind = value.get("kind", "?")   # a settings dict: what names the data, not how it is loaded
+        rest = ", ".join(f"{k} {value[k]}" for k in _DATASET_NAMING if value.get(k) not in (None, ""))
         return f"{kind} ({rest})" if rest else str(kind)
     return " ".join(str(value).split())
 

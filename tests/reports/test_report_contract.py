@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import re
 import urllib.request
+from html import escape
 
 import pytest
 from click.testing import CliRunner
@@ -56,9 +57,10 @@ def test_page_marks_knee_and_top(study_dir, tmp_path):
 def test_accuracy_is_labelled_with_its_data_set(study_dir):
     """Before: "top-1 accuracy (%, proxy training)", whatever the data."""
     sd = load_study_data(study_dir)
-    assert sd.dataset == "builtin-synthetic (the study's evaluator setting)"
+    setting = storage.dataset_text(sd.user_attrs["evaluator"]["dataset"])
+    assert setting and sd.dataset == f"{setting} (the study's evaluator setting)"
     html = build_report(study_dir, out=study_dir.parent / "labelled.html").read_text()
-    assert "top-1 accuracy (%, proxy training on builtin-synthetic (the study" in html
+    assert f"top-1 accuracy (%, proxy training on {escape(setting)} (the study" in html
 
 
 @pytest.mark.parametrize("kind", ["truncated", "corrupt"])
