@@ -56,7 +56,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import _optuna
 from .executor import Executor, TaskLost
-from .storage import DIRECTIONS, format_value as _fmt, is_feasible, named_constraints
+from .storage import DIRECTIONS, format_value as _fmt, is_feasible, named_constraints, pareto_front
 from .study import StudySpec, sampler_class
 from .worker import make_evaluator
 
@@ -1132,7 +1132,7 @@ class SearchEngine:
         p = self._progress
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            front = [t for t in self.study.best_trials if t.user_attrs.get("reused_from") is None]
+            front = [t for t in pareto_front(self.study) if t.user_attrs.get("reused_from") is None]
         p.pareto = len(front)
         metric = self.spec.score_metric or self.objectives[0]
         if front:
@@ -1174,7 +1174,7 @@ class SearchEngine:
         self._refresh_front()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            front = sorted(self.study.best_trials, key=lambda t: t.number)
+            front = pareto_front(self.study)   # nas.storage's rule, as the report and export
         return SearchResult(run_dir=self.run_dir, study_name=self.spec.name,
                             storage=self.storage_label, objectives=self.objectives,
                             progress=self._snapshot(), pareto=front, interrupted=interrupted,
