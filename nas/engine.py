@@ -66,6 +66,15 @@ LATENCY_TARGET = "nas.worker:run_latency"
 DESCRIBE_TARGET = "nas.worker:describe_device"
 # user_attrs copied when a trial reuses another's result
 _IDENTITY_ATTRS = ("config", "config_hash", "summary", "resolution", "seed", "driver")
+# With `trials_count: trained`, asking stops after this many draws in a row that train nothing
+# (over a budget or already evaluated): the space holds (almost) no new architecture within budget.
+MAX_DRAWS_WITHOUT_TRAINING = 200
+
+# A screen prices a config before it is trained, cheaply (< 1 ms): it returns {budget name:
+# estimated value} for the budgets it expects the config to break ({} when none). A broken one
+# makes the trial PRUNED `infeasible` with its estimate recorded (user attr `estimated`, and as its
+# constraint value, so samplers learn the region is infeasible), never trained or measured.
+Screen = Callable[[Any], dict]
 
 
 class SearchError(Exception):
@@ -183,6 +192,8 @@ class Progress:
     elapsed_s: float = 0.0
     eta_s: float | None = None
     session_done: int = 0
+    counts: str = "sampled"   # what the budget counts: "sampled" or "trained" architectures
+    stopped: str = ""         # why asking stopped before the budget was spent ("" if it did not)
 
 
 @dataclass
@@ -231,6 +242,10 @@ class SearchEngine:
         on_progress: called as `on_progress(progress, line)` after every event; `line` is a
             one-line description of what happened, or None for a periodic tick.
         num_cpus: CPUs of the embedded local Ray (default: all).
+
+    Attributes:
+        screens: `Screen` functions run on every new config that is within the analytic budgets,
+            before its latency is measured or it is trained (e.g. a latency model's prediction).
     """
 
     def __init__(self, spec: StudySpec, run_dir: str | os.PathLike | None = None, *,
@@ -248,6 +263,8 @@ class SearchEngine:
         self.constraint_names = list(spec.constraints)
         self.budgets = dict(spec.constraints)
         self._named_constraints = False     # a study begun before constraints were stored once
+        self.trials_count = spec.trials_count
+        self.screens: list[Screen] = []
         self._stop = False
         self.study: optuna.Study | None = None
         self.evaluator = None
@@ -298,6 +315,11 @@ class SearchEngine:
         self.study = optuna.create_study(study_name=self.spec.name, storage=self.storage,
                                          directions=self.spec.directions, load_if_exists=True)
         self.resumed = existed
+        stored_count = self.study.user_attrs.get("trials_count") if existed else None
+        if "trials_count" not in self.spec.file.model_fields_set and existed:
+            self.trials_count = stored_count or "sampled"   # studies begun before the key: sampled
+        if existed and stored_count != self.trials_count:
+            self.study.set_user_attr("trials_count", self.trials_count)
         if existed:
             self._check_stored_study()
         else:
@@ -389,6 +411,7 @@ class SearchEngine:
             "space_size": size,
             "sampler": self.spec.sampler_name,
             "seed": self.spec.seed,
+            "trials_count": self.trials_count,
             "device": self.spec.device,
             "evaluator": ev,
             "latency": self.spec.latency.model_dump() if self.spec.needs_latency else None,
@@ -406,6 +429,8 @@ class SearchEngine:
             prev = float(self.study.user_attrs.get("wall_time_s", 0.0) or 0.0)
             self.study.set_user_attr("wall_time_s", round(prev + now - self._wall_mark, 2))
             self._wall_mark = now
+            if getattr(self, "_progress", None) is not None:
+                self.study.set_user_attr("skipped_over_budget", self._progress.infeasible)
 
     def _build_evaluator(self) -> None:
         if self.spec.score_metric is None:
@@ -518,8 +543,12 @@ class SearchEngine:
         # interrupted trial's re-queued copy, an orphan restarted) replaces, never adds
         self._rung_scores: dict[str, dict[str, float]] = {}
         self._superseded = 0
-        self._progress = Progress(target=self.target)
+        self._progress = Progress(target=self.target, counts=self.trials_count)
         self._session_done = 0
+        self._session_counted = 0             # finished this session and counted in the budget
+        self._draws_without_training = 0
+        self._seen_hashes = {t.user_attrs["config_hash"] for t in trials if "config_hash" in t.user_attrs}
+        self._space_size = self._space_size_or_none()
         self._last_tick = 0.0
         for t in trials:
             self._account_stored(t)
@@ -569,13 +598,53 @@ class SearchEngine:
                               "command to continue") from None
 
     def _budget_left(self) -> bool:
-        """More trials to ask: under the budget, or queued (WAITING) ones, which count already."""
+        """More trials to ask: under the budget (and new architectures within budget may be
+        left), or queued (WAITING) ones, which run first."""
         if self._stop:
             return False
         trials = self.study.get_trials(deepcopy=False)
-        if len(trials) - self._superseded < self.target:
+        if sum(self._counts(t) for t in trials) < self.target and not self._progress.stopped:
             return True
         return any(t.state == TrialState.WAITING for t in trials)
+
+    def _counts(self, t: FrozenTrial) -> bool:
+        """Whether a stored trial counts against the budget (`trials_count`): every one but the
+        superseded, or (trained) only those that reached training: not over a budget before it,
+        not a repeat, not an invalid config; in flight counts, queued not yet."""
+        ua = t.user_attrs
+        if ua.get("superseded"):
+            return False
+        if self.trials_count == "sampled":
+            return True
+        if t.state == TrialState.WAITING or ua.get("infeasible") or ua.get("reused_from") is not None:
+            return False
+        return not (t.state == TrialState.FAIL and "config_hash" not in ua)
+
+    def _count_draw(self, trial: optuna.Trial) -> None:
+        """After a new trial started: with `trials_count: trained`, stop asking when the space has
+        no new architecture within budget left (every one drawn, or too many draws in a row that
+        train nothing)."""
+        if self.trials_count != "trained":
+            return
+        if self._counts(_optuna.stored_trial(self.study, trial)):
+            self._draws_without_training = 0
+            return
+        self._draws_without_training += 1
+        why = ""
+        if self._space_size is not None and len(self._seen_hashes) >= self._space_size:
+            why = f"all {self._space_size} architectures of the space were drawn"
+        elif self._draws_without_training >= MAX_DRAWS_WITHOUT_TRAINING:
+            why = (f"{self._draws_without_training} draws in a row were over budget or already "
+                   "evaluated")
+        if why and not self._progress.stopped:
+            self._progress.stopped = f"{why}: no new architecture within budget is left to train"
+            self._emit(f"stopped asking: {self._progress.stopped}")
+
+    def _space_size_or_none(self) -> int | None:
+        try:
+            return int(self.spec.space.size())
+        except Exception:  # noqa: BLE001 - too large to enumerate: only the run of misses counts
+            return None
 
     def _occupancy(self) -> int:
         evals = sum(1 for lv in self._inflight.values() if lv.kind == "eval")
@@ -588,6 +657,7 @@ class SearchEngine:
         while self._occupancy() < self.parallel + self._ahead() and self._budget_left():
             trial = self.study.ask()
             self._start_trial(trial)
+            self._count_draw(trial)
 
     def _ahead(self) -> int:
         """Trials asked beyond the training slots, for the measuring worker to price ahead."""
@@ -658,6 +728,7 @@ class SearchEngine:
         """From a sampled (or adopted) config to its first task, or straight to a tell."""
         trial = lv.trial
         lv.config, lv.chash = config, config.config_hash()
+        self._seen_hashes.add(lv.chash)
         attrs = {"config": config.to_dict(), "config_hash": lv.chash, "summary": config.summary(),
                  "resolution": list(config.resolution), "seed": lv.seed,
                  "evaluator": self.spec.evaluator.name if self.evaluator is not None else None}
@@ -680,6 +751,12 @@ class SearchEngine:
         broken = self._broken(lv.metrics)
         if broken:
             self._infeasible(lv, broken)
+            return
+        # 3b. screens: estimates of budgets not known yet (e.g. predicted latency)
+        estimated = self._screen(lv.config)
+        if estimated:
+            self._infeasible(lv, [f"{n} {_fmt(n, v)} (estimated) > {_fmt(n, self.budgets[n])}"
+                                  for n, v in estimated.items()], estimated=estimated)
             return
         # 4. latency before training: the device's store, else the measuring worker's queue
         if self.spec.needs_latency:
@@ -961,9 +1038,23 @@ class SearchEngine:
             lv.trial.set_user_attr("fidelity", 1.0)
         self._finish(lv, TrialState.COMPLETE, values)
 
-    def _infeasible(self, lv: _Live, broken: list[str]) -> None:
+    def _screen(self, config) -> dict:
+        """{budget: estimated value} of the budgets the screens expect `config` to break."""
+        out = {}
+        for screen in self.screens:
+            for name, value in (screen(config) or {}).items():
+                if name in self.budgets and name not in out and float(value) > self.budgets[name]:
+                    out[name] = float(value)
+        return out
+
+    def _infeasible(self, lv: _Live, broken: list[str], estimated: dict | None = None) -> None:
+        """PRUNED before training, with every known (or estimated) constraint value."""
         t = lv.trial
-        self._store_constraints(t, self._violations(lv.metrics))
+        violations = self._violations(lv.metrics)
+        if estimated:
+            violations.update({n: v - self.budgets[n] for n, v in estimated.items()})
+            t.set_user_attr("estimated", estimated)
+        self._store_constraints(t, violations)
         t.set_user_attr("infeasible", True)
         t.set_user_attr("reason", "over budget before training: " + ", ".join(broken))
         self._finish(lv, TrialState.PRUNED)
@@ -1003,6 +1094,8 @@ class SearchEngine:
             else:
                 self.study.tell(lv.trial, state=state)
         self._session_done += 1
+        if self._counts(_optuna.stored_trial(self.study, lv.trial)):
+            self._session_counted += 1
         if state in FINISHED and lv.chash and not reused:
             self._index.setdefault(lv.chash, lv.number)
             self._drop_state_file(lv)
@@ -1118,14 +1211,16 @@ class SearchEngine:
 
     def _snapshot(self) -> Progress:
         p = self._progress
-        p.counted = len(self.study.get_trials(deepcopy=False)) - self._superseded
+        trials = self.study.get_trials(deepcopy=False)
+        p.counted = sum(self._counts(t) for t in trials)
         p.running = len({lv.number for lv in self._inflight.values()}) + len(self._ready) \
             + len(self._latency_queue)
         p.elapsed_s = time.monotonic() - self._t0
         p.session_done = self._session_done
-        if self._session_done and p.elapsed_s > 0:
-            rate = self._session_done / p.elapsed_s
-            p.eta_s = max(0, self.target - p.done) / rate if rate > 0 else None
+        if self._session_counted and p.elapsed_s > 0:
+            rate = self._session_counted / p.elapsed_s
+            finished = sum(self._counts(t) for t in trials if t.state.is_finished())
+            p.eta_s = max(0, self.target - finished) / rate
         return p
 
     def _refresh_front(self) -> None:

@@ -27,7 +27,12 @@ Every key (defaults in brackets):
 - `sampler` [nsga2 for several objectives, else tpe]: `name` (nsga2, tpe, random, gp) plus the
   Optuna sampler's keyword arguments. `seed` [0]: the base seed (the sampler's seed is derived
   from it and the number of stored trials, so a resumed study never replays).
-- `trials` [20]: the total budget, counted from storage. `parallel` [what the cluster fits]:
+- `trials` [20]: the total budget, counted from storage. `trials_count` [trained]: what it counts:
+  `trained` architectures (new and within every budget; a draw over a budget is recorded with its
+  constraints, so the sampler learns the region is infeasible, but never trained and not counted,
+  nor is a repeat, whose result is reused; the search ends early when the space has no new
+  architecture within budget left), or every `sampled` one. A resumed study keeps the way it was
+  begun with unless the file sets the key. `parallel` [what the cluster fits]:
   trials at once. `resources` [{cpus: 1, gpus: 1 on cuda else 0}]: per trial.
   `trial_timeout_s` [none]: wall clock per trial. `max_retries` [3]: Ray re-runs after a worker died.
 - `device` [cpu]: cpu, cuda, cuda:N, auto (under Ray a worker sees its own GPU as cuda:0; cuda:N is
@@ -194,6 +199,7 @@ class StudyFile(_Model):
     sampler: SamplerSettings = SamplerSettings()
     seed: int = 0
     trials: int = Field(20, ge=1)
+    trials_count: Literal["trained", "sampled"] = "trained"   # what `trials` counts
     parallel: int | None = Field(None, ge=1)     # None: as many as the cluster's resources fit
     resources: Resources = Resources()
     trial_timeout_s: float | None = Field(None, gt=0)
@@ -422,13 +428,75 @@ def load_study_file(path: str | os.PathLike) -> StudySpec:
     return parse_study(data, label=label, base_dir=path.parent, text=text, path=path)
 
 
+def _integer(low: int):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            return f"must be an integer >= {low}, got {v!r}"
+    return check
+
+
+def _number(low: float, high: float | None = None, *, nullable: bool = False, open_low: bool = False):
+    def check(v):
+        if v is None and nullable:
+            return None
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+            and (v > low if open_low else v >= low) and (high is None or v <= high)
+        if not ok:
+            rule = f"in [{low:g}, {high:g}]" if high is not None else f"{'>' if open_low else '>='} {low:g}"
+            return f"must be {'null or ' if nullable else ''}a number {rule}, got {v!r}"
+    return check
+
+
+def _boolean(v):
+    if not isinstance(v, bool):
+        return f"must be true or false, got {v!r}"
+
+
+# What a study file may set for each sampler, with the rule for its value (Optuna itself checks
+# only some: TPE takes n_startup_trials: -1 or n_ei_candidates: 0 and fails later). `seed` is
+# derived by the engine; options taking Python objects (mutation, crossover, gamma, weights,
+# independent_sampler, the NSGA-II strategies) cannot come from YAML.
+SAMPLER_OPTIONS: dict[str, dict] = {
+    "nsga2": {"population_size": _integer(2), "mutation_prob": _number(0, 1, nullable=True),
+              "crossover_prob": _number(0, 1), "swapping_prob": _number(0, 1)},
+    "tpe": {"n_startup_trials": _integer(0), "n_ei_candidates": _integer(1), "multivariate": _boolean,
+            "group": _boolean, "constant_liar": _boolean, "consider_prior": _boolean,
+            "prior_weight": _number(0, open_low=True), "consider_magic_clip": _boolean,
+            "consider_endpoints": _boolean, "warn_independent_sampling": _boolean},
+    "random": {},
+    "gp": {"n_startup_trials": _integer(0), "deterministic_objective": _boolean,
+           "warn_independent_sampling": _boolean},
+}
+
+
 def _check_sampler_options(file: StudyFile, label: str) -> None:
-    cls = sampler_class(file.sampler_name)
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "seed", "constraints_func"}
-    for key in file.sampler.options:
-        if key not in accepted:
-            raise StudyFileError(f"{label}: sampler.{key}: not an option of the {file.sampler_name} "
-                                 f"sampler (options: {', '.join(sorted(accepted))})")
+    """Each option against the sampler's signature and its value rule, then the sampler is built
+    once with them (Optuna's own checks); every error is one line naming the field."""
+    import warnings
+
+    name = file.sampler_name
+    rules = SAMPLER_OPTIONS[name]
+    signature = set(inspect.signature(sampler_class(name).__init__).parameters) - {"self"}
+    for key, value in file.sampler.options.items():
+        where = f"{label}: sampler.{key}"
+        if key not in rules:
+            if key in signature:
+                why = "is set by the engine" if key == "seed" else "takes a Python object, not a study-file value"
+                raise StudyFileError(f"{where}: {why} (settable options of the {name} sampler: "
+                                     f"{', '.join(rules) or 'none'})")
+            raise StudyFileError(f"{where}: not an option of the {name} sampler (options: "
+                                 f"{', '.join(rules) or 'none'})")
+        problem = rules[key](value)
+        if problem:
+            raise StudyFileError(f"{where}: {problem}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sampler_class(name)(seed=0, **file.sampler.options)
+    except (ValueError, TypeError) as e:
+        text = " ".join(str(e).split()).replace("`", "")
+        keys = [k for k in file.sampler.options if k in text] or list(file.sampler.options)
+        raise StudyFileError(f"{label}: sampler.{keys[0]}: {text}") from None
 
 
 def sampler_class(name: str):

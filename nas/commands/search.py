@@ -10,6 +10,13 @@ from collections import deque
 import click
 
 
+def _budget_progress(p) -> str:
+    """The trial budget's progress, in what it counts (`trials_count`)."""
+    if p.counts == "trained":
+        return f"{p.counted}/{p.target} trained"
+    return f"{p.done}/{p.target} done"
+
+
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "--:--"
@@ -49,9 +56,9 @@ class _Display:
         p = self.progress
         if p is None:
             return "starting Ray and the study..."
-        parts = [f"{p.done}/{p.target} done", f"{p.complete} complete ({p.feasible} feasible)"]
+        parts = [_budget_progress(p), f"{p.complete} complete ({p.feasible} feasible)"]
         if p.infeasible:
-            parts.append(f"{p.infeasible} over budget")
+            parts.append(f"{p.infeasible} over budget (skipped)")
         if p.halved:
             parts.append(f"{p.halved} stopped early")
         parts.append(f"{p.failed} failed")
@@ -184,7 +191,7 @@ def command(study_file, address, trials, run_dir):
     p = result.progress
     run = _shown(result.run_dir)
     if result.interrupted:
-        console.print(f"interrupted after {_duration(wall)}: {p.done}/{p.target} trials done, the ones in "
+        console.print(f"interrupted after {_duration(wall)}: {_budget_progress(p)}, the ones in "
                       f"flight were re-queued; run the same command to continue ({run})")
         sys.exit(130)
 
@@ -199,8 +206,10 @@ def command(study_file, address, trials, run_dir):
         console.print(f"{macs_label(rows[0].user_attrs['resolution'], 1)}; params of the deploy "
                       "model without the aux head")
     console.print(f"{p.done} trials ({p.complete} complete, {p.feasible} feasible, {p.infeasible} over "
-                  f"budget, {p.halved} stopped early, {p.failed} failed, {p.reused} reused) in "
-                  f"{_duration(wall)} this run")
+                  f"budget (skipped, not trained), {p.halved} stopped early, {p.failed} failed, "
+                  f"{p.reused} reused) in {_duration(wall)} this run")
+    if p.stopped:
+        console.print(f"stopped asking before the budget ({_budget_progress(p)}): {p.stopped}")
     score = spec.score_metric or result.objectives[0]
     best = None
     if rows:

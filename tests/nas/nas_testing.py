@@ -30,6 +30,7 @@ def study_dict(tmp_path: Path, **overrides) -> dict:
         evaluator.update(overrides.pop("evaluator", {}))
     data = {"name": "tiny", "space": TINY_SPACE, "objectives": ["accuracy", "flops"],
             "evaluator": evaluator, "sampler": {"name": "random"}, "seed": 0, "trials": 6,
+            "trials_count": "sampled",     # tests count trials as stored; test_trial_budget: trained
             "fvcore_check_every": 0, "output_dir": str(tmp_path / "run")}
     data.update(overrides)
     return data

@@ -62,6 +62,22 @@ def test_valid_file_defaults_and_derived(write):
     ("trials: many", "study.yaml: trials: must be an integer, got 'many'"),
     ("sampler: {name: cmaes}", "study.yaml: sampler.name: must be one of"),
     ("sampler: {name: nsga2, popsize: 4}", "study.yaml: sampler.popsize: not an option of the nsga2 sampler"),
+    ("sampler: {name: nsga2, population_size: 1}",
+     "study.yaml: sampler.population_size: must be an integer >= 2, got 1"),
+    ("sampler: {name: nsga2, population_size: many}",
+     "study.yaml: sampler.population_size: must be an integer >= 2, got 'many'"),
+    ("sampler: {name: nsga2, crossover_prob: 1.5}",
+     "study.yaml: sampler.crossover_prob: must be a number in [0, 1], got 1.5"),
+    ("sampler: {name: nsga2, mutation_prob: -0.1}",
+     "study.yaml: sampler.mutation_prob: must be null or a number in [0, 1], got -0.1"),
+    ("sampler: {name: tpe, n_ei_candidates: 0}", "study.yaml: sampler.n_ei_candidates: must be an integer >= 1, got 0"),
+    ("sampler: {name: tpe, n_startup_trials: -1}", "study.yaml: sampler.n_startup_trials: must be an integer >= 0"),
+    ("sampler: {name: tpe, multivariate: sometimes}", "study.yaml: sampler.multivariate: must be true or false"),
+    ("sampler: {name: gp, deterministic_objective: 3}", "study.yaml: sampler.deterministic_objective: must be true or false"),
+    ("sampler: {name: nsga2, crossover: uniform}",
+     "study.yaml: sampler.crossover: takes a Python object, not a study-file value"),
+    ("sampler: {name: random, seed: 3}", "study.yaml: sampler.seed: is set by the engine"),
+    ("trials_count: all", "study.yaml: trials_count: must be one of"),
     ("latency: {dtype: int8}", "study.yaml: latency.dtype: must be one of"),
     ("device: tpu", "study.yaml: device: 'tpu' must be cpu, cuda, cuda:N or auto"),
     ("colour: blue", "study.yaml: colour: unknown key"),
@@ -92,3 +108,24 @@ def test_parse_amount():
     for bad in (0, -1, "x", True, float("nan")):
         with pytest.raises(ValueError):
             parse_amount(bad)
+
+
+def test_every_settable_sampler_option_builds_its_sampler(write):
+    from nas.study import SAMPLER_OPTIONS, sampler_class
+
+    valid = {"population_size": 4, "mutation_prob": 0.2, "crossover_prob": 0.8, "swapping_prob": 0.4,
+             "n_startup_trials": 3, "n_ei_candidates": 8, "multivariate": True, "group": True,
+             "constant_liar": False, "consider_prior": True, "prior_weight": 1.5,
+             "consider_magic_clip": True, "consider_endpoints": False, "warn_independent_sampling": False,
+             "deterministic_objective": True}
+    for name, rules in SAMPLER_OPTIONS.items():
+        options = {k: valid[k] for k in rules}
+        spec = load_study_file(write(VALID + f"sampler: {{name: {name}, " +
+                                     ", ".join(f"{k}: {str(v).lower()}" for k, v in options.items()) + "}\n"))
+        assert spec.sampler.options == options
+        assert isinstance(sampler_class(name)(seed=0, **options), sampler_class(name))
+
+
+def test_trials_count_defaults_to_trained(write):
+    assert load_study_file(write(VALID)).trials_count == "trained"
+    assert load_study_file(write(VALID + "trials_count: sampled\n")).trials_count == "sampled"
