@@ -262,6 +262,15 @@ def _jsonable(obj):
     return obj
 
 
+def _from_json(obj):
+    """Inverse of `_jsonable` for the infinities ("inf" / "-inf" back to floats)."""
+    if obj in ("inf", "-inf"):
+        return float(obj)
+    if isinstance(obj, dict):
+        return {k: _from_json(v) for k, v in obj.items()}
+    return obj
+
+
 def _settings(settings: dict) -> dict:
     missing = [k for k in SETTINGS_KEYS if k not in settings]
     if missing:
@@ -339,7 +348,7 @@ def load(path: str | os.PathLike) -> LatencyModel:
     margin = doc.get("margin")
     margin = float("inf") if margin in (None, "inf") else float(margin)
     data = doc.get("data") or {}
-    return LatencyModel(doc["settings"], doc["coef"], margin, doc.get("cv", {}), doc.get("ridge", 0.0),
+    return LatencyModel(doc["settings"], doc["coef"], margin, _from_json(doc.get("cv", {})), doc.get("ridge", 0.0),
                         configs=data.get("configs"), latencies_ms=data.get("latencies_ms"),
                         fitted_at=doc.get("fitted_at"))
 

@@ -96,12 +96,16 @@ def command():
               help="Measure in channels_last memory format [study's, else off].")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads of each measurement [study's, else torch's default].")
+@click.option("--warmup", type=click.IntRange(min=0), default=None,
+              help="Untimed forwards per measurement [study's, else measure_latency's].")
+@click.option("--repeats", type=click.IntRange(min=2), default=None,
+              help="Timed forwards per measurement [study's, else measure_latency's].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampled configs.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="Model file to write (default: beside the device's latency store).")
 @click.option("--json", "as_json", is_flag=True, help="Print the fitted model's statistics as JSON.")
-def fit_command(source, measurements, device, resolution, batch, dtype, channels_last, threads, seed,
-                out, as_json):
+def fit_command(source, measurements, device, resolution, batch, dtype, channels_last, threads,
+                warmup, repeats, seed, out, as_json):
     """Measure up to --measurements architectures of SOURCE (a space or study file), fit a latency
     model and print its cross-validated accuracy."""
     import torch
@@ -120,6 +124,7 @@ def fit_command(source, measurements, device, resolution, batch, dtype, channels
     cuda = device.startswith("cuda")
     threads = None if cuda else (threads or study_latency.get("threads") or torch.get_num_threads())
     protocol = {k: study_latency[k] for k in ("warmup", "repeats") if k in study_latency}
+    protocol.update({k: v for k, v in (("warmup", warmup), ("repeats", repeats)) if v is not None})
 
     configs = _sample(space, measurements, seed, res)
     if len(configs) < 3:

@@ -1,0 +1,176 @@
+"""nas.latency_model: fit / predict / save / load, its cross-validated statistics, and the
+`overlock-nas latency fit | predict` commands end to end on a tiny space."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import space
+from nas import latency_model as lm
+from nas.cli import main
+
+SETTINGS = dict(device="synthetic device", resolution=None, batch=1, dtype="fp32",
+                channels_last=False, threads=1)
+QUICKSTART = "studies/spaces/quickstart.yaml"
+
+
+@pytest.fixture(scope="module")
+def configs():
+    s = space.load_space(QUICKSTART)
+    return [c for c in s.enumerate()][:40]
+
+
+def _exact_latency(config, coef):
+    """A 'device' whose latency is an exact non-negative function of the model's features."""
+    return float(lm.features(config, SETTINGS) @ coef)
+
+
+TRUE_COEF = np.array([0.3, 2.0, 1.0, 5.0, 0.0, 3.0, 0.0, 0.0, 8.0, 12.0, 0.05, 1.0])
+
+
+def test_cost_model_kind_breakdown_sums_to_the_total(configs):
+    for config in configs[:5] + [config.replace(resolution=(96, 128)) for config in configs[:2]]:
+        cost = space.complexity(config, deploy=True)
+        assert sum(k["macs"] for k in cost.by_kind.values()) == cost.flops
+        assert {"pwconv", "dwconv", "norm", "aggregation", "matmul"} <= set(cost.by_kind)
+        assert all(k["calls"] > 0 and k["elements"] > 0 for k in cost.by_kind.values())
+
+
+def test_exact_function_of_features_is_recovered(configs):
+    assert len(TRUE_COEF) == len(lm.FEATURES)
+    y = [_exact_latency(c, TRUE_COEF) for c in configs[:30]]
+    model = lm.fit(configs[:30], y, SETTINGS)
+    assert model.cv["n"] == 30
+    assert model.cv["spearman"] > 0.99 and model.cv["kendall"] > 0.95
+    assert model.cv["within_10pct"] == 1.0 and model.cv["mape"] < 0.01
+    assert model.margin < 0.02
+    for c in configs[30:]:                     # never seen: still exact
+        assert model.predict(c) == pytest.approx(_exact_latency(c, TRUE_COEF), rel=0.02)
+    # FLOPs alone cannot express this device: the baseline is reported and is worse
+    assert model.cv["flops_baseline"]["mape"] > 3 * model.cv["mape"]
+
+
+def test_noise_widens_the_margin_and_lowers_the_share(configs):
+    rng = np.random.default_rng(0)
+    y = np.array([_exact_latency(c, TRUE_COEF) for c in configs[:30]])
+    noisy = y * np.exp(rng.normal(0, 0.15, len(y)))
+    clean, rough = lm.fit(configs[:30], y, SETTINGS), lm.fit(configs[:30], noisy, SETTINGS)
+    assert rough.margin > 5 * clean.margin
+    assert rough.cv["within_10pct"] < clean.cv["within_10pct"]
+    assert rough.cv["mape"] > 0.05
+
+
+def test_cv_statistics_on_known_values():
+    measured = [1.0, 2.0, 3.0, 4.0]
+    stats = lm.cv_statistics([1.05, 1.6, 3.15, 3.0], measured)   # errors 5 %, 20 %, 5 %, 25 %
+    assert stats["n"] == 4
+    assert stats["within_10pct"] == 0.5
+    assert stats["mape"] == pytest.approx((0.05 + 0.2 + 0.05 + 0.25) / 4, abs=1e-4)
+    assert stats["spearman"] == pytest.approx(0.8)          # one swapped neighbour pair: 1 - 6*2/60
+    assert stats["kendall"] == pytest.approx(4 / 6, abs=1e-4)
+    assert lm.cv_statistics([4, 3, 2, 1], measured)["spearman"] == pytest.approx(-1.0)
+    assert math.isinf(stats["p95_error"])                    # 4 points cannot bound 95 %
+    twenty = lm.cv_statistics(np.arange(1, 21) * 1.01, np.arange(1, 21))
+    assert twenty["p95_error"] == pytest.approx(0.01, abs=1e-3) and twenty["within_10pct"] == 1.0
+
+
+def test_interval_is_the_stated_margin(configs):
+    y = [_exact_latency(c, TRUE_COEF) for c in configs[:20]]
+    model = lm.fit(configs[:20], y, SETTINGS)
+    model.margin = 0.1
+    low, high = model.interval(configs[25])
+    p = model.predict(configs[25])
+    assert low == pytest.approx(p / 1.1) and high == pytest.approx(p / 0.9)
+
+
+def test_save_load_round_trip_and_refit(tmp_path, configs):
+    y = [_exact_latency(c, TRUE_COEF) for c in configs[:12]]
+    model = lm.fit(configs[:12], y, SETTINGS)
+    path = tmp_path / "m" / "model.json"
+    model.save(path)
+    loaded = lm.load(path)
+    assert loaded.settings == model.settings and loaded.cv == json.loads(json.dumps(model.cv))
+    assert loaded.margin == pytest.approx(model.margin)
+    for c in configs[12:20]:
+        assert loaded.predict(c) == pytest.approx(model.predict(c), rel=1e-12)
+    bigger = loaded.refit(configs[12:20], [_exact_latency(c, TRUE_COEF) for c in configs[12:20]])
+    assert bigger.cv["n"] == 20 and bigger.settings == model.settings
+
+
+def test_bad_input_is_one_line(tmp_path, configs):
+    with pytest.raises(lm.LatencyModelError, match="need at least 3"):
+        lm.fit(configs[:2], [1.0, 2.0], SETTINGS)
+    with pytest.raises(lm.LatencyModelError, match="> 0"):
+        lm.fit(configs[:4], [1.0, 2.0, -1.0, 3.0], SETTINGS)
+    with pytest.raises(lm.LatencyModelError, match="4 configs but 3 latencies"):
+        lm.fit(configs[:4], [1.0, 2.0, 3.0], SETTINGS)
+    with pytest.raises(lm.LatencyModelError, match="missing threads"):
+        lm.fit(configs[:4], [1.0, 2.0, 3.0, 4.0], {k: v for k, v in SETTINGS.items() if k != "threads"})
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(lm.LatencyModelError, match="not a readable JSON"):
+        lm.load(bad)
+    bad.write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(lm.LatencyModelError, match="format"):
+        lm.load(bad)
+
+
+def test_model_path_is_beside_the_device_store(tmp_path, monkeypatch):
+    from nas.measure import device_cache_dir
+
+    monkeypatch.setenv("OVERLOCK_NAS_CACHE", str(tmp_path))
+    dev = "cpu: AMD EPYC x1 threads, torch 2.13.0, na2d_av pure PyTorch"
+    a = lm.model_path(dev, {**SETTINGS, "resolution": [128, 128]})
+    b = lm.model_path(dev, {**SETTINGS, "resolution": [128, 128], "dtype": "bf16"})
+    assert a.parent == device_cache_dir(dev) and str(a).startswith(str(tmp_path))
+    assert a != b and a.suffix == ".json"
+
+
+# ------------------------------------------------------------------------------------- CLI
+FAST = ["--resolution", "32", "--threads", "1", "--warmup", "1", "--repeats", "3"]
+
+
+def _run(*args):
+    return CliRunner().invoke(main, ["latency", *args], catch_exceptions=False)
+
+
+def test_cli_fit_predict_and_store_reuse(tmp_path, monkeypatch, configs):
+    monkeypatch.setenv("OVERLOCK_NAS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "model.json"
+    first = _run("fit", QUICKSTART, "--measurements", "5", "--out", str(out), *FAST)
+    assert first.exit_code == 0, first.output
+    assert "Spearman rho" in first.output and "within +-10 %" in first.output
+    assert "5 measured now, 0 from the store" in first.output
+    model = lm.load(out)
+    assert model.cv["n"] == 5 and model.settings["resolution"] == [32, 32]
+    assert model.settings["threads"] == 1 and model.settings["device"].startswith("cpu: ")
+    # the same seed draws the same configs first: 5 reused, 2 new
+    second = _run("fit", QUICKSTART, "--measurements", "7", "--json", *FAST)
+    assert second.exit_code == 0, second.output
+    doc = json.loads(second.output[second.output.index("{"):])
+    assert doc["reused"] == 5 and doc["measured"] == 2 and doc["cv"]["n"] == 7
+    assert doc["path"] == str(lm.model_path(model.settings["device"], model.settings))
+
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps({"config": configs[3].replace(resolution=(32, 32)).to_dict()}))
+    pred = _run("predict", str(out), "--config", str(config_file))
+    assert pred.exit_code == 0, pred.output
+    assert float(pred.output.strip()) == pytest.approx(model.predict(configs[3].replace(resolution=(32, 32))),
+                                                       abs=1e-3)
+
+
+def test_cli_errors(tmp_path):
+    config_file = tmp_path / "c.json"
+    config_file.write_text("{}")
+    missing = _run("predict", str(tmp_path / "none.json"), "--config", str(config_file))
+    assert missing.exit_code == 1 and "no such latency model file" in missing.output
+    assert len(missing.output.strip().splitlines()) == 1
+    usage = _run("fit", QUICKSTART, "--dtype", "fp8")
+    assert usage.exit_code == 2
+    space_file = tmp_path / "broken.yaml"
+    space_file.write_text("dimensions: [1, 2\n")
+    broken = _run("fit", str(space_file), *FAST)
+    assert broken.exit_code == 1 and "not valid YAML" in broken.output
