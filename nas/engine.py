@@ -609,8 +609,9 @@ class SearchEngine:
 
     def _counts(self, t: FrozenTrial) -> bool:
         """Whether a stored trial counts against the budget (`trials_count`): every one but the
-        superseded, or (trained) only those that reached training: not over a budget before it,
-        not a repeat, not an invalid config; in flight counts, queued not yet."""
+        superseded, or (trained) only those that reached training: COMPLETE (not a repeat), PRUNED
+        by successive halving (it has rung scores; PRUNED before training, over a budget or by a
+        gate, does not count), FAIL with a config; in flight counts, queued not yet."""
         ua = t.user_attrs
         if ua.get("superseded"):
             return False
@@ -618,6 +619,8 @@ class SearchEngine:
             return True
         if t.state == TrialState.WAITING or ua.get("infeasible") or ua.get("reused_from") is not None:
             return False
+        if t.state == TrialState.PRUNED:
+            return bool(ua.get("rung_scores"))
         return not (t.state == TrialState.FAIL and "config_hash" not in ua)
 
     def _count_draw(self, trial: optuna.Trial) -> None:
