@@ -87,3 +87,18 @@ def test_no_cuda_device_fails_clearly(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("gpu_check: no CUDA device")
     assert not (tmp_path / "gpu-check.json").exists()
+
+
+def test_gpu_plans_cover_what_the_check_promises():
+    gpu_check = load_script()
+    full, quick = gpu_check.full_plan(), gpu_check.quick_plan()
+    for plan in (full, quick):
+        assert list(plan.models) == ["XT", "T", "S", "B"] and plan.batches == (1, 64)
+        assert {d for d, _ in plan.layouts} == {"fp32", "fp16", "bf16"}
+        assert plan.logit_config == gpu_check.overlock.PRESETS["overlock_xt"]
+        assert plan.train_config == gpu_check.overlock.PRESETS["overlock_t"]
+        assert plan.train_batch == 64 and plan.train_config.resolution == (224, 224) and plan.op_batch == 64
+        assert {a for a, _ in plan.train_variants} >= {"bf16", "fp16"} and plan.rounds >= 2
+        assert set(plan.evaluator_amps) == {"bf16", "fp16"}
+    assert set(full.layouts) == {(d, c) for d in ("fp32", "fp16", "bf16") for c in (False, True)}
+    assert gpu_check.BUDGET_S <= 450
