@@ -54,6 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import overlock  # noqa: E402
+from nas.measure import _cudnn_autotune as measure_cudnn_autotune  # noqa: E402
 from nas.measure import device_string, measure_latency  # noqa: E402
 from overlock import OverLoCK, OverLoCKConfig  # noqa: E402
 
@@ -328,7 +329,8 @@ def time_train_steps(plan: Plan, device: torch.device, budget: Budget) -> dict:
         if step_s is not None and not budget.fits(label, (warm + timed) * step_s * 1.5 + 5):
             continue
         evaluator = TrainEvaluator({"amp": amp, "channels_last": channels_last})
-        row = _train_step(evaluator, config, device, plan.train_batch, warm, timed, channels_last)
+        with measure_cudnn_autotune(device.type == "cuda"):   # as the evaluator trains on CUDA
+            row = _train_step(evaluator, config, device, plan.train_batch, warm, timed, channels_last)
         row.update({"amp": amp, "channels_last": channels_last})
         rows.append(row)
         step_s = max(step_s or 0.0, row["step_ms"] / 1e3)
@@ -390,7 +392,8 @@ def run_evaluator(plan: Plan, device: torch.device, budget: Budget) -> dict:
         if not budget.fits(label, 30.0):
             continue
         settings = {"dataset": plan.evaluator_data, "epochs": 2, "rungs": [1], "batch_size": 8,
-                    "eval_batch_size": 32, "bn_recalibration_batches": 1, "amp": amp, "channels_last": True, "warmup_epochs": 0.5}
+                    "eval_batch_size": 32, "bn_recalibration_batches": 1, "amp": amp,
+                    "channels_last": True, "warmup_epochs": 0.5}
         with tempfile.TemporaryDirectory() as workdir:
             t0 = time.perf_counter()
             evaluator = TrainEvaluator(settings)
@@ -632,6 +635,14 @@ PARTS = {   # run order: cheap first, the latency grid (the long one) last
 MIN_PART_S = {"logits": 20, "aggregation_op": 10, "train_step": 20, "evaluator": 20, "latency": 20}
 
 
+def _drop_bf16(plan: Plan, budget: Budget) -> None:
+    """A GPU without bf16 (before Ampere): its variants are skipped, with a note."""
+    plan.layouts = [(d, c) for d, c in plan.layouts if d != "bf16"]
+    plan.train_variants = [(a, c) for a, c in plan.train_variants if a != "bf16"]
+    plan.evaluator_amps = tuple(a for a in plan.evaluator_amps if a != "bf16")
+    budget.skipped.append("every bf16 variant: skipped, this GPU does not support bf16")
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -676,8 +687,10 @@ def _run(args, argv) -> int:
     plan = dry_plan() if args.dry_run else quick_plan() if args.quick else full_plan()
     if device.type == "cpu":
         torch.set_num_threads(1)   # a dry run checks code paths; one thread stays fast on a busy host
-    out = Path(args.out or (REPO / "runs" / "gpu-check-dry-run" if args.dry_run else REPO / "docs"))
     budget = Budget(args.budget_s)
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        _drop_bf16(plan, budget)
+    out = Path(args.out or (REPO / "runs" / "gpu-check-dry-run" if args.dry_run else REPO / "docs"))
     report = {
         "kind": "overlock-nas gpu check", "version": 1, "dry_run": args.dry_run, "plan": plan.name,
         "command": "python " + " ".join(shlex.quote(a) for a in
