@@ -777,8 +777,29 @@ class SearchEngine:
     def _to_evaluation(self, lv: _Live) -> None:
         if self.evaluator is None:      # nothing to train: every objective is known already
             self._complete(lv)
+        elif self._gated(lv):           # proxy_gate: not worth training (nas.gate)
+            self._finish(lv, TrialState.PRUNED)
         elif not self._continue_rungs(lv):
             self._ready.append(lv)
+
+    def _gated(self, lv: _Live) -> bool:
+        """`proxy_gate`: score the config's zero-cost proxy; True (reason set) to skip training."""
+        settings = self.spec.proxy_gate
+        if settings is None or "gate_score" in lv.trial.user_attrs:   # off, or decided before
+            return False
+        if getattr(self, "_gate", None) is None:
+            from .gate import ProxyGate
+
+            self._gate = ProxyGate(settings.proxy, settings.drop_bottom, settings.min_trials,
+                                   self.spec.evaluator.settings.get("dataset"), settings.batch_size,
+                                   self.spec.evaluator.settings.get("resolution"))
+            self._gate.remember(self.study.get_trials(deepcopy=False))
+        score, reason = self._gate.check(lv.config, lv.seed)
+        lv.trial.set_user_attr("gate_score", score)
+        if reason is not None:
+            self._store_constraints(lv.trial, self._violations(lv.metrics))
+            lv.trial.set_user_attr("reason", reason)
+        return reason is not None
 
     def _continue_rungs(self, lv: _Live) -> bool:
         """Continue from `lv.resume_from`'s last finished rung (its weights and optimiser state in

@@ -42,6 +42,10 @@ Every key (defaults in brackets):
   cpus [1: cores the measuring worker holds], timeout_s [600], ahead [parallel: configs priced
   ahead of training], model [none; auto or a file: skip configs predicted far over budget].
 - `successive_halving` [eta 3, min_trials 3]: used when the evaluator has rungs.
+- `proxy_gate` [none]: `{proxy: synflow | naswot | zico, drop_bottom: 0.3, min_trials: 8,
+  batch_size: 64}`: a feasible config whose zero-cost proxy is below the `drop_bottom` quantile
+  of the configs seen so far is PRUNED untrained (nas.gate). To rank by a proxy instead, make it
+  the objective (`objectives: [synflow, flops]`, `evaluator: synflow`).
 - `fvcore_check_every` [25]: cross-check the analytic FLOPs with fvcore on trial 0 and every Nth.
 - `output_dir` [runs/<name>]: the run directory. `storage` [journal file in it]: an Optuna RDB URL.
 
@@ -145,6 +149,17 @@ class SuccessiveHalving(_Model):
     min_trials: int = Field(3, ge=1)
 
 
+class ProxyGateSettings(_Model):
+    """Skip training configs whose zero-cost proxy is in the bottom `drop_bottom` of those seen so
+    far, once `min_trials` have a score (nas.gate). The proxy's batch comes from the train
+    evaluator's data set."""
+
+    proxy: Literal["synflow", "naswot", "zico"]
+    drop_bottom: float = Field(0.3, gt=0.0, lt=1.0)
+    min_trials: int = Field(8, ge=1)
+    batch_size: int = Field(64, ge=2)
+
+
 class Resources(_Model):
     """Per trial. `gpus` unset: 1 when the device is cuda (or auto on a cluster with GPUs), else 0."""
 
@@ -207,6 +222,7 @@ class StudyFile(_Model):
     device: str = "cpu"
     latency: LatencySettings = LatencySettings()
     successive_halving: SuccessiveHalving = SuccessiveHalving()
+    proxy_gate: ProxyGateSettings | None = None
     fvcore_check_every: int = Field(25, ge=0)    # 0: only the first trial
     output_dir: str | None = None
     storage: str | None = None
@@ -286,6 +302,9 @@ class StudyFile(_Model):
         if scores and self.evaluator and self.evaluator.metric not in (None, scores[0]):
             raise ValueError(f"evaluator.name: {self.evaluator.name!r} produces "
                              f"{self.evaluator.metric!r}, but the objective is {scores[0]!r}")
+        if self.proxy_gate is not None and "accuracy" not in scores:
+            raise ValueError("proxy_gate: gates training, so it needs the accuracy objective and the "
+                             "train evaluator (to rank by a proxy, make the proxy the objective)")
         if self.sampler.name == "nsga2" and len(self.objectives) == 1:
             pass  # allowed: NSGA-II works for one objective too
         return self
