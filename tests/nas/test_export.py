@@ -352,7 +352,7 @@ def test_export_never_replaces_a_directory_holding_a_study(run_dir, target):
     out = {"run_dir": run_dir, "parent_of_run_dir": run_dir.parent,
            "weights_dir": run_dir / "weights"}[target]
     before = _tree(run_dir)
-    result = CliRunner().invoke(main, ["export", str(run_dir), "--trial", "0", "-o", str(out),
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--trial", "0", "--out", str(out),
                                        "--overwrite", "--no-onnx"])
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output and "choose another --out" in result.output
@@ -366,7 +366,7 @@ def test_overwrite_replaces_only_what_export_wrote(run_dir, tmp_path):
     mine.mkdir()
     (mine / "thesis.tex").write_text("years of work")
     args = ["export", str(run_dir), "--trial", "1", "--no-onnx", "--overwrite"]
-    result = CliRunner().invoke(main, [*args, "-o", str(mine)])
+    result = CliRunner().invoke(main, [*args, "--out", str(mine)])
     assert result.exit_code == 1 and "not written by overlock-nas export" in result.output, result.output
     assert (mine / "thesis.tex").read_text() == "years of work"
     first = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "m")])

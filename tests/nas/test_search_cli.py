@@ -111,26 +111,27 @@ def test_bad_sampler_options_are_one_line(tmp_path, sampler, words):
     assert not (tmp_path / "run" / "study.log").exists()
 
 
-@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
-def test_search_refuses_a_damaged_journal_and_leaves_it_alone(tmp_path, damage):
+def test_search_refuses_a_damaged_journal_and_leaves_it_alone(tmp_path):
     """Before: a truncated journal was resumed - Optuna skipped the cut record and the driver
     appended after the broken line; a corrupt one gave a JSONDecodeError traceback."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+    import shutil
 
-    run = tmp_path / "run"
-    run.mkdir()
-    journal = run / "study.log"
-    earlier = optuna.create_study(study_name="tiny", storage=JournalStorage(JournalFileBackend(str(journal))))
-    earlier.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
-    data = journal.read_bytes()
-    data = data[:-7] if damage == "truncated" else data.replace(b"\n", b"\n}{oops\n", 1)
-    journal.write_bytes(data)
-    res = CliRunner().invoke(main, ["search", str(write_study(tmp_path))])
-    assert res.exit_code == 1, res.output
-    lines = res.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"Error: {journal} is {damage}"), res.output
-    assert journal.read_bytes() == data
+    study = write_study(tmp_path, trials=2)
+    proc = subprocess.run([*SEARCH, str(study)], cwd=REPO, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for damage in ("truncated", "corrupt"):
+        run = tmp_path / damage
+        shutil.copytree(tmp_path / "run", run)
+        journal = run / "study.log"
+        data = journal.read_bytes()
+        data = data[:-7] if damage == "truncated" else data.replace(b"\n", b"\n}{oops\n", 1)
+        journal.write_bytes(data)
+        res = CliRunner().invoke(main, ["search", str(study), "--run-dir", str(run), "--trials", "3"])
+        assert res.exit_code == 1, res.output
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: {journal} is {damage}"), res.output
+        assert journal.read_bytes() == data
 
 
 @pytest.mark.slow
