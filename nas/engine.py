@@ -20,17 +20,26 @@ One trial, in the driver (every fact recorded as a user attribute, docs/storage.
    budget -> PRUNED, `infeasible`, never trained.
 5. The evaluator runs as a Ray task. With rungs (successive halving) a trial trains to each rung
    and continues only if its score is in the top 1/eta of the trials that reached that rung (or
-   fewer than `min_trials` have); else it is told PRUNED with `fidelity` < 1. COMPLETE always
-   means full fidelity.
+   fewer than `min_trials` have, one score per architecture); else it is told PRUNED with
+   `fidelity` < 1. COMPLETE always means full fidelity.
+
+Constraints are stored once per budget, as the list Optuna's samplers and optuna-dashboard both
+read (`set_constraints`). The trial budget (`trials_count`) counts trained architectures, or every
+sampled one: with `trained`, draws over a budget (known from the cost model, or estimated by a
+`Screen`) and repeats are recorded without counting, until no new architecture within budget is
+left.
 
 Reliability: one driver per run directory (fcntl lock); the trial budget is counted from storage;
 on start, RUNNING trials left by a dead driver are re-run under their number (their config was
 recorded) or failed and re-queued (it was not); the sampler seed is derived from (seed, number of
-stored trials) so a restart never replays; stored objectives, constraints, space and evaluator are
-checked against the file. A trial that raises, yields NaN, runs out of memory or exceeds
-`trial_timeout_s` is FAIL with `reason`; a dead worker is retried by Ray. Stopping (Ctrl-C,
-`request_stop()`): no new trials; in-flight ones are told FAIL (`reason: interrupted`) and their
-params re-queued, so the next run evaluates them first and the budget does not shrink.
+stored trials) so a restart never replays; stored objectives, constraints, space, evaluator,
+latency settings and device (and the device string stored latencies were measured on) are checked
+against the file. A trial that raises, yields NaN, runs out of memory or exceeds
+`trial_timeout_s` is FAIL with `reason` (its files deleted); a dead worker is retried by Ray.
+Stopping (Ctrl-C, `request_stop()`): no new trials; in-flight ones are told FAIL (`reason:
+interrupted`) and their params re-queued, so the next run evaluates them first and the budget does
+not shrink; a re-queued trial continues from its original's last finished rung (its weights and
+optimiser state), an adopted one from its own. Optuna internals: only through `nas._optuna`.
 """
 
 from __future__ import annotations

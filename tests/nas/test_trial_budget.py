@@ -61,18 +61,21 @@ def test_trained_stops_when_no_new_architecture_within_budget_is_left(tmp_path, 
 
 
 def test_sampled_counts_every_draw_and_an_old_study_keeps_counting_that_way(tmp_path, local_ray):
-    def spec(trials, **extra):
-        return parse_study(study_dict(tmp_path, objectives=["flops", "params"], evaluator=None,
-                                      trials=trials, constraints={"flops": BUDGET}, **extra), label="t")
-    SearchEngine(spec(6)).run()                                   # study_dict: trials_count sampled
-    study = stored(tmp_path, spec(6))
-    assert len(study.trials) == 6 and study.user_attrs["trials_count"] == "sampled"
+    def spec(key: bool):
+        data = study_dict(tmp_path, objectives=["flops", "params"], evaluator=None, trials=6,
+                          constraints={"flops": BUDGET})
+        if not key:
+            del data["trials_count"]          # the file does not say: the default is trained
+        return parse_study(data, label="t")
+    SearchEngine(spec(key=True)).run()                            # study_dict: trials_count sampled
+    study = stored(tmp_path, spec(True))
+    trials = study.get_trials()
+    assert len(trials) == 6 and study.user_attrs["trials_count"] == "sampled"
+    assert any(t.user_attrs.get("infeasible") or "reused_from" in t.user_attrs for t in trials)
     study.set_user_attr("trials_count", None)                     # as a study begun before the key
-    no_key = spec(6)
-    no_key.file = no_key.file.model_copy(update={"trials_count": "trained"})
-    object.__setattr__(no_key.file, "__pydantic_fields_set__", no_key.file.model_fields_set - {"trials_count"})
-    SearchEngine(no_key).run()
-    assert len(stored(tmp_path, no_key).trials) == 6               # still counted as sampled: done
+    assert spec(key=False).trials_count == "trained"
+    SearchEngine(spec(key=False)).run()
+    assert len(stored(tmp_path, spec(True)).trials) == 6         # still counted as sampled: done
 
 
 def test_a_screen_skips_configs_estimated_over_budget(tmp_path, local_ray):
