@@ -174,3 +174,33 @@ def test_cli_errors(tmp_path):
     space_file.write_text("dimensions: [1, 2\n")
     broken = _run("fit", str(space_file), *FAST)
     assert broken.exit_code == 1 and "not valid YAML" in broken.output
+
+
+# ------------------------------------------------------------------------ measurement protocol
+def test_protocol_statistic_is_the_median_of_round_minima():
+    from nas.measure import _stats
+
+    stats = _stats([[10.0, 50.0, 60.0], [11.0, 12.0, 90.0], [30.0, 40.0, 35.0]])
+    assert stats["latency"] == 11.0          # minima 10, 11, 30: a round disturbed throughout is ignored
+    assert stats["min"] == 10.0 and stats["round_range"] == 20.0
+    assert stats["median"] == 35.0
+
+
+def test_single_thread_measurement_uses_the_thread_cpu_clock_and_restores_affinity(tiny_config):
+    import os
+
+    import torch
+
+    from nas.measure import measure_latency
+
+    affinity, threads = os.sched_getaffinity(0), torch.get_num_threads()
+    r = measure_latency(tiny_config.replace(resolution=(32, 32)), threads=1, warmup=1, repeats=6, rounds=3)
+    assert r["latency_clock"] == "thread_cpu" and r["latency_rounds"] == 3
+    assert r["latency_protocol"].startswith("median of round minima")
+    assert len(r["latency_cores"]) == 1 and r["latency_cores"][0] in affinity
+    assert r["latency_min_ms"] <= r["latency_ms"] <= r["latency_p90_ms"] and r["latency_wall_ms"] > 0
+    assert os.sched_getaffinity(0) == affinity and torch.get_num_threads() == threads
+    if len(affinity) > 1:
+        wall = measure_latency(tiny_config.replace(resolution=(32, 32)), threads=2, warmup=1, repeats=4,
+                               pin=False)
+        assert wall["latency_clock"] == "wall" and wall["latency_cores"] is None
