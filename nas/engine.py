@@ -78,6 +78,9 @@ _IDENTITY_ATTRS = ("config", "config_hash", "summary", "resolution", "seed", "dr
 # With `trials_count: trained`, asking stops after this many draws in a row that train nothing
 # (over a budget or already evaluated): the space holds (almost) no new architecture within budget.
 MAX_DRAWS_WITHOUT_TRAINING = 200
+# latency settings a resume may change: they schedule measurements or pick which configs to skip,
+# never change a measured value (`device` is compared as where latency is measured)
+_LATENCY_NOT_COMPARED = ("device", "timeout_s", "ahead", "model")
 
 # A screen prices a config before it is trained, cheaply (< 1 ms): it returns {budget name:
 # estimated value} for the budgets it expects the config to break ({} when none). A broken one
@@ -373,23 +376,24 @@ class SearchEngine:
         compares as its default, so an old study resumes when nothing really changed."""
         if not self.spec.needs_latency:
             return    # latency was not measured (else the objectives or constraints differ)
-        label = self.spec.label
-        stored_device = attrs.get("device")
-        if stored_device is not None and stored_device != self.spec.device:
-            raise StudyMismatch(f"{label}: device: {self.spec.device!r} differs from {stored_device!r}, "
+        label, latency = self.spec.label, self.spec.latency
+        stored = attrs.get("latency") if isinstance(attrs.get("latency"), dict) else {}
+        # where latency is measured: `latency.device`, else the study's device
+        stored_device = stored.get("device") or attrs.get("device")
+        device = getattr(latency, "device", None) or self.spec.device
+        if stored_device is not None and stored_device != device:
+            raise StudyMismatch(f"{label}: device: {device!r} differs from {stored_device!r}, "
                                 "which the stored study measured its latencies on; restore it or use "
                                 "another --run-dir")
-        stored = attrs.get("latency")
-        if not isinstance(stored, dict):
+        if not stored:
             return
-        latency = self.spec.latency
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             defaults = _flatten(_jsonable(type(latency).model_construct().model_dump()))
         old, new = _flatten(_jsonable(stored)), _flatten(_jsonable(latency.model_dump()))
         changed = [f"latency.{k}: stored {old.get(k, defaults.get(k))!r}, now {new.get(k, defaults.get(k))!r}"
-                   for k in sorted(set(old) | set(new))
-                   if old.get(k, defaults.get(k)) != new.get(k, defaults.get(k))]
+                   for k in sorted(set(old) | set(new)) if k.split(".")[0] not in _LATENCY_NOT_COMPARED
+                   and old.get(k, defaults.get(k)) != new.get(k, defaults.get(k))]
         if changed:
             raise StudyMismatch(f"{label}: latency settings differ from those the stored study measured "
                                 f"with ({'; '.join(changed)}); restore them or use another --run-dir")
