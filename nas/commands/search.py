@@ -219,6 +219,8 @@ def command(study_file, address, trials, run_dir):
     console.print(f"  overlock-nas report {run}")
     if best is not None:
         console.print(f"  overlock-nas export {run} --trial {best.number}    # best {score}")
+        if len(result.objectives) > 1 and len(rows) > 2:
+            console.print(f"  overlock-nas export {run} --knee    # the front's knee point")
     else:
         console.print("  (no feasible trial yet: relax the constraints or raise --trials)")
 
