@@ -121,8 +121,10 @@ class TrainEvaluator(Evaluator):
     padded | none, rrc_scale, rrc_ratio, randaugment: {n, m}, mixup, cutmix}), amp (auto: bf16 or
     fp16 on CUDA, off on CPU), channels_last (false), threads (torch threads; none = leave),
     resolution (training resolution; none = the config's), save_weights (true),
-    bn_recalibration_batches (4: batch-norm statistics re-estimated on this many training batches
-    before each validation; 0 = off).
+    bn_recalibration_batches (4: batch-norm statistics re-estimated before each validation on this
+    many batches drawn at random from the training split, unaugmented; 0 = keep the running
+    averages). Augmentation defaults per kind (docs/accuracy-signal.md): folders are never mirrored
+    unless `augment: {hflip: true}`; CIFAR and the procedural set are.
     """
 
     name = "train"
