@@ -576,6 +576,8 @@ class SearchEngine:
                    f"up to {self.parallel} trial(s) at a time")
         if self._latency_note:
             self._emit(self._latency_note)
+        if self.evaluator is not None:    # slots start together, not one process start-up apart
+            self.executor.warm(min(self.parallel, fits), self.spec.resources.cpus, gpus)
         if self.resumed:
             waiting = sum(t.state == TrialState.WAITING for t in trials)
             self._emit(f"resuming {self.storage_label}: {self._progress.done} trials finished, "
@@ -586,6 +588,7 @@ class SearchEngine:
                 if self._stop:
                     self._interrupt()
                     return True
+                self._pump()      # a freed slot takes a priced trial before new ones are asked
                 self._fill()
                 self._pump()
                 if not (self._inflight or self._ready or self._latency_queue or self._parked) \
@@ -690,8 +693,17 @@ class SearchEngine:
             self._submit_latency(self._latency_queue.popleft())
         evals = sum(1 for lv in self._inflight.values() if lv.kind == "eval")
         while self._ready and evals < self.parallel:
-            self._submit_eval(self._ready.popleft())
+            self._submit_eval(self._next_ready())
             evals += 1
+
+    def _next_ready(self) -> _Live:
+        """The next trial to evaluate: one continuing to its next rung first, else the costliest
+        (MACs estimate training time). Longest first leaves the short trials for the end of the
+        study, so slots do not idle behind one long last trial."""
+        continuing = next((lv for lv in self._ready if lv.rung > 0), None)
+        pick = continuing or max(self._ready, key=lambda lv: lv.metrics.get("flops", 0))
+        self._ready.remove(pick)
+        return pick
 
     def _collect(self, timeout: float) -> None:
         done = self.executor.wait(list(self._inflight), timeout=timeout)

@@ -171,6 +171,7 @@ def run_latency(config: dict, *, device: str, latency: dict, num_threads: int | 
     try:
         from nas.measure import measure_latency
 
+        t0 = time.perf_counter()
         with time_limit(latency.get("timeout_s"), "measurement"):
             res = measure_latency(OverLoCKConfig.from_dict(config), device=_resolve_device(device),
                                   batch=latency["batch"], dtype=latency["dtype"],
@@ -179,7 +180,19 @@ def run_latency(config: dict, *, device: str, latency: dict, num_threads: int | 
                                   profile_stages=latency["profile_stages"])
     except Exception as e:  # noqa: BLE001
         return _failure(e)
-    return {"ok": True, **res}
+    return {"ok": True, **res, "latency_wall_s": round(time.perf_counter() - t0, 3)}
+
+
+def warm(seconds: float = 0.2) -> int:
+    """Runs in a training worker before the first trial: import what every trial needs, so the
+    slots start together instead of one process start-up apart. Returns the worker's pid."""
+    import torch  # noqa: F401
+
+    import overlock  # noqa: F401
+    import space  # noqa: F401
+
+    time.sleep(seconds)     # held a moment, so concurrent warm-ups land in distinct processes
+    return os.getpid()
 
 
 class Timeout(Exception):

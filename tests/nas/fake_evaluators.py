@@ -73,8 +73,9 @@ class Scripted:
 
 class Sleeping:
     """Sleeps instead of training, for a time set by the config (so evaluations differ in length):
-    `min_s + (max_s - min_s) * u`, u in [0, 1) from the config hash. Logs {hash, start, end} per
-    evaluation to `log`, so a test or benchmark can compute slot utilisation."""
+    `min_s + (max_s - min_s) * u`, u in [0, 1] from the config's MACs placed in `flops_range`
+    [low, high] (training time grows with them), or from the config hash without a range. Logs
+    {hash, start, end} per evaluation to `log`, so a test or benchmark can compute utilisation."""
 
     name = "sleeping"
     metric = "accuracy"
@@ -87,8 +88,15 @@ class Sleeping:
         self.log = self.settings.get("log")
 
     def duration(self, config) -> float:
-        u = int(config.config_hash()[:8], 16) / 16 ** 8
-        return self.min_s + (self.max_s - self.min_s) * u
+        span = self.settings.get("flops_range")
+        if span:
+            import space
+
+            low, high = (float(x) for x in span)
+            u = (space.complexity(config).flops - low) / max(high - low, 1.0)
+        else:
+            u = int(config.config_hash()[:8], 16) / 16 ** 8
+        return self.min_s + (self.max_s - self.min_s) * min(max(u, 0.0), 1.0)
 
     def evaluate(self, config, *, budget_epochs, device, seed, workdir, resume_from, weights_name=None):
         start = time.time()
