@@ -473,6 +473,7 @@ class SearchEngine:
         that device's store (read first, shared by every study on the device). Returns the run
         directory's record of the latencies this study used."""
         self._measurer, self._latency_device, self._store = None, None, None
+        self._predictor = None
         self._held: dict = {}           # node id -> resources the measuring worker holds for good
         self._latency_note = None
         if not self.spec.needs_latency:
@@ -481,7 +482,26 @@ class SearchEngine:
 
         self._start_measurer()
         self._store = device_store(self._latency_device)
+        self._predictor = self._open_predictor()
         return LatencyCache(str(self.run_dir / "latency_cache.json"))
+
+    def _open_predictor(self):
+        """`latency.model` (auto or a file): predictions that spare measuring configs far over
+        the latency budget (`nas.latency_predictor`)."""
+        s = self.spec.latency
+        if not s.model:
+            return None
+        from nas.latency_predictor import LatencyPredictor, LatencyPredictorError
+
+        source = s.model
+        if source != "auto" and not Path(source).is_absolute() and self.spec.path is not None:
+            source = str(Path(self.spec.path).parent / source)
+        settings = {"device": self._latency_device, "resolution": None, "batch": s.batch,
+                    "dtype": s.dtype, "channels_last": s.channels_last, "threads": self._latency_threads}
+        try:
+            return LatencyPredictor(source, settings, self._store, self.budgets.get("latency_ms"))
+        except LatencyPredictorError as e:
+            raise SearchError(f"{self.spec.label}: {e}") from None
 
     def _gpus_per_trial(self, nodes: list[dict]) -> float:
         gpus = self.spec.resources.gpus
@@ -789,7 +809,11 @@ class SearchEngine:
         # 4. latency before training: the device's store, else the measuring worker's queue
         if self.spec.needs_latency:
             cached = self._cache_get(lv)
+            verdict = self._predict_latency(lv)
             if cached is None:
+                if verdict and verdict["skip"]:
+                    self._predicted_infeasible(lv, verdict)
+                    return
                 self._latency_queue.append(lv)
                 return
             self._record_latency(lv, cached, source="store")
@@ -948,6 +972,7 @@ class SearchEngine:
 
         name = result.get("latency_device") or self._latency_device
         store = self._store if name == self._latency_device else device_store(name)
+        result = {**result, "config": lv.config.to_dict()}     # a latency model fits on these
         store.put(*self._cache_args(lv, name), result)
         self._latency_cache.put(*self._cache_args(lv, name), result)
 
@@ -981,11 +1006,37 @@ class SearchEngine:
             return
         self._cache_put(lv, result)
         self._record_latency(lv, result, source="measured")
+        if self._predictor is not None:
+            self._predictor.learn(lv.config, float(result["latency_ms"]))
         broken = self._broken(lv.metrics)
         if broken:
             self._infeasible(lv, broken)
         else:
             self._to_evaluation(lv)
+
+    def _predict_latency(self, lv: _Live) -> dict | None:
+        """The latency model's prediction for the trial's config (recorded on every trial, measured
+        or not, so predicted and measured latency can be compared), or None without a model."""
+        verdict = self._predictor.judge(lv.config) if self._predictor is not None else None
+        if verdict:
+            t = lv.trial
+            t.set_user_attr("latency_predicted_ms", round(verdict["predicted_ms"], 4))
+            t.set_user_attr("latency_predicted_low_ms", round(verdict["low_ms"], 4))
+            margin = verdict["margin"]
+            t.set_user_attr("latency_model_margin", round(margin, 4) if math.isfinite(margin) else None)
+            t.set_user_attr("latency_model_n", verdict["n"])
+        return verdict
+
+    def _predicted_infeasible(self, lv: _Live, verdict: dict) -> None:
+        """Over the latency budget by more than the model's stated margin: PRUNED `infeasible`,
+        neither measured nor trained (`latency_source: predicted`; no `latency_ms` recorded)."""
+        lv.trial.set_user_attr("latency_source", "predicted")
+        lv.metrics["latency_ms"] = verdict["predicted_ms"]     # its constraint value: an estimate
+        budget = self.budgets["latency_ms"]
+        self._infeasible(lv, [f"latency_ms {_fmt('latency_ms', verdict['predicted_ms'])} predicted, "
+                              f"at least {_fmt('latency_ms', verdict['low_ms'])} within the model's "
+                              f"margin of {verdict['margin']:.1%} > {_fmt('latency_ms', budget)} "
+                              "(not measured)"])
 
     def _record_latency(self, lv: _Live, result: dict, source: str) -> None:
         """Every `latency_*` field of the result (the device string among them) on the trial,

@@ -229,3 +229,42 @@ def test_the_driver_never_initialises_cuda(tmp_path, gpu_ray, monkeypatch):
     SearchEngine(parse_study(study_dict(other, trials=2, objectives=["accuracy", "latency_ms"],
                                         latency=LATENCY), label="t")).run()
     assert calls == [] and len(load(other / "run").get_trials()) >= 2
+
+
+def test_a_latency_model_spares_measuring_configs_far_over_budget(tmp_path, gpu_ray, monkeypatch):
+    """`latency: {model: PATH}` fitted on the device (here the stand-in measurement's own formula,
+    sum(widths) / 10 ms): widths[3] = 128 (24 ms) is far over a 20 ms budget and is recorded
+    infeasible from the prediction, never measured; the others are measured, prediction recorded."""
+    import space
+    from nas import latency_model
+    from nas.measure import device_string
+    from nas_testing import TINY_SPACE
+
+    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:sleeping_latency")
+    gpu_ray.write_text("")
+    archs = list(space.load_space(TINY_SPACE).enumerate()) * 2      # 24 points: a finite margin
+    settings = {"device": device_string("cpu", 1), "resolution": None, "batch": 1, "dtype": "fp32",
+                "channels_last": False, "threads": 1}
+    model = latency_model.fit(archs, [sum(c.widths) / 10 for c in archs], settings)
+    assert model.margin < 0.1
+    model.save(tmp_path / "model.json")
+    spec = parse_study(study_dict(tmp_path, trials=8, constraints={"latency_ms": 20.0},
+                                  latency={**LATENCY, "model": str(tmp_path / "model.json")}),
+                       label="t")
+    SearchEngine(spec).run()
+    trials = load(tmp_path / "run").get_trials()
+    measured = {e["hash"] for e in intervals(gpu_ray, "latency")}
+    over = [t for t in trials if t.user_attrs["config"]["widths"][3] == 128]
+    assert over and measured
+    for t in over:
+        ua = t.user_attrs
+        assert t.state == TrialState.PRUNED and ua["infeasible"] and ua["latency_source"] == "predicted"
+        assert "latency_ms" not in ua and ua["config_hash"] not in measured
+        assert abs(ua["latency_predicted_ms"] - 24.0) < 1.0 and ua["latency_predicted_low_ms"] > 20
+        assert "predicted" in ua["reason"] and ua["reason"].endswith("(not measured)")
+        assert t.constraints  # a constraint value from the estimate: samplers learn the region
+    for t in trials:
+        if t.user_attrs["config"]["widths"][3] != 128 and "reused_from" not in t.user_attrs:
+            ua = t.user_attrs
+            assert ua["latency_source"] == "measured" and ua["config_hash"] in measured
+            assert abs(ua["latency_predicted_ms"] - ua["latency_ms"]) < 1.0
