@@ -10,9 +10,10 @@ under other names (memory depends on how many files a loader lists, not on their
 
 Each row runs one training epoch (`split.batches(..., shuffle=True, augment=True)`: random-resized
 crop + flip, normalised float batches) and reads the worker processes' memory from /proc at the
-end: USS (Private_Clean + Private_Dirty of smaps_rollup: the memory a worker holds alone, what
-grows if it keeps the data set) and Pss (proportional set size: shared pages, e.g. the torch
-libraries or the memmap's page cache, divided among the processes that map them). The baseline is what a plain
+end, from smaps_rollup: `private` (Private_Dirty: anonymous memory the worker holds alone, what
+grows if it keeps the data set), Pss_Anon (its anonymous memory, shared pages divided among the
+processes sharing them), Pss_File (file pages: the libraries and, with the cache, the memmap's
+page cache, which the kernel shares between processes and can drop) and RSS. The baseline is what a plain
 DataLoader does: Pillow open + convert + resize + crop in `__getitem__`, a Python list of
 (path, label) tuples. Images/s is the epoch's images over its wall time after the first batch.
 Prints a table and the load average (`uptime`) before and after; this machine may be shared.
@@ -73,7 +74,7 @@ def run_baseline(root: str, size: int, batch: int, workers: int) -> tuple[int, f
 
 # ------------------------------------------------------------------------------ measures
 def worker_memory() -> list[dict]:
-    """USS / Pss / RSS (MiB) of this process's child processes (the loader workers)."""
+    """Private_Dirty / Pss_Anon / Pss_File / RSS (MiB) of this process's child processes (the loader workers)."""
     pid = os.getpid()
     children = []
     for task in os.listdir(f"/proc/{pid}/task"):
@@ -91,8 +92,8 @@ def worker_memory() -> list[dict]:
         except OSError:
             continue
         kib = lambda d, k: int(d.get(k, "0 kB").split()[0]) / 1024  # noqa: E731
-        out.append({"pid": child, "uss": kib(rollup, "Private_Clean") + kib(rollup, "Private_Dirty"),
-                    "pss": kib(rollup, "Pss"), "rss": kib(status, "VmRSS")})
+        out.append({"pid": child, "private": kib(rollup, "Private_Dirty"), "pss_anon": kib(rollup, "Pss_Anon"),
+                    "pss_file": kib(rollup, "Pss_File"), "rss": kib(status, "VmRSS")})
     return out
 
 
@@ -111,11 +112,12 @@ def run_epoch(batches) -> tuple[float, int, list[dict]]:
 
 
 def summarise(name: str, images: int, rate: float, memory: list[dict]) -> dict:
+    top = lambda key: round(max((m[key] for m in memory), default=0.0), 1)  # noqa: E731
     row = {"loader": name, "images": images, "images_per_s": round(rate, 1), "workers": len(memory),
-           "uss_mib": round(max((m["uss"] for m in memory), default=0.0), 1),
-           "pss_mib": round(max((m["pss"] for m in memory), default=0.0), 1)}
-    print(f"{name:<34} {images:>7} {rate:>9.1f} {row['workers']:>3} {row['uss_mib']:>10.1f} "
-          f"{row['pss_mib']:>8.1f}", flush=True)
+           "private_mib": top("private"), "pss_anon_mib": top("pss_anon"), "pss_file_mib": top("pss_file"),
+           "rss_mib": top("rss")}
+    print(f"{name:<34} {images:>7} {rate:>9.1f} {row['workers']:>3} {row['private_mib']:>8.1f} "
+          f"{row['pss_anon_mib']:>9.1f} {row['pss_file_mib']:>9.1f} {row['rss_mib']:>7.1f}", flush=True)
     return row
 
 
@@ -148,7 +150,7 @@ def main(argv=None) -> int:
               f"({sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(small) for f in fs) / args.images / 1024:.0f} KiB each)",
               flush=True)
         os.environ["OVERLOCK_NAS_CACHE"] = os.path.join(root, "cache")
-        print(f"{'loader':<34} {'images':>7} {'images/s':>9} {'wk':>3} {'USS':>10} {'Pss':>8}  (MiB per worker, max)")
+        print(f"{'loader':<34} {'images':>7} {'images/s':>9} {'wk':>3} {'private':>8} {'Pss_Anon':>9} {'Pss_File':>9} {'RSS':>7}  (MiB per worker, max)")
         rows = []
         for label, path in (("N", small), ("4N", large)):
             rows.append(summarise(f"baseline (PIL in __getitem__) {label}",
@@ -176,8 +178,9 @@ def main(argv=None) -> int:
         for name in ("stream", "stream + cache"):
             a = next(r for r in rows if r["loader"] == f"{name} N")
             b = next(r for r in rows if r["loader"] == f"{name} 4N")
-            print(f"{name}: USS per worker 4N / N = {b['uss_mib'] / max(a['uss_mib'], 1e-9):.2f}, "
-                  f"Pss 4N / N = {b['pss_mib'] / max(a['pss_mib'], 1e-9):.2f}")
+            print(f"{name}: private (Private_Dirty) per worker 4N / N = "
+                  f"{b['private_mib'] / max(a['private_mib'], 1e-9):.2f}, Pss_Anon 4N / N = "
+                  f"{b['pss_anon_mib'] / max(a['pss_anon_mib'], 1e-9):.2f}")
         a = next(r for r in rows if r["loader"] == "baseline (PIL in __getitem__) N")
         b = next(r for r in rows if r["loader"] == "stream N")
         print(f"stream / baseline images/s at N: {b['images_per_s'] / max(a['images_per_s'], 1e-9):.2f}x")

@@ -9,8 +9,9 @@ from typing import Any, Mapping
 KINDS = ("procedural", "imagefolder", "cifar")
 PROCEDURAL_CLASS_COUNT = 10
 # keys that change how data is fetched, never which pixels a batch holds (a trial may resume
-# with other values)
-LOADER_KEYS = ("workers", "prefetch", "cache", "cache_dir")
+# with other values); `cache` is not one: a cached crop is resampled from the stored base image,
+# an uncached one straight from the file (the same crop box, pixels within a grey level or two)
+LOADER_KEYS = ("workers", "prefetch", "cache_dir")
 
 # augmentation: the keys, the base values, and each kind's default (`augment: true`)
 CROPS = ("random_resized", "padded", "none")

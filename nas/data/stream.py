@@ -25,10 +25,10 @@ import torch
 from torch import Tensor
 
 from .cache import CachedSplit
-from .decode import UnreadableImage, read_base
+from .decode import UnreadableImage, read_base, read_image
 from .folder import FileTable
 from .spec import DataError, resolve_augment
-from .transforms import batch_augment, eval_item, normalise, seed_mix, to_model_input, train_item
+from .transforms import batch_augment, item, normalise, seed_mix, to_model_input
 
 BASE = "base"   # item mode for the decode cache: the base image itself
 
@@ -61,28 +61,30 @@ class ItemSource(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.table)
 
-    def base_image(self, index: int) -> np.ndarray:
+    def source(self, index: int):
+        """The cached base image (array), else the decoded file (PIL image)."""
         if self.cached is not None:
             if index in self.bad:
                 raise UnreadableImage(self.cached.errors.get(index) or f"{self.table.path(index)}: unreadable")
             return self.cached.images[index]
-        return read_base(self.table.path(index), self.base)
+        return read_image(self.table.path(index), self.base)
 
-    def __getitem__(self, item):
-        index, augment, seed, position = item if isinstance(item, tuple) else (item, None, 0, 0)
+    def __getitem__(self, entry):
+        index, augment, seed, position = entry if isinstance(entry, tuple) else (entry, None, 0, 0)
         label = int(self.table.labels[index])
         shape = self.base if augment == BASE else self.size
         try:
-            base = self.base_image(index)
+            if augment == BASE:
+                out = read_base(self.table.path(index), self.base)
+            else:
+                rng = np.random.default_rng((seed, position)) if augment else None
+                out = item(self.source(index), self.base, self.size, augment, rng)
         except UnreadableImage as e:
             return torch.zeros(*shape, 3, dtype=torch.uint8), label, index, str(e)
-        if augment == BASE:
-            out = base
-        elif augment is None:
-            out = eval_item(base, self.size)
-        else:
-            out = train_item(base, self.size, augment, np.random.default_rng((seed, position)))
-        return torch.from_numpy(np.array(out, dtype=np.uint8, order="C")), label, index, ""
+        except (OSError, ValueError) as e:   # a file that decodes but fails to resample
+            reason = " ".join(str(e).split())[:200] or type(e).__name__
+            return torch.zeros(*shape, 3, dtype=torch.uint8), label, index, f"{self.table.path(index)}: {reason}"
+        return torch.from_numpy(np.require(out, np.uint8, ["C", "W", "O"])), label, index, ""
 
 
 class BatchPlan:

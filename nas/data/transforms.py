@@ -3,11 +3,11 @@
 Per item (numpy / Pillow, in the workers, so a GPU trial never waits on them):
 - `fit_base`: resize so the image covers the *base* size (resolution / crop_ratio) and take its
   centre: the one image every later step starts from (and what the decode cache stores).
-- `eval_item`: the centre `resolution` crop of the base: resize + centre crop, the model card's
-  evaluation transform.
-- `train_item`: a random-resized crop of the base to `resolution` and a random horizontal flip;
-  the draws come from a generator seeded by (epoch seed, position), so batches depend only on
-  the seed, never on which worker made them.
+- `item`: evaluation: the centre `resolution` crop of the base (resize + centre crop, the model
+  card's transform); training: a random-resized crop of the base to `resolution` and a random
+  horizontal flip, the draws from a generator seeded by (epoch seed, position), so batches
+  depend only on the seed, never on which worker made them. From a freshly decoded image the
+  crop box is mapped back to it and one resize makes the output.
 
 Per batch (torch, on the training device): `to_model_input` (uint8 -> float, normalised with
 MEAN / STD), the small-image flip + padded crop of in-memory sets, RandAugment (kornia), and
@@ -39,14 +39,7 @@ def fit_base(image, base: tuple[int, int]) -> np.ndarray:
     box_w, box_h = W / scale, H / scale
     left, top = (image.width - box_w) / 2, (image.height - box_h) / 2
     out = image.resize((W, H), Image.BILINEAR, box=(left, top, left + box_w, top + box_h))
-    return np.asarray(out, dtype=np.uint8)
-
-
-def eval_item(base: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The centre `size` crop of a base image."""
-    H, W = size
-    top, left = (base.shape[0] - H) // 2, (base.shape[1] - W) // 2
-    return base[top:top + H, left:left + W]
+    return np.asarray(out if out.mode == "RGB" else out.convert("RGB"), dtype=np.uint8)
 
 
 def sample_crop(rng: np.random.Generator, height: int, width: int, scale, ratio) -> tuple[float, ...]:
@@ -72,21 +65,42 @@ def sample_crop(rng: np.random.Generator, height: int, width: int, scale, ratio)
     return left, top, left + w, top + h
 
 
-def train_item(base: np.ndarray, size: tuple[int, int], augment: dict, rng: np.random.Generator) -> np.ndarray:
-    """Random-resized crop (or centre crop) of a base image to `size`, then a random flip."""
+def item(source, base: tuple[int, int], size: tuple[int, int], augment: dict | None,
+         rng: np.random.Generator | None) -> np.ndarray:
+    """One training (`augment`) or evaluation (None) image of `size`, (H, W, 3) uint8.
+
+    `source` is the base image (an array, e.g. from the decode cache) or the decoded PIL image
+    the base would be made from; the crop box is drawn in base coordinates either way (the same
+    draws, so the cache changes no crop), and from a PIL image it is mapped back to the source
+    so that one resize makes the output (no intermediate base image)."""
+    crop = augment["crop"] if augment else "none"
+    if crop == "random_resized":
+        box = sample_crop(rng, base[0], base[1], augment["rrc_scale"], augment["rrc_ratio"])
+    else:
+        top, left = (base[0] - size[0]) // 2, (base[1] - size[1]) // 2
+        box = (left, top, left + size[1], top + size[0])
+    out = _render(source, base, size, box)
+    if crop == "padded":
+        out = _padded_crop(out, rng)
+    if augment and augment["hflip"] and rng.random() < 0.5:
+        out = out[:, ::-1]
+    return out
+
+
+def _render(source, base, size, box) -> np.ndarray:
     from PIL import Image
 
     H, W = size
-    if augment["crop"] == "random_resized":
-        box = sample_crop(rng, base.shape[0], base.shape[1], augment["rrc_scale"], augment["rrc_ratio"])
-        out = np.asarray(Image.fromarray(base).resize((W, H), Image.BILINEAR, box=box), dtype=np.uint8)
-    else:
-        out = eval_item(base, size)
-        if augment["crop"] == "padded":
-            out = _padded_crop(out, rng)
-    if augment["hflip"] and rng.random() < 0.5:
-        out = out[:, ::-1]
-    return np.ascontiguousarray(out)
+    if isinstance(source, np.ndarray):
+        if box[2] - box[0] == W and box[3] - box[1] == H and float(box[0]).is_integer() \
+                and float(box[1]).is_integer():
+            return source[int(box[1]):int(box[1]) + H, int(box[0]):int(box[0]) + W]
+        return np.asarray(Image.fromarray(np.ascontiguousarray(source)).resize((W, H), Image.BILINEAR, box=box))
+    scale = max(base[0] / source.height, base[1] / source.width)
+    left0, top0 = (source.width - base[1] / scale) / 2, (source.height - base[0] / scale) / 2
+    mapped = (left0 + box[0] / scale, top0 + box[1] / scale, left0 + box[2] / scale, top0 + box[3] / scale)
+    out = source.resize((W, H), Image.BILINEAR, box=mapped)
+    return np.asarray(out if out.mode == "RGB" else out.convert("RGB"))
 
 
 def _padded_crop(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

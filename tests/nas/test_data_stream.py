@@ -107,23 +107,26 @@ def test_worker_memory_is_flat_from_n_to_4n_images(imagenet_like, tmp_path):
             for copy in range(4):
                 os.link(os.path.join(imagenet_like, c, f), large / c / f"{copy}_{f}")
     resolution = 128
-    uss = {}
+    uss, growth = {}, {}
     for label, path in (("N", imagenet_like), ("4N", large)):
         _load_cached.cache_clear()
         data = load_dataset(_folder(path, workers=1, val_fraction=0.1), resolution)
-        before = set(_children())
-        seen = sum(len(y) for _, y in data.train.batches(64))      # one full pass
-        workers = set(_children()) - before
-        assert len(workers) == 1 and seen == len(data.train)
-        # a full collection here turns every page of our heap that the worker shares copy-on-write
-        # into the worker's own, in both runs alike: what differs is then what the worker holds
+        batches = data.train.batches(64)
+        seen = len(next(batches)[1])
+        (worker,) = [w.pid for w in data.train._loader._iterator._workers]
+        # a full collection turns every page of our heap that the worker shares copy-on-write into
+        # the worker's own, before each reading alike: what differs is what the worker holds
         gc.collect()
-        uss[label] = _uss_mib(workers.pop())
+        start = _uss_mib(worker)
+        seen += sum(len(y) for _, y in batches)                   # the rest of a full pass
+        assert seen == len(data.train)
+        gc.collect()
+        uss[label] = _uss_mib(worker)
+        growth[label] = uss[label] - start
         data.close()
-    print("worker USS MiB", uss)
     decoded_3n_mib = 3 * 180 * 146 * 146 * 3 / 2 ** 20       # base images of the extra 3N
     assert uss["4N"] < 2 * uss["N"], uss
-    assert uss["4N"] - uss["N"] < 0.5 * decoded_3n_mib, (uss, decoded_3n_mib)
+    assert growth["4N"] - growth["N"] < 0.5 * decoded_3n_mib, (growth, decoded_3n_mib)
 
 
 # ----------------------------------------------------------------------------- subsets
@@ -215,17 +218,25 @@ def test_cache_is_written_once_then_read_without_decoding(imagenet_like, monkeyp
     def no_decoding(*args):
         raise AssertionError("decoded although the cache holds the image")
 
-    read_base = stream.read_base
+    read_base, read_image = stream.read_base, stream.read_image
     monkeypatch.setattr(stream, "read_base", no_decoding)
+    monkeypatch.setattr(stream, "read_image", no_decoding)
     again = load_dataset(settings, 32)
     assert again.train.cache_state == "reused"
     reread = list(again.train.batches(16, shuffle=True, seed=2, augment=True))
     assert all(torch.equal(a[0], b[0]) for a, b in zip(cached, reread))
     monkeypatch.setattr(stream, "read_base", read_base)
+    monkeypatch.setattr(stream, "read_image", read_image)
     _load_cached.cache_clear()
-    plain = load_dataset({**settings, "cache": False}, 32)          # the cache changes no pixel
-    decoded = list(plain.train.batches(16, shuffle=True, seed=2, augment=True))
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(cached, decoded))
+    # uncached: the same crops, resampled once from the file instead of from the stored base
+    plain = load_dataset({**settings, "cache": False}, 32)
+    grey = 1 / 255 / 0.25                                            # one grey level, normalised
+    for aug, worst, mean in ((False, 2 * grey, 0.1 * grey), (True, None, 3 * grey)):
+        pairs = zip(again.train.batches(16, shuffle=True, seed=2, augment=aug),
+                    plain.train.batches(16, shuffle=True, seed=2, augment=aug))
+        diffs = [(a - b).abs() for (a, _), (b, _) in pairs]
+        assert float(torch.cat([d.flatten() for d in diffs]).mean()) < mean
+        assert worst is None or max(float(d.max()) for d in diffs) <= worst + 1e-6
     files = os.listdir(os.path.join(os.environ["OVERLOCK_NAS_CACHE"], "data"))
     assert sorted(f.rsplit(".", 1)[1] for f in files) == ["json", "json", "lock", "lock", "u8", "u8"]
 
@@ -257,3 +268,22 @@ def test_loader_keys_do_not_change_the_resume_fingerprint():
     c = get_evaluator("train", {"dataset": {"kind": "procedural", "seed": 1}})
     assert a._fingerprint() == b._fingerprint() != c._fingerprint()
     assert parse_dataset_settings({"kind": "procedural", "cache": True}).cache is True
+
+
+def test_augment_mapping_runs_every_transform(imagenet_like, tiny_config, tmp_path):
+    full = {"hflip": True, "crop": "random_resized", "rrc_scale": [0.5, 1.0], "randaugment": {"n": 1, "m": 5},
+            "mixup": 0.2, "cutmix": 1.0}
+    data = load_dataset(_folder(imagenet_like, workers=0, train_size=20), 32)
+    plain = [x for x, _ in data.train.batches(10)]
+    off = [x for x, _ in data.train.batches(10, shuffle=False, augment=False)]
+    assert all(torch.equal(a, b) for a, b in zip(plain, off))           # false = no augmentation
+    x, y = next(data.train.batches(10, shuffle=True, augment=full))
+    assert x.shape == (10, 3, 32, 32) and y.shape == (10, 10)            # soft targets
+    assert torch.allclose(y.sum(1), torch.ones(10)) and torch.isfinite(x).all()
+    flips = {"hflip": False, "crop": "none"}
+    assert torch.equal(next(data.train.batches(10, augment=flips))[0], plain[0])
+    result = get_evaluator("train", {"epochs": 1, "batch_size": 8, "resolution": 32, "threads": 1,
+                                     "augment": full, "dataset": {"kind": "procedural", "train_size": 32,
+                                                                  "val_size": 16}}).evaluate(
+        tiny_config, budget_epochs=None, device="cpu", seed=0, workdir=str(tmp_path), resume_from=None)
+    assert np.isfinite(result["train_loss"][0])
