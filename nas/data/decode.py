@@ -54,8 +54,10 @@ def _needed(height: int, width: int, base: tuple[int, int]) -> tuple[int, int]:
 
 
 def _decode_jpeg(data: bytes, base) -> np.ndarray | None:
-    import simplejpeg
-
+    try:
+        import simplejpeg
+    except ImportError:  # pragma: no cover - a dependency; Pillow decodes JPEG too
+        return None
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         if colorspace not in ("Gray", "YCbCr", "RGB"):   # CMYK / YCCK: Pillow converts those

@@ -65,6 +65,7 @@ def _uss_mib(pid: int) -> float:
 
 
 # ----------------------------------------------------------------------- the streaming path
+@pytest.mark.slow
 def test_imagenet_shaped_folder_trains_through_worker_processes(imagenet_like, tiny_config, tmp_path):
     settings = {"epochs": 1, "batch_size": 16, "resolution": 32, "threads": 1, "warmup_epochs": 0.5,
                 "dataset": _folder(imagenet_like, workers=2, val_fraction=0.2)}
@@ -97,6 +98,7 @@ def test_stream_batches_depend_only_on_the_seed_not_on_workers(imagenet_like):
     assert x.shape == (16, 3, 32, 32) and abs(float(x.mean())) < 2.0   # normalised
 
 
+@pytest.mark.slow
 def test_worker_memory_is_flat_from_n_to_4n_images(imagenet_like, tmp_path):
     """A worker that kept what it decoded (or a copy of the file list per image) would grow by
     the decoded size of the extra 3N images; the streaming worker must not."""
