@@ -7,7 +7,8 @@ measurements, beside FLOPs alone, next to the measurement noise floor.
 
 What it does:
 1. draws `max(--sizes) + --test` distinct architectures of the space (seeded) and measures every one
-   with `nas.measure.measure_latency` (the study's protocol) in a fresh worker process (A);
+   with `nas.measure.measure_latencies` (measure_latency's protocol, rounds interleaved over
+   --group configs, as `overlock-nas latency fit` measures) in a fresh worker process (A);
 2. measures the first `--noise` of them again in a second, separate process (B): the noise floor is
    the share of configs whose two measurements agree within +-10 % (and their Spearman rho);
 3. for each training size n in --sizes (the first n measured configs; for n below the largest,
@@ -63,21 +64,24 @@ def _worker(args) -> None:
     """Measure the configs of --configs-json in this process; write their results to --out-json."""
     import torch
 
-    from nas.measure import measure_latency
+    from nas.measure import measure_latencies
     from overlock import OverLoCKConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
     configs = [OverLoCKConfig.from_dict(d) for d in json.load(open(args.worker_configs))]
     results = []
-    for i, c in enumerate(configs):
+    for i in range(0, len(configs), args.group):
         t0 = time.monotonic()
-        r = measure_latency(c, device=args.device, batch=args.batch, dtype=args.dtype,
-                            threads=args.threads, warmup=args.warmup, repeats=args.repeats)
-        r["seconds"] = time.monotonic() - t0
-        results.append(r)
-        print(f"  [{args.worker_label} {i + 1}/{len(configs)}] {r['latency_ms']:.2f} ms "
-              f"({r['seconds']:.1f} s, load {_load()})", file=sys.stderr, flush=True)
+        chunk = measure_latencies(configs[i:i + args.group], group=args.group, device=args.device,
+                                  batch=args.batch, dtype=args.dtype, threads=args.threads,
+                                  warmup=args.warmup, repeats=args.repeats)
+        for r in chunk:
+            r["seconds"] = (time.monotonic() - t0) / len(chunk)
+        results += chunk
+        values = " ".join(f"{r['latency_ms']:.1f}" for r in chunk)
+        print(f"  [{args.worker_label} {len(results)}/{len(configs)}] {values} ms ({time.monotonic() - t0:.0f} s, "
+              f"load {_load()})", file=sys.stderr, flush=True)
     json.dump(results, open(args.worker_out, "w"))
 
 
@@ -86,7 +90,8 @@ def _measure(configs, args, label: str, tmp: str) -> list[dict]:
     json.dump([c.to_dict() for c in configs], open(cfg_path, "w"))
     cmd = [sys.executable, os.path.abspath(__file__), "--worker-configs", cfg_path, "--worker-out", out_path,
            "--worker-label", label, "--device", args.device, "--batch", str(args.batch),
-           "--dtype", args.dtype, "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+           "--dtype", args.dtype, "--warmup", str(args.warmup), "--repeats", str(args.repeats),
+           "--group", str(args.group)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     subprocess.run(cmd, check=True)
@@ -138,10 +143,10 @@ def _evaluate(configs, y, sizes, n_test, draws, settings, seed):
 def _predict_time(model, configs) -> float:
     """Mean seconds of a first (un-memoised) predict."""
     model._memo.clear()
-    t0 = time.perf_counter()
+    t0 = time.thread_time()     # CPU time: on a loaded machine the wall clock times the queue
     for c in configs:
         model.predict(c)
-    return (time.perf_counter() - t0) / len(configs)
+    return (time.thread_time() - t0) / len(configs)
 
 
 def main():
@@ -154,6 +159,8 @@ def main():
     p.add_argument("--dtype", default="fp32")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--group", type=int, default=8,
+                   help="configs whose rounds are interleaved (nas.measure.measure_latencies)")
     p.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 50])
     p.add_argument("--test", type=int, default=24, help="held-out configs no fit sees")
     p.add_argument("--noise", type=int, default=16, help="configs measured twice (separate processes)")
@@ -215,7 +222,8 @@ def main():
         print(f"noise floor ({noise['n']} configs measured twice, separate processes): "
               f"{100 * noise['within_10pct']:.0f} % within +-10 %, {100 * noise['within_5pct']:.0f} % within +-5 %, "
               f"median difference {100 * noise['median_diff']:.1f} %, rho {noise['spearman']:.3f}")
-    print(f"predict: {1e3 * per_query:.3f} ms a query (first query of a config, cost model walk included)")
+    print(f"predict: {1e3 * per_query:.3f} ms CPU time a query (first query of a config, cost model walk "
+          f"included; repeated queries are memoised)")
     print(f"total {time.monotonic() - t_start:.0f} s")
     if args.json_out:
         json.dump({"args": vars(args), "device": dev, "rows": rows, "flops_rank_rho": flops_rho,

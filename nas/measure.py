@@ -50,7 +50,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["measure_latency", "device_string", "latency_key", "LatencyCache", "DTYPES",
+__all__ = ["measure_latency", "measure_latencies", "device_string", "latency_key", "LatencyCache", "DTYPES",
            "SPREAD_REMEASURE", "cache_root", "device_cache_dir", "device_store"]
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -209,38 +209,42 @@ def _stats(rounds_ms: list[list[float]]) -> dict:
             "iqr": q3 - q1, "min": ordered[0], "round_range": max(minima) - min(minima)}
 
 
-def _time_rounds(model, x, repeats: int, warmup: int, rounds: int, clock: str) -> tuple[list, list]:
-    """(per round: ms of each timed forward by `clock`, wall ms of every timed forward)."""
+def _time_rounds(pairs, repeats: int, warmup: int, rounds: int, clock: str) -> list[tuple[list, list]]:
+    """For each (model, input) of `pairs`: (per round: ms of each timed forward by `clock`, wall ms
+    of every timed forward). The rounds are interleaved across the pairs: round r of every model
+    runs before round r + 1 of any, so a stretch of interference is shared, not one model's."""
     per_round = [repeats // rounds + (1 if i < repeats % rounds else 0) for i in range(rounds)]
     per_round = [n for n in per_round if n > 0]
-    timed, walls = [], []
+    out = [([], []) for _ in pairs]
+    cpu_clock = clock == "thread_cpu"
     with torch.inference_mode():
-        for _ in range(warmup):
-            model(x)
-        if clock == "cuda":
-            torch.cuda.synchronize()
-            for n in per_round:
-                events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                          for _ in range(n)]
-                for s, e in events:
-                    s.record()
-                    model(x)
-                    e.record()
-                torch.cuda.synchronize()
-                timed.append([s.elapsed_time(e) for s, e in events])
-            return timed, [t for r in timed for t in r]
-        cpu_clock = clock == "thread_cpu"
-        for n in per_round:
-            times = []
-            for _ in range(n):
-                c0, t0 = time.thread_time() if cpu_clock else 0.0, time.perf_counter()
+        for model, x in pairs:
+            for _ in range(warmup):
                 model(x)
-                wall = (time.perf_counter() - t0) * 1e3
-                walls.append(wall)
-                times.append((time.thread_time() - c0) * 1e3 if cpu_clock else wall)
-            timed.append(times)
+        for n in per_round:
+            for (model, x), (timed, walls) in zip(pairs, out):
+                if clock == "cuda":
+                    torch.cuda.synchronize()
+                    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                              for _ in range(n)]
+                    for s, e in events:
+                        s.record()
+                        model(x)
+                        e.record()
+                    torch.cuda.synchronize()
+                    timed.append([s.elapsed_time(e) for s, e in events])
+                    walls.extend(timed[-1])
+                    continue
+                times = []
+                for _ in range(n):
+                    c0, t0 = time.thread_time() if cpu_clock else 0.0, time.perf_counter()
+                    model(x)
+                    wall = (time.perf_counter() - t0) * 1e3
+                    walls.append(wall)
+                    times.append((time.thread_time() - c0) * 1e3 if cpu_clock else wall)
+                timed.append(times)
             time.sleep(0)   # yield between rounds: the next round starts on a fresh time slice
-    return timed, walls
+    return out
 
 
 # ---------------------------------------------------------------------------------- stages
@@ -363,6 +367,34 @@ def measure_latency(config_or_model, *, device: str = "cpu", batch: int = 1, dty
     Raises:
         ValueError: unknown dtype, bad batch/repeats, or CUDA asked for but absent.
     """
+    return _measure_group([config_or_model], device=device, batch=batch, dtype=dtype,
+                          channels_last=channels_last, warmup=warmup, repeats=repeats,
+                          threads=threads, profile_stages=profile_stages, resolution=resolution,
+                          rounds=rounds, pin=pin)[0]
+
+
+def measure_latencies(configs, *, group: int = 8, **settings) -> list[dict[str, Any]]:
+    """`measure_latency` of several configs, their rounds interleaved `group` models at a time.
+
+    Round r of every model of a group is timed before round r + 1 of any, so the load of a shared
+    machine is spread evenly over the group's configs instead of falling on whichever config was
+    being measured at the time (the protocol that agreed best across processes,
+    docs/latency-model.md). Same settings and result keys as `measure_latency`; `group` bounds the
+    models held in memory at once. `profile_stages` is not supported here.
+    """
+    if settings.get("profile_stages"):
+        raise ValueError("measure_latencies: profile_stages is per config; use measure_latency")
+    configs = list(configs)
+    out = []
+    for i in range(0, len(configs), max(1, group)):
+        out += _measure_group(configs[i:i + max(1, group)], **settings)
+    return out
+
+
+def _measure_group(items, *, device: str = "cpu", batch: int = 1, dtype: str = "fp32",
+                   channels_last: bool = False, warmup: int = 10, repeats: int = 50,
+                   threads: int | None = None, profile_stages: bool = False, resolution=None,
+                   rounds: int = ROUNDS, pin: bool = True) -> list[dict[str, Any]]:
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} must be one of {', '.join(DTYPES)}")
     if batch < 1 or repeats < 2 or warmup < 0 or rounds < 1:
@@ -373,42 +405,52 @@ def measure_latency(config_or_model, *, device: str = "cpu", batch: int = 1, dty
     if cuda and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available")
     rounds = min(rounds, repeats)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     with _pinned_threads(threads if not cuda else None), _cudnn_autotune(cuda):
-        model, x, res = _deploy_model(config_or_model, dev, DTYPES[dtype], channels_last, resolution)
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        x = x.expand(batch, *x.shape[1:]).contiguous(memory_format=memory_format).to(dev, DTYPES[dtype])
+        built = []
+        for item in items:
+            model, x, res = _deploy_model(item, dev, DTYPES[dtype], channels_last, resolution)
+            x = x.expand(batch, *x.shape[1:]).contiguous(memory_format=memory_format).to(dev, DTYPES[dtype])
+            built.append((model, x, res))
         n_threads = None if cuda else torch.get_num_threads()
         clock = "cuda" if cuda else ("thread_cpu" if n_threads == 1 else "wall")
+        pairs = [(m, x) for m, x, _ in built]
         with _pinned_cores(n_threads if pin else None) as cores:
-            timed, walls = _time_rounds(model, x, repeats, warmup, rounds, clock)
-            stats = _stats(timed)
+            timings = _time_rounds(pairs, repeats, warmup, rounds, clock)
+            spread = [_stats(timed) for timed, _ in timings]
+            again = [i for i, st in enumerate(spread) if st["round_range"] > SPREAD_REMEASURE * st["latency"]]
+            more = _time_rounds([pairs[i] for i in again], repeats, min(warmup, 1), rounds, clock) if again else []
+        results = []
+        for i, ((model, x, res), (timed, walls)) in enumerate(zip(built, timings)):
             result = {"latency_remeasured": False}
-            if stats["round_range"] > SPREAD_REMEASURE * stats["latency"]:
-                more, more_walls = _time_rounds(model, x, repeats, min(warmup, 1), rounds, clock)
+            if i in again:
+                extra_timed, extra_walls = more[again.index(i)]
                 result = {"latency_remeasured": True,
-                          "latency_first_spread_ms": round(stats["round_range"], 4)}
-                timed, walls = timed + more, walls + more_walls
-                stats = _stats(timed)
-        result.update({
-            "latency_ms": round(stats["latency"], 4),
-            "latency_p90_ms": round(stats["p90"], 4),
-            "latency_spread_ms": round(stats["iqr"], 4),
-            "latency_min_ms": round(stats["min"], 4),
-            "latency_device": device_string(device, threads),
-            "latency_batch": batch,
-            "latency_dtype": dtype,
-            "latency_channels_last": bool(channels_last),
-            "latency_repeats": repeats,
-            "latency_resolution": list(res),
-            "latency_clock": clock,
-            "latency_rounds": rounds,
-            "latency_protocol": f"{PROTOCOL}, {clock} clock",
-            "latency_wall_ms": round(statistics.median(walls), 4),
-            "latency_cores": cores,
-        })
-        if profile_stages:
-            result["latency_stages_ms"] = _stage_times(model, x, min(repeats, STAGE_REPEATS), cuda)
-    return result
+                          "latency_first_spread_ms": round(spread[i]["round_range"], 4)}
+                timed, walls = timed + extra_timed, walls + extra_walls
+            stats = _stats(timed)
+            result.update({
+                "latency_ms": round(stats["latency"], 4),
+                "latency_p90_ms": round(stats["p90"], 4),
+                "latency_spread_ms": round(stats["iqr"], 4),
+                "latency_min_ms": round(stats["min"], 4),
+                "latency_device": device_string(device, threads),
+                "latency_batch": batch,
+                "latency_dtype": dtype,
+                "latency_channels_last": bool(channels_last),
+                "latency_repeats": repeats,
+                "latency_resolution": list(res),
+                "latency_clock": clock,
+                "latency_rounds": rounds,
+                "latency_protocol": f"{PROTOCOL}, {clock} clock"
+                                    + (f", rounds interleaved over {len(items)} configs" if len(items) > 1 else ""),
+                "latency_wall_ms": round(statistics.median(walls), 4),
+                "latency_cores": cores,
+            })
+            if profile_stages:
+                result["latency_stages_ms"] = _stage_times(model, x, min(repeats, STAGE_REPEATS), cuda)
+            results.append(result)
+    return results
 
 
 def latency_key(config, device_name: str, batch: int = 1, resolution=None, dtype: str = "fp32",

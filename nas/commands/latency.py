@@ -22,6 +22,7 @@ import click
 
 DTYPES = ("fp32", "fp16", "bf16")
 SAMPLE_TRIES = 50   # draws per wanted config before concluding the space has no more
+GROUP = 8           # configs measured with their rounds interleaved (memory: GROUP models at once)
 
 
 def _load_source(path: str):
@@ -113,7 +114,7 @@ def fit_command(source, measurements, device, resolution, batch, dtype, channels
     from nas import latency_model
     from nas.commands._options import check_device
     from nas.commands.profile import parse_resolution
-    from nas.measure import device_store, device_string, latency_key, measure_latency
+    from nas.measure import device_store, device_string, latency_key, measure_latencies
 
     space, study_latency, study_device = _load_source(source)
     device = _resolve_device(check_device(device or study_device or "cpu"))
@@ -135,25 +136,27 @@ def fit_command(source, measurements, device, resolution, batch, dtype, channels
                    err=True)
     dev_name = device_string(device, threads)
     store = device_store(dev_name)
-    latencies, reused, t0 = [], 0, time.monotonic()
-    for i, config in enumerate(configs, 1):
-        key = latency_key(config, dev_name, batch, None, dtype, channels_last)
-        result = store.get(key)
-        from_store = result is not None
-        if not from_store:
-            try:
-                result = measure_latency(config, device=device, batch=batch, dtype=dtype,
-                                         channels_last=channels_last, threads=threads, **protocol)
-            except (ValueError, RuntimeError) as e:
-                raise click.ClickException(f"measuring {config.config_hash()}: "
-                                           f"{' '.join(str(e).split())}") from None
-            store.put(key, result)
-        else:
-            reused += 1
-        latencies.append(float(result["latency_ms"]))
-        click.echo(f"[{i}/{len(configs)}] {config.config_hash()}  {latencies[-1]:.3f} ms"
-                   f"{'  (from the store)' if from_store else ''}  {time.monotonic() - t0:.0f} s",
+    keys = [latency_key(c, dev_name, batch, None, dtype, channels_last) for c in configs]
+    found = {k: store.get(k) for k in keys}
+    todo = [i for i, k in enumerate(keys) if found[k] is None]
+    reused, t0 = len(configs) - len(todo), time.monotonic()
+    if reused:
+        click.echo(f"{reused} of {len(configs)} architectures already in the device's store", err=True)
+    for start in range(0, len(todo), GROUP):
+        chunk = todo[start:start + GROUP]
+        try:   # rounds interleaved over the chunk: the machine's load falls on all of them alike
+            results = measure_latencies([configs[i] for i in chunk], group=GROUP, device=device,
+                                        batch=batch, dtype=dtype, channels_last=channels_last,
+                                        threads=threads, **protocol)
+        except (ValueError, RuntimeError) as e:
+            raise click.ClickException(f"measuring {', '.join(configs[i].config_hash() for i in chunk)}: "
+                                       f"{' '.join(str(e).split())}") from None
+        for i, result in zip(chunk, results):
+            found[keys[i]] = store.put(keys[i], result)
+        values = " ".join(f"{r['latency_ms']:.2f}" for r in results)
+        click.echo(f"measured {start + len(chunk)}/{len(todo)}: {values} ms  {time.monotonic() - t0:.0f} s",
                    err=True)
+    latencies = [float(found[k]["latency_ms"]) for k in keys]
     resolutions = {tuple(c.resolution) for c in configs}
     settings = {"device": dev_name, "resolution": list(resolutions.pop()) if len(resolutions) == 1 else None,
                 "batch": batch, "dtype": dtype, "channels_last": channels_last, "threads": threads}

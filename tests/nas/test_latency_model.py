@@ -204,3 +204,19 @@ def test_single_thread_measurement_uses_the_thread_cpu_clock_and_restores_affini
         wall = measure_latency(tiny_config.replace(resolution=(32, 32)), threads=2, warmup=1, repeats=4,
                                pin=False)
         assert wall["latency_clock"] == "wall" and wall["latency_cores"] is None
+
+
+def test_measure_latencies_interleaves_rounds_with_the_same_result_keys(tiny_config):
+    from nas.measure import measure_latencies, measure_latency
+
+    configs = [tiny_config.replace(resolution=(32, 32)), tiny_config.replace(resolution=(32, 32), region_count=2)]
+    results = measure_latencies(configs, group=2, threads=1, warmup=1, repeats=4, rounds=2)
+    single = measure_latency(configs[0], threads=1, warmup=1, repeats=4, rounds=2)
+    def keys(r):   # latency_first_spread_ms appears only when a config was re-measured
+        return set(r) - {"latency_first_spread_ms"}
+
+    assert len(results) == 2 and all(keys(single) == keys(r) for r in results)
+    assert all("interleaved over 2 configs" in r["latency_protocol"] for r in results)
+    assert "interleaved" not in single["latency_protocol"]
+    with pytest.raises(ValueError, match="profile_stages"):
+        measure_latencies(configs, profile_stages=True)
