@@ -131,6 +131,7 @@ class StreamSplit:
         self.cache_state = cached.state if cached is not None else None
         self.skipped: dict[int, str] = dict(cached.errors) if cached is not None else {}
         self._plan = BatchPlan()
+        self._pass = 0
         self._loader = None
         self._pinned = None
 
@@ -166,7 +167,12 @@ class StreamSplit:
         plan.order, plan.batch_size, plan.seed = order.numpy(), batch_size, seed
         plan.batch_count = count if max_batches is None else min(count, max_batches)
         plan.augment = _worker_augment(aug)
+        self._pass += 1
+        this_pass = self._pass
         for b, (images, labels, index, errors) in enumerate(self._loader_for(device)):
+            if self._pass != this_pass:
+                raise RuntimeError("a split serves one pass at a time: a newer batches() call "
+                                   "restarted its loader while this one was still being read")
             keep = self._keep(index, errors)
             if keep is not None:
                 if not keep.any():

@@ -289,3 +289,14 @@ def test_augment_mapping_runs_every_transform(imagenet_like, tiny_config, tmp_pa
                                                                   "val_size": 16}}).evaluate(
         tiny_config, budget_epochs=None, device="cpu", seed=0, workdir=str(tmp_path), resume_from=None)
     assert np.isfinite(result["train_loss"][0])
+
+
+def test_a_split_serves_one_pass_at_a_time(imagenet_like):
+    data = load_dataset(_folder(imagenet_like, workers=0, train_size=40), 32)
+    first = data.train.batches(8)
+    next(first)
+    second = data.train.batches(8, shuffle=True, seed=1)
+    next(second)
+    with pytest.raises(RuntimeError, match="one pass at a time"):
+        next(first)
+    assert sum(len(y) for _, y in second) == 32                      # the newer pass is intact
