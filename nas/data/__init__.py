@@ -34,7 +34,6 @@ import functools
 import os
 from typing import Any, Mapping
 
-import torch
 
 from .memory import Dataset, MemorySplit
 from .procedural import PROCEDURAL_CLASSES, procedural_images
