@@ -218,8 +218,9 @@ def _time_rounds(pairs, repeats: int, warmup: int, rounds: int, clock: str) -> l
     out = [([], []) for _ in pairs]
     cpu_clock = clock == "thread_cpu"
     with torch.inference_mode():
-        for model, x in pairs:
-            for _ in range(warmup):
+        # warm-up interleaved like the rounds: switching models is part of the steady state
+        for _ in range(warmup):
+            for model, x in pairs:
                 model(x)
         for n in per_round:
             for (model, x), (timed, walls) in zip(pairs, out):
