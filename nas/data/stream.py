@@ -178,9 +178,11 @@ class StreamSplit:
                 if not keep.any():
                     continue
                 images, labels = images[keep], labels[keep]
-            x = images.to(device, non_blocking=True)
+            # NHWC uint8 is channels_last already: lay it out as the model wants while it is 1 byte
+            # a value, then one float conversion (no float copy afterwards)
+            x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
             y = labels.to(device, non_blocking=True)
-            x = to_model_input(x, self.resolution, channels_last_input=True)
+            x = to_model_input(x, self.resolution, channels_last_input=False)
             x, y = batch_augment(x, y, aug, self.num_classes, seed_mix(seed, b))
             yield normalise(x).contiguous(memory_format=memory_format), y
         if self.skipped and len(self.skipped) >= n:
