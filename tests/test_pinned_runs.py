@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
@@ -21,13 +22,21 @@ from nas.cli import main
 RUNS = Path(__file__).parent / "data" / "runs"
 PINNED = sorted(p.name for p in RUNS.iterdir() if (p / "study.log").is_file())
 
-# name -> what the engine printed when it wrote the run
+# name -> what the engine printed when it wrote the run, oldest first (the last is the current format)
 FACTS = {
     "tiny-0.1.0+8705fc4": {
         "objectives": ["accuracy", "flops", "latency_ms"], "budgets": {"params": 51500.0},
         "complete": [2, 4, 9, 10], "over_budget": [0, 1, 3, 6, 7, 8, 11], "stopped_early": [5],
         "reused": {7: 0, 8: 6, 10: 2, 11: 1}, "front": [2, 4, 9, 10], "best": 9,
         "best_hash": "3c546bec9f19854c",
+    },
+    # constraints stored once (the list); trials_count (trained) and skipped_over_budget; latency
+    # protocol, clock, source and stage profiles; the data set each score was measured on
+    "tiny-0.1.0+3ad15d3": {
+        "objectives": ["accuracy", "flops", "latency_ms"], "budgets": {"params": 51500.0},
+        "complete": [2, 4, 9, 10], "over_budget": [0, 1, 3, 6, 7, 8, 11, 12, 13], "stopped_early": [5, 14],
+        "reused": {7: 0, 8: 6, 10: 2, 11: 1, 12: 6, 13: 6}, "front": [2, 4, 10], "best": 4,
+        "best_hash": "db0478f925ae6b3c",
     },
 }
 
@@ -80,7 +89,6 @@ def test_report_reads_the_pinned_run(run):
     assert (run_dir / "study.log").read_bytes() == journal   # reading never writes
 
 
-@pytest.mark.slow   # torch.export + fvcore of the chosen network
 def test_export_best_reads_the_pinned_run(run, tmp_path):
     from safetensors.torch import load_file
 
@@ -96,3 +104,107 @@ def test_export_best_reads_the_pinned_run(run, tmp_path):
     trained = load_file(run_dir / meta["weights"]["file"])
     model = overlock.create_model(out)
     assert all((model.state_dict()[k] == v).all() for k, v in trained.items())
+
+
+# ------------------------------------------------------------------ the synthetic study is the real one
+# Keys the engine writes only under a condition the two studies need not share, each with the rule
+# it follows (checked on both studies instead of the key-set comparison).
+CONDITIONAL = {
+    "flops_fvcore": "trial 0 and every fvcore_check_every-th trial priced (and trials reusing one)",
+    "latency_first_spread_ms": "only when latency_remeasured",
+    "latency_stages_ms": "only when the study's latency.profile_stages",
+    "trained_num_classes": "only when the evaluator's data set has another class count than the config",
+    "trained_resolution": "only when the evaluator trains at another resolution than the config's",
+    "error": "only when the failure has a traceback",
+    "data_skipped_first": "only when the evaluator skipped unreadable images",
+    "preset": "only on official presets (written by the synthetic study only)",
+}
+
+
+def _category(trial) -> str:
+    ua = trial.user_attrs
+    if ua.get("preset"):
+        return "preset"
+    words = [trial.state.name] + (["reused"] if ua.get("reused_from") is not None else [])
+    if ua.get("infeasible"):
+        words.append("over budget after latency" if "latency_ms" in ua else "over budget")
+    elif trial.state == TrialState.PRUNED:
+        words.append("stopped early")
+    return " ".join(words)
+
+
+def _shape(value):
+    """The JSON type of a value, and of a mapping's values (dicts are records, not free text)."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()} if len(value) < 40 else "dict"
+    return type(value).__name__
+
+
+def _trial_shapes(study) -> dict[str, dict[str, set]]:
+    out: dict[str, dict[str, set]] = {}
+    for t in study.get_trials():
+        shapes = out.setdefault(_category(t), {})
+        for prefix, attrs in (("user_attrs.", t.user_attrs), ("system_attrs.", t.system_attrs)):
+            for k, v in attrs.items():
+                if k not in CONDITIONAL:
+                    shapes.setdefault(prefix + k, set()).add(repr(_shape(v)) if prefix == "system_attrs." else type(v).__name__)
+        shapes.setdefault("has params", set()).add(bool(t.params) and set(t.params) == set(t.distributions))
+    return out
+
+
+def _check_conditional(study) -> None:
+    every = yaml.safe_load(study.user_attrs["study_file"]).get("fvcore_check_every", 25)
+    for t in study.get_trials():
+        ua = t.user_attrs
+        assert ("latency_first_spread_ms" in ua) == bool(ua.get("latency_remeasured")), t.number
+        for key in ("num_classes", "resolution"):
+            if f"trained_{key}" in ua:
+                assert ua[f"trained_{key}"] != ua["config"][key], (t.number, key)
+        if "flops_fvcore" in ua and ua.get("reused_from") is None:
+            assert t.number == 0 or t.number % every == 0, t.number
+            assert ua["flops_fvcore"] == ua["flops"]
+        if "error" in ua:
+            assert t.state == TrialState.FAIL and ua.get("reason")
+
+
+@pytest.fixture(scope="module")
+def real_and_synthetic(tmp_path_factory):
+    from support.synthetic import write_synthetic_study
+
+    newest = list(FACTS)[-1]           # the engine's current format
+    real, _ = storage.open_study(RUNS / newest)
+    run = write_synthetic_study(tmp_path_factory.mktemp("synthetic") / "run", n_trials=80, running=1,
+                                seed=3)
+    synthetic, _ = storage.open_study(run)
+    return real, synthetic
+
+
+def test_synthetic_study_attrs_are_the_engines(real_and_synthetic):
+    real, synthetic = real_and_synthetic
+    r, s = real.user_attrs, synthetic.user_attrs
+    assert {k: type(v).__name__ for k, v in s.items()} == {k: type(v).__name__ for k, v in r.items()}
+    # the fields that once differed: the evaluator's stored settings, the sampler, the latency dtype
+    assert s["evaluator"]["name"] == r["evaluator"]["name"] == "train"
+    assert _shape(s["evaluator"]) == _shape(r["evaluator"])
+    assert _shape(s["latency"]) == _shape(r["latency"]) and s["latency"]["dtype"] == r["latency"]["dtype"]
+    assert s["sampler"] == r["sampler"] == "nsga2" and s["device"] == r["device"]
+    assert [o["name"] for o in s["objectives"]] == [o["name"] for o in r["objectives"]]
+    assert synthetic.metric_names == real.metric_names
+
+
+def test_synthetic_trial_attrs_are_the_engines(real_and_synthetic):
+    real, synthetic = real_and_synthetic
+    r, s = _trial_shapes(real), _trial_shapes(synthetic)
+    common = set(r) & set(s)
+    assert {"COMPLETE", "PRUNED over budget", "PRUNED stopped early"} <= common, (sorted(r), sorted(s))
+    assert any("reused" in c for c in common), (sorted(r), sorted(s))
+    for category in sorted(common):
+        assert s[category] == r[category], category
+    records = [{k: _shape(t.user_attrs[k]) for k in ("dataset",) if k in t.user_attrs}
+               for study in (real, synthetic) for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert records[0] == records[-1]                  # what the score was measured on, field by field
+    for study in (real, synthetic):
+        _check_conditional(study)
+        latency = [t.user_attrs for t in study.get_trials() if "latency_ms" in t.user_attrs]
+        assert latency and all(("latency_stages_ms" in ua) == study.user_attrs["latency"]["profile_stages"]
+                               for ua in latency)

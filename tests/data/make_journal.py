@@ -5,12 +5,14 @@ The engine, the `train` evaluator and the latency measurement are the real ones,
 real CLI (`overlock-nas search`) on a tiny space at 32x32 with the built-in procedural data, so the
 journal holds what a user's run directory holds: trials COMPLETE, PRUNED over a budget (never
 trained), PRUNED by successive halving, reused by config hash, with latency records, constraints
-and trained weights. Takes about a minute on 2 cores.
+and trained weights. Takes 1-4 minutes on 2 (shared) cores. Which trials successive halving stops
+depends on the order trials finish in, so two runs of one engine can differ: the facts of each
+pinned run are written out in tests/test_pinned_runs.py (FACTS), read off the search's summary.
 
     python3 tests/data/make_journal.py                    # the engine of this checkout
-    # the engine of an older commit (its format is what old run directories hold):
+    # the engine of a commit (what the pinned runs were made with: 8705fc4, 3ad15d3):
     git archive COMMIT | tar -x -C /tmp/eng && \
-        PYTHONPATH=/tmp/eng python3 tests/data/make_journal.py --engine /tmp/eng
+        PYTHONPATH=/tmp/eng python3 tests/data/make_journal.py --engine /tmp/eng --commit COMMIT
 
 The output directory is tests/data/runs/tiny-<version>+<commit>/ (the engine's package version
 and the git commit it came from). Never edit a pinned directory: add a new one when the engine
@@ -51,11 +53,11 @@ STUDY = {
     "evaluator": {"name": "train", "dataset": {"kind": "procedural", "train_size": 80, "val_size": 40},
                   "epochs": 2, "rungs": [1, 2], "batch_size": 16, "warmup_epochs": 0.5,
                   "bn_recalibration_batches": 2},
-    "latency": {"warmup": 2, "repeats": 5},
+    "latency": {"warmup": 2, "repeats": 5, "profile_stages": True},
     "sampler": {"name": "nsga2", "population_size": 4},
     "seed": 0,
     "successive_halving": {"eta": 2, "min_trials": 2},
-    "trials": 12,
+    "trials": 5,                             # trained architectures (engines before trials_count: sampled)
     "parallel": 2,
     "resources": {"cpus": 1},
     "fvcore_check_every": 5,
@@ -93,7 +95,7 @@ def main() -> None:
         study = Path(tmp) / "tiny.yaml"
         study.write_text(yaml.safe_dump(STUDY, sort_keys=False))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(engine), os.environ.get("PYTHONPATH", "")]),
-                   OMP_NUM_THREADS="1")
+                   OMP_NUM_THREADS="1", OVERLOCK_NAS_CACHE=str(Path(tmp) / "cache"))   # measured afresh
         subprocess.run([sys.executable, "-c", "from nas.cli import main; main()", "search", str(study),
                         "--run-dir", str(run_dir)], cwd=engine, env=env, check=True)
         # what users keep: the journal, the study file copy and the weights (no lock, no caches)

@@ -121,6 +121,7 @@ class _Writer:
         from nas.measure import device_string
 
         self.device_name = device_string("cpu", 1)
+        self.dataset = _dataset_record(self.evaluator.settings, spec)
         self.started = _dt.datetime(2026, 11, 20, 9, 0, 0)
         self.clock = self.started
         self.first: dict[str, int] = {}        # config hash -> number of the trial that ran it
@@ -214,7 +215,7 @@ class _Writer:
                                           for e in range(epochs)],
                   fidelity=epochs / self.epochs,
                   train_loss=[round(2.3 - 1.2 * (e + 1) / self.epochs, 4) for e in range(epochs)],
-                  data_skipped=0)
+                  data_skipped=0, dataset=self.dataset)
         if config.num_classes != 10:     # the evaluator fits the head to the procedural set's 10 classes
             ua["trained_num_classes"] = 10
         ua["eval_wall_s"] = round(epochs * 25 * self.rng.uniform(0.7, 1.3), 3)
@@ -262,6 +263,8 @@ class _Writer:
         return out
 
     def _latency(self, config, metrics: dict) -> dict:
+        from nas.measure import PROTOCOL, ROUNDS
+
         s = self.spec.latency
         g = metrics["flops"] / 1e9
         ms = max(3.2 * g ** 0.92 + 0.12 * config.depth + self.rng.normal(0, 0.25), 0.5)
@@ -270,10 +273,15 @@ class _Writer:
                "latency_p90_ms": round(ms * 1.06, 4), "latency_spread_ms": round(spread, 4),
                "latency_min_ms": round(ms * 0.97, 4), "latency_device": self.device_name,
                "latency_batch": s.batch, "latency_dtype": s.dtype, "latency_channels_last": s.channels_last,
-               "latency_repeats": s.repeats, "latency_resolution": list(config.resolution)}
+               "latency_repeats": s.repeats, "latency_resolution": list(config.resolution),
+               "latency_clock": "thread_cpu", "latency_rounds": ROUNDS,
+               "latency_protocol": f"{PROTOCOL}, thread_cpu clock", "latency_wall_ms": round(ms * 1.02, 4),
+               "latency_cores": [0]}
         if s.profile_stages:
             out["latency_stages_ms"] = {k: round(ms * v / 0.8, 4) for k, v in _STAGE_SHARES.items()}
             out["latency_stages_ms"]["other"] = round(ms * 0.06, 4)
+        out["latency_wall_s"] = round(s.warmup * ms / 1e3 + 0.4, 3)   # the measuring task's wall time
+        out["latency_source"] = "measured"
         return out
 
     def _accuracy(self, config) -> float:
@@ -308,6 +316,22 @@ class _Writer:
             datetime_start=start, datetime_complete=None if state == TrialState.RUNNING else self.clock,
             params=dict(params), distributions=dict(distributions), user_attrs=ua, system_attrs=sa,
             intermediate_values={})
+
+
+def _dataset_record(settings: dict, spec) -> dict:
+    """The train evaluator's `dataset` record of the procedural set (its sizes, without loading it)."""
+    from types import SimpleNamespace
+
+    from nas.data import resolve_augment
+    from nas.evaluators import dataset_record
+
+    ds = settings["dataset"]
+    data = SimpleNamespace(num_classes=10, train=range(ds["train_size"]), val=range(ds["val_size"]),
+                           description=f"procedural shapes, 10 classes (seed {ds.get('seed', 0)})")
+    augment = resolve_augment(settings["augment"], "procedural")
+    augment = {k: list(v) if isinstance(v, tuple) else v for k, v in augment.items()} if augment else None
+    resolution = spec.space.sample(0).resolution
+    return _jsonable(dataset_record(ds, data, resolution, augment))
 
 
 _IDENTITY_ATTRS = ("config", "config_hash", "summary", "resolution", "seed", "driver")
