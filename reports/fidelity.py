@@ -34,9 +34,10 @@ class RungAgreement:
     def verdict(self) -> str:
         if self.n < MIN_TRIALS or math.isnan(self.spearman):
             return "too few trials to tell"
-        if self.spearman >= 0.8:
+        rho = round(self.spearman, 2)   # the verdict agrees with the rho printed beside it
+        if rho >= 0.8:
             return "reliable"
-        if self.spearman >= 0.5:
+        if rho >= 0.5:
             return "rough: halving may have stopped good trials"
         return "unreliable: prefer later rungs or no halving"
 

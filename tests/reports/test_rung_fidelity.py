@@ -34,6 +34,13 @@ def test_a_reversed_ranking_is_called_unreliable():
     assert a.spearman == pytest.approx(-1.0) and a.verdict.startswith("unreliable")
 
 
+def test_the_verdict_agrees_with_the_printed_rho():
+    from reports.fidelity import RungAgreement
+
+    a = RungAgreement(3, 6, 5, 0.7999999999999999)
+    assert agreement_text([a]).endswith("Spearman rho 0.80 over 5 trials that reached the end (reliable)")
+
+
 def test_no_rungs_no_line():
     assert rung_agreement(_frame([("COMPLETE", 1.0, None, None)])) == []
     assert agreement_text([]) is None
