@@ -596,8 +596,11 @@ class SearchEngine:
                    f"up to {self.parallel} trial(s) at a time")
         if self._latency_note:
             self._emit(self._latency_note)
-        if self.evaluator is not None:    # slots start together, not one process start-up apart
-            self.executor.warm(min(self.parallel, fits), self.spec.resources.cpus, gpus)
+        # training workers start while the measuring worker prices the first configs; evaluations
+        # wait for them, so the slots start together, not one process start-up apart
+        self._warming = self.executor.warm(min(self.parallel, fits), self.spec.resources.cpus, gpus) \
+            if self.evaluator is not None else []
+        self._warm_until = time.monotonic() + _WARM_S
         if self.resumed:
             waiting = sum(t.state == TrialState.WAITING for t in trials)
             self._emit(f"resuming {self.storage_label}: {self._progress.done} trials finished, "
@@ -711,6 +714,11 @@ class SearchEngine:
         Neither waits for the other; a trial waits only for its own latency."""
         if self._latency_queue and not any(lv.kind == "latency" for lv in self._inflight.values()):
             self._submit_latency(self._latency_queue.popleft())
+        if self._warming:
+            self._warming = [] if time.monotonic() > self._warm_until else \
+                [h for h in self._warming if h not in self.executor.wait(self._warming, timeout=0)]
+            if self._warming:
+                return
         evals = sum(1 for lv in self._inflight.values() if lv.kind == "eval")
         while self._ready and evals < self.parallel:
             self._submit_eval(self._next_ready())
@@ -1379,6 +1387,7 @@ class SearchEngine:
 # ======================================================================================= helpers
 _LATENCY_GRACE_S = 30.0   # past latency.timeout_s before the driver restarts the measuring worker
 _WORKER_START_S = 300.0   # for the measuring worker to be placed and answer (or latency.timeout_s)
+_WARM_S = 120.0           # evaluations wait at most this long for the training workers' warm-up
 
 
 def _wants(want: dict) -> str:

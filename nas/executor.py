@@ -248,24 +248,12 @@ class Executor:
         ref = self._remote.options(**options).remote(target, args, kwargs, self._sys_path, threads)
         return Handle(ref, target)
 
-    def warm(self, count: int, cpus: float, gpus: float = 0.0, timeout: float = 120.0) -> int:
-        """Start `count` worker processes of this size before any trial (imports done), so the
-        first trials start together; returns how many distinct processes answered in time."""
-        handles = [self.submit("nas.worker:warm", cpus=cpus, gpus=gpus, max_retries=0)
-                   for _ in range(count)]
-        deadline, done = time.monotonic() + timeout, []
-        while len(done) < len(handles) and time.monotonic() < deadline:
-            done += self.wait([h for h in handles if h not in done], timeout=deadline - time.monotonic())
-        pids = set()
-        for h in handles:
-            if h in done:
-                try:
-                    pids.add(self.result(h))
-                except TaskLost:
-                    pass
-            else:
-                self.cancel(h)
-        return len(pids)
+    def warm(self, count: int, cpus: float, gpus: float = 0.0) -> list[Handle]:
+        """Start `count` worker processes of this size (imports done) before any trial, so the
+        first trials start together instead of one process start-up apart; returns at once with
+        the handles (wait on them, or drop them: a warm-up has no result that matters)."""
+        return [self.submit("nas.worker:warm", cpus=cpus, gpus=gpus, max_retries=0)
+                for _ in range(count)]
 
     def wait(self, handles: list[Handle], timeout: float | None) -> list[Handle]:
         """The handles (of `handles`) whose calls have finished, waiting up to `timeout` s."""
