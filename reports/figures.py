@@ -701,3 +701,47 @@ def latency_stages_figure(sd: StudyData) -> Figure | Note | None:
                "Stages follow OverLoCK.stage_modules(): stem, Base-Net stages 1-3, Overview-Net, "
                "Focus-Net stages 3-4, head.")
     return Figure(key, title, fig, caption, height)
+
+
+def latency_model_figure(sd: StudyData) -> Figure | None:
+    """Predicted against measured latency, where the study used a latency model (`latency.model`):
+    measured trials as points beside the y = x line and the model's stated margin; configs recorded
+    infeasible from the prediction alone (never measured) are counted in the caption."""
+    df = sd.trials
+    if "latency_predicted_ms" not in df.columns or df["latency_predicted_ms"].isna().all():
+        return None
+    source = df["latency_source"] if "latency_source" in df.columns else pd.Series("", index=df.index)
+    own = df[df["reused_from"].isna()] if "reused_from" in df.columns else df
+    both = own[own["latency_predicted_ms"].notna() & own["latency_ms"].notna()
+               & (source.loc[own.index] != "predicted")]
+    skipped = int((source.loc[own.index] == "predicted").sum())
+    fig = go.Figure()
+    if len(both):
+        lo = float(min(both["latency_ms"].min(), both["latency_predicted_ms"].min()))
+        hi = float(max(both["latency_ms"].max(), both["latency_predicted_ms"].max()))
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="predicted = measured",
+                                 line=dict(color="#79706E", dash="dash"), hoverinfo="skip"))
+        margins = both.get("latency_model_margin")
+        margin = float(margins.dropna().iloc[-1]) if margins is not None and margins.notna().any() else None
+        if margin is not None and math.isfinite(margin) and margin < 1:
+            for factor, name in ((1 + margin, f"+{margin:.0%} (stated margin)"), (1 - margin, f"-{margin:.0%}")):
+                fig.add_trace(go.Scatter(x=[lo, hi], y=[lo * factor, hi * factor], mode="lines",
+                                         name=name, line=dict(color="#BAB0AC", dash="dot"),
+                                         hoverinfo="skip"))
+        fig.add_trace(go.Scatter(
+            x=both["latency_ms"], y=both["latency_predicted_ms"], mode="markers", name="measured trials",
+            marker=dict(color="#4C78A8", size=8),
+            text=[f"trial {n}" for n in both["number"]],
+            hovertemplate="%{text}: measured %{x:.3f} ms, predicted %{y:.3f} ms<extra></extra>"))
+    v = metric_view("latency_ms", sd.resolution, sd.latency_setting)
+    fig.update_xaxes(title_text="measured " + v.label)
+    fig.update_yaxes(title_text="predicted (latency model, before measuring)")
+    _layout(fig, height=460)
+    within = ((both["latency_predicted_ms"] / both["latency_ms"] - 1).abs() <= 0.10).mean() if len(both) else float("nan")
+    budget = sd.constraints.get("latency_ms")
+    caption = (f"Each measured trial's latency against the model's prediction made before it was "
+               f"measured ({len(both)} trials; {within:.0%} within ±10 %). "
+               f"{skipped} config(s) were predicted over the latency budget"
+               + (f" ({budget:g} ms)" if budget else "")
+               + " by more than the model's stated margin and recorded infeasible without being measured.")
+    return Figure("latency-model", "Latency: predicted against measured", fig, caption, 460)

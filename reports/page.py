@@ -275,6 +275,9 @@ def build_sections(sd: StudyData) -> list[Section]:
         stages = F.latency_stages_figure(sd)
         if stages is not None:
             sections.append(Section("latency-stages", "Latency per stage", [stages]))
+        predicted = F.latency_model_figure(sd)
+        if predicted is not None:
+            sections.append(Section("latency-model", predicted.title, [predicted]))
     if not df.empty and df["state"].isin(["FAIL", "PRUNED"]).any():
         fails = T.failure_table(sd)
         fail = Section("failures", "Failures and pruning")

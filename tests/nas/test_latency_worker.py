@@ -268,3 +268,37 @@ def test_a_latency_model_spares_measuring_configs_far_over_budget(tmp_path, gpu_
             ua = t.user_attrs
             assert ua["latency_source"] == "measured" and ua["config_hash"] in measured
             assert abs(ua["latency_predicted_ms"] - ua["latency_ms"]) < 1.0
+    # the report shows predicted against measured, and counts what was never measured
+    from reports import load_study_data
+    from reports.figures import latency_model_figure
+
+    figure = latency_model_figure(load_study_data(tmp_path / "run"))
+    skipped = len({t.user_attrs["config_hash"] for t in over})
+    assert figure is not None and f"{skipped} config(s) were predicted over" in figure.caption
+    assert len(figure.figure.data[-1].x) == len(measured)
+
+
+def test_a_stop_requeues_trials_waiting_for_or_in_latency_and_the_next_run_finishes_them(
+        tmp_path, gpu_ray, monkeypatch):
+    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:sleeping_latency")
+    spec = parse_study(study_dict(tmp_path, trials=6, parallel=2, constraints={"latency_ms": 1000.0},
+                                  latency=LATENCY), label="t")
+    engine = SearchEngine(spec)
+
+    def stop_after_first_result(progress, line):
+        if line and line.startswith("#") and "COMPLETE" in line:
+            engine.request_stop()
+
+    engine.on_progress = stop_after_first_result
+    assert engine.run().interrupted
+    first = load(tmp_path / "run").get_trials()
+    requeued = [t for t in first if t.user_attrs.get("superseded")]
+    assert requeued, "trials priced ahead or in measurement were held when the stop came"
+    assert all(t.user_attrs["reason"] == "interrupted" for t in requeued)
+    assert sum(t.state == TrialState.WAITING for t in first) == len(requeued)
+    SearchEngine(spec).run()
+    trials = load(tmp_path / "run").get_trials()
+    done = [t for t in trials if not t.user_attrs.get("superseded")]
+    assert all(t.state == TrialState.COMPLETE for t in done) and len(done) >= 6
+    assert all(t.params in [d.params for d in done] for t in requeued)    # nothing lost
+    assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)

@@ -1,0 +1,129 @@
+"""Measurements a latency model spares in a study, for the same front (issue 13, "in a study").
+
+    python benchmarks/bench_latency_study.py [--trials 60] [--budget-ms B]
+
+Two studies of the quickstart space (72 architectures, 64x64) sample the *same* configs (random
+sampler, seed 0, `trials_count: sampled`): accuracy from the scripted test evaluator (a score that
+grows with the network, no training) and FLOPs as objectives, under a latency budget. Latency is
+really measured on this CPU by the measuring worker (`measure_latency`: deploy model, batch 8 -
+at batch 1 these small networks are overhead-bound and their latencies span only 6-11 ms - fp32,
+1 thread, 3 warm-up + 10 timed forwards). Study A measures every new config; study B has
+`latency: {model: auto}`: once the device store holds 10 measurements at these settings it fits a
+latency model (nas.latency_model), refits it after every measurement, and records configs predicted
+over the budget by more than the model's stated margin as infeasible without measuring them.
+
+Reported: measurements each study made, configs B skipped, whether any skipped config was in fact
+within budget by A's measurement (a wrong skip), and the feasible Pareto fronts (config hashes).
+Each study starts from an empty latency store (`OVERLOCK_NAS_CACHE`). The budget defaults to the
+measured latency of the architecture at the first third of the space's MACs.
+Measurement noise on a loaded host can move a config near the budget across it between the two
+studies; such configs are listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests" / "nas")]
+LATENCY = {"threads": 1, "warmup": 3, "repeats": 10, "batch": 8}
+
+
+def default_budget() -> float:
+    """The latency of the quickstart space's architecture at the first third of its MACs, measured
+    here: about two thirds of the space is over it, many of them far over."""
+    import space
+    from nas.measure import measure_latency
+
+    configs = sorted(space.load_space(REPO / "studies/spaces/quickstart.yaml").enumerate(),
+                     key=lambda c: space.complexity(c).flops)
+    third = configs[len(configs) // 3]
+    return round(measure_latency(third, threads=1, warmup=LATENCY["warmup"], batch=LATENCY["batch"],
+                                 repeats=LATENCY["repeats"])["latency_ms"], 3)
+
+
+def run(label: str, model: bool, args, budget: float) -> dict:
+    import optuna
+
+    from nas.engine import SearchEngine, open_storage
+    from nas.study import parse_study
+
+    work = Path(tempfile.mkdtemp(prefix=f"bench-latstudy-{label}-"))
+    os.environ["OVERLOCK_NAS_CACHE"] = str(work / "cache")
+    latency = dict(LATENCY, **({"model": "auto"} if model else {}))
+    data = {"name": "bench-latency-study", "space": str(REPO / "studies/spaces/quickstart.yaml"),
+            "objectives": ["accuracy", "flops"], "constraints": {"latency_ms": budget},
+            "evaluator": {"name": "fake_evaluators:Scripted", "sleep_s": 0.0},
+            "sampler": {"name": "random"}, "seed": 0, "trials": args.trials,
+            "trials_count": "sampled", "parallel": 2, "resources": {"cpus": 1},
+            "latency": latency, "fvcore_check_every": 0, "output_dir": str(work / "run")}
+    spec = parse_study(data, label=label)
+    t0 = time.monotonic()
+    SearchEngine(spec, num_cpus=3).run()
+    wall = time.monotonic() - t0
+    study = optuna.load_study(study_name=spec.name, storage=open_storage(spec, work / "run"))
+    trials = study.trials
+    own = [t for t in trials if t.user_attrs.get("reused_from") is None]
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore")
+        front = sorted(t.user_attrs["config_hash"] for t in study.best_trials)
+    return {"label": label, "work": str(work), "wall_s": round(wall, 1), "trials": len(trials),
+            "measured": {t.user_attrs["config_hash"]: t.user_attrs["latency_ms"] for t in own
+                         if t.user_attrs.get("latency_source") == "measured"},
+            "predicted": {t.user_attrs["config_hash"]: t.user_attrs["latency_predicted_ms"] for t in own
+                          if t.user_attrs.get("latency_source") == "predicted"},
+            "pairs": [(t.user_attrs["latency_predicted_ms"], t.user_attrs["latency_ms"]) for t in own
+                      if "latency_predicted_ms" in t.user_attrs and "latency_ms" in t.user_attrs],
+            "margin": [t.user_attrs.get("latency_model_margin") for t in own][-1] if own else None,
+            "model_n": max((t.user_attrs.get("latency_model_n", 0) for t in own), default=0),
+            "front": front}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--trials", type=int, default=60)
+    ap.add_argument("--budget-ms", type=float, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    load = os.getloadavg()
+    budget = args.budget_ms or default_budget()
+    print(f"# quickstart space, {args.trials} sampled trials, latency budget {budget} ms "
+          f"(batch 8, fp32, 1 thread, 64x64); load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    a = run("A-measure-all", False, args, budget)
+    b = run("B-model-auto", True, args, budget)
+    wrong = sorted(h for h in b["predicted"] if h in a["measured"] and a["measured"][h] <= budget)
+    flipped = sorted(h for h in set(a["measured"]) & set(b["measured"])
+                     if (a["measured"][h] <= budget) != (b["measured"][h] <= budget))
+    within = [abs(p / m - 1) <= 0.10 for p, m in b["pairs"]]
+    rows = [("measurements", len(a["measured"]), len(b["measured"])),
+            ("skipped as predicted over budget", len(a["predicted"]), len(b["predicted"])),
+            ("wrong skips (A measured it within budget)", "-", len(wrong)),
+            ("feasible Pareto front (configs)", len(a["front"]), len(b["front"])),
+            ("fronts identical", "", a["front"] == b["front"]),
+            ("wall s", a["wall_s"], b["wall_s"])]
+    print("| | A: measure all | B: model auto |\n|---|---|---|")
+    for name, x, y in rows:
+        print(f"| {name} | {x} | {y} |")
+    print(f"# B's model at the end: fitted on {b['model_n']} measurements, stated margin "
+          f"{b['margin']}; predicted vs measured on B's measured trials: "
+          f"{sum(within)}/{len(within)} within 10 %")
+    if flipped:
+        print(f"# measured on both sides of the budget by A and B (noise): {flipped}")
+    if a["front"] != b["front"]:
+        print(f"# front A only: {sorted(set(a['front']) - set(b['front']))}; "
+              f"B only: {sorted(set(b['front']) - set(a['front']))}")
+    print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.json:
+        args.json.write_text(json.dumps({"budget_ms": budget, "A": a, "B": b, "wrong_skips": wrong,
+                                         "flipped": flipped}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
