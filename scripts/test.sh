@@ -9,6 +9,7 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "note: could not install chromium; the browser tests will be skipped"
 fi
-# Two workers (pytest-xdist; many tests wait on Ray or subprocesses), a file per worker (module
-# fixtures such as a local Ray start once); the slow set is `bash scripts/test.sh -m slow` (README).
-python3 -m pytest -q -n 2 --dist loadfile -m "not slow" "$@"
+# Two workers (pytest-xdist; many tests wait on Ray or subprocesses), tests handed out one at a
+# time (worksteal: a heavy file does not hold one worker); the slow set is
+# `bash scripts/test.sh -m slow` (README).
+python3 -m pytest -q -n 2 --dist worksteal -m "not slow" "$@"

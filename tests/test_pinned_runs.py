@@ -82,7 +82,13 @@ def test_report_reads_the_pinned_run(run):
     result = CliRunner().invoke(main, ["report", str(run_dir), "--out", str(run_dir / "r.html")])
     assert result.exit_code == 0, result.output
     assert (run_dir / "r.html").read_text().startswith("<!DOCTYPE html>")
-    df = load_study_data(run_dir).trials.set_index("number")
+    sd = load_study_data(run_dir)
+    records = [t.user_attrs["dataset"] for t in storage.open_study(run_dir)[0].get_trials()
+               if "dataset" in t.user_attrs]   # the data set of each score (engines from 3ad15d3)
+    assert sd.dataset == (storage.dataset_text(records[0]) if records else
+                          storage.dataset_text(sd.user_attrs["evaluator"]["dataset"])
+                          + " (the study's evaluator setting)")
+    df = sd.trials.set_index("number")
     assert len(df) == len(facts["complete"]) + len(facts["over_budget"]) + len(facts["stopped_early"])
     assert sorted(df.index[df["pareto"].astype(bool)]) == facts["front"]
     assert sorted(df.index[~df["feasible"].astype(bool)]) == facts["over_budget"]

@@ -55,12 +55,15 @@ def test_page_marks_knee_and_top(study_dir, tmp_path):
 
 
 def test_accuracy_is_labelled_with_its_data_set(study_dir):
-    """Before: "top-1 accuracy (%, proxy training)", whatever the data."""
+    """Before: "top-1 accuracy (%, proxy training)", whatever the data. The engine records the data
+    set of every trained trial (`dataset`), so the label is that record's."""
     sd = load_study_data(study_dir)
-    setting = storage.dataset_text(sd.user_attrs["evaluator"]["dataset"])
-    assert setting and sd.dataset == f"{setting} (the study's evaluator setting)"
+    study, _ = storage.open_study(study_dir)
+    record = next(t.user_attrs["dataset"] for t in study.get_trials() if "dataset" in t.user_attrs)
+    label = storage.dataset_text(record)
+    assert label and sd.dataset == label
     html = build_report(study_dir, out=study_dir.parent / "labelled.html").read_text()
-    assert f"top-1 accuracy (%, proxy training on {escape(setting)} (the study" in html
+    assert f"top-1 accuracy (%, proxy training on {escape(label)}" in html
 
 
 @pytest.mark.parametrize("kind", ["truncated", "corrupt"])
