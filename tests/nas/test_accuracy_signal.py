@@ -52,7 +52,6 @@ def test_digits_folder_is_the_documented_split(digits):
     assert (len(data.train), len(data.val), data.num_classes) == (DIGITS_SIZES["train"], DIGITS_SIZES["val"], 10)
 
 
-@pytest.mark.slow
 def test_real_images_give_a_correct_stable_accuracy(digits, tmp_path):
     """Regression for issue 12: with defaults, the score is the model's real accuracy (batch-norm
     statistics of the whole class mix), high, and does not swing between epochs. Before the fix
