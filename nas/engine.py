@@ -148,7 +148,17 @@ def open_storage(spec: StudySpec, run_dir: Path):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
-        return JournalStorage(JournalFileBackend(str(run_dir / "study.log")))
+        from nas.storage import JOURNAL_NAME, StorageError, check_journal
+
+        journal = run_dir / JOURNAL_NAME
+        if journal.is_file():
+            # Called under this driver's lock, so nobody else is appending: an unterminated last
+            # record is a truncation, and appending after it would bury it mid-file.
+            try:
+                check_journal(journal)
+            except StorageError as e:
+                raise SearchError(str(e)) from None
+        return JournalStorage(JournalFileBackend(str(journal)))
     try:
         if url.startswith("sqlite"):
             # sqlite's default 5 s lock timeout fails commits while a reader holds the file

@@ -154,7 +154,7 @@ def command(study_file, address, trials, run_dir):
 
     try:
         spec = load_study_file(study_file)
-        if not spec.storage:  # never append to a corrupt or truncated journal
+        if not spec.storage:  # refuse a damaged journal before any output (the engine checks again under its lock)
             journal = spec.run_dir(run_dir) / JOURNAL_NAME
             if journal.is_file():
                 check_journal(journal, driver_lock=journal.with_name(LOCK_NAME))

@@ -197,3 +197,19 @@ def test_ctrl_c_then_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
     evaluated = Counter(t.user_attrs["config_hash"] for t in counted
                         if t.state == TrialState.COMPLETE and t.user_attrs.get("reused_from") is None)
     assert max(evaluated.values()) == 1                    # no architecture counted twice
+
+
+def test_the_engine_itself_refuses_a_truncated_journal(tmp_path):
+    """The API path (SearchEngine without the CLI) checks the journal too, under its own lock."""
+    from nas.engine import SearchEngine, SearchError
+    from nas.study import load_study_file
+
+    study = write_study(tmp_path, trials=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    journal = run / "study.log"
+    journal.write_bytes(b'{"op_code": 0, "worker_id": "w", "study_name": "x", "directions": [1]}\n{"op_')
+    before = journal.read_bytes()
+    with pytest.raises(SearchError, match="truncated"):
+        SearchEngine(load_study_file(study), run).run()
+    assert journal.read_bytes() == before
