@@ -10,6 +10,6 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
     || echo "note: could not install chromium; the browser tests will be skipped"
 fi
 # Two workers (pytest-xdist; many tests wait on Ray or subprocesses), tests handed out one at a
-# time (worksteal: a heavy file does not hold one worker); the slow set is
-# `bash scripts/test.sh -m slow` (README).
-python3 -m pytest -q -n 2 --dist worksteal -m "not slow" "$@"
+# time (worksteal: a heavy file does not hold one worker). Every test, the slow set included
+# (about 6 min on 2 cores); `bash scripts/test.sh -m "not slow"` skips it while developing.
+python3 -m pytest -q -n 2 --dist worksteal "$@"

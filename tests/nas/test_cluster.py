@@ -134,8 +134,16 @@ def test_study_runs_on_a_two_node_cluster_as_documented(tmp_path):
         shell.run("head", steps["head"], extra_env={"TEST_RAY_START_FLAGS": start_flags(head_ip, "h", True)})
         worker_env = {"TEST_RAY_START_FLAGS": start_flags(worker_ip, "w", False)}
         shell.run("worker", steps["worker"], extra_env=worker_env)
-        status = shell.run("status", steps["status"])
-        assert len(re.findall(r"^\s*1 node_\w+$", status, flags=re.M)) == 2, status   # both joined
+        # `ray start` returns before the worker has registered with the head: like a user, run
+        # `ray status` again until both nodes are listed (the doc says so)
+        deadline = time.monotonic() + 90
+        while True:
+            status = shell.run("status", steps["status"])
+            joined = len(re.findall(r"^\s*1 node_\w+$", status, flags=re.M))
+            if joined == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert joined == 2, status   # both joined
         out = shell.run("search", steps["search"], timeout=300)
         assert "Feasible Pareto front" in out, out
 
