@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import textwrap
 from dataclasses import dataclass
 
 import numpy as np
@@ -236,7 +237,9 @@ def pareto_figure(sd: StudyData, x: str, y: str, hover: pd.Series) -> Figure:
     arrow = {"maximize": "↑ better", "minimize": "↓ better"}
     fig.update_xaxes(title_text=f"{vx.label}  ({'← better' if ox.direction == 'minimize' else '→ better'})",
                      zeroline=False)
-    fig.update_yaxes(title_text=f"{vy.label}  ({arrow[oy.direction]})", zeroline=False)
+    # a long y title (an accuracy names its data set) clips at 560 px: wrap it into short lines
+    y_title = "<br>".join(textwrap.wrap(f"{vy.label}  ({arrow[oy.direction]})", 55))
+    fig.update_yaxes(title_text=y_title, zeroline=False)
     _layout(fig, height=560)
     n_pareto = int(df["pareto"].sum())
     drawn = (f"Every trial with both values is drawn ({int((has_x & has_y).sum())} points; none "
