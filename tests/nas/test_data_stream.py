@@ -112,8 +112,10 @@ def test_worker_memory_is_flat_from_n_to_4n_images(imagenet_like, tmp_path):
     uss, growth = {}, {}
     for label, path in (("N", imagenet_like), ("4N", large)):
         _load_cached.cache_clear()
-        data = load_dataset(_folder(path, workers=1, val_fraction=0.1), resolution)
-        batches = data.train.batches(64)
+        # one small batch in flight: batches in shared memory count as the worker's own until the
+        # trainer maps them, and 4 x 64 of them (12 MiB) would be noise the size of the threshold
+        data = load_dataset(_folder(path, workers=1, prefetch=1, val_fraction=0.1), resolution)
+        batches = data.train.batches(16)
         seen = len(next(batches)[1])
         (worker,) = [w.pid for w in data.train._loader._iterator._workers]
         # a full collection turns every page of our heap that the worker shares copy-on-write into
