@@ -177,7 +177,6 @@ def main():
         return _worker(args)
 
     from nas import latency_model as lm
-    from nas.measure import device_string
 
     load_start, t_start = _load(), time.monotonic()
     configs = _sample(args.space, max(args.sizes) + args.test, args.seed, args.resolution)

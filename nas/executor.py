@@ -355,24 +355,21 @@ class Measurer:
 
     def restart(self) -> None:
         """Stop whatever the actor runs (Ray starts a fresh one; queued calls fail as lost)."""
-        import ray
-
-        if self._actor is not None:
-            try:
-                ray.kill(self._actor, no_restart=False)
-            except Exception:
-                pass
+        self._kill(no_restart=False)
 
     def stop(self) -> None:
         """Release the worker and what it holds (best effort)."""
+        self._kill(no_restart=True)
+        self._actor = None
+
+    def _kill(self, no_restart: bool) -> None:
         import ray
 
         if self._actor is not None:
             try:
-                ray.kill(self._actor, no_restart=True)
+                ray.kill(self._actor, no_restart=no_restart)
             except Exception:
                 pass
-            self._actor = None
 
 
 def _tail(e: BaseException, limit: int = 2000) -> str:

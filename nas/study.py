@@ -68,8 +68,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # metric names, directions and kinds: the stored-study contract owns them (docs/storage.md)
-from .storage import (CONSTRAINT_METRICS, COST_METRICS, DIRECTIONS, MEASURED_METRICS,  # noqa: E402
-                      SCORE_METRICS)
+from .storage import (CONSTRAINT_METRICS, DIRECTIONS, SCORE_METRICS)
 # built-in evaluator -> the metric it produces
 EVALUATOR_METRICS = {"train": "accuracy", "synflow": "synflow", "naswot": "naswot", "zico": "zico"}
 SAMPLERS = ("nsga2", "tpe", "random", "gp")
