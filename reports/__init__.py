@@ -49,6 +49,16 @@ def render_report(sd: StudyData, out: Path | None = None, embed_limit: int = EMB
     return page.render(sd, sections, downloads, plotly.offline.get_plotlyjs())
 
 
+def _is_report(path: Path) -> bool:
+    """Whether `path` is a page this module wrote (its head names the generator)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1024)
+    except OSError:
+        return False
+    return head.startswith(b"<!DOCTYPE html>") and b" \xc2\xb7 overlock-nas report</title>" in head
+
+
 def build_report(run_dir=None, storage: str | None = None, study_name: str | None = None,
                  out=None) -> Path:
     """Write the HTML report of one study and return its path.
@@ -66,6 +76,9 @@ def build_report(run_dir=None, storage: str | None = None, study_name: str | Non
     if out is None:
         out = (Path(run_dir) / "report.html") if run_dir is not None else Path(f"{sd.study_name}-report.html")
     out = Path(out)
+    if out.is_file() and not _is_report(out):
+        raise ReportError(f"--out {out} exists and is not an overlock-nas report: the report never "
+                          "replaces another file (a journal, a study file, weights); choose another --out")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         text = render_report(sd, out)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import re
 import urllib.request
+from pathlib import Path
 from html import escape
 
 import pytest
@@ -101,6 +102,24 @@ def test_unwritable_out_is_one_line(study_dir, tmp_path):
     result = CliRunner().invoke(main, ["report", str(study_dir), "--out", str(blocker / "r.html")])
     assert result.exit_code == 1 and result.output.startswith("Error: --out ") and \
         "cannot write there" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_out_never_replaces_what_is_not_a_report(study_dir, tmp_path):
+    """Before: `report RUN -o RUN/study.log` wrote the page over the study's journal."""
+    import shutil
+
+    study_dir = Path(shutil.copytree(study_dir, tmp_path / "copy"))
+    (study_dir / "notes.txt").write_text("kept\n")
+    for name in ("study.log", "notes.txt"):
+        kept = study_dir / name
+        before = kept.read_bytes()
+        result = CliRunner().invoke(main, ["report", str(study_dir), "-o", str(kept)])
+        assert result.exit_code == 1 and "is not an overlock-nas report" in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and kept.read_bytes() == before
+    page = study_dir / "again.html"
+    for _ in range(2):       # an earlier report is replaced
+        result = CliRunner().invoke(main, ["report", str(study_dir), "-o", str(page)])
+        assert result.exit_code == 0, result.output
 
 
 def test_server_lists_a_damaged_journal_with_the_reason(make_study, tmp_path):
