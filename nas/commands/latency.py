@@ -15,6 +15,7 @@ margin beside a FLOPs-alone line. The model is written to --out, or beside the l
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 
@@ -116,6 +117,12 @@ def fit_command(source, measurements, device, resolution, batch, dtype, channels
     from nas.commands.profile import parse_resolution
     from nas.measure import device_store, device_string, latency_key, measure_latencies
 
+    if out is not None and os.path.isfile(out):
+        try:     # refuse before measuring: --out replaces only an earlier model
+            latency_model.load(out)
+        except latency_model.LatencyModelError:
+            raise click.ClickException(f"--out {out} exists and is not a latency model: fit never "
+                                       "replaces another file; choose another --out") from None
     space, study_latency, study_device = _load_source(source)
     device = _resolve_device(check_device(device or study_device or "cpu"))
     res = parse_resolution(resolution)

@@ -174,6 +174,11 @@ def test_cli_errors(tmp_path):
     space_file.write_text("dimensions: [1, 2\n")
     broken = _run("fit", str(space_file), *FAST)
     assert broken.exit_code == 1 and "not valid YAML" in broken.output
+    journal = tmp_path / "study.log"          # --out never replaces what is not a model
+    journal.write_text('{"op_code": 0}\n')
+    kept = _run("fit", QUICKSTART, "--out", str(journal), *FAST)
+    assert kept.exit_code == 1 and "is not a latency model" in kept.output
+    assert journal.read_text() == '{"op_code": 0}\n'
 
 
 # ------------------------------------------------------------------------ measurement protocol
