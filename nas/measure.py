@@ -14,6 +14,11 @@ What is timed: the re-parameterised deploy model (dilated branches merged), eval
   and wall time under a load of 14 on 2 cores read 4-7x the model's time with no two runs alike
   (docs/latency-model.md). With more threads the clock is wall time (OpenMP workers spin, so CPU
   time is not a latency). `latency_clock` says which; `latency_wall_ms` keeps the wall median.
+- Allocator: before the first measurement a process fixes glibc's thresholds where its adaptation
+  ends (`nas._malloc.settle_large_blocks`). Left adaptive, the first configs a process measured
+  paid page faults for every large activation until a few had been freed: the first group of 8
+  configs read up to 1.6x its steady figure (xt_t, 64x64, 1 thread, same process later), whatever
+  the warm-up; with the thresholds fixed the first group reads as the later ones.
 - CUDA: CUDA events around each forward after warm-up, `torch.cuda.synchronize()` before reading;
   fp16 / bf16 by converting the model and input (`.to(dtype)`), channels_last optional;
   `torch.backends.cudnn.benchmark` on (kernels autotuned during warm-up), restored afterwards.
@@ -49,6 +54,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from ._malloc import settle_large_blocks
 
 __all__ = ["measure_latency", "measure_latencies", "device_string", "latency_key", "LatencyCache", "DTYPES",
            "SPREAD_REMEASURE", "cache_root", "device_cache_dir", "device_store"]
@@ -407,6 +414,7 @@ def _measure_group(items, *, device: str = "cpu", batch: int = 1, dtype: str = "
         raise ValueError(f"device={device!r} but CUDA is not available")
     rounds = min(rounds, repeats)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    settle_large_blocks()
     with _pinned_threads(threads if not cuda else None), _cudnn_autotune(cuda):
         built = []
         for item in items:

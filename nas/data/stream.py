@@ -16,8 +16,6 @@ rung resume stays exact. An unreadable image is dropped from its batch and recor
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import math
 import os
@@ -27,13 +25,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._malloc import release_large_blocks
 from .cache import CachedSplit
 from .decode import UnreadableImage, read_base, read_image
 from .folder import FileTable
 from .spec import DataError, resolve_augment
 from .transforms import batch_augment, item, normalise, seed_mix, to_model_input
 
-_M_MMAP_THRESHOLD = -3   # mallopt parameter, glibc malloc.h
 BASE = "base"   # item mode for the decode cache: the base image itself
 
 
@@ -220,7 +218,7 @@ class StreamSplit:
             self._loader = torch.utils.data.DataLoader(
                 self.source, batch_sampler=self._plan, num_workers=workers, pin_memory=pin,
                 persistent_workers=workers > 0, prefetch_factor=self.prefetch if workers else None,
-                worker_init_fn=_freeze_inherited_heap if workers else None)
+                worker_init_fn=_init_worker if workers else None)
             self._pinned = pin
         return self._loader
 
@@ -241,32 +239,19 @@ class StreamSplit:
         return {**self.__dict__, "_loader": None, "_pinned": None}
 
 
-def _return_large_blocks_to_the_system() -> None:
-    """glibc only: allocate every block of 128 KiB or more with mmap, and unmap it when freed.
+def _init_worker(_worker_id: int) -> None:
+    """Keep a decode worker's memory the size of what it holds.
 
-    By default glibc raises its mmap threshold each time such a block is freed, after which decoded
-    images (a 500x375 JPEG is 550 KiB) come from the heap, and the freed space stays the worker's
-    until the heap top is free: measured here as 60-180 MiB of growth in one pass over 900 images.
-    A fixed threshold keeps the worker's memory the size of what it holds now.
-    """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
-    except (OSError, AttributeError):   # not glibc: its allocator has its own policy
-        pass
-
-
-def _freeze_inherited_heap(_worker_id: int) -> None:
-    """Keep the worker's garbage collector off the objects it inherited from the trainer.
-
-    A forked worker shares the trainer's heap copy-on-write. A full collection in the worker walks
-    every inherited object and writes its header, so each page of the trainer's heap becomes the
-    worker's own copy: tens of MiB per worker at an unpredictable moment, measured here as
-    single-pass jumps of 60 MiB. Freezing moves what exists now into the permanent generation, which
-    collections skip; objects the worker makes itself are still collected.
+    - Large blocks go back to the system when freed (`release_large_blocks`). Otherwise decoded
+      images (a 500x375 JPEG is 550 KiB) come from the heap once glibc has raised its mmap
+      threshold, and the freed space stays the worker's: 60-180 MiB of growth in single passes
+      over 900 images, measured here; 0-12 MiB with the threshold fixed.
+    - Its garbage collector skips what it inherited from the trainer (`gc.freeze`): a forked worker
+      shares the trainer's heap copy-on-write, and a full collection writes every object's header,
+      making each page of that heap the worker's own copy.
     """
     gc.freeze()
-    _return_large_blocks_to_the_system()
+    release_large_blocks()
 
 
 def _worker_augment(aug: dict | None) -> dict | None:
