@@ -9,8 +9,9 @@ being `$OVERLOCK_NAS_CACHE` or `~/.cache/overlock-nas`):
                   indices and reasons of unreadable images
     <name>.lock   fcntl lock: one process builds, the others wait and then read
 
-`<name>` = `<folder>-<H>x<W>-<digest>`, the digest hashing the split's root, the relative paths
-and labels of the chosen subset (so a class list, subset size or seed gets its own file). Both
+`<name>` = `<folder>-<H>x<W>-<digest>`, the digest hashing the split's root, the relative paths,
+labels, sizes and modification times of the chosen subset (so a class list, subset size or seed
+gets its own file, and a replaced image is decoded again). Both
 files are written under temporary names and renamed into place, so a killed builder leaves no
 half file that a reader could take for a whole one.
 """

@@ -302,3 +302,24 @@ def test_a_split_serves_one_pass_at_a_time(imagenet_like):
     with pytest.raises(RuntimeError, match="one pass at a time"):
         next(first)
     assert sum(len(y) for _, y in second) == 32                      # the newer pass is intact
+
+
+def test_an_image_replaced_under_its_name_is_decoded_again_not_read_from_the_cache(tmp_path):
+    from PIL import Image
+
+    _write_png(tmp_path / "train", ["a", "b"], 4, size=(32, 32))
+    settings = _folder(tmp_path, workers=0, val_fraction=0.25, cache=True)
+    first = load_dataset(settings, 32)
+    assert first.train.cache_state == "built"
+    target = first.train.table.path(0)
+    before = next(first.train.batches(len(first.train)))[0][0]
+    _load_cached.cache_clear()
+    assert load_dataset(settings, 32).train.cache_state == "reused"
+    Image.new("RGB", (32, 32), (255, 255, 255)).save(target)           # same name, new image
+    st = os.stat(target)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))    # a clock that moved on
+    _load_cached.cache_clear()
+    again = load_dataset(settings, 32)
+    assert again.train.cache_state == "built"
+    after = next(again.train.batches(len(again.train)))[0][0]
+    assert not torch.equal(before, after) and float(after.std()) < 1e-4  # the white image
