@@ -73,7 +73,8 @@ def run(label: str, model: bool, args, budget: float) -> dict:
     own = [t for t in trials if t.user_attrs.get("reused_from") is None]
     with __import__("warnings").catch_warnings():
         __import__("warnings").simplefilter("ignore")
-        front = sorted(t.user_attrs["config_hash"] for t in study.best_trials)
+        # architectures, not trials: a reused duplicate of a front config is the same point
+        front = sorted({t.user_attrs["config_hash"] for t in study.best_trials})
     return {"label": label, "work": str(work), "wall_s": round(wall, 1), "trials": len(trials),
             "measured": {t.user_attrs["config_hash"]: t.user_attrs["latency_ms"] for t in own
                          if t.user_attrs.get("latency_source") == "measured"},
@@ -102,6 +103,8 @@ def main() -> None:
     flipped = sorted(h for h in set(a["measured"]) & set(b["measured"])
                      if (a["measured"][h] <= budget) != (b["measured"][h] <= budget))
     within = [abs(p / m - 1) <= 0.10 for p, m in b["pairs"]]
+    both = sorted(set(a["measured"]) & set(b["measured"]))
+    diff = sorted(abs(b["measured"][h] / a["measured"][h] - 1) for h in both)
     rows = [("measurements", len(a["measured"]), len(b["measured"])),
             ("skipped as predicted over budget", len(a["predicted"]), len(b["predicted"])),
             ("wrong skips (A measured it within budget)", "-", len(wrong)),
@@ -114,6 +117,10 @@ def main() -> None:
     print(f"# B's model at the end: fitted on {b['model_n']} measurements, stated margin "
           f"{b['margin']}; predicted vs measured on B's measured trials: "
           f"{sum(within)}/{len(within)} within 10 %")
+    if diff:
+        print(f"# the {len(diff)} configs both measured (separate processes): median difference "
+              f"{100 * diff[len(diff) // 2]:.1f} %, largest {100 * diff[-1]:.1f} %, "
+              f"{sum(d <= 0.05 for d in diff)}/{len(diff)} within 5 %")
     if flipped:
         print(f"# measured on both sides of the budget by A and B (noise): {flipped}")
     if a["front"] != b["front"]:

@@ -1105,8 +1105,8 @@ class SearchEngine:
             os.replace(tmp, path)
             if key == "weights":
                 t.set_user_attr("weights", str(path.relative_to(self.run_dir)))
-        for k in ("score", "epochs", "history", "fidelity", "train_loss", "data_skipped", "data_skipped_first",
-                  "dataset"):  # dataset: which images the score comes from (report, model card)
+        for k in ("score", "epochs", "history", "fidelity", "train_loss", "val_loss", "data_skipped",
+                  "data_skipped_first", "dataset"):  # dataset: which images the score comes from (report, model card)
             if k in result:
                 t.set_user_attr(k, _jsonable(result[k]))
         # The train evaluator fits the classifier / input size to its data set; the trial's cost

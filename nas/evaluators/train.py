@@ -142,8 +142,8 @@ class TrainEvaluator(Evaluator):
         """Train `config` up to `budget_epochs` (None = the full `epochs`), resuming if asked.
 
         Returns {"score" (last validation accuracy), "epochs", "history" (accuracy per epoch),
-        "train_loss" (per epoch), "weights" (path or None), "state" (path or None),
-        "fidelity" (epochs / full epochs), "num_classes", "resolution", "wall_s"}.
+        "train_loss" and "val_loss" (mean cross-entropy per epoch), "weights" (path or None),
+        "state" (path or None), "fidelity" (epochs / full epochs), "num_classes", "resolution", "wall_s"}.
         Raises TrialError (NaN/inf loss, out of memory, data problem, unusable resume files).
         """
         threads_before = torch.get_num_threads()
@@ -197,9 +197,11 @@ class TrainEvaluator(Evaluator):
 
         history: list[float] = []
         losses: list[float] = []
+        val_losses: list[float] = []
         start_epoch = 0
         if resume_from:
-            start_epoch, history, losses = self._resume(resume_from, model, optimizer, scaler, device)
+            start_epoch, history, losses, val_losses = self._resume(resume_from, model, optimizer,
+                                                                    scaler, device)
         if start_epoch > target:
             raise TrialError(f"resume: {resume_from} is already trained {start_epoch} epochs, "
                              f"more than the budget {target}")
@@ -244,7 +246,9 @@ class TrainEvaluator(Evaluator):
             losses.append(epoch_loss / max(n, 1))
             self._recalibrate_bn(model, data.train, device, amp_dtype, memory_format,
                                  seed=_mix(seed, epoch, 2))
-            history.append(self._accuracy(model, data.val, device, amp_dtype, memory_format))
+            accuracy, val_loss = self._validate(model, data.val, device, amp_dtype, memory_format)
+            history.append(accuracy)
+            val_losses.append(val_loss)
         wall = time.perf_counter() - t0
 
         skipped = data.skipped()
@@ -252,12 +256,13 @@ class TrainEvaluator(Evaluator):
         if s["save_weights"]:
             name = weights_name or config.config_hash()
             weights, state = self._save(model, optimizer, scaler, train_config, workdir, name, target,
-                                        history, losses)
+                                        history, losses, val_losses)
         return {
             "score": history[-1] if history else float("nan"),
             "epochs": target,
             "history": history,
             "train_loss": losses,
+            "val_loss": val_losses,
             "weights": weights,
             "state": state,
             "fidelity": target / full,
@@ -333,15 +338,18 @@ class TrainEvaluator(Evaluator):
             model.eval()
 
     @torch.no_grad()
-    def _accuracy(self, model, split, device, amp_dtype, memory_format) -> float:
+    def _validate(self, model, split, device, amp_dtype, memory_format) -> tuple[float, float]:
+        """(top-1 accuracy, mean cross-entropy) on `split`."""
         model.eval()
-        correct = 0
+        correct, loss_sum = 0, 0.0
         for x, y in split.batches(self.settings["eval_batch_size"], device=device,
                                   memory_format=memory_format):
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(x)
             correct += int((logits.argmax(1) == y).sum())
-        return correct / max(len(split), 1)
+            loss_sum += float(torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
+        n = max(len(split), 1)
+        return correct / n, loss_sum / n
 
     def _fingerprint(self) -> dict:
         from nas.data import LOADER_KEYS
@@ -351,7 +359,7 @@ class TrainEvaluator(Evaluator):
         out["dataset"] = {k: v for k, v in out["dataset"].items() if k not in LOADER_KEYS}
         return out
 
-    def _save(self, model, optimizer, scaler, config, workdir, name, epochs, history, losses):
+    def _save(self, model, optimizer, scaler, config, workdir, name, epochs, history, losses, val_losses):
         from safetensors.torch import save_file
 
         os.makedirs(workdir, exist_ok=True)
@@ -362,7 +370,7 @@ class TrainEvaluator(Evaluator):
                     "epochs": str(epochs), "score": repr(history[-1] if history else float("nan"))}
         _atomic_write(weights, lambda p: save_file(tensors, p, metadata=metadata))
         payload = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                   "epochs": epochs, "history": history, "train_loss": losses,
+                   "epochs": epochs, "history": history, "train_loss": losses, "val_loss": val_losses,
                    "fingerprint": self._fingerprint(), "config_hash": config.config_hash()}
         _atomic_write(state, lambda p: torch.save(payload, p))
         return weights, state
@@ -397,7 +405,10 @@ class TrainEvaluator(Evaluator):
             raise TrialError(f"resume: {path} does not fit the model: {str(e).splitlines()[0][:160]}") from e
         if scaler is not None and payload.get("scaler"):
             scaler.load_state_dict(payload["scaler"])
-        return int(payload["epochs"]), list(payload["history"]), list(payload["train_loss"])
+        epochs = int(payload["epochs"])
+        # a state written before validation losses were kept: NaN for its epochs
+        val_losses = list(payload.get("val_loss", [float("nan")] * epochs))
+        return epochs, list(payload["history"]), list(payload["train_loss"]), val_losses
 
 
 def _safetensors_errors() -> tuple:

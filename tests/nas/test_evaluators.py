@@ -32,6 +32,8 @@ def test_proxy_training_really_learns(tiny_config, tmp_path):
     assert result["history"][0] > 0.15, result["history"]
     assert result["epochs"] == 5 and result["fidelity"] == 1.0 and len(result["history"]) == 5
     assert result["train_loss"][-1] < result["train_loss"][0]
+    assert len(result["val_loss"]) == 5 and result["val_loss"][-1] < result["val_loss"][0]
+    assert result["val_loss"][0] < math.log(10)      # below chance's cross-entropy after one epoch
 
 
 def test_resume_between_rungs_equals_continuous_training(tiny_config, tmp_path):
@@ -47,6 +49,7 @@ def test_resume_between_rungs_equals_continuous_training(tiny_config, tmp_path):
     assert resumed["epochs"] == 3 and resumed["fidelity"] == 1.0
     assert resumed["history"] == straight["history"]
     assert resumed["train_loss"] == straight["train_loss"]
+    assert resumed["val_loss"] == straight["val_loss"]    # the rung's validation loss is carried over
     a, b = load_file(straight["weights"]), load_file(resumed["weights"])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # a restart at the rung (2 fresh epochs) would have repeated epochs 1-2, not continued to 2-3
