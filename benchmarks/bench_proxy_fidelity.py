@@ -109,7 +109,7 @@ def run_jobs(configs, args, dataset: dict, results: Results, work: Path) -> None
                 row = {"score": proxies[job].evaluate(config, seed=0)["score"]}
             elif job == "train":
                 r = full.evaluate(config, budget_epochs=None, seed=seed, workdir=str(work))
-                row = {"history": r["history"], "train_loss": r["train_loss"]}
+                row = {"history": r["history"], "train_loss": r["train_loss"], "val_loss": r["val_loss"]}
             else:  # shortR: a separate R-epoch budget with its own schedule
                 short = get_evaluator("train", dict(base, epochs=int(job[5:])))
                 row = {"history": short.evaluate(config, budget_epochs=None, seed=seed,
@@ -159,6 +159,10 @@ def correlations(configs, args, results: Results) -> tuple[list[tuple], dict]:
         if r < args.epochs:
             rows.append((f"minus training loss of epoch {r} (full-budget schedule)", *pair(
                 lambda s, r=r: -np.array([results.get(h, f"train/{s}")["train_loss"][r - 1] for h in hashes]))))
+    for r in args.rungs:
+        if r < args.epochs and all("val_loss" in results.get(h, f"train/{s}") for h in hashes for s in (s0, s1)):
+            rows.append((f"minus validation loss at rung {r} (full-budget schedule)", *pair(
+                lambda s, r=r: -np.array([results.get(h, f"train/{s}")["val_loss"][r - 1] for h in hashes]))))
     for r in args.short_schedule:
         x = [results.get(h, f"short{r}/{args.seeds[0]}")["history"][-1] for h in hashes]
         other = final[s1]

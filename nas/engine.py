@@ -21,7 +21,8 @@ One trial, in the driver (every fact recorded as a user attribute, docs/storage.
 5. The evaluator runs as a Ray task. With rungs (successive halving) a trial trains to each rung
    and continues only if its score is in the top 1/eta of the trials that reached that rung (or
    fewer than `min_trials` have, one score per architecture); else it is told PRUNED with
-   `fidelity` < 1. COMPLETE always means full fidelity.
+   `fidelity` < 1. COMPLETE always means full fidelity. The score ranked is the rung's accuracy,
+   or with `successive_halving.signal: val_loss` its validation loss (`rung_val_loss`).
 
 Constraints are stored once per budget, as the list Optuna's samplers and optuna-dashboard both
 read (`set_constraints`). The trial budget (`trials_count`) counts trained architectures, or every
@@ -582,8 +583,9 @@ class SearchEngine:
                               f"has them ({have})")
         self.parallel = self.spec.parallel or fits
         self._index: dict[str, int] = {}          # config hash -> finished trial number
-        # rung budget -> {config hash: score}: one score per architecture, so a re-run of it (an
-        # interrupted trial's re-queued copy, an orphan restarted) replaces, never adds
+        # rung budget -> {config hash: what halving ranks by (`_rung_signal`)}: one value per
+        # architecture, so a re-run of it (an interrupted trial's re-queued copy, an orphan
+        # restarted) replaces, never adds
         self._rung_scores: dict[str, dict[str, float]] = {}
         self._superseded = 0
         self._progress = Progress(target=self.target, counts=self.trials_count)
@@ -898,10 +900,15 @@ class SearchEngine:
         lv.eval_s = float(src.user_attrs.get("eval_wall_s", 0.0))
         score = float(rung_scores[budgets[lv.rung]])
         lv.metrics[self.spec.score_metric] = score
-        self._rung_scores.setdefault(budgets[lv.rung], {})[lv.chash] = score
+        ranked = self._rung_signal(src.user_attrs, budgets[lv.rung])
         self._emit(f"#{lv.number} continues from {budgets[lv.rung]} epochs "
                    f"(trained by #{src.number})")
-        self._after_rung(lv, score)
+        if ranked is None:    # trained under the other signal: go on, unranked, rather than lose it
+            lv.rung += 1
+            self._ready.appendleft(lv)
+            return True
+        self._rung_scores.setdefault(budgets[lv.rung], {})[lv.chash] = ranked
+        self._after_rung(lv, ranked)
         return True
 
     def _weights_paths(self, number: int, chash: str, existing: bool = True) -> dict[str, Path]:
@@ -1122,8 +1129,29 @@ class SearchEngine:
             rung_scores = dict(t.user_attrs.get("rung_scores") or {})
             rung_scores[key] = float(score)
             t.set_user_attr("rung_scores", rung_scores)
-            self._rung_scores.setdefault(key, {})[lv.chash] = float(score)
+            val_loss = (result.get("val_loss") or [None])[-1]
+            if isinstance(val_loss, (int, float)) and math.isfinite(val_loss):
+                rung_val_loss = dict(t.user_attrs.get("rung_val_loss") or {})
+                rung_val_loss[key] = float(val_loss)
+                t.set_user_attr("rung_val_loss", rung_val_loss)
+            ranked = self._rung_signal(t.user_attrs, key)
+            if ranked is None:
+                self._fail(lv, "successive_halving.signal=val_loss: the evaluator returned no finite "
+                               "val_loss", "")
+                return
+            self._rung_scores.setdefault(key, {})[lv.chash] = ranked
+            self._after_rung(lv, ranked)
+            return
         self._after_rung(lv, float(score))
+
+    def _rung_signal(self, user_attrs: dict, budget: str) -> float | None:
+        """What successive halving ranks a rung by (higher is better), from a trial's records:
+        its accuracy (`rung_scores`) or minus its validation loss (`rung_val_loss`)."""
+        if self.spec.successive_halving.signal == "val_loss":
+            loss = (user_attrs.get("rung_val_loss") or {}).get(budget)
+            return None if loss is None else -float(loss)
+        score = (user_attrs.get("rung_scores") or {}).get(budget)
+        return None if score is None else float(score)
 
     def _after_rung(self, lv: _Live, score: float) -> None:
         """Finished rung `lv.rung` with `score`: continue, prune, or complete."""
@@ -1135,17 +1163,21 @@ class SearchEngine:
         sh = self.spec.successive_halving
         keep = max(1, int(len(scores) / sh.eta))
         cutoff = scores[keep - 1]
+        if sh.signal == "val_loss":   # ranked by minus the loss; said as the loss itself
+            said, value, limit, side = "validation loss", -score, -cutoff, "above the best"
+        else:
+            said, value, limit, side = self.spec.score_metric, score, cutoff, "below the top"
         if len(scores) < sh.min_trials or score >= cutoff:
             lv.rung += 1
             self._ready.appendleft(lv)     # finish started trials first
             self._emit(f"#{lv.number} continues to {self.rung_budgets[lv.rung]} epochs "
-                       f"({self.spec.score_metric} {score:.4g} at {budget})")
+                       f"({said} {value:.4g} at {budget})")
             return
         t = lv.trial
         self._store_constraints(t, self._violations(lv.metrics))
-        t.set_user_attr("reason", f"successive halving: {self.spec.score_metric} {score:.4g} after "
-                                  f"{budget} epochs is below the top 1/{sh.eta:g} of "
-                                  f"{len(scores)} trials (cutoff {cutoff:.4g})")
+        t.set_user_attr("reason", f"successive halving: {said} {value:.4g} after "
+                                  f"{budget} epochs is {side} 1/{sh.eta:g} of "
+                                  f"{len(scores)} trials (cutoff {limit:.4g})")
         self._finish(lv, TrialState.PRUNED)
 
     # ------------------------------------------------------------------------------- endings
@@ -1303,8 +1335,10 @@ class SearchEngine:
         if t.state in FINISHED and "config_hash" in ua and "reused_from" not in ua:
             self._index.setdefault(ua["config_hash"], t.number)
         chash = ua.get("config_hash") or f"#{t.number}"
-        for budget, score in (ua.get("rung_scores") or {}).items():
-            self._rung_scores.setdefault(str(budget), {})[chash] = float(score)
+        for budget in (ua.get("rung_scores") or {}):
+            ranked = self._rung_signal(ua, str(budget))
+            if ranked is not None:
+                self._rung_scores.setdefault(str(budget), {})[chash] = ranked
         if t.state != TrialState.RUNNING and t.state != TrialState.WAITING:
             self._account(t)
 

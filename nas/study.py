@@ -41,7 +41,8 @@ Every key (defaults in brackets):
   [= cpus], profile_stages; where: device [the study's], resource / node_labels [none: any node],
   cpus [1: cores the measuring worker holds], timeout_s [600], ahead [parallel: configs priced
   ahead of training], model [none; auto or a file: skip configs predicted far over budget].
-- `successive_halving` [eta 3, min_trials 3]: used when the evaluator has rungs.
+- `successive_halving` [eta 3, min_trials 3, signal accuracy]: used when the evaluator has rungs;
+  `signal: val_loss` ranks a rung by the validation loss instead of the accuracy.
 - `proxy_gate` [none]: `{proxy: synflow | naswot | zico, drop_bottom: 0.3, min_trials: 8,
   batch_size: 64}`: a feasible config whose zero-cost proxy is below the `drop_bottom` quantile
   of the configs seen so far is PRUNED untrained (nas.gate). To rank by a proxy instead, make it
@@ -139,13 +140,18 @@ class LatencySettings(_Model):
 class SuccessiveHalving(_Model):
     """Multi-fidelity early stopping, decided in the driver at the evaluator's rungs.
 
-    A trial that finished rung i continues only if its score is in the top 1/eta of the trials that
-    reached rung i, or if fewer than `min_trials` have; otherwise it is told PRUNED.
+    A trial that finished rung i continues only if its `signal` is in the top 1/eta of the trials
+    that reached rung i, or if fewer than `min_trials` have; otherwise it is told PRUNED.
+    `signal`: what a rung is ranked by - `accuracy` (the validation accuracy at the rung) or
+    `val_loss` (the validation cross-entropy, lower is better; the train evaluator reports it).
+    On digits the rung-1 validation loss ranked the final accuracy of 20 architectures with
+    Spearman rho 0.73, the rung-1 accuracy with 0.57 (docs/proxy-fidelity.md).
     """
 
     enabled: bool = True
     eta: float = Field(3.0, gt=1.0)
     min_trials: int = Field(3, ge=1)
+    signal: Literal["accuracy", "val_loss"] = "accuracy"
 
 
 class ProxyGateSettings(_Model):

@@ -59,27 +59,33 @@ def _rungs(value) -> dict[int, float]:
     return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
-def rung_agreement(trials: pd.DataFrame) -> list[RungAgreement]:
+def rung_agreement(trials: pd.DataFrame, signal: str = "accuracy") -> list[RungAgreement]:
     """One entry per early rung (ascending); [] when the study has no rungs or no finished trial.
 
     `trials` is the report's frame (`reports.data.trials_frame`): columns `state`, `rung_scores`
-    (JSON {epochs: score}), `fidelity` and optionally `reused_from`."""
-    if trials.empty or "rung_scores" not in trials.columns:
+    (JSON {epochs: score}), optionally `rung_val_loss` (JSON {epochs: validation loss}),
+    `fidelity` and `reused_from`. `signal` is what the early rung is ranked by: `accuracy` (its
+    score) or `val_loss` (minus its validation loss); the final rung is always the score."""
+    column = {"accuracy": "rung_scores", "val_loss": "rung_val_loss"}[signal]
+    if trials.empty or "rung_scores" not in trials.columns or column not in trials.columns:
         return []
-    done = trials[(trials["state"] == "COMPLETE") & trials["rung_scores"].notna()]
+    done = trials[(trials["state"] == "COMPLETE") & trials["rung_scores"].notna() & trials[column].notna()]
     if "fidelity" in done.columns:
         done = done[pd.to_numeric(done["fidelity"], errors="coerce").fillna(0) >= 1.0]
     if "reused_from" in done.columns:
         done = done[done["reused_from"].isna()]
-    scores = [_rungs(v) for v in done["rung_scores"]]
-    scores = [s for s in scores if len(s) >= 2]
-    if not scores:
+    finals = [_rungs(v) for v in done["rung_scores"]]
+    early = finals if signal == "accuracy" else [
+        {k: -v for k, v in _rungs(v).items()} for v in done[column]]
+    pairs_of = [(e, f) for e, f in zip(early, finals) if len(f) >= 2]
+    if not pairs_of:
         return []
-    final = max(max(s) for s in scores)
-    scores = [s for s in scores if final in s]
+    final = max(max(f) for _, f in pairs_of)
+    pairs_of = [(e, f) for e, f in pairs_of if final in f]
     out = []
-    for rung in sorted({k for s in scores for k in s if k < final}):
-        pairs = pd.DataFrame([(s[rung], s[final]) for s in scores if rung in s], columns=["rung", "final"])
+    for rung in sorted({k for e, _ in pairs_of for k in e if k < final}):
+        pairs = pd.DataFrame([(e[rung], f[final]) for e, f in pairs_of if rung in e],
+                             columns=["rung", "final"])
         rho = float("nan")
         if len(pairs) >= 2 and pairs["rung"].nunique() > 1 and pairs["final"].nunique() > 1:
             rho = float(pairs["rung"].rank().corr(pairs["final"].rank()))
@@ -87,14 +93,15 @@ def rung_agreement(trials: pd.DataFrame) -> list[RungAgreement]:
     return out
 
 
-def agreement_text(agreements: list[RungAgreement]) -> str | None:
-    """One line for the report ("rung 3 of 6 epochs: Spearman rho 0.83 over 8 trials ..."), or
-    None when the study has no rungs."""
+def agreement_text(agreements: list[RungAgreement], signal: str = "accuracy") -> str | None:
+    """One line for the report ("rung 3 of 6 epochs: Spearman rho 0.83 over 8 trials ..."; with
+    `signal="val_loss"`, "validation loss at rung 3 of 6 epochs: ..."), or None without rungs."""
     if not agreements:
         return None
     parts = []
+    said = "validation loss at rung" if signal == "val_loss" else "rung"
     for a in agreements:
         rho = "n/a" if math.isnan(a.spearman) else f"{a.spearman:.2f}"
-        parts.append(f"rung {a.rung} of {a.final} epochs: Spearman rho {rho} over {a.n} trial"
+        parts.append(f"{said} {a.rung} of {a.final} epochs: Spearman rho {rho} over {a.n} trial"
                      f"{'' if a.n == 1 else 's'} that reached the end ({a.verdict})")
     return "; ".join(parts)

@@ -127,10 +127,12 @@ def header_html(sd: StudyData, downloads: list[Download]) -> str:
 
 
 def _halving_text(sd: StudyData) -> str | None:
-    """How well rung scores agreed with final scores (reports.fidelity); None without rungs."""
+    """How well rung scores - and rung validation losses, where the evaluator kept them - agreed
+    with final scores (reports.fidelity); None without rungs."""
     from .fidelity import agreement_text, rung_agreement
 
-    return agreement_text(rung_agreement(sd.trials))
+    lines = [agreement_text(rung_agreement(sd.trials, signal), signal) for signal in ("accuracy", "val_loss")]
+    return "; ".join(line for line in lines if line) or None
 
 
 def banners(sd: StudyData) -> list[str]:

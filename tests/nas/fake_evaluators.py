@@ -67,8 +67,11 @@ class Scripted:
         weights = os.path.join(workdir, f"{weights_name}.safetensors")
         with open(weights, "w") as fh:
             json.dump({"epochs": epochs, "hash": config.config_hash()}, fh)
-        return {"score": score, "epochs": epochs, "history": history, "weights": weights,
-                "fidelity": epochs / full}
+        out = {"score": score, "epochs": epochs, "history": history, "weights": weights,
+               "fidelity": epochs / full}
+        if self.settings.get("val_loss") == "against_accuracy":   # ranks the other way round
+            out["val_loss"] = [h for h in history]
+        return out
 
 
 class Sleeping:

@@ -323,3 +323,30 @@ def test_a_study_begun_with_named_constraints_keeps_its_format(tmp_path, local_r
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
             assert set(t.constraints) == {"0", "flops"}
             assert named_constraints(t, {"flops": BUDGET}) == {"flops": t.user_attrs["flops"] - BUDGET}
+
+
+def test_halving_can_rank_a_rung_by_validation_loss(tmp_path, local_ray):
+    """signal: val_loss ranks each rung by the validation loss the evaluator reports (here the
+    opposite order to its accuracy), records it as rung_val_loss, and says so in the reason."""
+    spec = parse_study(study_dict(
+        tmp_path, trials=10, parallel=1, evaluator={"rungs": [1, 3], "val_loss": "against_accuracy"},
+        successive_halving={"eta": 2, "min_trials": 2, "signal": "val_loss"}), label="t")
+    SearchEngine(spec).run()
+    own = [t for t in load(tmp_path).get_trials() if "reused_from" not in t.user_attrs]
+    halved = [t for t in own if t.state == TrialState.PRUNED and "successive halving" in t.user_attrs["reason"]]
+    done = [t for t in own if t.state == TrialState.COMPLETE]
+    assert halved and done
+    for t in halved:
+        ua = t.user_attrs
+        assert ua["rung_val_loss"] == {"1": pytest.approx(ua["rung_scores"]["1"])}
+        said, cutoff = ua["reason"].split("validation loss ")[1], ua["reason"].split("(cutoff ")[1]
+        assert float(said.split()[0]) > float(cutoff.rstrip(")")), ua["reason"]
+        assert "is above the best 1/2 of" in ua["reason"]
+    # a higher rung-1 accuracy was stopped while a lower one went on: accuracy was not the rank
+    assert max(t.user_attrs["rung_scores"]["1"] for t in halved) > min(
+        t.user_attrs["rung_scores"]["1"] for t in done)
+
+
+def test_the_halving_signal_is_a_choice_of_two():
+    with pytest.raises(ValueError, match="successive_halving.signal"):
+        parse_study(study_dict(Path("/tmp"), successive_halving={"signal": "loss"}), label="t")

@@ -62,3 +62,20 @@ def test_pinned_study_reports_its_rung_agreement():
     html = header_html(sd, [])
     assert "halving" in html and "rung 1 of 2 epochs" in html
     assert "data set" in html and "procedural" in html
+
+
+def test_the_validation_loss_at_a_rung_is_ranked_against_the_final_accuracy():
+    # rung accuracy ranks the trials backwards; the rung validation loss ranks them right
+    rows = [{"state": "COMPLETE", "fidelity": 1.0, "reused_from": None,
+             "rung_scores": json.dumps({"1": 0.9 - 0.1 * i, "4": 0.1 * i}),
+             "rung_val_loss": json.dumps({"1": 3.0 - 0.2 * i, "4": 1.0})} for i in range(1, 7)]
+    rows.append({"state": "COMPLETE", "fidelity": 1.0, "reused_from": None,   # from before val_loss
+                 "rung_scores": json.dumps({"1": 0.95, "4": 0.05}), "rung_val_loss": None})
+    frame = pd.DataFrame(rows)
+    (acc,) = rung_agreement(frame)
+    (loss,) = rung_agreement(frame, "val_loss")
+    assert (acc.n, loss.n) == (7, 6)
+    assert acc.spearman < -0.9 and loss.spearman == pytest.approx(1.0)
+    assert agreement_text([loss], "val_loss").startswith(
+        "validation loss at rung 1 of 4 epochs: Spearman rho 1.00 over 6 trials")
+    assert rung_agreement(frame.drop(columns="rung_val_loss"), "val_loss") == []
