@@ -265,7 +265,7 @@ def main(argv=None) -> None:
         print(f"{name:62s} {rho:6.2f} {tau:6.2f} {rho_mean:9.2f}")
     print(f"wall {wall / 60:.1f} min, load {load}")
     if args.out:
-        command = "nice -n 10 python " + " ".join(["benchmarks/bench_proxy_fidelity.py", *(
+        command = "python " + " ".join(["benchmarks/bench_proxy_fidelity.py", *(
             a if " " not in a and "{" not in a else repr(a) for a in (argv or sys.argv[1:]))])
         write_markdown(Path(args.out), rows, summary, args, dataset, command, load, wall, configs, results)
         print(f"wrote {args.out}")
