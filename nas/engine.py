@@ -1135,12 +1135,14 @@ class SearchEngine:
                 rung_val_loss[key] = float(val_loss)
                 t.set_user_attr("rung_val_loss", rung_val_loss)
             ranked = self._rung_signal(t.user_attrs, key)
-            if ranked is None:
+            last = lv.rung + 1 >= len(self.rung_budgets)    # completes: nothing left to rank
+            if ranked is None and not last:
                 self._fail(lv, "successive_halving.signal=val_loss: the evaluator returned no finite "
                                "val_loss", "")
                 return
-            self._rung_scores.setdefault(key, {})[lv.chash] = ranked
-            self._after_rung(lv, ranked)
+            if ranked is not None:
+                self._rung_scores.setdefault(key, {})[lv.chash] = ranked
+            self._after_rung(lv, float(score) if ranked is None else ranked)
             return
         self._after_rung(lv, float(score))
 

@@ -350,3 +350,15 @@ def test_halving_can_rank_a_rung_by_validation_loss(tmp_path, local_ray):
 def test_the_halving_signal_is_a_choice_of_two():
     with pytest.raises(ValueError, match="successive_halving.signal"):
         parse_study(study_dict(Path("/tmp"), successive_halving={"signal": "loss"}), label="t")
+
+
+def test_halving_by_validation_loss_fails_a_trial_whose_evaluator_reports_none(tmp_path, local_ray):
+    spec = parse_study(study_dict(
+        tmp_path, trials=3, parallel=1, evaluator={"rungs": [1, 3]},
+        successive_halving={"eta": 2, "min_trials": 2, "signal": "val_loss"}), label="t")
+    SearchEngine(spec).run()
+    trials = load(tmp_path).get_trials()
+    assert trials and all(t.state == TrialState.FAIL for t in trials)
+    assert {t.user_attrs["reason"] for t in trials} == {
+        "successive_halving.signal=val_loss: the evaluator returned no finite val_loss"}
+    assert all(list(t.user_attrs["rung_scores"]) == ["1"] for t in trials)   # what it did report is kept
