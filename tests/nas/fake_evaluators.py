@@ -133,3 +133,16 @@ def sleeping_latency(config: dict, *, device: str, latency: dict, num_threads) -
             "latency_device": device_string("cpu", num_threads),
             "latency_batch": latency["batch"], "latency_dtype": latency["dtype"],
             "latency_channels_last": latency["channels_last"]}
+
+
+def disturbed_latency(config: dict, *, device: str, latency: dict, num_threads) -> dict:
+    """`sleeping_latency`, except that the first measurement of each config reads 1.5x (a burst
+    of interference); a marker file per config in `$FAKE_LATENCY_DISTURB` remembers it."""
+    from overlock import OverLoCKConfig
+
+    out = sleeping_latency(config, device=device, latency=latency, num_threads=num_threads)
+    marker = os.path.join(os.environ["FAKE_LATENCY_DISTURB"], OverLoCKConfig.from_dict(config).config_hash())
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        out["latency_ms"] *= 1.5
+    return out
