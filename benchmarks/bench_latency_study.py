@@ -82,6 +82,8 @@ def run(label: str, model: bool, args, budget: float) -> dict:
                           if t.user_attrs.get("latency_source") == "predicted"},
             "pairs": [(t.user_attrs["latency_predicted_ms"], t.user_attrs["latency_ms"]) for t in own
                       if "latency_predicted_ms" in t.user_attrs and "latency_ms" in t.user_attrs],
+            "remeasured": {t.user_attrs["config_hash"]: (t.user_attrs["latency_first_ms"], t.user_attrs["latency_ms"])
+                           for t in own if "latency_first_ms" in t.user_attrs},
             "margin": [t.user_attrs.get("latency_model_margin") for t in own][-1] if own else None,
             "model_n": max((t.user_attrs.get("latency_model_n", 0) for t in own), default=0),
             "front": front}
@@ -117,6 +119,12 @@ def main() -> None:
     print(f"# B's model at the end: fitted on {b['model_n']} measurements, stated margin "
           f"{b['margin']}; predicted vs measured on B's measured trials: "
           f"{sum(within)}/{len(within)} within 10 %")
+    if b["remeasured"]:
+        over = sum(first > budget >= kept for first, kept in b["remeasured"].values())
+        print(f"# B measured {len(b['remeasured'])} config(s) again, the model having contradicted the "
+              f"first reading (first -> kept ms: "
+              f"{', '.join(f'{f:.2f} -> {k:.2f}' for f, k in b['remeasured'].values())}); "
+              f"{over} of them over the budget at first, within it after")
     if diff:
         print(f"# the {len(diff)} configs both measured (separate processes): median difference "
               f"{100 * diff[len(diff) // 2]:.1f} %, largest {100 * diff[-1]:.1f} %, "
