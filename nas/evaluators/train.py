@@ -247,6 +247,9 @@ class TrainEvaluator(Evaluator):
             self._recalibrate_bn(model, data.train, device, amp_dtype, memory_format,
                                  seed=_mix(seed, epoch, 2))
             accuracy, val_loss = self._validate(model, data.val, device, amp_dtype, memory_format)
+            # a streamed split's workers restart on its next pass (a fork, well under a second),
+            # so validation's loader processes are not kept alive beside training's all epoch
+            data.val.close()
             history.append(accuracy)
             val_losses.append(val_loss)
         wall = time.perf_counter() - t0
