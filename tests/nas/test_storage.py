@@ -73,7 +73,7 @@ def test_truncated_journal_names_the_byte_and_the_repair(tmp_path, cut):
     with pytest.raises(StorageError) as info:
         storage.check_journal(path)
     message = str(info.value)
-    assert "\n" not in message and f"is truncated" in message and f"truncate -s {start} {path}" in message
+    assert "\n" not in message and "is truncated" in message and f"truncate -s {start} {path}" in message
     # the repair it names gives a journal Optuna reads, with every record before the cut
     path.write_bytes(data[:start])
     assert storage.check_journal(path) == len(data[:start].splitlines())
