@@ -81,7 +81,7 @@ _IDENTITY_ATTRS = ("config", "config_hash", "summary", "resolution", "seed", "dr
 MAX_DRAWS_WITHOUT_TRAINING = 200
 # latency settings a resume may change: they schedule measurements or pick which configs to skip,
 # never change a measured value (`device` is compared as where latency is measured)
-_LATENCY_NOT_COMPARED = ("device", "timeout_s", "ahead", "model")
+_LATENCY_NOT_COMPARED = ("device", "timeout_s", "ahead", "model", "recheck_near")
 
 # A screen prices a config before it is trained, cheaply (< 1 ms): it returns {budget name:
 # estimated value} for the budgets it expects the config to break ({} when none). A broken one
@@ -1031,15 +1031,14 @@ class SearchEngine:
         if not result.get("ok"):
             self._fail(lv, f"latency: {result.get('reason')}", result.get("error", ""))
             return
-        off = self._off_model(lv, result)
-        if off is not None and lv.first_latency is None:
-            # interference only ever adds time, and a measurement the model contradicts by more
-            # than its stated margin is the likely outlier: measure once more, keep the faster
+        why = self._recheck(lv, result) if lv.first_latency is None else None
+        if why is not None:
+            # interference only ever adds time: a reading the model contradicts, or one so close
+            # to the budget that noise decides its side, is measured once more, the faster kept
             lv.first_latency = result
             lv.trial.set_user_attr("latency_first_ms", round(float(result["latency_ms"]), 4))
-            self._emit(f"#{lv.number} latency {result['latency_ms']:.4g} ms is {off:+.0%} off the "
-                       f"model's {lv.verdict['predicted_ms']:.4g} ms (margin "
-                       f"{lv.verdict['margin']:.0%}): measuring it again")
+            lv.trial.set_user_attr("latency_recheck", why)
+            self._emit(f"#{lv.number} latency {result['latency_ms']:.4g} ms is {why}: measuring it again")
             self._latency_queue.appendleft(lv)
             return
         if lv.first_latency is not None:
@@ -1054,14 +1053,20 @@ class SearchEngine:
         else:
             self._to_evaluation(lv)
 
-    def _off_model(self, lv: _Live, result: dict) -> float | None:
-        """measured / predicted - 1 when the study's latency model, with a finite margin, disagrees
-        with a measurement by more than that margin (and 10 %); else None."""
-        v = lv.verdict
-        if not v or not math.isfinite(v["margin"]) or v["predicted_ms"] <= 0:
-            return None
-        off = float(result["latency_ms"]) / v["predicted_ms"] - 1.0
-        return off if abs(off) > max(v["margin"], 0.10) else None
+    def _recheck(self, lv: _Live, result: dict) -> str | None:
+        """Why a first latency reading should be measured once more, or None: the study's latency
+        model (with a finite margin) disagrees with it by more than that margin and 10 %, or it
+        lies within `latency.recheck_near` of the latency budget."""
+        ms, v = float(result["latency_ms"]), lv.verdict
+        if v and math.isfinite(v["margin"]) and v["predicted_ms"] > 0:
+            off = ms / v["predicted_ms"] - 1.0
+            if abs(off) > max(v["margin"], 0.10):
+                return (f"{off:+.0%} off the model's {v['predicted_ms']:.4g} ms "
+                        f"(margin {v['margin']:.0%})")
+        budget, near = self.budgets.get("latency_ms"), self.spec.latency.recheck_near
+        if budget and near and abs(ms / budget - 1.0) <= near:
+            return f"within {near:.0%} of the {budget:.4g} ms budget"
+        return None
 
     def _predict_latency(self, lv: _Live) -> dict | None:
         """The latency model's prediction for the trial's config (recorded on every trial, measured

@@ -291,6 +291,8 @@ def test_a_measurement_the_model_contradicts_is_measured_again_and_the_faster_ke
     from nas_testing import TINY_SPACE
 
     monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:disturbed_latency")
+    for marker in Path(os.environ["FAKE_LATENCY_DISTURB"]).iterdir():
+        marker.unlink()                       # every config's first reading is disturbed again
     gpu_ray.write_text("")
     archs = list(space.load_space(TINY_SPACE).enumerate()) * 2
     settings = {"device": device_string("cpu", 1), "resolution": None, "batch": 1, "dtype": "fp32",
@@ -309,6 +311,36 @@ def test_a_measurement_the_model_contradicts_is_measured_again_and_the_faster_ke
         assert t.state == TrialState.COMPLETE, ua.get("reason")
         assert times[ua["config_hash"]] == 2
         assert ua["latency_ms"] == pytest.approx(true) and ua["latency_first_ms"] == pytest.approx(1.5 * true)
+        assert ua["latency_recheck"].startswith("+50% off the model's")
+
+
+def test_a_reading_near_the_budget_is_measured_again_without_a_model(tmp_path, gpu_ray, monkeypatch):
+    """No latency model: first readings read 1.5x. 14.4 ms reads 21.6, 2.9 % over a 21 ms budget,
+    inside `recheck_near` (5 %): measured again, 14.4 kept, trained. 17.6 reads 26.4, 26 % over:
+    no second reading, recorded infeasible as measured."""
+    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:disturbed_latency")
+    for marker in Path(os.environ["FAKE_LATENCY_DISTURB"]).iterdir():
+        marker.unlink()                       # every config's first reading is disturbed again
+    gpu_ray.write_text("")
+    spec = parse_study(study_dict(tmp_path, trials=8, constraints={"latency_ms": 21.0},
+                                  latency=LATENCY), label="t")
+    SearchEngine(spec).run()
+    own = [t for t in load(tmp_path / "run").get_trials()
+           if t.user_attrs.get("latency_source") == "measured" and "reused_from" not in t.user_attrs]
+    times = Counter(e["hash"] for e in intervals(gpu_ray, "latency"))
+    by_true = {}
+    for t in own:
+        by_true.setdefault(sum(t.user_attrs["config"]["widths"]) / 10, []).append(t)
+    assert by_true.get(14.4) and by_true.get(17.6), sorted(by_true)
+    for t in by_true[14.4]:
+        ua = t.user_attrs
+        assert t.state == TrialState.COMPLETE and times[ua["config_hash"]] == 2
+        assert ua["latency_ms"] == pytest.approx(14.4) and ua["latency_first_ms"] == pytest.approx(21.6)
+        assert ua["latency_recheck"] == "within 5% of the 21 ms budget"
+    for t in by_true[17.6]:
+        ua = t.user_attrs
+        assert t.state == TrialState.PRUNED and ua["infeasible"] and times[ua["config_hash"]] == 1
+        assert ua["latency_ms"] == pytest.approx(26.4) and "latency_first_ms" not in ua
 
 
 def test_a_stop_requeues_trials_waiting_for_or_in_latency_and_the_next_run_finishes_them(
