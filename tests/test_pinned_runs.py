@@ -38,6 +38,14 @@ FACTS = {
         "reused": {7: 0, 8: 6, 10: 2, 11: 1, 12: 6, 13: 6}, "front": [2, 4, 10], "best": 4,
         "best_hash": "db0478f925ae6b3c",
     },
+    # the validation loss per epoch and per rung (val_loss, rung_val_loss); the study's latency
+    # settings name recheck_near
+    "tiny-0.1.0+48ca207": {
+        "objectives": ["accuracy", "flops", "latency_ms"], "budgets": {"params": 51500.0},
+        "complete": [2, 4, 9, 10], "over_budget": [0, 1, 3, 6, 7, 8, 11, 12, 13], "stopped_early": [5, 14],
+        "reused": {7: 0, 8: 6, 10: 2, 11: 1, 12: 6, 13: 6}, "front": [4], "best": 4,
+        "best_hash": "db0478f925ae6b3c",
+    },
 }
 
 

@@ -215,11 +215,14 @@ class _Writer:
                                           for e in range(epochs)],
                   fidelity=epochs / self.epochs,
                   train_loss=[round(2.3 - 1.2 * (e + 1) / self.epochs, 4) for e in range(epochs)],
+                  val_loss=[round(2.3 - 1.5 * scores[-1] * (0.6 + 0.4 * (e + 1) / epochs), 4)
+                            for e in range(epochs)],
                   data_skipped=0, dataset=self.dataset)
         if config.num_classes != 10:     # the evaluator fits the head to the procedural set's 10 classes
             ua["trained_num_classes"] = 10
         ua["eval_wall_s"] = round(epochs * 25 * self.rng.uniform(0.7, 1.3), 3)
         ua["rung_scores"] = {str(r): float(s) for r, s in zip(rungs, scores)}
+        ua["rung_val_loss"] = {str(r): round(2.3 - 1.5 * s, 4) for r, s in zip(rungs, scores)}
         metrics[self.spec.score_metric or "accuracy"] = scores[-1]
         self._tick(ua["eval_wall_s"])
         if not full:
