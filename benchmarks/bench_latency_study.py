@@ -57,7 +57,7 @@ def run(label: str, model: bool, args, budget: float) -> dict:
 
     work = Path(tempfile.mkdtemp(prefix=f"bench-latstudy-{label}-"))
     os.environ["OVERLOCK_NAS_CACHE"] = str(work / "cache")
-    latency = dict(LATENCY, **({"model": "auto"} if model else {}))
+    latency = dict(LATENCY, recheck_near=args.recheck_near, **({"model": "auto"} if model else {}))
     data = {"name": "bench-latency-study", "space": str(REPO / "studies/spaces/quickstart.yaml"),
             "objectives": ["accuracy", "flops"], "constraints": {"latency_ms": budget},
             "evaluator": {"name": "fake_evaluators:Scripted", "sleep_s": 0.0},
@@ -82,7 +82,8 @@ def run(label: str, model: bool, args, budget: float) -> dict:
                           if t.user_attrs.get("latency_source") == "predicted"},
             "pairs": [(t.user_attrs["latency_predicted_ms"], t.user_attrs["latency_ms"]) for t in own
                       if "latency_predicted_ms" in t.user_attrs and "latency_ms" in t.user_attrs],
-            "remeasured": {t.user_attrs["config_hash"]: (t.user_attrs["latency_first_ms"], t.user_attrs["latency_ms"])
+            "remeasured": {t.user_attrs["config_hash"]: (t.user_attrs["latency_first_ms"], t.user_attrs["latency_ms"],
+                                                         t.user_attrs.get("latency_recheck", ""))
                            for t in own if "latency_first_ms" in t.user_attrs},
             "margin": [t.user_attrs.get("latency_model_margin") for t in own][-1] if own else None,
             "model_n": max((t.user_attrs.get("latency_model_n", 0) for t in own), default=0),
@@ -94,6 +95,8 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=60)
     ap.add_argument("--budget-ms", type=float, default=None)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--recheck-near", type=float, default=0.0,
+                    help="latency.recheck_near for both studies (0: off, the default)")
     args = ap.parse_args()
     load = os.getloadavg()
     budget = args.budget_ms or default_budget()
@@ -119,12 +122,15 @@ def main() -> None:
     print(f"# B's model at the end: fitted on {b['model_n']} measurements, stated margin "
           f"{b['margin']}; predicted vs measured on B's measured trials: "
           f"{sum(within)}/{len(within)} within 10 %")
-    if b["remeasured"]:
-        over = sum(first > budget >= kept for first, kept in b["remeasured"].values())
-        print(f"# B measured {len(b['remeasured'])} config(s) again, the model having contradicted the "
-              f"first reading (first -> kept ms: "
-              f"{', '.join(f'{f:.2f} -> {k:.2f}' for f, k in b['remeasured'].values())}); "
-              f"{over} of them over the budget at first, within it after")
+    for study in (a, b):
+        if study["remeasured"]:
+            again = study["remeasured"].values()
+            over = sum(first > budget >= kept for first, kept, _ in again)
+            model = sum(why.startswith(("+", "-")) for _, _, why in again)
+            print(f"# {study['label']} measured {len(again)} config(s) again ({model} contradicted by "
+                  f"the model, {len(again) - model} near the budget; first -> kept ms: "
+                  f"{', '.join(f'{f:.2f} -> {k:.2f}' for f, k, _ in again)}); "
+                  f"{over} of them over the budget at first, within it after")
     if diff:
         print(f"# the {len(diff)} configs both measured (separate processes): median difference "
               f"{100 * diff[len(diff) // 2]:.1f} %, largest {100 * diff[-1]:.1f} %, "
