@@ -315,15 +315,15 @@ def test_a_measurement_the_model_contradicts_is_measured_again_and_the_faster_ke
 
 
 def test_a_reading_near_the_budget_is_measured_again_without_a_model(tmp_path, gpu_ray, monkeypatch):
-    """No latency model: first readings read 1.5x. 14.4 ms reads 21.6, 2.9 % over a 21 ms budget,
-    inside `recheck_near` (5 %): measured again, 14.4 kept, trained. 17.6 reads 26.4, 26 % over:
+    """No latency model, `recheck_near: 0.05`: first readings read 1.5x. 14.4 ms reads 21.6, 2.9 %
+    over a 21 ms budget, inside the 5 %: measured again, 14.4 kept, trained. 17.6 reads 26.4, 26 % over:
     no second reading, recorded infeasible as measured."""
     monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:disturbed_latency")
     for marker in Path(os.environ["FAKE_LATENCY_DISTURB"]).iterdir():
         marker.unlink()                       # every config's first reading is disturbed again
     gpu_ray.write_text("")
     spec = parse_study(study_dict(tmp_path, trials=8, constraints={"latency_ms": 21.0},
-                                  latency=LATENCY), label="t")
+                                  latency={**LATENCY, "recheck_near": 0.05}), label="t")
     SearchEngine(spec).run()
     own = [t for t in load(tmp_path / "run").get_trials()
            if t.user_attrs.get("latency_source") == "measured" and "reused_from" not in t.user_attrs]
