@@ -356,7 +356,7 @@ def load(path: str | os.PathLike) -> LatencyModel:
 def model_path(device_string: str, settings: dict) -> Path:
     """Where the model for `device_string` at `settings` lives: beside the per-device latency
     store, one file per resolution / batch / dtype / memory format / threads."""
-    from nas.measure import device_cache_dir
+    from nas.latency_store import device_cache_dir
 
     res = settings.get("resolution")
     res_text = "config" if res is None else ("x".join(str(int(r)) for r in res)

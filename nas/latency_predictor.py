@@ -73,7 +73,7 @@ class LatencyPredictor:
     def _harvest(self, store) -> None:
         """The store's measurements at exactly these settings (entries without a config are
         measurements made before configs were stored with them: not usable for fitting)."""
-        from nas.measure import latency_key
+        from nas.latency_store import latency_key
 
         s = self.settings
         for key, entry in store.entries().items():

@@ -115,7 +115,8 @@ def fit_command(source, measurements, device, resolution, batch, dtype, channels
     from nas import latency_model
     from nas.commands._options import check_device
     from nas.commands.profile import parse_resolution
-    from nas.measure import device_store, device_string, latency_key, measure_latencies
+    from nas.latency_store import device_store, latency_key
+    from nas.measure import device_string, measure_latencies
 
     if out is not None and os.path.isfile(out):
         try:     # refuse before measuring: --out replaces only an earlier model

@@ -165,3 +165,18 @@ def test_a_process_times_its_first_configs_in_the_steady_state_of_later_ones():
     adaptive, settled = faults("not settled"), faults("settled")
     assert adaptive > 1000, adaptive          # the condition exists on this machine
     assert settled < 0.05 * adaptive, (settled, adaptive)
+
+
+def test_the_latency_store_is_read_without_importing_torch():
+    """The driver, the reports and the latency model read the store; only measuring needs torch
+    (importing it costs seconds and hundreds of MiB in a process that never measures)."""
+    code = ("import sys, nas.latency_store, nas.latency_model, nas.latency_predictor\n"
+            "nas.latency_model.model_path('cpu: x1 threads', {'threads': 1})\n"
+            "nas.latency_store.latency_key('abc', 'cpu: x1 threads', 1, 64)\n"
+            "print(sorted(m for m in ('torch', 'nas.measure') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.split("\n")[0] == "[]", out.stdout
+    import nas.latency_store
+    import nas.measure
+    assert nas.measure.LatencyCache is nas.latency_store.LatencyCache   # old imports keep working
+    assert nas.measure.device_store is nas.latency_store.device_store
