@@ -104,7 +104,8 @@ def command():
               help="Timed forwards per measurement [study's, else measure_latency's].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampled configs.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
-              help="Model file to write (default: beside the device's latency store).")
+              help="Model file to write (default: beside the device's latency store, where an earlier "
+                   "model is kept under a time-stamped name).")
 @click.option("--json", "as_json", is_flag=True, help="Print the fitted model's statistics as JSON.")
 def fit_command(source, measurements, device, resolution, batch, dtype, channels_last, threads,
                 warmup, repeats, seed, out, as_json):
@@ -170,8 +171,29 @@ def fit_command(source, measurements, device, resolution, batch, dtype, channels
                 "batch": batch, "dtype": dtype, "channels_last": channels_last, "threads": threads}
     model = latency_model.fit(configs, latencies, settings)
     path = out or latency_model.model_path(dev_name, settings)
+    kept = _keep_previous(path) if out is None else None   # --out names its file; the default is shared
     model.save(path)
+    if kept is not None:
+        click.echo(f"the previous model for these settings is kept as {kept}", err=True)
     _report(model, path, len(configs) - reused, reused, as_json)
+
+
+def _keep_previous(path) -> "Path | None":
+    """Rename an existing default model to `<name>.<its mtime, UTC>.json` so a fit never silently
+    replaces the device's stored model; the new path, or None when there was none."""
+    import datetime as dt
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    stamp = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    kept, n = path.with_name(f"{path.stem}.{stamp}{path.suffix}"), 1
+    while kept.exists():
+        n += 1
+        kept = path.with_name(f"{path.stem}.{stamp}-{n}{path.suffix}")
+    path.rename(kept)
+    return kept
 
 
 def _report(model, path, measured: int, reused: int, as_json: bool) -> None:
