@@ -1,0 +1,437 @@
+"""Proposals: the params of a study's next trial, drawn only inside its exact budgets.
+
+FLOPs, params and memory are exact and free (`space.complexity`, about 1 ms), so a config over
+one of those budgets never becomes a trial: the proposer draws, prices each draw, rejects the
+ones over a budget (and, with `latency: {model: ...}`, the ones predicted over the latency
+budget by more than the model's margin) and hands the first config within every budget to the
+study. The study's sampler is `ProposalSampler`, which serves those params to `study.ask()`;
+each new trial records how many draws were rejected for it, per reason (user attribute
+`rejected_draws`, docs/storage.md).
+
+Where the draws come from (`make_proposer`):
+
+- an Optuna sampler (`nsga2`, `tpe`, `gp`, `random`) samples in a *shadow* study: an in-memory
+  copy of the real study's finished trials, kept up to date before every proposal. A rejected
+  draw is told to the shadow in the form that sampler learns from (see `REJECTED_FORM`):
+  - `tpe`: PRUNED with its constraint values. TPE puts a trial with a positive constraint value
+    in its "above" (bad) group before it looks at the state, so the region is learnt as bad.
+  - `gp`: COMPLETE with its constraint values (GPSampler fits its constraint models only on
+    COMPLETE trials). Its objective values are the exact costs where an objective is one and,
+    for the others, the values of the nearest finished trial (a "believer": the objective model
+    is barely moved, the constraint model learns where the budget lies).
+  - `nsga2`: COMPLETE with its constraint values, in the generation it was drawn for, so the
+    constrained-domination ranking reads it (below every feasible trial); a generation still
+    counts only real trials (`_NSGAIIWithRejected`), so rejected children never shorten it.
+    What NSGA-II gains is that every generation is made of feasible children only.
+  - `random`: PRUNED (it learns nothing); drawing uniformly and rejecting is `space.sample_feasible`.
+- `frontier` (nas.search.frontier): the project's own strategy; it prices candidates itself.
+
+Resume: the shadow is rebuilt from storage (every finished trial, with its constraints and its
+NSGA-II generation, which the real trial carries). Draws rejected by an earlier process are lost
+(only their counts, on the trials they preceded, remain); rejecting again costs a millisecond.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler
+from optuna.trial import FrozenTrial, TrialState
+
+REJECTED_ATTR = "rejected_draws"         # user attr of a trial: {reason: draws rejected before it}
+SHADOW_REJECTED_KEY = "nas:rejected"     # system attr of a shadow trial that never reached the study
+# budget -> the reason a draw over it is rejected for
+REASONS = {"flops": "flops", "flops_paper": "flops", "params": "params", "memory_mb": "memory"}
+LATENCY_REASON = "latency_predicted"
+INVALID_REASON = "invalid"               # the space's rules refused the combination drawn
+EXACT_METRICS = tuple(REASONS)           # metrics known exactly before training
+# how each sampler's shadow is told a rejected draw (the module docstring says why)
+REJECTED_FORM = {"tpe": TrialState.PRUNED, "random": TrialState.PRUNED,
+                 "gp": TrialState.COMPLETE, "nsga2": TrialState.COMPLETE}
+MAX_DRAWS = 2_000        # draws for one trial before falling back to uniform rejection sampling
+MAX_UNIFORM_DRAWS = 20_000
+_CONSTRAINTS_KEY = "constraints"         # the list Optuna's samplers read (nas._optuna)
+
+
+class ProposalError(RuntimeError):
+    """No config within the budgets could be drawn; the message is one line for the user."""
+
+
+@dataclass
+class Proposal:
+    """The params of the next trial, the config they build, and what was rejected before it."""
+
+    params: dict[str, Any]
+    distributions: dict[str, BaseDistribution]
+    config: Any
+    metrics: dict[str, float]
+    rejected: dict[str, int] = field(default_factory=dict)
+    system_attrs: dict[str, Any] = field(default_factory=dict)   # copied onto the real trial
+    shadow_id: int | None = None
+
+
+# ------------------------------------------------------------------------------------- pricing
+class Pricer:
+    """Prices a config exactly and says which budget, if any, it breaks.
+
+    Args:
+        budgets: {metric: budget} in the study's order (the order constraints are stored in).
+        latency_screen: `config -> predicted latency (ms)` when the latency model is sure the
+            config is over the latency budget (prediction less its margin above it), else None.
+    """
+
+    def __init__(self, budgets: dict[str, float], latency_screen: Callable | None = None):
+        self.budgets = dict(budgets)
+        self.latency_screen = latency_screen
+        self._cache: dict[str, dict] = {}
+
+    def metrics(self, config) -> dict[str, float]:
+        """flops, flops_paper, params, memory_mb of `config` (cached by its hash)."""
+        key = config.config_hash()
+        found = self._cache.get(key)
+        if found is None:
+            import space
+
+            found = self._cache[key] = {k: float(v) for k, v in
+                                        space.complexity(config).as_metrics().items()}
+        return found
+
+    def judge(self, config) -> tuple[str | None, dict[str, float], dict[str, float]]:
+        """(reason or None, {budget: value - budget} of the values known, metrics)."""
+        metrics = self.metrics(config)
+        known = {n: metrics[n] - b for n, b in self.budgets.items() if n in metrics}
+        for name, excess in known.items():
+            if excess > 0:
+                return REASONS[name], known, metrics
+        if self.latency_screen is not None and "latency_ms" in self.budgets:
+            predicted = self.latency_screen(config)
+            if predicted is not None and predicted > self.budgets["latency_ms"]:
+                known["latency_ms"] = float(predicted) - self.budgets["latency_ms"]
+                return LATENCY_REASON, known, metrics
+        return None, known, metrics
+
+    def constraint_attrs(self, known: dict[str, float], named: bool) -> dict[str, Any]:
+        """System attrs holding these constraint values as the engine stores them (the list in
+        budget order, an unknown value 0.0; plus named ones for studies that have them)."""
+        names = list(self.budgets)
+        if not names:
+            return {}
+        attrs: dict[str, Any] = {_CONSTRAINTS_KEY: [float(known.get(n, 0.0)) for n in names]}
+        if named:
+            attrs.update({f"{_CONSTRAINTS_KEY}:{n}": float(v) for n, v in known.items()})
+        return attrs
+
+
+def count(rejected: dict[str, int], reason: str) -> None:
+    rejected[reason] = rejected.get(reason, 0) + 1
+
+
+# --------------------------------------------------------------------------- the shadow study
+class _RealTrialsOnly:
+    """A study view without rejected draws: what an NSGA-II generation counts."""
+
+    def __init__(self, study: optuna.Study):
+        self._study = study
+
+    def __getattr__(self, name: str):
+        return getattr(self._study, name)
+
+    def _get_trials(self, *args, **kwargs):
+        return [t for t in self._study._get_trials(*args, **kwargs)
+                if SHADOW_REJECTED_KEY not in t.system_attrs]
+
+
+class _NSGAIIWithRejected(optuna.samplers.NSGAIISampler):
+    """NSGA-II whose generations count only the trials that reached the study. Rejected children
+    are in their generation's population (COMPLETE, infeasible: ranked below every feasible one),
+    so the selection reads them, but a generation is `population_size` real trials. Keys are
+    NSGA-II's own, so generations stored by studies begun with plain NSGA-II carry on."""
+
+    @classmethod
+    def _get_generation_key(cls) -> str:
+        return optuna.samplers.NSGAIISampler._get_generation_key()
+
+    @classmethod
+    def _get_parent_cache_key_prefix(cls) -> str:
+        return optuna.samplers.NSGAIISampler._get_parent_cache_key_prefix()
+
+    def get_trial_generation(self, study, trial: FrozenTrial) -> int:
+        return super().get_trial_generation(_RealTrialsOnly(study), trial)
+
+
+def shadow_sampler(name: str, options: dict, seed: int) -> BaseSampler:
+    """The Optuna sampler a shadow study samples with (`nsga2` learns from rejected children)."""
+    options = dict(options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if name == "nsga2":
+            return _NSGAIIWithRejected(seed=seed, **options)
+        if name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, **options)
+        if name == "gp":
+            return optuna.samplers.GPSampler(seed=seed, **options)
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"sampler {name!r}: not one of nsga2, tpe, gp, random")
+
+
+def _generation_attrs(system_attrs: dict) -> dict:
+    key = optuna.samplers.NSGAIISampler._get_generation_key()
+    return {key: system_attrs[key]} if key in system_attrs else {}
+
+
+def _constraint_keys(system_attrs: dict) -> dict:
+    return {k: v for k, v in system_attrs.items()
+            if k == _CONSTRAINTS_KEY or k.startswith(_CONSTRAINTS_KEY + ":")}
+
+
+class ShadowProposer:
+    """Draws with an Optuna sampler in an in-memory shadow of the real study (module docstring).
+
+    Args:
+        space: the study's `SearchSpace`.
+        sampler_name, options, seed: the sampler and its study-file options.
+        directions: the study's directions; objectives: their metric names.
+        pricer: a `Pricer` over the study's budgets.
+        named_constraints: the real study stores named constraints too (begun by an old version).
+    """
+
+    def __init__(self, space, sampler_name: str, options: dict, seed: int, directions: Sequence[str],
+                 objectives: Sequence[str], pricer: Pricer, *, named_constraints: bool = False):
+        self.space, self.name, self.pricer = space, sampler_name, pricer
+        self.objectives = list(objectives)
+        self.named = named_constraints
+        self.seed = seed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.shadow = optuna.create_study(directions=list(directions),
+                                              sampler=shadow_sampler(sampler_name, options, seed))
+        self._mirrored: set[int] = set()          # real trial numbers told to the shadow
+        self._bound: dict[int, int] = {}          # real trial number -> its shadow trial id
+        self._unbound: int | None = None          # the shadow trial of the proposal being asked
+        self._uniform = random.Random(seed)
+
+    # ------------------------------------------------------------------------------ sync
+    def sync(self, study: optuna.Study) -> None:
+        """Tell the shadow every real trial that finished since the last call."""
+        for t in study.get_trials(deepcopy=False):
+            if t.number in self._mirrored or not t.state.is_finished():
+                continue
+            self._mirrored.add(t.number)
+            shadow_id = self._bound.pop(t.number, None)
+            if shadow_id is not None:
+                self._tell_bound(shadow_id, t)
+            elif t.state != TrialState.FAIL and t.params:
+                self._add_copy(t)
+
+    def _tell_bound(self, shadow_id: int, real: FrozenTrial) -> None:
+        storage = self.shadow._storage
+        for key, value in _constraint_keys(real.system_attrs).items():
+            storage.set_trial_system_attr(shadow_id, key, value)
+        number = storage.get_trial(shadow_id).number
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if real.state == TrialState.COMPLETE:
+                self.shadow.tell(number, list(real.values))
+            else:
+                self.shadow.tell(number, state=real.state)
+
+    def _add_copy(self, real: FrozenTrial) -> None:
+        attrs = {**_constraint_keys(real.system_attrs), **_generation_attrs(real.system_attrs)}
+        values = list(real.values) if real.state == TrialState.COMPLETE else None
+        copy = optuna.trial.create_trial(state=real.state, values=values, params=real.params,
+                                         distributions=real.distributions, system_attrs=attrs)
+        self.shadow.add_trial(copy)
+
+    def bind(self, real_number: int, proposal: Proposal) -> None:
+        """The real trial `real_number` was created from `proposal`."""
+        if proposal.shadow_id is not None:
+            self._bound[real_number] = proposal.shadow_id
+
+    # --------------------------------------------------------------------------- propose
+    def propose(self, study: optuna.Study) -> Proposal:
+        """The next trial's params, within every budget.
+
+        Raises:
+            ProposalError: no config within the budgets in `MAX_DRAWS` sampler draws and
+                `MAX_UNIFORM_DRAWS` uniform ones.
+        """
+        self.sync(study)
+        rejected: dict[str, int] = {}
+        for _ in range(MAX_DRAWS):
+            found = self._draw(self.shadow, rejected)
+            if found is not None:
+                return found
+        return self._uniform_fallback(rejected)
+
+    def _draw(self, study: optuna.Study, rejected: dict[str, int]) -> Proposal | None:
+        import space as space_pkg
+
+        trial = study.ask()
+        try:
+            config = self.space.suggest(trial)
+        except (space_pkg.SpaceError, ValueError):
+            count(rejected, INVALID_REASON)
+            self._reject(trial, INVALID_REASON, {}, {})
+            return None
+        reason, known, metrics = self.pricer.judge(config)
+        if reason is not None:
+            count(rejected, reason)
+            self._reject(trial, reason, known, metrics)
+            return None
+        shadow_trial = self.shadow._storage.get_trial(trial._trial_id)
+        return Proposal(dict(trial.params), dict(trial.distributions), config, metrics,
+                        dict(rejected), _generation_attrs(shadow_trial.system_attrs), trial._trial_id)
+
+    def _uniform_fallback(self, rejected: dict[str, int]) -> Proposal:
+        """The sampler keeps drawing over budget: uniform draws (space.sample_feasible's way)."""
+        sampler = self.shadow.sampler
+        self.shadow.sampler = optuna.samplers.RandomSampler(seed=self._uniform.randrange(2 ** 31))
+        try:
+            for _ in range(MAX_UNIFORM_DRAWS):
+                found = self._draw(self.shadow, rejected)
+                if found is not None:
+                    return found
+        finally:
+            self.shadow.sampler = sampler
+        raise ProposalError(f"no config within the budgets {self.pricer.budgets} in "
+                            f"{MAX_DRAWS + MAX_UNIFORM_DRAWS} draws ({_describe(rejected)}): "
+                            "loosen a budget or widen the space")
+
+    def _reject(self, trial: optuna.Trial, reason: str, known: dict, metrics: dict) -> None:
+        """Tell the shadow a rejected draw in the form its sampler learns from."""
+        storage = self.shadow._storage
+        storage.set_trial_system_attr(trial._trial_id, SHADOW_REJECTED_KEY, reason)
+        if reason == INVALID_REASON:
+            self.shadow.tell(trial, state=TrialState.FAIL)
+            return
+        for key, value in self.pricer.constraint_attrs(known, self.named).items():
+            storage.set_trial_system_attr(trial._trial_id, key, value)
+        values = self._stand_in_values(trial, metrics) if REJECTED_FORM[self.name] == TrialState.COMPLETE \
+            else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if values is None:
+                self.shadow.tell(trial, state=TrialState.PRUNED)
+            else:
+                self.shadow.tell(trial, values)
+
+    def _stand_in_values(self, trial: optuna.Trial, metrics: dict) -> list[float] | None:
+        """Objective values for a rejected draw told COMPLETE: exact costs where an objective is
+        one; otherwise the value of the nearest finished real trial (`gp`) or the worst one
+        (`nsga2`: only its constraint decides its rank). None before any real trial finished."""
+        done = [t for t in self.shadow.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if SHADOW_REJECTED_KEY not in t.system_attrs]
+        if not done and self.name == "gp":
+            return None          # GP: PRUNED (not read) until a believer value exists
+        if self.name == "gp":
+            params = trial.params
+            ref = min(done, key=lambda t: sum(t.params.get(k) != v for k, v in params.items()))
+            fill = list(ref.values)
+        else:
+            signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1
+                     for d in self.shadow.directions]
+            fill = [s * min(s * t.values[i] for t in done) if done else 0.0
+                    for i, s in enumerate(signs)]
+        return [float(metrics[m]) if m in metrics else fill[i] for i, m in enumerate(self.objectives)]
+
+
+def _describe(rejected: dict[str, int]) -> str:
+    return ", ".join(f"{n} over budget: {c}" if n not in (INVALID_REASON,) else f"invalid: {c}"
+                     for n, c in sorted(rejected.items())) or "none"
+
+
+# ------------------------------------------------------------------------- the real study's sampler
+class ProposalSampler(BaseSampler):
+    """The real study's sampler: `study.ask()` gets the params of `proposer.propose(study)`.
+
+    A trial re-queued with fixed params (WAITING) keeps them: nothing is proposed for it. A new
+    trial records `rejected_draws` (user attr) and the generation its draw belongs to (NSGA-II's
+    system attr, read back when the shadow is rebuilt on resume).
+    """
+
+    def __init__(self, proposer):
+        self.proposer = proposer
+        self._current: Proposal | None = None
+        self.last: Proposal | None = None      # the proposal served to the latest new trial
+
+    def infer_relative_search_space(self, study, trial) -> dict:
+        return {}
+
+    def sample_relative(self, study, trial, search_space) -> dict:
+        return {}
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._current = None
+        if "fixed_params" in trial.system_attrs:     # a queued trial: its params are set
+            return
+        proposal = self.proposer.propose(study)
+        self._current = self.last = proposal
+        self.proposer.bind(trial.number, proposal)
+        storage = study._storage
+        storage.set_trial_user_attr(trial._trial_id, REJECTED_ATTR, dict(proposal.rejected))
+        for key, value in proposal.system_attrs.items():
+            storage.set_trial_system_attr(trial._trial_id, key, value)
+
+    def sample_independent(self, study, trial, param_name: str, param_distribution) -> Any:
+        proposal = self._current
+        if proposal is None or param_name not in proposal.params:
+            # a queued trial asking a param it was not given, or a space that changed its mind:
+            # a uniform value (the config is priced again by the engine before training)
+            return optuna.samplers.RandomSampler().sample_independent(
+                study, trial, param_name, param_distribution)
+        return proposal.params[param_name]
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
+def make_proposer(space, sampler_name: str, options: dict, seed: int, directions: Sequence[str],
+                  objectives: Sequence[str], budgets: dict[str, float], *,
+                  latency_screen: Callable | None = None, named_constraints: bool = False):
+    """The proposer for a study's sampler name (`frontier` or an Optuna sampler's)."""
+    pricer = Pricer(budgets, latency_screen)
+    if sampler_name == "frontier":
+        from .frontier import FrontierProposer
+
+        return FrontierProposer(space, options, seed, directions, objectives, pricer)
+    return ShadowProposer(space, sampler_name, options, seed, directions, objectives, pricer,
+                          named_constraints=named_constraints)
+
+
+def rejected_shares(trials: Sequence[FrozenTrial]) -> tuple[int, dict[str, int]]:
+    """(draws in all, {reason: draws rejected}) over the trials' `rejected_draws`: every trial
+    that recorded it is one accepted draw."""
+    total, by_reason = 0, {}
+    for t in trials:
+        found = t.user_attrs.get(REJECTED_ATTR)
+        if not isinstance(found, dict):
+            continue
+        total += 1
+        for reason, n in found.items():
+            by_reason[reason] = by_reason.get(reason, 0) + int(n)
+            total += int(n)
+    return total, by_reason
+
+
+def describe_rejected(trials: Sequence[FrozenTrial]) -> str | None:
+    """One line for the CLI summary: the share of draws rejected, per reason (None when no trial
+    recorded its draws, e.g. a study begun by an older version)."""
+    total, by_reason = rejected_shares(trials)
+    if not total:
+        return None
+    rejected = sum(by_reason.values())
+    parts = ", ".join(f"{reason} {n / total:.1%}" for reason, n in
+                      sorted(by_reason.items(), key=lambda kv: -kv[1]) if n)
+    text = f"draws rejected before training: {rejected} of {total} ({rejected / total:.1%})"
+    return text + (f": {parts}" if parts else "")
+
+
+def _isfinite(values) -> bool:
+    return all(math.isfinite(v) for v in values)

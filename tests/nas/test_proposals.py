@@ -1,0 +1,164 @@
+"""Proposals (nas.search.proposals): no trial is ever created over an exact budget, whatever the
+sampler, and each sampler is told the draws it had rejected in the form it learns from."""
+
+import warnings
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import space
+from nas.search.frontier import DecisionTrial
+from nas.search.proposals import (REJECTED_ATTR, SHADOW_REJECTED_KEY, ProposalSampler,
+                                  ShadowProposer, describe_rejected, make_proposer)
+from nas_testing import REPO
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+SPACE = space.load_space(REPO / "studies/spaces/quickstart.yaml")     # 72 architectures
+BUDGETS = {"flops": 12e6, "params": 1.0e6}                          # about a third within both
+OBJECTIVES = ["accuracy", "flops"]
+DIRECTIONS = ["maximize", "minimize"]
+SAMPLERS = {"nsga2": {"population_size": 4}, "tpe": {"n_startup_trials": 4, "multivariate": True},
+            "random": {}, "gp": {"n_startup_trials": 4}, "frontier": {"n_startup": 4, "pool": 64}}
+GENERATION = optuna.samplers.NSGAIISampler._get_generation_key()
+
+
+def accuracy(config) -> float:
+    """A deterministic stand-in for training: grows with width and depth, kernels interact."""
+    d = config.to_dict()
+    return 0.5 + 0.01 * d["widths"][0] + 0.03 * sum(d["base_depths"]) \
+        + 0.02 * (d["region_count"] == 3) * (d["dynamic_kernels"][0] == 7)
+
+
+def new_study(sampler: str, seed: int = 0, storage=None, name: str = "s"):
+    proposer = make_proposer(SPACE, sampler, SAMPLERS[sampler], seed, DIRECTIONS, OBJECTIVES, BUDGETS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = optuna.create_study(directions=DIRECTIONS, sampler=ProposalSampler(proposer),
+                                    storage=storage, study_name=name, load_if_exists=True)
+    return study, proposer
+
+
+def run_trials(study, n: int) -> list:
+    """Ask, build, price and tell `n` trials the way the engine does (constraints as the list)."""
+    configs = []
+    for _ in range(n):
+        trial = study.ask()
+        config = SPACE.suggest(trial)
+        cost = space.complexity(config).as_metrics()
+        study._storage.set_trial_system_attr(trial._trial_id, "constraints",
+                                             [cost[k] - b for k, b in BUDGETS.items()])
+        study.tell(trial, [accuracy(config), cost["flops"]])
+        configs.append((trial.number, config))
+    return configs
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_no_trial_is_created_over_an_exact_budget(sampler):
+    study, _ = new_study(sampler)
+    configs = run_trials(study, 14)
+    over = [(n, k) for n, c in configs for k, v in space.complexity(c).as_metrics().items()
+            if k in BUDGETS and v > BUDGETS[k]]
+    assert over == [], f"{sampler}: trials created over a budget: {over}"
+    rejected = [t.user_attrs[REJECTED_ATTR] for t in study.trials]
+    assert sum(sum(r.values()) for r in rejected) > 0     # two thirds of the space is over budget
+    assert set().union(*rejected) <= {"flops", "params"}
+
+
+def shadow_rejected(proposer: ShadowProposer) -> list:
+    return [t for t in proposer.shadow.get_trials(deepcopy=False)
+            if SHADOW_REJECTED_KEY in t.system_attrs]
+
+
+def test_nsga2_reads_rejected_children_without_shortening_a_generation():
+    study, proposer = new_study("nsga2")
+    run_trials(study, 10)
+    proposer.sync(study)
+    rejected = shadow_rejected(proposer)
+    assert rejected, "no draw was rejected"
+    for t in rejected:     # the form NSGA-II's constrained domination reads
+        assert t.state == TrialState.COMPLETE and GENERATION in t.system_attrs
+        assert sum(v for v in t.constraints.values() if v > 0) > 0
+    sampler = proposer.shadow.sampler
+    population = sampler.get_population(proposer.shadow, 0)
+    assert any(SHADOW_REJECTED_KEY in t.system_attrs for t in population)
+    # a generation is population_size (4) real trials: 0-3 generation 0, 4-7 generation 1
+    generations = [t.system_attrs[GENERATION] for t in study.trials]
+    assert generations[:8] == [0] * 4 + [1] * 4, generations
+    # the selection of generation 1's parents ranks the rejected children below every real one
+    parents = sampler.select_parent(proposer.shadow, 1)
+    assert all(SHADOW_REJECTED_KEY not in t.system_attrs for t in parents)
+
+
+def test_nsga2_parents_include_rejected_children_when_too_few_trials_are_feasible():
+    """With fewer real trials than the population (a generation cut short), the selection keeps
+    the rejected children closest to the budget: NSGA-II gets their information."""
+    study, proposer = new_study("nsga2")
+    run_trials(study, 2)
+    proposer.sync(study)
+    sampler = proposer.shadow.sampler
+    population = sampler.get_population(proposer.shadow, 0)
+    elite = sampler._elite_population_selection_strategy(proposer.shadow, population)
+    assert any(SHADOW_REJECTED_KEY in t.system_attrs for t in elite)
+
+
+@pytest.mark.parametrize("sampler, state", [("tpe", TrialState.PRUNED), ("gp", TrialState.COMPLETE),
+                                            ("random", TrialState.PRUNED)])
+def test_rejected_draws_are_told_in_the_form_the_sampler_reads(sampler, state):
+    study, proposer = new_study(sampler)
+    run_trials(study, 8)
+    rejected = shadow_rejected(proposer)
+    assert rejected
+    # (GP: PRUNED until a trial has finished and lends its values; COMPLETE after)
+    assert any(t.state == state for t in rejected)
+    for t in rejected:
+        assert sum(v for v in t.constraints.values() if v > 0) > 0
+
+
+def test_the_shadow_mirrors_finished_trials_and_resume_rebuilds_it(tmp_path):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study, _ = new_study("nsga2", storage=storage)
+    run_trials(study, 6)
+    first = [(t.params, t.system_attrs[GENERATION]) for t in study.trials]
+    again, proposer = new_study("nsga2", seed=1, storage=storage)     # a new process
+    run_trials(again, 3)
+    mirrored = [t for t in proposer.shadow.trials if SHADOW_REJECTED_KEY not in t.system_attrs]
+    assert [(t.params, t.system_attrs[GENERATION]) for t in mirrored[:6]] == first
+    # generation 1 goes on from the stored generations (trials 4-7), it does not restart at 0
+    assert [t.system_attrs[GENERATION] for t in again.trials][4:8] == [1, 1, 1, 1]
+
+
+def test_a_queued_trial_keeps_its_params_and_records_no_draws():
+    study, _ = new_study("tpe")
+    run_trials(study, 3)
+    params = study.trials[0].params
+    study.enqueue_trial(params)
+    trial = study.ask()
+    assert trial.params == {} and REJECTED_ATTR not in trial.user_attrs
+    SPACE.suggest(trial)
+    assert trial.params == params
+
+
+def test_frontier_never_proposes_an_architecture_twice():
+    study, _ = new_study("frontier")
+    configs = run_trials(study, 16)
+    hashes = [c.config_hash() for _, c in configs]
+    assert len(set(hashes)) == len(hashes)
+
+
+def test_a_decision_trial_rebuilds_a_trials_config_from_its_params():
+    import random
+
+    study, _ = new_study("random")
+    for number, config in run_trials(study, 5):
+        params = study.trials[number].params
+        assert SPACE.suggest(DecisionTrial(random.Random(0), params)).config_hash() == config.config_hash()
+
+
+def test_the_summary_gives_the_share_of_draws_rejected_per_reason():
+    trials = [optuna.trial.create_trial(state=TrialState.COMPLETE, values=[1.0],
+                                        user_attrs={REJECTED_ATTR: r})
+              for r in ({"flops": 2}, {}, {"flops": 1, "params": 1})]
+    line = describe_rejected(trials)
+    assert line == "draws rejected before training: 4 of 7 (57.1%): flops 42.9%, params 14.3%"
+    assert describe_rejected([optuna.trial.create_trial(state=TrialState.COMPLETE, values=[1.0])]) is None
