@@ -10,8 +10,8 @@ time and the results recorded in config.json.
 
 The directory is built beside the target and renamed into place at the end, so a failed export
 leaves nothing half-written. An existing target is replaced only with `overwrite=True` and only
-when export wrote it (its config.json says so); a directory holding a study (study.log,
-driver.lock, weights/, ...) is never replaced.
+when export wrote it (its config.json says so) and it holds no file export did not write; a
+directory holding a study (study.log, driver.lock, weights/, ...) is never replaced.
 
 Which trial to export is `nas.selection`'s job (`--trial`, `--best`, `--top`, `--knee`, `--under`);
 its names are re-exported here.
@@ -49,7 +49,8 @@ from nas.storage import one_line as _one_line
 
 __all__ = ["ExportError", "TrainSpec", "ExportResult", "open_study", "parse_budgets",
            "parse_dataset", "select_trial", "top_trials", "export_trial", "train_model",
-           "model_card", "check_out_dir", "WRITTEN_BY", "TOLERANCE"]
+           "model_card", "check_out_dir", "files_not_written_by_export", "WRITTEN_BY",
+           "TOLERANCE"]
 
 WRITTEN_BY = "overlock-nas export"   # config.json marker: a directory export may replace
 
@@ -302,7 +303,8 @@ def export_trial(study, trial, out_dir: str | os.PathLike | None = None, *,
         pt2: also write and check `model.pt2`.
         latency: also measure the deploy model's latency here (`nas.measure`; CPU, batch 1, fp32).
         seed: seed of freshly initialised weights (and of `train`).
-        overwrite: replace an existing `out_dir` that export wrote (`check_out_dir`).
+        overwrite: replace an existing `out_dir` that export wrote and that holds only files
+            export writes (`check_out_dir`); the files replaced are logged.
         log: progress lines.
 
     Raises:
@@ -331,6 +333,8 @@ def export_trial(study, trial, out_dir: str | os.PathLike | None = None, *,
                               latency=latency, seed=seed, log=log)
         _publish_permissions(tmp)
         if out.exists():
+            if any(out.iterdir()):
+                log(f"replacing the earlier export {out} ({', '.join(sorted(p.name for p in out.iterdir()))})")
             backup = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(backup)
             tmp.rename(out)
@@ -347,7 +351,8 @@ def export_trial(study, trial, out_dir: str | os.PathLike | None = None, *,
 def check_out_dir(out: Path, overwrite: bool) -> None:
     """Refuse (ExportError) an `out` that exists unless it is empty, or `overwrite` is given and
     export wrote it (its config.json carries `written_by`, or - before that marker - export's
-    `source` and `checks`). A directory holding a study, or one found below it, is never replaced."""
+    `source` and `checks`) and it holds nothing export did not write (those are named: replacing
+    would delete them). A directory holding a study, or one found below it, is never replaced."""
     out = Path(out)
     if not out.exists():
         return
@@ -364,6 +369,25 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
                           "config.json): choose another --out; --overwrite replaces only an earlier export")
     if not overwrite:
         raise ExportError(f"{out} already exists (an earlier export); choose another --out or pass --overwrite")
+    foreign = files_not_written_by_export(out)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f", ... ({len(foreign)} in all)" if len(foreign) > 5 else "")
+        raise ExportError(f"--out {out} is an earlier export, but holds files export did not write "
+                          f"({shown}); --overwrite would delete them: move them out or choose another --out")
+
+
+def files_not_written_by_export(out: Path) -> list[str]:
+    """Entries of the export directory `out` that export did not write (sorted names): anything
+    but config.json, the card, the weights, the programs (model.onnx and its external data) and
+    the files config.json records."""
+    try:
+        recorded = set(json.loads((Path(out) / hub.CONFIG_FILE).read_text()).get("files") or {})
+    except (OSError, ValueError, AttributeError):
+        recorded = set()
+    ours = recorded | {hub.CONFIG_FILE, hub.CARD_FILE, hub.WEIGHTS_FILE, hub.DEPLOY_WEIGHTS_FILE,
+                       hub.PROGRAM_FILE}
+    return sorted(p.name for p in Path(out).iterdir()
+                  if not (p.is_file() and (p.name in ours or p.name.startswith(hub.ONNX_FILE))))
 
 
 def _written_by_export(path: Path) -> bool:

@@ -39,7 +39,10 @@ import click
 @click.option("--device", default="cpu", show_default=True, help="With --train: cpu, cuda or cuda:N.")
 @click.option("--seed", default=0, show_default=True,
               help="Seed of freshly initialised weights and of --train.")
-@click.option("--no-onnx", "no_onnx", is_flag=True, help="Do not write model.onnx.")
+@click.option("--no-onnx", "no_onnx", is_flag=True,
+              help="Do not write model.onnx (without it, a model.onnx that cannot be written fails the export).")
+@click.option("--no-pt2", "no_pt2", is_flag=True,
+              help="Do not write model.pt2 (without it, a model.pt2 that cannot be written fails the export).")
 @click.option("--latency", "latency", is_flag=True,
               help="Also measure the deploy model's latency on this machine (CPU, batch 1, fp32).")
 @click.option("--storage", default=None, metavar="URL",
@@ -48,7 +51,7 @@ import click
               help="Study name (needed when the storage holds several).")
 @click.option("--json", "as_json", is_flag=True, help="Print config.json's summary as JSON.")
 def command(run_dir, trial, best, top, knee, objective, under, out, overwrite, train, dataset, epochs,
-            device, seed, no_onnx, latency, storage, study_name, as_json):
+            device, seed, no_onnx, no_pt2, latency, storage, study_name, as_json):
     """Write a model directory for one trial (or --top K): config.json, weights (safetensors,
     train and re-parameterised), model.pt2 (torch.export), model.onnx and a model card
     (README.md); every program checked against the eager model.
@@ -90,7 +93,7 @@ def command(run_dir, trial, best, top, knee, objective, under, out, overwrite, t
                 target = Path(out) / f"trial-{picked.number}-{str(picked.user_attrs.get('config_hash', ''))[:8]}"
             results.append(export_trial(study, picked, target, run_dir=run_dir, selection=why,
                                         storage_label=label, train=spec, onnx=not no_onnx,
-                                        latency=latency, seed=seed, overwrite=overwrite, log=log))
+                                        pt2=not no_pt2, latency=latency, seed=seed, overwrite=overwrite, log=log))
     except (ExportError, ConfigError, ValueError) as e:  # ValueError: data-set / settings errors
         raise click.ClickException(" ".join(str(e).split())) from None
     _print(results, as_json)
@@ -122,7 +125,8 @@ def _print(results, as_json: bool) -> None:
     if as_json:
         docs = [{"out_dir": str(r.out_dir), "trial": r.trial, "config_hash": r.meta["config_hash"],
                  "selection": r.meta["source"]["selection"], "weights": r.meta["weights"]["source"],
-                 "checks": r.meta["checks"], "files": sorted(r.meta["files"]), "ok": r.ok}
+                 "checks": r.meta["checks"], "files": sorted(r.meta["files"]),
+                 "ok": r.ok and not r.not_written}
                 for r in results]
         click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
     else:
@@ -138,12 +142,28 @@ def _print(results, as_json: bool) -> None:
                     click.echo(f"  {check['check']}: max abs diff {check['max_abs_diff']:.3g} "
                                f"(tolerance {check['tolerance']:g}) {verdict}")
             click.echo(f"load: {_load_hint(result.out_dir)}")
-    for result in results:
-        for check in result.not_written:
-            click.echo(f"warning: {check['check'].split(' vs ')[0]} not written: {check['error']}", err=True)
+    _fail_on_missing(results)
     bad = [(r, r.mismatched[0]) for r in results if not r.ok]
     if bad:
         result, check = bad[0]
         raise click.ClickException(f"{result.out_dir}: {check['check']}: max abs diff "
                                    f"{check['max_abs_diff']:.3g} exceeds {check['tolerance']:g} (the "
                                    "directory is written; see its config.json checks)")
+
+
+# the flag that skips each program, by the file name in its check's label
+_SKIP_FLAGS = {"model.pt2": "--no-pt2", "model.onnx": "--no-onnx"}
+
+
+def _fail_on_missing(results) -> None:
+    """A program the user asked for that could not be written fails the command (one line):
+    exit 1, naming the file, why, and the flag that skips it."""
+    missing = [(r, c) for r in results for c in r.not_written]
+    if not missing:
+        return
+    result, check = missing[0]
+    name = next((f for f in _SKIP_FLAGS if f in check["check"]), check["check"])
+    more = f" (and {len(missing) - 1} more, listed above)" if len(missing) > 1 else ""
+    raise click.ClickException(f"{result.out_dir}: {name} could not be written: {check['error']}{more}; "
+                               f"the rest of the directory is written; pass {_SKIP_FLAGS.get(name, '')} "
+                               "to export without it")

@@ -377,6 +377,52 @@ def test_overwrite_replaces_only_what_export_wrote(run_dir, tmp_path):
     assert again.exit_code == 0, again.output
 
 
+def test_overwrite_refuses_files_a_user_added_to_an_earlier_export(run_dir, tmp_path):
+    """Before: `--overwrite` replaced the whole directory, deleting notes the user kept in it.
+    Now it names them and refuses; without them it replaces and lists what it replaced."""
+    args = ["export", str(run_dir), "--trial", "1", "--no-onnx", "--no-pt2", "-o", str(tmp_path / "m")]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    (tmp_path / "m" / "notes.txt").write_text("my benchmark results")
+    (tmp_path / "m" / "plots").mkdir()
+    result = CliRunner().invoke(main, [*args, "--overwrite"])
+    assert result.exit_code == 1, result.output
+    error = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(error) == 1 and "holds files export did not write (notes.txt, plots)" in error[0], result.output
+    assert (tmp_path / "m" / "notes.txt").read_text() == "my benchmark results"
+    (tmp_path / "m" / "notes.txt").unlink()
+    (tmp_path / "m" / "plots").rmdir()
+    again = CliRunner().invoke(main, [*args, "--overwrite"])
+    assert again.exit_code == 0, again.output
+    assert "replacing the earlier export" in again.output and "model.safetensors" in again.output
+
+
+@pytest.mark.parametrize("flags, missing, hint", [
+    ([], "model.pt2", "--no-pt2"),
+    (["--no-pt2"], "model.onnx", "--no-onnx"),
+    (["--no-pt2", "--no-onnx"], None, None),
+])
+def test_a_program_that_could_not_be_written_fails_the_export(run_dir, tmp_path, monkeypatch, flags,
+                                                             missing, hint):
+    """Before: exit 0 with a warning when model.pt2 / model.onnx could not be written. A program
+    the user asked for is now a failure (one line, naming the flag that skips it)."""
+    from nas import export as export_module
+    from nas.programs import check
+
+    monkeypatch.setattr(export_module, "write_pt2", lambda *a: check(
+        "torch.export program (model.pt2) vs eager", error="Unsupported: data-dependent branch"))
+    monkeypatch.setattr(export_module, "write_onnx", lambda *a: check(
+        "ONNX program (model.onnx) vs eager", error="No module named 'onnxscript'"))
+    out = tmp_path / "e"
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--trial", "1", "-o", str(out), *flags])
+    if missing is None:
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == 1, result.output
+    error = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(error) == 1 and f"{missing} could not be written" in error[0] and hint in error[0], result.output
+    assert (out / "config.json").is_file() and not (out / missing).exists()
+
+
 def test_unwritable_out_is_one_line(run_dir, tmp_path):
     """Before: a traceback (NotADirectoryError from mkdir)."""
     blocker = tmp_path / "a-file"
