@@ -1,4 +1,5 @@
 import os
+import sys
 
 import pytest
 import torch
@@ -6,6 +7,10 @@ import torch
 # One intra-op thread: tests run tiny models, and on 2 shared cores OpenMP barriers under
 # oversubscription make small ops ~100x slower.
 torch.set_num_threads(int(os.environ.get("OVERLOCK_TEST_THREADS", "1")))
+
+# Commands the tests run by name (`overlock-nas`, `ray` in docs/cluster.md's blocks) come from the
+# environment running the tests (e.g. the project's .venv), even when it was not activated.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 from overlock import OverLoCKConfig  # noqa: E402
 
