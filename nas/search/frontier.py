@@ -10,8 +10,8 @@ training, so only the others (the accuracy, a measured latency) need a model. Ea
    chosen by marginal likelihood) to the finished trials, for each objective the cost model does
    not give;
 3. picks the unseen candidate with the largest expected hypervolume improvement over the front
-   (closed form for one modelled objective and one cost; a random-weight Tchebycheff score with
-   an optimistic bound otherwise). Trials still running count as points of the front at their
+   (exact, for one modelled objective beside up to three costs; with several modelled objectives
+   a random-weight Tchebycheff score of an optimistic bound). Trials still running count as points of the front at their
    predicted values, so parallel proposals spread out.
 
 The first `n_startup` trials are uniform draws within the budgets. An architecture already in the
@@ -150,19 +150,30 @@ def expected_improvement_below(g: np.ndarray, mean: np.ndarray, sd: np.ndarray) 
     return (g - mean) * _norm_cdf(z) + sd * _norm_pdf(z)
 
 
-def ehvi_2d(front: np.ndarray, ref: np.ndarray, mean: np.ndarray, sd: np.ndarray,
-            cost: np.ndarray) -> np.ndarray:
-    """Expected hypervolume improvement, both objectives minimised: the first ~ N(mean, sd),
-    the second (`cost`) exact. `front`: (n, 2) points; `ref`: the reference point."""
-    pts = front[(front[:, 0] < ref[0]) & (front[:, 1] < ref[1])]
-    pts = pts[np.argsort(pts[:, 1], kind="stable")]
-    best = np.minimum.accumulate(pts[:, 0]) if len(pts) else np.zeros(0)
-    starts = np.concatenate([[-np.inf], pts[:, 1]])          # staircase segment j starts here
-    ends = np.concatenate([pts[:, 1], [ref[1]]])
-    level = np.concatenate([[ref[0]], best])                 # best first objective up to there
-    lengths = np.clip(ends[None, :] - np.maximum(cost[:, None], starts[None, :]), 0, None)
-    gain = expected_improvement_below(level[None, :], mean[:, None], np.maximum(sd, 1e-9)[:, None])
-    return (lengths * gain).sum(1)
+def ehvi(front: np.ndarray, ref: np.ndarray, mean: np.ndarray, sd: np.ndarray,
+         cost: np.ndarray, max_cells: int = 4_000_000) -> np.ndarray:
+    """Expected hypervolume improvement, every objective minimised: the first ~ N(mean, sd), the
+    others (`cost`, shape (N, c)) exact. `front`: (n, 1 + c) points; `ref`: the reference point.
+
+    Exact: the cost space is cut into the cells the front's coordinates make; in each cell the
+    front dominates the first objective down to a level g, so the gain there is the cell's volume
+    above the candidate's costs times E[max(0, g - U)].
+    """
+    pts = front[np.all(front < ref, axis=1)]
+    edges = [np.concatenate([[-np.inf], np.unique(pts[:, 1 + j]), [ref[1 + j]]])
+             for j in range(cost.shape[1])]
+    lower = np.stack([g.ravel() for g in np.meshgrid(*[e[:-1] for e in edges], indexing="ij")], 1)
+    upper = np.stack([g.ravel() for g in np.meshgrid(*[e[1:] for e in edges], indexing="ij")], 1)
+    covers = np.all(pts[None, :, 1:] <= lower[:, None, :], axis=2)          # (cells, n)
+    level = np.where(covers, pts[None, :, 0], ref[0]).min(1) if len(pts) else np.full(len(lower), ref[0])
+    out = np.zeros(len(cost))
+    step = max(1, max_cells // max(1, len(lower)))
+    for i in range(0, len(cost), step):
+        c, m, s = cost[i:i + step], mean[i:i + step], np.maximum(sd[i:i + step], 1e-9)
+        sides = np.clip(upper[None] - np.maximum(c[:, None, :], lower[None]), 0, None)
+        volume = np.prod(sides, axis=2)                                       # (N, cells)
+        out[i:i + step] = (volume * expected_improvement_below(level[None], m[:, None], s[:, None])).sum(1)
+    return out
 
 
 def _nondominated(points: np.ndarray) -> np.ndarray:
@@ -310,12 +321,12 @@ class FrontierProposer:
         if m == 1:
             best = front[:, 0].min() if len(front) else ref[0]
             return expected_improvement_below(np.array([best]), mean[:, 0], np.maximum(sd[:, 0], 1e-9))
-        if m == 2 and len(self.modelled) == 1:
+        if len(self.modelled) == 1 and m <= 4:
             u = self.modelled[0]
-            k = 1 - u
-            return ehvi_2d(front[:, [u, k]], ref[[u, k]], mean[:, u], sd[:, u], mean[:, k])
-        # several modelled objectives or more than two: a random-weight Tchebycheff score of an
-        # optimistic value (mean - sd), relative to the reference point
+            order = [u] + [k for k in range(m) if k != u]
+            return ehvi(front[:, order], ref[order], mean[:, u], sd[:, u], mean[:, order[1:]])
+        # several modelled objectives: a random-weight Tchebycheff score of an optimistic value
+        # (mean - sd), relative to the reference point
         weights = np.array([self.rng.expovariate(1.0) for _ in range(m)])
         weights /= weights.sum()
         optimistic = mean - sd
