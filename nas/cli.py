@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "report": "report",
     "export": "export",
     "latency": "latency",
+    "supernet": "supernet",
 }
 
 

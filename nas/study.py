@@ -73,8 +73,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 # metric names, directions and kinds: the stored-study contract owns them (docs/storage.md)
 from .storage import (CONSTRAINT_METRICS, DIRECTIONS, SCORE_METRICS)
 # built-in evaluator -> the metric it produces
-EVALUATOR_METRICS = {"train": "accuracy", "synflow": "synflow", "naswot": "naswot", "zico": "zico"}
-SAMPLERS = ("nsga2", "tpe", "random", "gp")
+EVALUATOR_METRICS = {"train": "accuracy", "synflow": "synflow", "naswot": "naswot", "zico": "zico",
+                     "supernet": "accuracy"}
+SAMPLERS = ("nsga2", "tpe", "random", "gp", "frontier")
 DTYPES = ("fp32", "fp16", "bf16")
 
 _SUFFIXES = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
@@ -183,7 +184,7 @@ class SamplerSettings(_Model):
     """`name` plus keyword arguments of the Optuna sampler (e.g. `population_size` for nsga2)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    name: Literal["nsga2", "tpe", "random", "gp"] | None = None
+    name: Literal["nsga2", "tpe", "random", "gp", "frontier"] | None = None
 
     @property
     def options(self) -> dict:
@@ -497,6 +498,9 @@ SAMPLER_OPTIONS: dict[str, dict] = {
     "random": {},
     "gp": {"n_startup_trials": _integer(0), "deterministic_objective": _boolean,
            "warn_independent_sampling": _boolean},
+    # nas.search.frontier: the project's own strategy (not an Optuna sampler)
+    "frontier": {"n_startup": _integer(1), "candidates": _integer(1), "pool": _integer(0),
+                 "explore": _number(0, 1)},
 }
 
 
@@ -531,10 +535,23 @@ def _check_sampler_options(file: StudyFile, label: str) -> None:
 
 
 def sampler_class(name: str):
+    """The class a sampler name builds (`frontier`: a stand-in taking the same options, for
+    validation; the engine draws through `nas.search.proposals`)."""
     import optuna
 
+    if name == "frontier":
+        return FrontierSettings
     return {"nsga2": optuna.samplers.NSGAIISampler, "tpe": optuna.samplers.TPESampler,
             "random": optuna.samplers.RandomSampler, "gp": optuna.samplers.GPSampler}[name]
+
+
+class FrontierSettings:
+    """The `frontier` strategy's options, checked as an Optuna sampler's are."""
+
+    def __init__(self, seed: int | None = None, n_startup: int = 10, candidates: int = 48,
+                 pool: int = 512, explore: float = 0.0):
+        self.seed, self.n_startup, self.candidates, self.pool, self.explore = \
+            seed, n_startup, candidates, pool, explore
 
 
 def _load_space(value: str | dict, label: str, base_dir: Path):

@@ -5,6 +5,8 @@
   successive halving: `rungs` lists the epoch counts after which the engine compares trials, and
   `evaluate(..., resume_from=...)` continues a trial from its last rung instead of restarting.
 - `synflow`, `naswot`, `zico`: zero-cost proxies computed on one batch at initialisation.
+- `supernet`: validation accuracy of the weights a trained supernet passes on (`weights: DIR`
+  from `overlock-nas supernet train`), batch norm re-estimated; no training (issue 19).
 
     >>> from nas.evaluators import get_evaluator
     >>> ev = get_evaluator("train", {"epochs": 6, "rungs": [2, 6], "dataset": {"kind": "procedural"}})
@@ -30,7 +32,8 @@ from typing import Any, Callable, Mapping
 __all__ = ["TrialError", "Evaluator", "get_evaluator", "EVALUATORS", "METRICS"]
 
 # evaluator name -> the metric name its score is stored under (docs/storage.md)
-METRICS = {"train": "accuracy", "synflow": "synflow", "naswot": "naswot", "zico": "zico"}
+METRICS = {"train": "accuracy", "synflow": "synflow", "naswot": "naswot", "zico": "zico",
+           "supernet": "accuracy"}
 EVALUATORS = tuple(METRICS)
 
 
@@ -199,7 +202,7 @@ def fit_to_data(config, data):
 
 
 def get_evaluator(name: str, settings: Mapping[str, Any] | None = None) -> Evaluator:
-    """The evaluator `name` ("train", "synflow", "naswot", "zico") with validated settings.
+    """The evaluator `name` ("train", "synflow", "naswot", "zico", "supernet") with validated settings.
 
     Raises:
         ValueError: unknown evaluator, unknown setting or bad value (names it).
@@ -212,4 +215,8 @@ def get_evaluator(name: str, settings: Mapping[str, Any] | None = None) -> Evalu
         from .zero_cost import ZeroCostEvaluator
 
         return ZeroCostEvaluator(name, settings)
+    if name == "supernet":
+        from .supernet import SupernetEvaluator
+
+        return SupernetEvaluator(settings)
     raise ValueError(f"unknown evaluator {name!r} (known: {', '.join(EVALUATORS)})")

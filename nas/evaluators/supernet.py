@@ -1,0 +1,141 @@
+"""The `supernet` evaluator: score a trial by the weights it inherits from a trained supernet.
+
+    evaluator: {name: supernet, weights: runs/supernet-digits}     # `overlock-nas supernet train`
+
+For each trial: the trial's sub-network is extracted from the supernet (an `overlock.OverLoCK`
+equal to `create_model(config)` with inherited weights), its batch-norm statistics are
+re-estimated on `bn_recalibration_batches` random training batches (the sub-network's own
+statistics, not the mixture the supernet accumulated), and its top-1 validation accuracy (the
+score) and mean validation cross-entropy (`val_loss`) are measured: no training, seconds per
+architecture at small resolution on a CPU. The supernet is loaded once per process and kept.
+
+The data set defaults to the one the supernet was trained on (its card); another one must have
+the same number of classes. Measured ranking fidelity and cost: docs/supernet.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Mapping
+
+import torch
+
+from . import (Evaluator, Setting, TrialError, dataset, dataset_record, fit_to_data, integer,
+               resolution, resolve_settings)
+
+SCHEMA = {
+    "weights": Setting(None, lambda k, v: _weights_setting(k, v)),
+    "dataset": Setting(None, dataset),
+    "bn_recalibration_batches": Setting(4, integer(0)),
+    "batch_size": Setting(64, integer(1)),
+    "eval_batch_size": Setting(256, integer(1)),
+    "resolution": Setting(None, resolution),
+    "threads": Setting(None, integer(1)),
+}
+
+_LOADED: dict[tuple, Any] = {}   # (weights file, mtime, size) -> Supernet, one per process
+
+
+def _weights_setting(key: str, value: Any) -> str:
+    """A folder written by `overlock-nas supernet train` (or its supernet.safetensors)."""
+    from nas.supernet.train import CARD_JSON, WEIGHTS_FILE
+
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"{key}={value!r} must be the folder `overlock-nas supernet train --out` wrote")
+    path = os.path.expanduser(os.fspath(value))
+    folder = os.path.dirname(path) if path.endswith(".safetensors") else path
+    if not os.path.isfile(os.path.join(folder, WEIGHTS_FILE)) or not os.path.isfile(os.path.join(folder, CARD_JSON)):
+        raise ValueError(f"{key}={value!r} holds no {WEIGHTS_FILE} and {CARD_JSON} "
+                         "(train one with `overlock-nas supernet train SPACE --out DIR`)")
+    return os.path.abspath(folder)
+
+
+class SupernetEvaluator(Evaluator):
+    """Inherited-weight scoring; see the module docstring. Settings: weights (required: the
+    training folder), dataset (default: the card's), bn_recalibration_batches (4; 0 keeps the
+    inherited running averages), batch_size (64, for the re-estimation), eval_batch_size (256),
+    resolution (default: the card's), threads (torch threads; none = leave)."""
+
+    name = "supernet"
+    metric = "accuracy"
+
+    def __init__(self, settings: Mapping[str, Any] | None = None):
+        resolved = resolve_settings("supernet", settings, SCHEMA)
+        if resolved["weights"] is None:
+            raise ValueError("evaluator 'supernet': weights is required (the folder written by "
+                             "`overlock-nas supernet train SPACE --out DIR`)")
+        self.card = _read_card(resolved["weights"])
+        if resolved["dataset"] is None:
+            resolved["dataset"] = self.card["dataset_settings"]
+        if resolved["resolution"] is None:
+            resolved["resolution"] = list(self.card["resolution"])
+        self.settings = resolved
+        self.rungs = []
+
+    def supernet(self):
+        """The trained supernet, loaded once per process (reloaded if the file changed)."""
+        from overlock.supernet import Supernet
+        from nas.supernet.train import WEIGHTS_FILE
+
+        path = os.path.join(self.settings["weights"], WEIGHTS_FILE)
+        stat = os.stat(path)
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        if key not in _LOADED:
+            _LOADED.clear()
+            _LOADED[key] = Supernet.load(path).eval()
+        return _LOADED[key]
+
+    def evaluate(self, config, *, budget_epochs: int | None = None, device: str = "cpu", seed: int = 0,
+                 workdir: str | None = None, resume_from: str | None = None,
+                 weights_name: str | None = None) -> dict:
+        """{"score" (validation accuracy), "val_loss" [loss], "history" [accuracy], "epochs": 0,
+        "weights": None, "fidelity": 1.0, "dataset", "wall_s", "supernet" (the folder)}.
+        Raises TrialError: the config is not in the supernet, or the data does not fit it."""
+        from nas.data import DataError, load_dataset
+        from nas.supernet.score import score_subnet
+
+        s = self.settings
+        threads_before = torch.get_num_threads()
+        t0 = time.perf_counter()
+        try:
+            if s["threads"]:
+                torch.set_num_threads(s["threads"])
+            data = load_dataset(s["dataset"], tuple(s["resolution"]))
+            net = self.supernet().to(device)
+            if data.num_classes != self.card["num_classes"]:
+                raise TrialError(f"supernet: {s['weights']} was trained on {self.card['num_classes']} "
+                                 f"classes, the data set has {data.num_classes}")
+            try:
+                sub = net.fit(fit_to_data(config, data))
+            except ValueError as e:
+                raise TrialError(f"supernet: the config is not in {s['weights']}: {e}") from None
+            result = score_subnet(net, sub, data, bn_batches=s["bn_recalibration_batches"],
+                                  batch_size=s["batch_size"], eval_batch_size=s["eval_batch_size"],
+                                  seed=seed, device=device)
+        except DataError as e:
+            raise TrialError(f"data: {e}") from e
+        finally:
+            torch.set_num_threads(threads_before)
+        return {"score": result["accuracy"], "epochs": 0, "history": [result["accuracy"]],
+                "val_loss": [result["val_loss"]], "weights": None, "fidelity": 1.0,
+                "dataset": dataset_record(s["dataset"], data, s["resolution"]),
+                "supernet": s["weights"], "wall_s": time.perf_counter() - t0}
+
+
+def _read_card(folder: str) -> dict:
+    from nas.supernet.train import CARD_JSON
+
+    path = os.path.join(folder, CARD_JSON)
+    try:
+        with open(path) as fh:
+            card = json.load(fh)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"evaluator 'supernet': weights={folder!r}: cannot read {CARD_JSON}: {e}") from None
+    missing = [k for k in ("dataset_settings", "resolution", "num_classes") if k not in card]
+    if missing:
+        raise ValueError(f"evaluator 'supernet': weights={folder!r}: {CARD_JSON} lacks {missing[0]!r}")
+    if not card.get("epochs_done"):
+        raise ValueError(f"evaluator 'supernet': weights={folder!r} has no finished epoch yet")
+    return card
