@@ -1,0 +1,470 @@
+"""Search efficiency: how much of the exact Pareto front's hypervolume each sampling strategy finds
+after 25, 50, 100, 200 and 300 trained trials, through the real engine.
+
+    python benchmarks/bench_search_efficiency.py --quick                  # smoke run, ~1 min
+    nice -n 19 python benchmarks/bench_search_efficiency.py               # the full tables
+    python benchmarks/bench_search_efficiency.py --strategies default random "{name: tpe, multivariate: true}"
+    python benchmarks/bench_search_efficiency.py --table-only             # print tables from the results file
+
+For each scenario (space, objectives, budgets) and accuracy landscape (benchmarks/landscapes.py, or
+`module:attribute`), the space is enumerated once (cached under bench_out/), every config within the
+budgets is scored, and the exact feasible front and its hypervolume are computed. The reference
+point is the worst feasible accuracy and the largest feasible value of each cost objective.
+
+Each strategy is a study-file `sampler:` setting (`default` = no `sampler` key); each is run for
+`--seeds` seeds through `SearchEngine` (one local Ray for the whole process, studies sequential,
+`parallel: 1` so a seed's run is reproducible), with an evaluator that returns the landscape's
+accuracy at once. A study's hypervolume after k trials is that of its first k trained (counted)
+trials' feasible results, against the exact one. Random search is always run beside the others.
+
+One JSON line per run goes to `--results` (default bench_out/search_efficiency/results.jsonl); a run
+already there is not run again, so an interrupted benchmark continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+for _p in (str(REPO), str(HERE)):     # `landscapes` must import here and in Ray workers
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import landscapes  # noqa: E402
+
+CHECKPOINTS = (25, 50, 100, 200, 300)
+TARGETS = (0.90, 0.95, 0.99)
+OUT = REPO / "bench_out" / "search_efficiency"
+EVALUATOR = "landscapes:LandscapeEvaluator"
+COST_KEYS = ("flops", "flops_paper", "params", "memory_mb")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    space: str                      # a space file, relative to the repository
+    objectives: tuple               # accuracy first, then cost-model metrics
+    constraints: dict = field(default_factory=dict)
+
+
+SCENARIOS = {
+    # the issue's study: xt_t, [accuracy, params], FLOPs budget 4 GMACs
+    "params@flops4G": Scenario("params@flops4G", "studies/spaces/xt_t.yaml", ("accuracy", "params"),
+                               {"flops": 4e9}),
+    "flops@params25M": Scenario("flops@params25M", "studies/spaces/xt_t.yaml", ("accuracy", "flops"),
+                                {"params": 25e6}),
+    "3obj@flops5G": Scenario("3obj@flops5G", "studies/spaces/xt_t.yaml",
+                             ("accuracy", "params", "flops"), {"flops": 5e9}),
+    # 72 configs: the smoke run and the test
+    "quickstart": Scenario("quickstart", "studies/spaces/quickstart.yaml", ("accuracy", "flops"),
+                           {"flops": 20e6, "params": 1.2e6}),
+}
+
+
+# ------------------------------------------------------------------------------ exact front
+def _file_digest(*paths) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _landscape_digest(name: str) -> str:
+    """Changes when the landscape's code changes (its module's source), so a cache is not stale."""
+    fn = landscapes.get_landscape(name)
+    return _file_digest(inspect.getsourcefile(fn))
+
+
+def enumerate_space(space_path: str, landscape_names: list[str], cache_dir: Path = OUT / "cache") -> dict:
+    """Every config of the space: its cost metrics and its accuracy on each landscape, as arrays.
+
+    Cached on disk, keyed by the space file, the cost model's source and each landscape's source.
+    """
+    import space as space_pkg
+
+    cost_key = _file_digest(REPO / space_path, inspect.getsourcefile(space_pkg.complexity))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cost_file = cache_dir / f"{Path(space_path).stem}-cost-{cost_key}.npz"
+    acc_files = {n: cache_dir / f"{Path(space_path).stem}-{n.replace(':', '.')}-{cost_key}-"
+                 f"{_landscape_digest(n)}.npy" for n in landscape_names}
+    todo = [n for n, f in acc_files.items() if not f.exists()]
+    if cost_file.exists() and not todo:
+        data = dict(np.load(cost_file))
+        data.update({f"acc:{n}": np.load(f) for n, f in acc_files.items()})
+        return data
+    space = space_pkg.load_space(REPO / space_path)
+    fns = {n: landscapes.get_landscape(n) for n in landscape_names}
+    metrics = {k: [] for k in COST_KEYS}
+    accs = {n: [] for n in landscape_names}
+    for config in space.enumerate():
+        cost = space_pkg.complexity(config)
+        for k, v in cost.as_metrics().items():
+            metrics[k].append(v)
+        for n in landscape_names:
+            accs[n].append(landscapes.score(fns[n], config, cost))
+    data = {k: np.asarray(v, dtype=float) for k, v in metrics.items()}
+    np.savez(cost_file, **data)
+    for n in landscape_names:
+        np.save(acc_files[n], np.asarray(accs[n], dtype=float))
+        data[f"acc:{n}"] = np.asarray(accs[n], dtype=float)
+    return data
+
+
+def minimised(values: np.ndarray, objectives) -> np.ndarray:
+    """(n, k) objective values in minimisation form: accuracy negated, costs as they are."""
+    signs = np.array([-1.0 if o == "accuracy" else 1.0 for o in objectives])
+    return np.asarray(values, dtype=float).reshape(-1, len(objectives)) * signs
+
+
+@dataclass
+class ExactFront:
+    reference: np.ndarray           # minimisation form
+    front: np.ndarray               # (m, k) minimisation form, the exact feasible front
+    hypervolume: float
+    feasible: int
+    size: int
+
+
+def exact_front(table: dict, scenario: Scenario, landscape: str) -> ExactFront:
+    """The exact feasible Pareto front of a scenario on one landscape, and its hypervolume."""
+    from reports.pareto import hypervolume, pareto_mask
+
+    ok = np.ones(len(table["flops"]), dtype=bool)
+    for name, budget in scenario.constraints.items():
+        ok &= table[name] <= budget
+    columns = [table[f"acc:{landscape}"] if o == "accuracy" else table[o] for o in scenario.objectives]
+    points = minimised(np.stack(columns, axis=1)[ok], scenario.objectives)
+    reference = points.max(axis=0)  # worst feasible accuracy, largest feasible cost
+    front = points[pareto_mask(points)]
+    return ExactFront(reference, front, hypervolume(front, reference), int(ok.sum()), len(ok))
+
+
+def hypervolume_series(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Hypervolume of the first k points (minimisation form), k = 1..n."""
+    from reports.pareto import hypervolume_history
+
+    if not len(points):
+        return np.zeros(0)
+    return hypervolume_history(np.minimum(points, reference), reference)
+
+
+# ------------------------------------------------------------------------------- strategies
+def parse_strategy(text: str) -> dict | None:
+    """`default` (no sampler key), a sampler name, or a YAML mapping such as
+    `{name: tpe, multivariate: true}`."""
+    import yaml
+
+    if text == "default":
+        return None
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        return {"name": value}
+    if not isinstance(value, dict) or "name" not in value:
+        raise SystemExit(f"--strategies: {text!r} is not `default`, a sampler name or a mapping with `name`")
+    return value
+
+
+def strategy_label(sampler: dict | None) -> str:
+    if sampler is None:
+        return "default"
+    options = ",".join(f"{k}={v}" for k, v in sampler.items() if k != "name")
+    return f"{sampler['name']}({options})" if options else sampler["name"]
+
+
+# ----------------------------------------------------------------------------------- one run
+def study_mapping(scenario: Scenario, landscape: str, sampler: dict | None, seed: int, trials: int,
+                  out: Path) -> dict:
+    data = {"name": f"se-{scenario.name}-{landscape}-{seed}", "space": str(REPO / scenario.space),
+            "objectives": list(scenario.objectives), "constraints": dict(scenario.constraints),
+            "evaluator": {"name": EVALUATOR, "landscape": landscape}, "seed": seed,
+            "trials": trials, "trials_count": "trained", "parallel": 1, "resources": {"cpus": 1},
+            "fvcore_check_every": 0, "output_dir": str(out)}
+    if sampler is not None:
+        data["sampler"] = dict(sampler)
+    return data
+
+
+def _search_engine():
+    try:
+        from nas.engine import SearchEngine
+    except ImportError:                 # after the driver split
+        from nas.search import SearchEngine
+    return SearchEngine
+
+
+@contextlib.contextmanager
+def fvcore_check_off(off: bool = True):
+    """Turn off the engine's fvcore cross-check of trial 0 while the block runs (it builds and
+    traces a full model: seconds per study at 224x224, minutes on a loaded machine, and changes no
+    search decision). Yields whether it is off: the engine must expose `wants_check` (it does
+    after the driver split); otherwise the check stays on."""
+    import nas.engine
+
+    original = getattr(nas.engine, "wants_check", None)
+    if not off or original is None:
+        yield False
+        return
+    nas.engine.wants_check = lambda number, every: False
+    try:
+        yield True
+    finally:
+        nas.engine.wants_check = original
+
+
+def run_study(scenario: Scenario, landscape: str, sampler: dict | None, seed: int, trials: int,
+              exact: ExactFront, workdir: str | None = None) -> dict:
+    """Run one study through the engine and measure it against the exact front."""
+    import optuna
+
+    from nas.engine import open_storage
+    from nas.study import parse_study
+
+    out = Path(tempfile.mkdtemp(prefix="bench-se-", dir=workdir))
+    try:
+        spec = parse_study(study_mapping(scenario, landscape, sampler, seed, trials, out), label="bench")
+        t0 = time.perf_counter()
+        _search_engine()(spec).run()
+        wall = time.perf_counter() - t0
+        stored = optuna.load_study(study_name=spec.name, storage=open_storage(spec, out)).get_trials()
+        return summarise(stored, scenario, exact, wall)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def draw_reasons(trials, budgets: dict) -> dict:
+    """{reason: count} of the draws not trained for a budget: the proposer's `rejected_draws`
+    (draws rejected before a trial was created) plus the PRUNED `infeasible` trials, by each
+    budget they broke."""
+    from nas.storage import named_constraints
+
+    reasons: dict[str, int] = {}
+    for t in trials:
+        for reason, count in (t.user_attrs.get("rejected_draws") or {}).items():
+            reasons[f"rejected:{reason}"] = reasons.get(f"rejected:{reason}", 0) + int(count)
+        if t.user_attrs.get("infeasible"):     # one reason per draw: the first budget it breaks
+            broken = [k for k, v in named_constraints(t, budgets).items() if v > 0] or ["other"]
+            reasons[f"trial:{broken[0]}"] = reasons.get(f"trial:{broken[0]}", 0) + 1
+    return reasons
+
+
+def summarise(trials, scenario: Scenario, exact: ExactFront, wall_s: float) -> dict:
+    """Hypervolume ratio after each trained trial, draws and their fate, engine speed."""
+    from optuna.trial import TrialState
+
+    trials = sorted(trials, key=lambda t: t.number)
+    trained = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("reused_from") is None]
+    points = minimised([t.values for t in trained], scenario.objectives) if trained else np.zeros((0, 2))
+    ratio = hypervolume_series(points, exact.reference) / exact.hypervolume
+    # a repeat of an over-budget config is a draw over budget too (it reuses the PRUNED record)
+    infeasible = sum(bool(t.user_attrs.get("infeasible")) for t in trials)
+    repeats = sum(t.user_attrs.get("reused_from") is not None for t in trials)
+    repeats_over = sum(t.user_attrs.get("reused_from") is not None and bool(t.user_attrs.get("infeasible"))
+                       for t in trials)
+    rejected = sum(sum((t.user_attrs.get("rejected_draws") or {}).values()) for t in trials)
+    draws = len(trials) + rejected
+    return {"trained": len(trained), "trials": len(trials), "draws": draws,
+            "over_budget": infeasible + rejected, "infeasible_trials": infeasible,
+            "rejected_draws": rejected, "repeats": repeats, "repeats_over_budget": repeats_over,
+            "reasons": draw_reasons(trials, scenario.constraints),
+            "hv_ratio": [round(float(r), 5) for r in ratio], "wall_s": round(wall_s, 2),
+            "trials_per_s": round(len(trials) / wall_s, 2), "trained_per_s": round(len(trained) / wall_s, 2)}
+
+
+# ------------------------------------------------------------------------------------ tables
+def trials_to_reach(ratio: list[float], target: float) -> float:
+    for k, r in enumerate(ratio, start=1):
+        if r >= target - 1e-12:
+            return float(k)
+    return float("inf")
+
+
+def ratio_at(ratio: list[float], k: int) -> float:
+    """The ratio after k trained trials (NaN when the run trained fewer: the space ran out)."""
+    if not ratio:
+        return 0.0
+    return ratio[k - 1] if len(ratio) >= k else float("nan")
+
+
+def _median_iqr(values) -> str:
+    v = np.asarray([x for x in values if not np.isnan(x)], dtype=float)
+    if not len(v):
+        return "-"
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    return f"{med:.3f} [{q1:.3f}-{q3:.3f}]"
+
+
+def _median_trials(values, limit: int) -> str:
+    v = np.asarray(values, dtype=float)
+    med = np.median(v)      # inf (not reached) sorts last, so the median is exact while < half are
+    reached = int(np.isfinite(v).sum())
+    return (f"{med:.0f}" if np.isfinite(med) else f">{limit}") + f" ({reached}/{len(v)})"
+
+
+def table(rows: list[dict], trials: int) -> str:
+    """A markdown table per (scenario, landscape): one row per strategy."""
+    lines = []
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["scenario"], r["landscape"]), []).append(r)
+    for (scenario, landscape), group in groups.items():
+        first = group[0]
+        lines += ["", f"### {scenario} on `{landscape}`: exact front {first['front_size']} configs of "
+                      f"{first['feasible']} feasible ({first['space_size']} in the space)", ""]
+        marks = [k for k in CHECKPOINTS if k <= trials]
+        head = ["strategy", "seeds"] + [f"HV@{k}" for k in marks] + [f"to {t:.2f}" for t in TARGETS] + \
+            ["over budget", "repeats", "trials/s"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        by_strategy: dict[str, list[dict]] = {}
+        for r in group:
+            by_strategy.setdefault(r["strategy"], []).append(r)
+        for strategy in sorted(by_strategy, key=lambda s: (s == "random", s)):
+            runs = by_strategy[strategy]
+            cells = [strategy, str(len(runs))]
+            cells += [_median_iqr([ratio_at(r["hv_ratio"], k) for r in runs]) for k in marks]
+            cells += [_median_trials([trials_to_reach(r["hv_ratio"][:trials], t) for r in runs], trials)
+                      for t in TARGETS]
+            over = sum(r["over_budget"] for r in runs) / max(1, sum(r["draws"] for r in runs))
+            cells += [f"{over:.1%}", f"{np.median([r['repeats'] for r in runs]):.0f}",
+                      f"{np.median([r['trials_per_s'] for r in runs]):.1f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        reasons = {}
+        for r in group:
+            for k, v in r["reasons"].items():
+                reasons[k] = reasons.get(k, 0) + v
+        if reasons:
+            lines.append("")
+            lines.append("draws over budget by reason (all runs): " +
+                         ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------- main
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _done(results: Path) -> dict[tuple, dict]:
+    done = {}
+    if results.exists():
+        for line in results.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                done[(r["scenario"], r["landscape"], r["strategy"], r["seed"], r["target_trials"])] = r
+    return done
+
+
+def run_all(args) -> list[dict]:
+    results = Path(args.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    done = _done(results)
+    strategies = [parse_strategy(s) for s in args.strategies]
+    if not any(s is not None and s["name"] == "random" and len(s) == 1 for s in strategies):
+        strategies.append({"name": "random"})      # random search beside every strategy
+    with fvcore_check_off(not args.fvcore_check) as fvcore_off:
+        return _run_studies(args, results, done, strategies, fvcore_off)
+
+
+def _run_studies(args, results: Path, done: dict, strategies: list, fvcore_off: bool) -> list[dict]:
+    from nas.executor import Executor
+
+    executor = None
+    rows = []
+    try:
+        for scenario in (SCENARIOS[s] for s in args.scenarios):
+            table_data = enumerate_space(scenario.space, args.landscapes, Path(args.cache_dir))
+            fronts = {n: exact_front(table_data, scenario, n) for n in args.landscapes}
+            for landscape, exact in fronts.items():
+                print(f"{scenario.name} / {landscape}: {exact.size} configs, {exact.feasible} feasible, exact "
+                      f"front {len(exact.front)} configs, HV {exact.hypervolume:.6g}", flush=True)
+            # seed-major, so an interrupted benchmark has every strategy and landscape for its seeds
+            for seed in range(args.seeds):
+                for landscape, exact in fronts.items():
+                    for sampler in strategies:
+                        key = (scenario.name, landscape, strategy_label(sampler), seed, args.trials)
+                        if key in done:
+                            rows.append(done[key])
+                            continue
+                        if executor is None:            # one local Ray for every study of the process
+                            executor = Executor(num_cpus=args.cpus)
+                            executor.start()
+                        r = run_study(scenario, landscape, sampler, seed, args.trials, exact, args.workdir)
+                        r.update(fvcore_check=not fvcore_off, workdir=args.workdir or tempfile.gettempdir(),
+                                 scenario=scenario.name, landscape=landscape, strategy=key[2], seed=seed,
+                                 target_trials=args.trials, exact_hv=exact.hypervolume,
+                                 front_size=len(exact.front), feasible=exact.feasible,
+                                 space_size=exact.size, commit=_commit(),
+                                 date=datetime.datetime.now().isoformat(timespec="seconds"),
+                                 load=round(os.getloadavg()[0], 2))
+                        with open(results, "a") as fh:
+                            fh.write(json.dumps(r) + "\n")
+                        rows.append(r)
+                        print(f"  {key[2]:<28} seed {seed}: HV {r['hv_ratio'][-1] if r['hv_ratio'] else 0:.3f} "
+                              f"after {r['trained']} trained / {r['draws']} draws ({r['over_budget']} over "
+                              f"budget), {r['wall_s']:.1f} s, {r['trials_per_s']:.1f} trials/s", flush=True)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+    return rows
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenarios", nargs="+", default=["params@flops4G", "flops@params25M"],
+                    choices=sorted(SCENARIOS))
+    ap.add_argument("--landscapes", nargs="+", default=list(landscapes.LANDSCAPES),
+                    help="names in benchmarks/landscapes.py or module:attribute")
+    ap.add_argument("--strategies", nargs="+",
+                    default=["default", "{name: tpe, multivariate: true}", "random"],
+                    help="`default` (no sampler key), a sampler name, or a YAML sampler mapping")
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--trials", type=int, default=300)
+    ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
+    ap.add_argument("--results", default=str(OUT / "results.jsonl"))
+    ap.add_argument("--cache-dir", default=str(OUT / "cache"), help="enumerated spaces (arrays)")
+    ap.add_argument("--workdir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
+                    help="where the studies' run directories go (default /dev/shm: the journal's "
+                         "fsync per write costs more than the whole trial on a disk)")
+    ap.add_argument("--fvcore-check", action="store_true",
+                    help="keep the engine's fvcore cross-check of trial 0 (off by default)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: the 72-config quickstart space, 3 seeds, 20 trials")
+    ap.add_argument("--table-only", action="store_true", help="print the tables of --results, run nothing")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.scenarios, args.seeds, args.trials = ["quickstart"], 3, 20
+        if args.results == str(OUT / "results.jsonl"):
+            args.results = str(OUT / "quick.jsonl")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    print(f"search efficiency: {datetime.datetime.now().isoformat(timespec='seconds')}, commit {_commit()}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
+    t0 = time.perf_counter()
+    if args.table_only:
+        rows = [r for r in _done(Path(args.results)).values() if r["target_trials"] == args.trials]
+    else:
+        rows = run_all(args)
+    print(table(rows, args.trials))
+    print(f"\nwall {time.perf_counter() - t0:.0f} s, load average at end {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The search-efficiency benchmark's machinery: landscapes, the exact front and its hypervolume
+against brute force, and one end-to-end run through the real engine on the 72-config space."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import bench_search_efficiency as bse  # noqa: E402
+import landscapes  # noqa: E402
+
+QUICK = "studies/spaces/quickstart.yaml"
+
+
+@pytest.fixture(scope="module")
+def quick_table(tmp_path_factory):
+    return bse.enumerate_space(QUICK, list(landscapes.LANDSCAPES), tmp_path_factory.mktemp("cache"))
+
+
+def _brute_front(points: np.ndarray) -> np.ndarray:
+    """Rows no other row dominates (minimisation), by comparing every pair."""
+    keep = []
+    for i, p in enumerate(points):
+        dominated = any(np.all(q <= p) and np.any(q < p) for j, q in enumerate(points) if j != i)
+        if not dominated:
+            keep.append(p)
+    return np.unique(np.asarray(keep), axis=0)
+
+
+def _brute_volume(points: np.ndarray, ref: np.ndarray) -> float:
+    """Hypervolume as the sum of the grid cells (between distinct coordinates) some point dominates."""
+    axes = [np.unique(np.concatenate([points[:, k], [ref[k]]])) for k in range(points.shape[1])]
+    volume = 0.0
+    for cell in itertools.product(*[range(len(a) - 1) for a in axes]):
+        low = np.array([axes[k][i] for k, i in enumerate(cell)])
+        if np.any(np.all(points <= low, axis=1)):
+            volume += float(np.prod([axes[k][i + 1] - axes[k][i] for k, i in enumerate(cell)]))
+    return volume
+
+
+@pytest.mark.parametrize("objectives", [("accuracy", "flops"), ("accuracy", "params", "flops")])
+@pytest.mark.parametrize("landscape", list(landscapes.LANDSCAPES))
+def test_exact_front_and_hypervolume_match_brute_force(quick_table, landscape, objectives):
+    import space
+
+    scenario = bse.Scenario("t", QUICK, objectives, {"flops": 20e6, "params": 1.2e6})
+    exact = bse.exact_front(quick_table, scenario, landscape)
+    # the same numbers from scratch: enumerate, price, score, filter, compare every pair
+    s = space.load_space(REPO / QUICK)
+    rows = []
+    for config in s.enumerate():
+        m = space.complexity(config).as_metrics()
+        if m["flops"] <= 20e6 and m["params"] <= 1.2e6:
+            acc = landscapes.LANDSCAPES[landscape](config)
+            rows.append([-acc if o == "accuracy" else m[o] for o in objectives])
+    points = np.asarray(rows, dtype=float)
+    assert exact.size == 72 and exact.feasible == len(points)
+    ref = points.max(axis=0)
+    np.testing.assert_allclose(exact.reference, ref)
+    np.testing.assert_allclose(np.unique(exact.front, axis=0), _brute_front(points))
+    assert exact.hypervolume == pytest.approx(_brute_volume(points, ref), rel=1e-9)
+    assert exact.hypervolume > 0
+
+
+def test_landscapes_are_deterministic_bounded_and_differ(quick_table):
+    accs = np.stack([quick_table[f"acc:{n}"] for n in landscapes.LANDSCAPES])
+    assert np.all((accs > 0.3) & (accs < 1.0))
+    assert len(np.unique(accs[0])) > 60          # not flat
+    from scipy.stats import spearmanr
+
+    for a, b in itertools.combinations(range(len(accs)), 2):
+        assert spearmanr(accs[a], accs[b])[0] < 0.95     # different shapes, not one rescaled
+    # the same value in a fresh process (the noise is seeded by the config hash, not by Python's)
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import space, landscapes; "
+            "c = next(iter(space.load_space('studies/spaces/quickstart.yaml').enumerate())); "
+            "print(repr([landscapes.LANDSCAPES[n](c) for n in landscapes.LANDSCAPES]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert eval(out.stdout) == list(accs[:, 0])
+
+
+@pytest.mark.parametrize("landscape", list(landscapes.LANDSCAPES))
+def test_landscapes_have_interactions(landscape):
+    """The effect of one decision depends on another (the landscape is not a sum of per-field
+    terms), for the pairs the benchmark is about: depth split, widths, region count, kernels."""
+    import space
+
+    fn = landscapes.LANDSCAPES[landscape]
+    base = space.load_space(REPO / "studies/spaces/xt_t.yaml").sample(seed=3)
+    changes = {"overview_depth": [1, 3], "region_count": [5, 8], "dynamic_kernels": [[9, 7], [13, 7]],
+               "widths": [list(base.widths), [64, 128, 256, 512]]}
+    found = 0
+    for (a, va), (b, vb) in itertools.combinations(changes.items(), 2):
+        def acc(x, y):
+            d = base.to_dict()
+            d[a], d[b] = va[x], vb[y]
+            return fn(type(base).from_dict(d))
+        interaction = (acc(1, 1) - acc(0, 1)) - (acc(1, 0) - acc(0, 0))
+        found += abs(interaction) > 1e-3
+    assert found >= 2, f"{landscape}: fewer than two interacting pairs"
+
+
+def test_summarise_counts_draws_and_hypervolume():
+    """Trained trials are COMPLETE and not reused; rejected draws are counted from the proposer's
+    attribute and from PRUNED infeasible trials; the HV ratio grows with the trained ones."""
+    import optuna
+    from optuna.distributions import IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    scenario = bse.Scenario("t", QUICK, ("accuracy", "flops"), {"flops": 10.0})
+    exact = bse.ExactFront(np.array([-0.0, 10.0]), np.array([[-1.0, 0.0]]), 10.0, 5, 9)
+
+    def trial(state, values=None, **attrs):
+        return create_trial(state=state, values=values, params={"x": 1},
+                            distributions={"x": IntDistribution(0, 2)}, user_attrs=attrs,
+                            system_attrs={"constraints": [5.0]} if attrs.get("infeasible") else {})
+
+    trials = [trial(TrialState.COMPLETE, [0.5, 5.0], rejected_draws={"flops": 2}),
+              trial(TrialState.PRUNED, infeasible=True),
+              trial(TrialState.COMPLETE, [0.5, 5.0], reused_from=0),
+              trial(TrialState.COMPLETE, [1.0, 0.0])]
+    for number, t in enumerate(trials):
+        t.number = number
+    r = bse.summarise(trials, scenario, exact, wall_s=1.0)
+    assert r["trained"] == 2 and r["repeats"] == 1 and r["infeasible_trials"] == 1
+    assert r["repeats_over_budget"] == 0
+    assert r["rejected_draws"] == 2 and r["draws"] == 6 and r["over_budget"] == 3
+    assert r["reasons"] == {"rejected:flops": 2, "trial:flops": 1}
+    assert r["hv_ratio"] == pytest.approx([0.25, 1.0])
+    assert optuna  # imported for create_trial's types
+
+
+def test_benchmark_runs_through_the_engine_and_resumes(tmp_path, capsys):
+    results = tmp_path / "results.jsonl"
+    argv = ["--scenarios", "quickstart", "--landscapes", "bottleneck", "--strategies", "default",
+            "--seeds", "1", "--trials", "12", "--results", str(results), "--cache-dir", str(tmp_path),
+            "--workdir", str(tmp_path)]
+    bse.main(argv)
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["strategy"] for r in rows] == ["default", "random"]   # random beside every strategy
+    for r in rows:
+        assert r["trained"] == 12 == len(r["hv_ratio"])
+        new_over_budget = r["infeasible_trials"] - r["repeats_over_budget"]
+        assert r["trials"] == r["trained"] + new_over_budget + r["repeats"]
+        assert r["infeasible_trials"] > 0 and set(r["reasons"]) <= {"trial:flops", "trial:params"}
+        ratio = np.asarray(r["hv_ratio"])
+        assert np.all(np.diff(ratio) >= -1e-12) and 0 < ratio[-1] <= 1 + 1e-9
+    out = capsys.readouterr().out
+    assert "| default | 1 |" in out and "| random | 1 |" in out
+    bse.main(argv)                                   # everything is in the results file already
+    assert len(results.read_text().splitlines()) == 2
