@@ -70,9 +70,11 @@ def enqueue(spec, run_dir: Path, params_list: list[dict]) -> None:
                                 directions=spec.directions, load_if_exists=True)
     if not study.metric_names:
         study.set_metric_names(list(spec.objectives))
-    given = len(study.get_trials(deepcopy=False))
-    for params in params_list[given:]:
-        study.enqueue_trial(params, skip_if_exists=False)
+    # by params, not by count: an interrupted trial is re-queued by the engine as a new trial
+    given = {json.dumps(t.params, sort_keys=True) for t in study.get_trials(deepcopy=False)}
+    for params in params_list:
+        if json.dumps(params, sort_keys=True) not in given:
+            study.enqueue_trial(params, skip_if_exists=False)
 
 
 def run_to(spec, run_dir: Path, target: int) -> None:
