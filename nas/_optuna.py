@@ -12,6 +12,9 @@ each behaviour relied on).
 - `resume_trial(study, frozen)`: a `Trial` handle on a RUNNING trial another (dead) driver asked,
   so this driver can set its attributes and tell it; `optuna.Trial(study, trial_id)` is public,
   but the id it needs is private (`FrozenTrial._trial_id`).
+- `create_running_trial(study, ...)`: a new RUNNING trial that holds its params and attributes
+  from the start, in one storage write (`study.ask()` writes each param and attribute apart); the
+  proposer (nas.search.proposals) has chosen the params already.
 - `write_constraints(study, trial, values)`: constraints as the list `system_attrs["constraints"]`,
   the one place both readers look: Optuna 5's samplers read it (as constraints named '0', '1', ...)
   and optuna-dashboard (0.21 and later) reads *only* it to grey out infeasible trials. Optuna 5
@@ -51,6 +54,24 @@ def trial_by_number(study: optuna.Study, number: int) -> FrozenTrial:
 def resume_trial(study: optuna.Study, frozen: FrozenTrial) -> optuna.Trial:
     """A live handle on a stored RUNNING trial (left by a dead driver): set attrs on it, tell it."""
     return optuna.Trial(study, frozen._trial_id)
+
+
+def create_running_trial(study: optuna.Study, params: dict, distributions: dict, *,
+                         user_attrs: dict | None = None, system_attrs: dict | None = None) -> optuna.Trial:
+    """A new RUNNING trial of `study` with these params (each in its distribution) and attributes.
+
+    The study's sampler still sees `before_trial` (Optuna's `Trial` calls it); `suggest_*` of a
+    param it holds returns the stored value without writing.
+    """
+    import datetime
+
+    template = FrozenTrial(number=-1, state=optuna.trial.TrialState.RUNNING, value=None,
+                           datetime_start=datetime.datetime.now(), datetime_complete=None,
+                           params=dict(params), distributions=dict(distributions),
+                           user_attrs=dict(user_attrs or {}), system_attrs=dict(system_attrs or {}),
+                           intermediate_values={}, trial_id=-1)
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+    return optuna.Trial(study, trial_id)
 
 
 def write_constraints(study: optuna.Study, trial: optuna.Trial, values: Sequence[float]) -> None:

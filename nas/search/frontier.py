@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 from .proposals import (EXACT_METRICS, INVALID_REASON, MAX_UNIFORM_DRAWS, Pricer, Proposal,
                         ProposalError, count)
 
-DEFAULTS = {"n_startup": 10, "candidates": 48, "pool": 512, "explore": 0.0}
+DEFAULTS = {"n_startup": 10, "candidates": 24, "pool": 256, "explore": 0.0}
 _MISSING = object()
 
 

@@ -39,6 +39,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
@@ -48,7 +49,8 @@ REJECTED_ATTR = "rejected_draws"         # user attr of a trial: {reason: draws 
 SHADOW_REJECTED_KEY = "nas:rejected"     # system attr of a shadow trial that never reached the study
 # budget -> the reason a draw over it is rejected for
 REASONS = {"flops": "flops", "flops_paper": "flops", "params": "params", "memory_mb": "memory"}
-LATENCY_REASON = "latency_predicted"
+LATENCY_REASON = "latency_predicted"    # the latency model is sure it is over the budget
+STORED_LATENCY_REASON = "latency_stored"   # measured over it on this device by an earlier study
 INVALID_REASON = "invalid"               # the space's rules refused the combination drawn
 EXACT_METRICS = tuple(REASONS)           # metrics known exactly before training
 # how each sampler's shadow is told a rejected draw (the module docstring says why)
@@ -82,8 +84,10 @@ class Pricer:
 
     Args:
         budgets: {metric: budget} in the study's order (the order constraints are stored in).
-        latency_screen: `config -> predicted latency (ms)` when the latency model is sure the
-            config is over the latency budget (prediction less its margin above it), else None.
+        latency_screen: `config -> (reason, latency ms)` when the config is known to be over the
+            latency budget before it is measured: `latency_predicted` (the latency model's
+            prediction less its margin is above it) or `latency_stored` (a latency measured on
+            this device by an earlier study); else None.
     """
 
     def __init__(self, budgets: dict[str, float], latency_screen: Callable | None = None):
@@ -110,10 +114,10 @@ class Pricer:
             if excess > 0:
                 return REASONS[name], known, metrics
         if self.latency_screen is not None and "latency_ms" in self.budgets:
-            predicted = self.latency_screen(config)
-            if predicted is not None and predicted > self.budgets["latency_ms"]:
-                known["latency_ms"] = float(predicted) - self.budgets["latency_ms"]
-                return LATENCY_REASON, known, metrics
+            found = self.latency_screen(config)
+            if found is not None and found[1] > self.budgets["latency_ms"]:
+                known["latency_ms"] = float(found[1]) - self.budgets["latency_ms"]
+                return found[0], known, metrics
         return None, known, metrics
 
     def constraint_attrs(self, known: dict[str, float], named: bool) -> dict[str, Any]:
@@ -369,7 +373,7 @@ class ProposalSampler(BaseSampler):
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._current = None
-        if "fixed_params" in trial.system_attrs:     # a queued trial: its params are set
+        if "fixed_params" in trial.system_attrs or trial.params:   # queued, or created with params
             return
         proposal = self.proposer.propose(study)
         self._current = self.last = proposal
@@ -390,6 +394,42 @@ class ProposalSampler(BaseSampler):
 
     def after_trial(self, study, trial, state, values) -> None:
         pass
+
+
+class Proposals:
+    """What the driver asks for a new trial: `ask(study)` creates it with the params the proposer
+    drew within the budgets, `rejected_draws` and its generation, in one storage write; `sampler`
+    is the study's sampler, so a plain `study.ask()` (a queued trial) goes through it too."""
+
+    def __init__(self, proposer):
+        self.proposer = proposer
+        self.sampler = ProposalSampler(proposer)
+
+    def ask(self, study: optuna.Study) -> optuna.Trial:
+        """A new RUNNING trial within every budget.
+
+        Raises:
+            ProposalError: no config within the budgets could be drawn.
+        """
+        from nas import _optuna
+
+        proposal = self.proposer.propose(study)
+        trial = _optuna.create_running_trial(study, proposal.params, proposal.distributions,
+                                             user_attrs={REJECTED_ATTR: dict(proposal.rejected)},
+                                             system_attrs=proposal.system_attrs)
+        self.proposer.bind(trial.number, proposal)
+        self.sampler.last = proposal
+        return trial
+
+
+def for_study(spec, n_stored: int, budgets: dict[str, float], *, latency_screen=None,
+              named_constraints: bool = False) -> Proposals:
+    """The proposals of a study file's `sampler`, seeded from (seed, stored trials) so a resumed
+    study never replays. `budgets`: {metric: budget} in the order the study stores them."""
+    seed = int(np.random.SeedSequence([spec.seed & 0xFFFFFFFF, n_stored]).generate_state(1)[0] >> 1)
+    return Proposals(make_proposer(spec.space, spec.sampler_name, dict(spec.sampler_options), seed,
+                                   spec.directions, spec.objectives, budgets,
+                                   latency_screen=latency_screen, named_constraints=named_constraints))
 
 
 def make_proposer(space, sampler_name: str, options: dict, seed: int, directions: Sequence[str],

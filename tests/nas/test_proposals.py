@@ -9,8 +9,9 @@ from optuna.trial import TrialState
 
 import space
 from nas.search.frontier import DecisionTrial
-from nas.search.proposals import (REJECTED_ATTR, SHADOW_REJECTED_KEY, ProposalSampler,
+from nas.search.proposals import (REJECTED_ATTR, SHADOW_REJECTED_KEY, Proposals, ProposalSampler,
                                   ShadowProposer, describe_rejected, make_proposer)
+from nas.study import default_sampler
 from nas_testing import REPO
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -31,7 +32,10 @@ def accuracy(config) -> float:
 
 
 def new_study(sampler: str, seed: int = 0, storage=None, name: str = "s"):
-    proposer = make_proposer(SPACE, sampler, SAMPLERS[sampler], seed, DIRECTIONS, OBJECTIVES, BUDGETS)
+    options = SAMPLERS.get(sampler, {})
+    if sampler == "default":     # what a study file without `sampler` gets
+        sampler, options = default_sampler(len(OBJECTIVES), 14)
+    proposer = make_proposer(SPACE, sampler, options, seed, DIRECTIONS, OBJECTIVES, BUDGETS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         study = optuna.create_study(directions=DIRECTIONS, sampler=ProposalSampler(proposer),
@@ -53,7 +57,7 @@ def run_trials(study, n: int) -> list:
     return configs
 
 
-@pytest.mark.parametrize("sampler", list(SAMPLERS))
+@pytest.mark.parametrize("sampler", list(SAMPLERS) + ["default"])
 def test_no_trial_is_created_over_an_exact_budget(sampler):
     study, _ = new_study(sampler)
     configs = run_trials(study, 14)
@@ -162,3 +166,17 @@ def test_the_summary_gives_the_share_of_draws_rejected_per_reason():
     line = describe_rejected(trials)
     assert line == "draws rejected before training: 4 of 7 (57.1%): flops 42.9%, params 14.3%"
     assert describe_rejected([optuna.trial.create_trial(state=TrialState.COMPLETE, values=[1.0])]) is None
+
+
+def test_the_drivers_ask_creates_a_trial_holding_its_params_and_draws():
+    proposer = make_proposer(SPACE, "tpe", {}, 0, DIRECTIONS, OBJECTIVES, BUDGETS)
+    proposals = Proposals(proposer)
+    study = optuna.create_study(directions=DIRECTIONS, sampler=proposals.sampler)
+    for _ in range(6):
+        trial = proposals.ask(study)
+        stored = study._storage.get_trial(trial._trial_id)
+        assert stored.params and REJECTED_ATTR in stored.user_attrs      # one write holds both
+        config = SPACE.suggest(trial)
+        assert config.config_hash() == proposals.sampler.last.config.config_hash()
+        assert space.is_feasible(config, BUDGETS)
+        study.tell(trial, [accuracy(config), space.complexity(config).flops])
