@@ -65,11 +65,11 @@ class Scenario:
 
 SCENARIOS = {
     # the study: xt_t, [accuracy, params], FLOPs budget 4 GMACs
-    "params@flops4G": Scenario("params@flops4G", "studies/spaces/xt_t.yaml", ("accuracy", "params"),
+    "params-flops4G": Scenario("params-flops4G", "studies/spaces/xt_t.yaml", ("accuracy", "params"),
                                {"flops": 4e9}),
-    "flops@params25M": Scenario("flops@params25M", "studies/spaces/xt_t.yaml", ("accuracy", "flops"),
+    "flops-params25M": Scenario("flops-params25M", "studies/spaces/xt_t.yaml", ("accuracy", "flops"),
                                 {"params": 25e6}),
-    "3obj@flops5G": Scenario("3obj@flops5G", "studies/spaces/xt_t.yaml",
+    "3obj-flops5G": Scenario("3obj-flops5G", "studies/spaces/xt_t.yaml",
                              ("accuracy", "params", "flops"), {"flops": 5e9}),
     # 72 configs: the smoke run and the test
     "quickstart": Scenario("quickstart", "studies/spaces/quickstart.yaml", ("accuracy", "flops"),
@@ -429,7 +429,7 @@ def _run_studies(args, results: Path, done: dict, strategies: list, fvcore_off: 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenarios", nargs="+", default=["params@flops4G", "flops@params25M"],
+    ap.add_argument("--scenarios", nargs="+", default=["params-flops4G", "flops-params25M"],
                     choices=sorted(SCENARIOS))
     ap.add_argument("--landscapes", nargs="+", default=list(landscapes.LANDSCAPES),
                     help="names in benchmarks/landscapes.py or module:attribute")

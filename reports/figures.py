@@ -9,6 +9,7 @@ Pareto points are never down-sampled; every trial with the coordinates is drawn.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import textwrap
 from dataclasses import dataclass
@@ -308,6 +309,91 @@ def pareto_3d(sd: StudyData, hover: pd.Series) -> Figure | None:
 
 
 # ------------------------------------------------------------------------------- hypervolume
+REJECTED_WINDOW = 25   # draws in the moving share of rejected draws
+
+
+def _reason_counts(value) -> dict:
+    """A trial's `rejected_draws` ({reason: count}; a JSON string in the frame) as a dict."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): int(v) for k, v in value.items() if isinstance(v, (int, float)) and v > 0}
+
+
+def rejected_draws(sd: StudyData) -> pd.DataFrame:
+    """Per trial (by number): the draws made up to it and the draws rejected for a budget.
+
+    A draw is a config the search proposed. Studies with the proposer record on each trial the
+    draws rejected before it (user attr `rejected_draws`, {reason: count}); in older studies a
+    config over a budget became a PRUNED `infeasible` trial: one rejected draw, for the first
+    budget (in the study's order) it breaks. Columns: number, draws and rejected (cumulative),
+    reasons (this trial's {reason: count}).
+    """
+    df = sd.trials.sort_values("number")
+    budgets = [f"constraint_{b}" for b in sd.constraints if f"constraint_{b}" in df.columns]
+    rows, draws, rejected = [], 0, 0
+    for r in df.to_dict("records"):
+        reasons = _reason_counts(r.get("rejected_draws"))
+        draws += sum(reasons.values()) + 1          # the draws rejected before it, then its own
+        if r.get("infeasible") is True and r.get("state") == "PRUNED":
+            broken = [c[len("constraint_"):] for c in budgets if (_num(r.get(c)) or 0) > 0]
+            reason = _REASON_OF_BUDGET.get(broken[0], broken[0]) if broken else "over budget"
+            reasons[reason] = reasons.get(reason, 0) + 1
+        rejected += sum(reasons.values())
+        rows.append({"number": int(r["number"]), "draws": draws, "rejected": rejected, "reasons": reasons})
+    return pd.DataFrame(rows, columns=["number", "draws", "rejected", "reasons"])
+
+
+# budget -> reason, as the proposer names them (nas.search.proposals.REASONS)
+_REASON_OF_BUDGET = {"flops_paper": "flops", "memory_mb": "memory"}
+
+
+def _num(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _rejected_traces(sd: StudyData) -> tuple[list[go.Scatter], str]:
+    """The lower panel (share of draws rejected, overall and over the last draws) and its caption."""
+    rd = rejected_draws(sd)
+    if rd.empty:
+        return [], ""
+    share = rd["rejected"] / rd["draws"].clip(lower=1)
+    # over the last REJECTED_WINDOW draws (or fewer at the start)
+    window = []
+    for i in range(len(rd)):
+        lo = np.searchsorted(rd["draws"].to_numpy(), rd["draws"].iloc[i] - REJECTED_WINDOW, side="right")
+        d0, r0 = (rd["draws"].iloc[lo - 1], rd["rejected"].iloc[lo - 1]) if lo > 0 else (0, 0)
+        window.append((rd["rejected"].iloc[i] - r0) / max(1, rd["draws"].iloc[i] - d0))
+    totals: dict[str, float] = {}
+    for reasons in rd["reasons"]:
+        for k, v in reasons.items():
+            totals[k] = totals.get(k, 0) + v
+    traces = [
+        go.Scatter(x=rd["number"], y=share, mode="lines", name="rejected draws, all so far",
+                   line=dict(color="#E45756", width=2, shape="hv"),
+                   hovertemplate="up to trial %{x}: %{y:.1%} of draws rejected<extra></extra>"),
+        go.Scatter(x=rd["number"], y=window, mode="lines", name=f"rejected, last {REJECTED_WINDOW} draws",
+                   line=dict(color="#E45756", width=1, dash="dot", shape="hv"),
+                   hovertemplate="trial %{x}: %{y:.1%} of the last draws rejected<extra></extra>")]
+    total = int(rd["draws"].iloc[-1])
+    by_reason = ", ".join(f"{k} {v:.0f}" for k, v in sorted(totals.items(), key=lambda kv: -kv[1]))
+    caption = (f"Lower panel: share of the search's draws rejected for a budget, {int(rd['rejected'].iloc[-1])} "
+               f"of {total} draws ({rd['rejected'].iloc[-1] / max(1, total):.1%})"
+               + (f"; by budget: {by_reason}" if by_reason else "") + ". A draw is a config the sampler "
+               "proposed: one rejected before a trial was created (recorded on the trial that followed, "
+               "`rejected_draws`), or, in studies written before that, a trial PRUNED over a budget "
+               "before training.")
+    return traces, caption
+
+
 def hypervolume_figure(sd: StudyData) -> Figure | Note:
     key, title = "hypervolume", "Hypervolume history"
     df = sd.trials
@@ -320,7 +406,7 @@ def hypervolume_figure(sd: StudyData) -> Figure | Note:
     feas = df[(df["category"] == "feasible")].dropna(subset=names)
     if len(feas) < 2:
         return Note(key, title, "Fewer than two feasible complete trials: no hypervolume yet.")
-    order = feas.sort_values("datetime_complete" if feas["datetime_complete"].notna().all() else "number")
+    order = feas.sort_values("number")
     signs = np.array([o.sign for o in sd.objectives])
     y = order[names].to_numpy(dtype=float) * signs
     lo, hi = y.min(axis=0), y.max(axis=0)
@@ -331,18 +417,43 @@ def hypervolume_figure(sd: StudyData) -> Figure | Note:
     v = views(sd)
     ref_raw = (lo + 1.1 * span) * signs
     ref_text = ", ".join(f"{v[n].short} {format(r * v[n].scale, v[n].fmt)}" for n, r in zip(names, ref_raw))
-    fig = go.Figure(go.Scatter(x=order["number"], y=hv, mode="lines+markers", line=dict(shape="hv", width=2,
-                                                                                      color="#4C78A8"),
-                               marker=dict(size=4), name="hypervolume",
-                               hovertemplate="after trial %{x}: %{y:.4f}<extra></extra>"))
-    fig.update_xaxes(title_text="trial number (feasible complete trials, in completion order)")
-    fig.update_yaxes(title_text=f"hypervolume (normalised; max {1.1 ** len(names):.3f})", rangemode="tozero")
-    _layout(fig, height=380)
-    caption = (f"Exact {len(names)}-D hypervolume of the feasible Pareto front after each feasible complete "
-               "trial (presets excluded). Objectives in minimisation form, each scaled to [0, 1] by the "
-               "best and worst feasible complete trial; reference point 1.1 in every objective, i.e. the "
-               f"worst value plus 10% of the range: {ref_text}.")
-    return Figure(key, title, fig, caption, 380)
+    # the value after every trial (it changes only at feasible complete ones), up to the last trial
+    numbers = df["number"].sort_values().to_numpy()
+    at = np.searchsorted(order["number"].to_numpy(), numbers, side="right") - 1
+    curve = np.where(at >= 0, hv[np.maximum(at, 0)], 0.0)
+    rejected, rejected_caption = _rejected_traces(sd)
+    fig = _with_lower_panel(bool(rejected))
+    fig.add_trace(go.Scatter(x=numbers, y=curve, mode="lines", line=dict(shape="hv", width=2, color="#4C78A8"),
+                             name="hypervolume", hovertemplate="after trial %{x}: %{y:.4f}<extra></extra>"),
+                  row=1, col=1)
+    fig.add_trace(go.Scatter(x=order["number"], y=hv, mode="markers", marker=dict(size=4, color="#4C78A8"),
+                             name="feasible complete trial", showlegend=False,
+                             hovertemplate="trial %{x}: %{y:.4f}<extra></extra>"), row=1, col=1)
+    for trace in rejected:
+        fig.add_trace(trace, row=2, col=1)
+    fig.update_yaxes(title_text=f"hypervolume (normalised; max {1.1 ** len(names):.3f})", rangemode="tozero",
+                     row=1, col=1)
+    if rejected:
+        fig.update_yaxes(title_text="draws rejected", tickformat=".0%", range=[0, 1], row=2, col=1)
+    fig.update_xaxes(title_text="trial number", row=2 if rejected else 1, col=1)
+    height = 520 if rejected else 380
+    _layout(fig, height=height)
+    caption = (f"Exact {len(names)}-D hypervolume of the feasible Pareto front of the trials numbered up to "
+               "each trial (presets excluded): a curve that has stopped rising says the study has converged "
+               "for its budget of trials. Objectives in minimisation form, each scaled to [0, 1] by the best "
+               "and worst feasible complete trial; a fixed reference point 1.1 in every objective, i.e. the "
+               f"worst value plus 10% of the range: {ref_text}. The exact front of the space is not known "
+               "(accuracy is only known for trained configs), so this is not a share of it. "
+               + rejected_caption)
+    return Figure(key, title, fig, caption, height)
+
+
+def _with_lower_panel(lower: bool) -> go.Figure:
+    from plotly.subplots import make_subplots
+
+    if not lower:
+        return make_subplots(rows=1, cols=1)
+    return make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.06)
 
 
 def _best_so_far(sd: StudyData) -> Figure | Note:
