@@ -16,8 +16,14 @@ the two seeds' finals. Zero-cost signals are compared with each seed's final (av
         --dataset digits --n 20 --epochs 4 --rungs 1 2 --resolution 32 --short-schedule 1 \\
         --out docs/proxy-fidelity.md
 
-`--dataset digits` writes scikit-learn's digits as an ImageFolder (nas.sample_sets); any other
-value is a `dataset:` mapping in YAML/JSON, e.g. '{kind: imagefolder, path: /data/pets}'.
+  (d) optionally (--supernet-epochs N or --supernet DIR, issue 19) the weights each architecture
+      inherits from a supernet trained once on the same training images (nas.supernet): validation
+      accuracy and loss with batch norm re-estimated per sub-network and with the inherited
+      statistics, and the seconds that scoring takes against a rung-1 epoch.
+
+`--dataset digits` writes scikit-learn's digits as an ImageFolder (nas.sample_sets),
+`--dataset photo-patches` the patches of its two sample photos; any other value is a `dataset:`
+mapping in YAML/JSON, e.g. '{kind: imagefolder, path: /data/pets}'.
 Results are appended to `--work/results.jsonl` as they come, so an interrupted run continues.
 """
 
@@ -57,9 +63,13 @@ def resolve_dataset(text: str, work: Path) -> dict:
         from nas.sample_sets import write_digits
 
         return {"kind": "imagefolder", "path": str(write_digits(work / "digits"))}
+    if text == "photo-patches":
+        from nas.sample_sets import write_photo_patches
+
+        return {"kind": "imagefolder", "path": str(write_photo_patches(work / "photo-patches"))}
     value = yaml.safe_load(text)
     if not isinstance(value, dict):
-        raise SystemExit(f"--dataset {text!r}: 'digits' or a dataset mapping")
+        raise SystemExit(f"--dataset {text!r}: 'digits', 'photo-patches' or a dataset mapping")
     return value
 
 
@@ -81,6 +91,27 @@ class Results:
         self.rows[(row["hash"], row["job"])] = row
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+def import_finals(path: Path, configs, args, results: Results) -> int:
+    """Take the stand-alone trainings of an earlier run from its markdown (the per-architecture
+    table `write_markdown` writes: accuracy per epoch, seed A / seed B) instead of training again.
+    Sound because training is deterministic per seed (docs/proxy-fidelity.md: a re-run gave every
+    row identical); the rows hold the accuracies only, so the loss rows are left out. Returns the
+    number of (architecture, seed) trainings imported."""
+    by_summary = {c.summary().replace("|", "/"): c for c in configs}
+    count = 0
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 5 or cells[0] not in by_summary:
+            continue
+        chash = by_summary[cells[0]].config_hash()
+        for seed, text in zip(args.seeds, cells[3:5]):
+            if not results.get(chash, f"train/{seed}"):
+                results.put({"hash": chash, "job": f"train/{seed}", "history": [float(v) for v in text.split()],
+                             "source": f"{path} (imported)"})
+                count += 1
+    return count
 
 
 def run_jobs(configs, args, dataset: dict, results: Results, work: Path) -> None:
@@ -121,6 +152,132 @@ def run_jobs(configs, args, dataset: dict, results: Results, work: Path) -> None
                   flush=True)
 
 
+def train_or_find_supernet(args, dataset: dict, work: Path) -> Path | None:
+    """The supernet the supernet rows use: --supernet DIR, or one trained (resumably) under
+    `work` on the same data set, resolution and train settings as the stand-alone runs."""
+    if args.supernet:
+        return Path(args.supernet)
+    if not args.supernet_epochs:
+        return None
+    from nas.supernet.train import TRAIN_KEYS, train_supernet
+
+    out = work / f"supernet-{args.supernet_rule}-e{args.supernet_epochs}"
+    settings = {k: v for k, v in args.train_settings.items() if k in TRAIN_KEYS}
+    settings.update(args.supernet_settings)
+    print(f"training the supernet into {out} ({args.supernet_epochs} epochs, {args.supernet_rule})", flush=True)
+    card = train_supernet(args.space, dataset, out, epochs=args.supernet_epochs, seed=args.seeds[0],
+                          rule=args.supernet_rule, random_subnets=args.supernet_random,
+                          max_first_epochs=args.supernet_max_first, train_settings=settings,
+                          resolution=args.resolution, threads=args.threads,
+                          command="bench_proxy_fidelity.py " + " ".join(sys.argv[1:]),
+                          on_epoch=lambda e: print(f"supernet epoch {e['epoch']}/{e['epochs']}: "
+                                                   f"{json.dumps(e)}", flush=True))
+    print(f"supernet trained: {card['wall_s'] / 60:.1f} min", flush=True)
+    return out
+
+
+def run_supernet_jobs(configs, args, dataset: dict, results: Results, supernet: Path) -> None:
+    """Per architecture: inherited-weight accuracy / loss with and without BN re-estimation."""
+    from nas.evaluators import get_evaluator
+
+    common = {"weights": str(supernet), "dataset": dataset, "resolution": args.resolution,
+              "batch_size": args.supernet_bn_batch}
+    with_bn = get_evaluator("supernet", dict(common, bn_recalibration_batches=args.supernet_bn_batches))
+    inherited = get_evaluator("supernet", dict(common, bn_recalibration_batches=0))
+    job = supernet_job(supernet)
+    with_bn.evaluate(configs[0], seed=0)   # load the supernet and the data once, outside the timings
+    epoch1 = get_evaluator("train", dict(args.train_settings, dataset=dataset, epochs=args.epochs,
+                                         save_weights=False, resolution=args.resolution))
+    for i, config in enumerate(configs):
+        chash = config.config_hash()
+        if not results.get(chash, job):
+            c0 = time.process_time()
+            a = with_bn.evaluate(config, seed=0)
+            c1 = time.process_time()
+            b = inherited.evaluate(config, seed=0)
+            row = {"accuracy": a["score"], "val_loss": a["val_loss"][-1], "wall_s": round(a["wall_s"], 3),
+                   "cpu_s": round(c1 - c0, 3), "inherited_accuracy": b["score"],
+                   "inherited_val_loss": b["val_loss"][-1], "inherited_wall_s": round(b["wall_s"], 3),
+                   "hash": chash, "job": job}
+            results.put(row)
+            print(f"[{i + 1}/{len(configs)}] {chash[:10]} {job} {row['wall_s']:6.2f} s acc {row['accuracy']:.3f} "
+                  f"loss {row['val_loss']:.3f} | inherited BN acc {row['inherited_accuracy']:.3f}", flush=True)
+        name = f"epoch1/{args.seeds[0]}"
+        if i < args.supernet_cost_archs and not results.get(chash, name):
+            # the rung-1 epoch of the same architecture, timed right after its scoring (same load)
+            c0, t0 = time.process_time(), time.perf_counter()
+            epoch1.evaluate(config, budget_epochs=1, seed=args.seeds[0], workdir=str(supernet))
+            results.put({"hash": chash, "job": name, "wall_s": round(time.perf_counter() - t0, 3),
+                         "cpu_s": round(time.process_time() - c0, 3)})
+            print(f"[{i + 1}/{len(configs)}] {chash[:10]} {name} {time.perf_counter() - t0:6.2f} s", flush=True)
+
+
+def supernet_job(supernet: Path) -> str:
+    return f"supernet:{Path(supernet).name}"
+
+
+def supernet_rows(configs, args, results: Results, fixed) -> list[tuple]:
+    """Correlation rows of the supernet signals (compared like the zero-cost ones: no seed)."""
+    import numpy as np
+
+    if not args.supernet_dir:
+        return []
+    job = supernet_job(args.supernet_dir)
+    rows_by_hash = [results.get(c.config_hash(), job) for c in configs]
+    if any(r is None for r in rows_by_hash):
+        return []
+    out = []
+    for key, label in (("accuracy", "supernet accuracy, BN re-estimated"),
+                       ("val_loss", "minus supernet validation loss, BN re-estimated"),
+                       ("inherited_accuracy", "supernet accuracy, inherited BN statistics"),
+                       ("inherited_val_loss", "minus supernet validation loss, inherited BN statistics")):
+        sign = -1.0 if "loss" in key else 1.0
+        out.append((f"{label} ({job})", *fixed([sign * r[key] for r in rows_by_hash])))
+    return out
+
+
+def supernet_summary(configs, args, results: Results) -> dict | None:
+    """Cost per architecture against a rung-1 epoch; the supernet's training in
+    architecture-trainings; where its ranking errs (mean |rank difference| by group)."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    if not args.supernet_dir:
+        return None
+    job = supernet_job(args.supernet_dir)
+    rows = [results.get(c.config_hash(), job) for c in configs]
+    if any(r is None for r in rows):
+        return None
+    trains = [results.get(c.config_hash(), f"train/{s}") for c in configs for s in args.seeds]
+    paired = [(results.get(c.config_hash(), f"epoch1/{args.seeds[0]}"), r) for c, r in zip(configs, rows)]
+    paired = [(e, r) for e, r in paired if e and "cpu_s" in r]
+    if paired:   # the rung-1 epoch timed beside each scoring (same load): wall and CPU seconds
+        epoch_s = float(np.median([e["wall_s"] for e, _ in paired]))
+        score_s = float(np.median([r["wall_s"] for _, r in paired]))
+        cpu_ratio = float(np.median([e["cpu_s"] / r["cpu_s"] for e, r in paired]))
+    else:
+        epoch_s = float(np.mean([t["wall_s"] for t in trains])) / args.epochs
+        score_s, cpu_ratio = float(np.median([r["wall_s"] for r in rows])), float("nan")
+    full_s = epoch_s * args.epochs
+    card = json.loads((Path(args.supernet_dir) / "card.json").read_text())
+    mean_final = np.array([np.mean([results.get(c.config_hash(), f"train/{s}")["history"][-1]
+                                    for s in args.seeds]) for c in configs])
+    rank_error = np.abs(rankdata(-np.array([r["val_loss"] for r in rows])) - rankdata(mean_final))
+    groups = {}
+    for c, err in zip(configs, rank_error):
+        for name, value in (("stage-1 width", c.widths[0]), ("region count", c.region_count),
+                            ("Focus stage-3 depth", c.focus_depths[0]), ("Base stage-3 depth", c.base_depths[2])):
+            groups.setdefault((name, value), []).append(float(err))
+    return {"score_s": score_s, "inherited_score_s": float(np.median([r["inherited_wall_s"] for r in rows])),
+            "epoch_s": epoch_s, "full_s": full_s, "speedup_vs_epoch": epoch_s / score_s,
+            "cpu_speedup_vs_epoch": cpu_ratio, "paired": len(paired),
+            "supernet_wall_s": card["wall_s"], "supernet_epochs": card["epochs_done"],
+            "training_equivalent": card["wall_s"] / full_s, "card": card,
+            "training_equivalent_cpu": (card.get("cpu_s", float("nan")) / (args.epochs * float(np.median(
+                [e["cpu_s"] for e, _ in paired])))) if paired else float("nan"),
+            "rank_error": {f"{k[0]} {k[1]}": (float(np.mean(v)), len(v)) for k, v in sorted(groups.items())}}
+
+
 def correlations(configs, args, results: Results) -> tuple[list[tuple], dict]:
     """Rows (signal, rho, tau, rho vs mean final) and summary numbers."""
     import numpy as np
@@ -155,12 +312,15 @@ def correlations(configs, args, results: Results) -> tuple[list[tuple], dict]:
         if r < args.epochs:
             rows.append((f"rung {r} of {args.epochs} epochs (full-budget schedule)", *pair(
                 lambda s, r=r: np.array([results.get(h, f"train/{s}")["history"][r - 1] for h in hashes]))))
+    def have(key: str) -> bool:   # rows imported with --finals-from hold the accuracies only
+        return all(key in results.get(h, f"train/{s}") for h in hashes for s in (s0, s1))
+
     for r in args.rungs:
-        if r < args.epochs:
+        if r < args.epochs and have("train_loss"):
             rows.append((f"minus training loss of epoch {r} (full-budget schedule)", *pair(
                 lambda s, r=r: -np.array([results.get(h, f"train/{s}")["train_loss"][r - 1] for h in hashes]))))
     for r in args.rungs:
-        if r < args.epochs and all("val_loss" in results.get(h, f"train/{s}") for h in hashes for s in (s0, s1)):
+        if r < args.epochs and have("val_loss"):
             rows.append((f"minus validation loss at rung {r} (full-budget schedule)", *pair(
                 lambda s, r=r: -np.array([results.get(h, f"train/{s}")["val_loss"][r - 1] for h in hashes]))))
     for r in args.short_schedule:
@@ -169,10 +329,13 @@ def correlations(configs, args, results: Results) -> tuple[list[tuple], dict]:
         rows.append((f"{r}-epoch run, own schedule (seed {args.seeds[0]} vs seed {s1}'s final)",
                      float(spearmanr(x, other).statistic), float(kendalltau(x, other).statistic),
                      float(spearmanr(x, mean_final).statistic)))
+    rows += supernet_rows(configs, args, results, fixed)
     for p in PROXIES:
-        rows.append((p, *fixed([results.get(h, p)["score"] for h in hashes])))
-    rows.append(("params", *fixed([results.get(h, "cost")["params"] for h in hashes])))
-    rows.append(("multiply-adds (fvcore convention)", *fixed([results.get(h, "cost")["flops"] for h in hashes])))
+        if all(results.get(h, p) for h in hashes):
+            rows.append((p, *fixed([results.get(h, p)["score"] for h in hashes])))
+    if all("flops" in (results.get(h, "cost") or {}) for h in hashes):
+        rows.append(("params", *fixed([results.get(h, "cost")["params"] for h in hashes])))
+        rows.append(("multiply-adds (fvcore convention)", *fixed([results.get(h, "cost")["flops"] for h in hashes])))
     summary = {"final_mean": float(mean_final.mean()), "final_min": float(mean_final.min()),
                "final_max": float(mean_final.max()),
                "seed_gap": float(np.abs(final[s0] - final[s1]).mean())}
@@ -214,10 +377,37 @@ def write_markdown(path: Path, rows, summary, args, dataset, command: str, load:
     for c in configs:
         h = c.config_hash()
         hist = lambda s: " ".join(f"{a:.3f}" for a in results.get(h, f"train/{s}")["history"])  # noqa: E731
-        lines.append(f"| {c.summary().replace('|', '/')} | {results.get(h, 'cost')['params']} | "
-                     f"{results.get(h, 'synflow')['score']:.3g} | {hist(s0)} | {hist(s1)} |")
+        synflow = (results.get(h, "synflow") or {}).get("score")
+        lines.append(f"| {c.summary().replace('|', '/')} | {(results.get(h, 'cost') or {}).get('params', '-')} | "
+                     f"{'-' if synflow is None else format(synflow, '.3g')} | {hist(s0)} | {hist(s1)} |")
+    lines += supernet_lines(summary.get("supernet"))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
+
+
+def supernet_lines(sn: dict | None) -> list[str]:
+    """The supernet's cost and where its ranking errs, as markdown."""
+    if not sn:
+        return []
+    card = sn["card"]
+    lines = ["", "Supernet (issue 19):", "",
+             f"- Trained {sn['supernet_epochs']} epochs ({card['rule']} rule, {card['random_subnets']} random "
+             f"sub-networks a step) in {sn['supernet_wall_s'] / 60:.1f} min = "
+             f"{sn['training_equivalent']:.1f} stand-alone trainings of {sn['full_s']:.1f} s by wall time, "
+             f"{sn['training_equivalent_cpu']:.1f} by CPU time ({card.get('cpu_s', float('nan')) / 60:.1f} CPU-min "
+             f"against {args.epochs} x the median rung-1 epoch); load during training: "
+             + "; ".join(f"{s['load_start']} -> {s.get('load_end')}" for s in card["sessions"]) + ".",
+             f"- Scoring one architecture: {sn['score_s']:.2f} s median with BN re-estimation, "
+             f"{sn['inherited_score_s']:.2f} s without; a rung-1 epoch takes {sn['epoch_s']:.2f} s: "
+             f"{sn['speedup_vs_epoch']:.1f}x cheaper in wall time"
+             + (f", {sn['cpu_speedup_vs_epoch']:.1f}x in CPU time (median over {sn['paired']} architectures "
+                "timed back to back)." if sn["paired"] else " (rung-1 epoch = mean full training / epochs)."),
+             "", "Where the supernet ranks badly: mean |rank by supernet loss (BN re-estimated) - rank by "
+             "mean final accuracy| (20 architectures: 0 = same place, ~6.7 = random):", "",
+             "| group | mean rank error | architectures |", "|---|---:|---:|"]
+    for group, (err, n) in sn["rank_error"].items():
+        lines.append(f"| {group} | {err:.1f} | {n} |")
+    return lines
 
 
 def main(argv=None) -> None:
@@ -228,7 +418,8 @@ def main(argv=None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--space", default="studies/spaces/quickstart.yaml")
-    ap.add_argument("--dataset", default="digits", help="'digits' or a dataset mapping (YAML)")
+    ap.add_argument("--dataset", default="digits",
+                    help="'digits', 'photo-patches' (nas.sample_sets) or a dataset mapping (YAML)")
     ap.add_argument("--dataset-options", type=yaml.safe_load, default={},
                     help="keys added to the dataset mapping (YAML), e.g. '{train_size: 320}'")
     ap.add_argument("--n", type=int, default=20, help="architectures (>= 20 for a table)")
@@ -245,6 +436,23 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", default=None, help="folder for results.jsonl (default: a temp dir)")
     ap.add_argument("--out", default=None, help="write the table here (markdown)")
+    ap.add_argument("--supernet", default=None, help="score with this trained supernet folder")
+    ap.add_argument("--supernet-epochs", type=int, default=0,
+                    help="train a supernet for this many epochs under --work (resumable)")
+    ap.add_argument("--supernet-rule", default="sandwich", choices=("sandwich", "max-first"))
+    ap.add_argument("--supernet-random", type=int, default=2, help="random sub-networks a step")
+    ap.add_argument("--supernet-max-first", type=int, default=0, help="max-first: epochs of the largest alone")
+    ap.add_argument("--supernet-settings", type=yaml.safe_load, default={},
+                    help="train settings of the supernet over --train-settings (YAML mapping)")
+    ap.add_argument("--supernet-bn-batches", type=int, default=4, help="BN re-estimation batches")
+    ap.add_argument("--supernet-bn-batch", type=int, default=64, help="images a BN re-estimation batch")
+    ap.add_argument("--finals-from", default=None,
+                    help="markdown of an earlier run of the same command: import its per-architecture "
+                         "accuracies instead of training them again (import_finals)")
+    ap.add_argument("--supernet-cost-archs", type=int, default=20,
+                    help="time a rung-1 epoch beside the scoring of the first K architectures")
+    ap.add_argument("--supernet-only", action="store_true",
+                    help="only train / score the supernet (the stand-alone runs may be running elsewhere)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.work or tempfile.mkdtemp(prefix="proxy-fidelity-"))
@@ -256,14 +464,28 @@ def main(argv=None) -> None:
     configs = sample_architectures(space_pkg.load_space(args.space), args.n, args.sample_seed)
     results = Results(work / "results.jsonl")
     print(f"{len(configs)} architectures; results in {work / 'results.jsonl'}", flush=True)
-    run_jobs(configs, args, dataset, results, work)
+    if args.finals_from:
+        print(f"imported {import_finals(Path(args.finals_from), configs, args, results)} trainings "
+              f"from {args.finals_from}", flush=True)
+    if not args.supernet_only:
+        run_jobs(configs, args, dataset, results, work)
+    args.supernet_dir = train_or_find_supernet(args, dataset, work)
+    if args.supernet_dir:
+        run_supernet_jobs(configs, args, dataset, results, args.supernet_dir)
+    if args.supernet_only and any(results.get(c.config_hash(), f"train/{s}") is None
+                                  for c in configs for s in args.seeds):
+        print("supernet scored; the stand-alone runs are not all done: no table yet", flush=True)
+        return
     rows, summary = correlations(configs, args, results)
+    summary["supernet"] = supernet_summary(configs, args, results)
     wall = time.perf_counter() - t0
     load = f"{' '.join(f'{v:.2f}' for v in load_start)} / {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
     print(f"\n{'signal':62s} {'rho':>6s} {'tau':>6s} {'rho(mean)':>9s}")
     for name, rho, tau, rho_mean in rows:
         print(f"{name:62s} {rho:6.2f} {tau:6.2f} {rho_mean:9.2f}")
     print(f"wall {wall / 60:.1f} min, load {load}")
+    for line in supernet_lines(summary.get("supernet")):
+        print(line)
     if args.out:
         command = "python " + " ".join(["benchmarks/bench_proxy_fidelity.py", *(
             a if " " not in a and "{" not in a else repr(a) for a in (argv or sys.argv[1:]))])
