@@ -26,9 +26,15 @@ Public API (what the supernet trainer and the `supernet` evaluator use):
 - `sub_state_dict(config)`: the sliced (and, with `kernel_transform`, transformed) tensors.
 - `reset_bn_stats()`; `recalibrate_bn(model, batches)` (module function) re-estimates the
   batch-norm statistics of an extracted model or of the supernet's active sub-network.
-- `save(path)` / `Supernet.load(path)`: safetensors with the space (or config list) and the
-  construction options in the metadata; `state_dict()` is the ordinary module one.
-- `sample_config(space_or_supernet, rng, kind="random"|"max"|"min")`: the sandwich rule's configs.
+- `save(path, metadata=None)` / `Supernet.load(path)`: safetensors with the space (or config
+  list) and the construction options in the metadata (plus the caller's string entries, read back
+  as `net.file_metadata`); `state_dict()` / `load_state_dict()` are the ordinary module ones.
+- `sample_config(space_or_supernet, rng, kind="random"|"max"|"min")` (also the method
+  `net.sample_config(rng, kind)`, and `net.max_config` / `net.min_config`): the sandwich rule's
+  configs, fitted to the supernet when it is given one. `net.space` is the space (None when
+  built from a config list, then `net.configs`).
+- Errors: `ConfigError` (a `ValueError`), one line naming the field, for a config outside the
+  supernet.
 
 How weights are shared (the sub-network's parameter names are the official ones):
 
@@ -418,6 +424,19 @@ class Supernet(nn.Module):
     def active_config(self) -> OverLoCKConfig:
         return self._active
 
+    def sample_config(self, rng: random.Random | int | None = None, kind: str = "random"):
+        """`sample_config(self, rng, kind)`: a fitted config of the space ("random", "max", "min")."""
+        return sample_config(self, rng, kind)
+
+    @property
+    def max_config(self) -> OverLoCKConfig:
+        """The sandwich rule's largest sub-network (`sample_config(self, kind="max")`)."""
+        return sample_config(self, kind="max")
+
+    @property
+    def min_config(self) -> OverLoCKConfig:
+        return sample_config(self, kind="min")
+
     def forward(self, x: Tensor):
         """The active sub-network's output, as the stand-alone `OverLoCK` returns it."""
         template, takes = self._plan(self._active)
@@ -553,13 +572,18 @@ class Supernet(nn.Module):
         return tensors, writeback
 
     # --------------------------------------------------------------------------- storage
-    def save(self, path) -> None:
-        """Write the weights and what the supernet was built from (one safetensors file)."""
+    def save(self, path, metadata: dict[str, str] | None = None) -> None:
+        """Write the weights and what the supernet was built from (one safetensors file, written
+        atomically); `metadata` adds string entries (not `format`, `source`, `options`)."""
         from safetensors.torch import save_file
 
         source = ({"space": self.space.to_dict()} if self.space is not None
                   else {"configs": [c.to_dict() for c in self.configs]})
-        metadata = {"format": FORMAT, "source": json.dumps(source), "options": json.dumps(self.options)}
+        own = {"format": FORMAT, "source": json.dumps(source), "options": json.dumps(self.options)}
+        clash = sorted(set(metadata or {}) & set(own))
+        if clash:
+            raise ValueError(f"save: metadata key {clash[0]!r} is the supernet's own")
+        metadata = {**{str(k): str(v) for k, v in (metadata or {}).items()}, **own}
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         path = os.fspath(path)
         tmp = f"{path}.tmp-{os.getpid()}"
@@ -590,6 +614,7 @@ class Supernet(nn.Module):
             built_from = [OverLoCKConfig.from_dict(c) for c in source["configs"]]
         net = cls(built_from, **json.loads(metadata["options"]))
         net.load_state_dict(load_file(path), strict=True)
+        net.file_metadata = dict(metadata)
         return net.to(map_location)
 
 
