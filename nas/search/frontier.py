@@ -33,6 +33,7 @@ from .proposals import (EXACT_METRICS, INVALID_REASON, MAX_UNIFORM_DRAWS, Pricer
                         ProposalError, count)
 
 DEFAULTS = {"n_startup": 10, "candidates": 24, "pool": 256, "explore": 0.0}
+ENUMERATE_UP_TO = 5_000   # a space this small is priced whole: the pool is every config within budget
 _MISSING = object()
 
 
@@ -81,6 +82,34 @@ class DecisionTrial:
             value = self.rng.uniform(low, high)
         self.params[name], self.distributions[name] = value, distribution
         return value
+
+
+class OdometerTrial(DecisionTrial):
+    """Takes the options given by `prefix` (an index per decision, 0 past its end) and records
+    how many each decision had: `space.suggest` over successive prefixes enumerates a space."""
+
+    def __init__(self, prefix: list[int]):
+        super().__init__(random.Random(0))
+        self.prefix, self.counts = prefix, []
+
+    def _pick(self, name: str, options: list, distribution) -> Any:
+        i = len(self.counts)
+        self.counts.append(len(options))
+        value = options[self.prefix[i] if i < len(self.prefix) else 0]
+        self.params[name], self.distributions[name] = value, distribution
+        return value
+
+    def suggest_float(self, name: str, low: float, high: float, *, step=None, log: bool = False):
+        raise ValueError(f"{name}: a continuous range cannot be enumerated")
+
+
+def next_prefix(prefix: list[int], counts: list[int]) -> list[int] | None:
+    """The decision path after `prefix`, given each decision's option count (None: done)."""
+    prefix = list(prefix[:len(counts)]) + [0] * (len(counts) - len(prefix))
+    i = len(counts) - 1
+    while i >= 0 and prefix[i] + 1 >= counts[i]:
+        i -= 1
+    return None if i < 0 else prefix[:i] + [prefix[i] + 1]
 
 
 # ---------------------------------------------------------------------------------- features
@@ -206,6 +235,8 @@ class FrontierProposer:
         self.pool: dict[str, dict] = {}           # config hash -> candidate within budgets
         self._known: dict[int, dict] = {}         # real trial number -> its config's candidate
         self._hyper: dict[int, tuple] = {}
+        self.enumerated = False                   # the pool holds the whole space within budget
+        self.space_size = _size(space)
 
     def bind(self, real_number: int, proposal: Proposal) -> None:
         pass                                      # running trials are read from the study
@@ -258,6 +289,12 @@ class FrontierProposer:
         return _proposal(fresh[int(np.argmax(scores))], rejected)
 
     def _uniform(self, seen: set, rejected: dict) -> Proposal:
+        if self._enumerate(rejected):
+            fresh = [c for h, c in self.pool.items() if h not in seen]
+            if not fresh:
+                raise ProposalError(f"every architecture of the space within the budgets "
+                                    f"{self.pricer.budgets} is in the study already")
+            return _proposal(self.rng.choice(fresh), rejected)
         for _ in range(MAX_UNIFORM_DRAWS):
             cand, reason = self._candidate(DecisionTrial(self.rng))
             if reason is not None:
@@ -268,8 +305,26 @@ class FrontierProposer:
         raise ProposalError(f"no new config within the budgets {self.pricer.budgets} in "
                             f"{MAX_UNIFORM_DRAWS} uniform draws: loosen a budget or widen the space")
 
+    def _enumerate(self, rejected: dict) -> bool:
+        """Price a small space whole, once (True when the pool is the whole feasible space)."""
+        small = self.space_size is not None and self.space_size <= ENUMERATE_UP_TO
+        if small and not self.enumerated:
+            prefix: list[int] | None = []
+            while prefix is not None:
+                draw = OdometerTrial(prefix)
+                cand, reason = self._candidate(draw)
+                if reason is not None:
+                    count(rejected, reason)
+                else:
+                    self.pool.setdefault(cand["hash"], cand)
+                prefix = next_prefix(prefix, draw.counts)
+            self.enumerated = True
+        return self.enumerated
+
     def _grow(self, done: list, rejected: dict) -> None:
         """Uniform draws up to `pool` at first; then mutations of the front and a few uniform."""
+        if self._enumerate(rejected):
+            return
         want = max(0, self.options["pool"] - len(self.pool))
         n_new = self.options["candidates"]
         parents = [c for _, c in _front(done, self.sign)]
@@ -331,6 +386,13 @@ class FrontierProposer:
         weights /= weights.sum()
         optimistic = mean - sd
         return -np.max(weights * (optimistic - (ref - 1.0)), axis=1)
+
+
+def _size(space) -> int | None:
+    try:
+        return space.size()
+    except Exception:  # noqa: BLE001 - too many paths to count, or continuous
+        return None
 
 
 def _feasible(t) -> bool:

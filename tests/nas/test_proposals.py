@@ -180,3 +180,14 @@ def test_the_drivers_ask_creates_a_trial_holding_its_params_and_draws():
         assert config.config_hash() == proposals.sampler.last.config.config_hash()
         assert space.is_feasible(config, BUDGETS)
         study.tell(trial, [accuracy(config), space.complexity(config).flops])
+
+
+def test_frontier_stops_with_one_line_when_every_feasible_architecture_was_tried():
+    from nas.search.proposals import ProposalError
+
+    study, _ = new_study("frontier")
+    feasible = sum(space.is_feasible(c, BUDGETS) for c in SPACE.enumerate())
+    run_trials(study, feasible)
+    assert len({t.user_attrs.get("config_hash") or tuple(sorted(t.params.items())) for t in study.trials}) == feasible
+    with pytest.raises(ProposalError, match="every architecture of the space within the budgets"):
+        study.ask()
