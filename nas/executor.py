@@ -87,6 +87,12 @@ class _Worker:
         return _call(target, args, kwargs, self.sys_path, threads)
 
 
+def wants_gpu(device: str, nodes: list[dict]) -> bool:
+    """Whether work for the study's `device` takes a GPU: `cuda`/`cuda:N`, or `auto` on a cluster
+    with GPUs (the one rule for training slots and the measuring worker)."""
+    return device.startswith("cuda") or (device == "auto" and any(n["gpus"] > 0 for n in nodes))
+
+
 def resolve(target: str):
     """`package.module:attribute` -> the object."""
     module, _, attr = target.partition(":")

@@ -37,7 +37,7 @@ from nas import storage
 from nas.storage import DIRECTIONS, format_amount
 
 __all__ = ["ExportError", "parse_budgets", "select_trial", "top_trials", "knee_index", "picks",
-           "KNEE_METHOD"]
+           "rank", "KNEE_METHOD"]
 
 KNEE_METHOD = ("maximum distance to the line/hyperplane through the front's extreme points, "
                "objectives normalised to [0, 1] over the front (Das 1999; Zhang et al. 2015)")
@@ -143,8 +143,10 @@ def _rank_metric(study, objectives, objective):
                       f"({', '.join(DIRECTIONS)})")
 
 
-def _ranked(candidates, objectives, rank_by: str, direction: str):
-    """[(value, trial)] best first: by `rank_by`, then the other objectives, then trial number."""
+def rank(candidates, objectives, rank_by: str, direction: str):
+    """[(value, trial)] best first: by `rank_by`, then the other objectives, then trial number
+    (the one rule for "best": `export --best/--top`, the report's picks, the search's progress
+    and summary)."""
     scored = [(storage.metric_value(t, rank_by, objectives), t) for t in candidates]
     scored = [(v, t) for v, t in scored if v is not None]
     sign = -1.0 if direction == "maximize" else 1.0
@@ -211,7 +213,7 @@ def top_trials(study, k: int, *, objective: str | None = None,
         raise ExportError(f"--top {k}: K must be at least 1")
     candidates, objectives, notes = _candidates(study, under)
     rank_by, direction = _rank_metric(study, objectives, objective)
-    ranked = _ranked(candidates, objectives, rank_by, direction)
+    ranked = rank(candidates, objectives, rank_by, direction)
     if not ranked:
         raise ExportError(f"--objective {rank_by}: none of the {len(candidates)} candidates records it")
     tail = (f" among {len(ranked)} feasible COMPLETE trials" + _under_text(under)
@@ -259,8 +261,7 @@ def _knee(study, under):
 
 
 def _front(candidates, objectives):
-    mask = storage.pareto_mask([storage.minimised(t, objectives) for t in candidates])
-    return sorted((t for t, keep in zip(candidates, mask) if keep), key=lambda t: t.number)
+    return storage.non_dominated(candidates, objectives)
 
 
 def picks(study, k: int = 5, objective: str | None = None) -> dict[str, Any]:

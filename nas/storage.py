@@ -5,7 +5,9 @@
   CLI, export and the reports read them from here.
 - **Opening** a stored study: a run directory (`RUN_DIR/study.log`), a journal file or an Optuna
   RDB URL (`open_storage`, `open_study`); a corrupt or truncated journal is refused in one line
-  (`check_journal`). The search engine opens its own storage for writing (`nas.engine`).
+  (`check_journal`). The one driver of a run directory opens it for writing under its lock
+  (`open_for_driver`, `take_driver_lock`; `nas.search.session`).
+- **Attribute keys** of a study and of a trial, named once (`STUDY_ATTRS`, `TRIAL_ATTRS`).
 - **Reading** a study: its objectives (`study_objectives`), a trial's metric values
   (`metric_value`), whether a trial is feasible (`feasibility`), at full fidelity
   (`full_fidelity`), a candidate for the front (`front_candidates`) and on the feasible Pareto
@@ -36,13 +38,84 @@ JOURNAL_NAME = "study.log"          # the Optuna journal (default storage)
 LOCK_NAME = "driver.lock"           # the one driver's fcntl lock
 STUDY_FILE_COPY = "study.yaml"      # the study file as run
 WEIGHTS_DIR = "weights"             # trained weights of trials
+LATENCY_RECORD_NAME = "latency_cache.json"   # the latencies this study used
+ERROR_LOG_NAME = "driver-error.log"          # the traceback of an unexpected driver error
 # any of these in a directory marks it as holding a study: export never replaces it
-RUN_DIR_MARKERS = (JOURNAL_NAME, LOCK_NAME, STUDY_FILE_COPY, WEIGHTS_DIR, "latency_cache.json",
-                   "driver-error.log")
+RUN_DIR_MARKERS = (JOURNAL_NAME, LOCK_NAME, STUDY_FILE_COPY, WEIGHTS_DIR, LATENCY_RECORD_NAME,
+                   ERROR_LOG_NAME)
 
 
 class StorageError(ValueError):
     """A storage or study that cannot be opened; the message is one line."""
+
+
+# ----------------------------------------------------------------------- attribute keys
+# Every attribute key a study or trial holds, named once (docs/storage.md says what each means;
+# tests/nas/search/test_contract.py holds the two equal and checks what a run really writes).
+# The one writer of trial attributes (`nas.search.recorder`) refuses a key not named here.
+STUDY_ATTRS: dict[str, str] = {
+    "overlock_nas_version": "the package version that began the study",
+    "study_file": "the study file's text",
+    "objectives": "[{name, direction}]",
+    "constraints": "{metric: budget}",
+    "space": "the space dict",
+    "space_size": "number of architectures, or null",
+    "sampler": "sampler name",
+    "seed": "the study seed",
+    "trials_count": "what the trial budget counts: trained or sampled",
+    "device": "the study's device",
+    "evaluator": "the evaluator's settings, with its name",
+    "latency": "the latency measurement settings",
+    "started_at": "ISO time the study began",
+    "wall_time_s": "driver wall time, summed over runs",
+    "skipped_over_budget": "draws recorded over a budget before training",
+}
+TRIAL_ATTRS: dict[str, str] = {
+    # identity (written when a config is sampled; copied to nothing else)
+    "driver": "host:run_dir of the driver that asked the trial",
+    "config": "OverLoCKConfig.to_dict()",
+    "config_hash": "the architecture's identity",
+    "summary": "the config in one line",
+    "resolution": "[H, W]",
+    "seed": "the trial's evaluation seed",
+    "evaluator": "evaluator name",
+    # analytic cost
+    "flops": "MACs, fvcore convention", "flops_paper": "MACs, paper convention",
+    "params": "deploy-model parameters", "memory_mb": "peak activation memory",
+    "flops_fvcore": "fvcore's count on cross-check trials",
+    # latency (every latency_* key a measurement returns is recorded as is; these are named)
+    "latency_ms": "median latency", "latency_p90_ms": "90th percentile",
+    "latency_spread_ms": "spread of round minima", "latency_min_ms": "fastest round",
+    "latency_device": "the device string", "latency_batch": "batch", "latency_dtype": "dtype",
+    "latency_channels_last": "memory format", "latency_repeats": "timed forwards",
+    "latency_resolution": "input size measured", "latency_clock": "clock used",
+    "latency_rounds": "rounds", "latency_protocol": "protocol in words",
+    "latency_wall_ms": "wall-clock median", "latency_cores": "cores pinned",
+    "latency_remeasured": "rounds taken again", "latency_first_spread_ms": "spread before retaking",
+    "latency_stages_ms": "{stage: ms}", "latency_wall_s": "how long measuring took",
+    "latency_source": "measured, store or predicted",
+    "latency_predicted_ms": "model prediction", "latency_predicted_low_ms": "prediction less margin",
+    "latency_model_margin": "model's stated margin", "latency_model_n": "measurements behind it",
+    "latency_first_ms": "a first reading measured again", "latency_recheck": "why it was",
+    # evaluation
+    "score": "the evaluator's metric", "epochs": "epochs trained", "history": "per-epoch accuracy",
+    "fidelity": "fraction of the full budget", "train_loss": "per-epoch training loss",
+    "val_loss": "per-epoch validation loss", "data_skipped": "unreadable images left out",
+    "data_skipped_first": "[path, reason]", "dataset": "what the score was measured on",
+    "trained_num_classes": "head fitted to the data set", "trained_resolution": "input size trained",
+    "eval_wall_s": "evaluation time", "weights": "path relative to RUN_DIR",
+    "rung_scores": "{rung: score}", "rung_val_loss": "{rung: validation loss}",
+    "gate_score": "proxy_gate score",
+    # endings
+    "infeasible": "a budget broken before training", "estimated": "{budget: screen estimate}",
+    "reason": "why PRUNED or FAIL", "error": "FAIL traceback tail",
+    "reused_from": "trial whose result was reused", "superseded": "interrupted, re-queued",
+    "requeued_from": "the interrupted trial this one re-runs",
+    "continued_from": "trial whose rungs this one continued",
+    # readers only (never written by the engine)
+    "preset": "an official preset evaluated beside the search",
+}
+LATENCY_PREFIX = "latency_"     # a measurement's own keys, recorded as they come
 
 
 # ------------------------------------------------------------------------------------ metrics
@@ -184,6 +257,48 @@ def _driver_live(lock_path) -> bool:
     return False
 
 
+# ------------------------------------------------------------------------------ driver lock
+class LockHeld(Exception):
+    """Another process holds RUN_DIR/driver.lock; `holder` is what it wrote there."""
+
+    def __init__(self, holder: str):
+        super().__init__(holder)
+        self.holder = holder
+
+
+def take_driver_lock(run_dir):
+    """Take the exclusive fcntl lock on RUN_DIR/driver.lock (released when the process ends, even
+    by SIGKILL) and write who holds it; returns the open file to hand to `release_driver_lock`.
+    Never blocks: raises `LockHeld` when another driver has it (`_driver_live` is its reader)."""
+    import datetime as _dt
+    import fcntl
+    import socket
+
+    path = Path(run_dir) / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise LockHeld(holder) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+             f"{_dt.datetime.now().isoformat(timespec='seconds')}\n")
+    fh.flush()
+    return fh
+
+
+def release_driver_lock(fh) -> None:
+    import fcntl
+
+    fcntl.flock(fh, fcntl.LOCK_UN)
+    fh.close()
+
+
 def open_storage(run_dir=None, storage=None):
     """(optuna storage, label, run_dir or None, url or None); StorageError on anything unreadable."""
     import optuna
@@ -229,6 +344,31 @@ def open_storage(run_dir=None, storage=None):
         raise StorageError(f"cannot open storage {redact(storage)}: {one_line(exc)}") from None
 
 
+def open_for_driver(run_dir, url: str | None, label: str):
+    """The storage the one driver of `run_dir` writes to (called under its lock): the run
+    directory's journal, checked first (nobody else appends, so an unterminated last record is a
+    truncation, and appending after it would bury it mid-file), or the study file's RDB URL.
+    StorageError (one line; `label` names the study file) when it cannot be opened."""
+    import optuna
+
+    if not url:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        journal = Path(run_dir) / JOURNAL_NAME
+        if journal.is_file():
+            check_journal(journal)
+        return JournalStorage(JournalFileBackend(str(journal)))
+    try:
+        if url.startswith("sqlite"):
+            # sqlite's default 5 s lock timeout fails commits while a reader holds the file
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        return optuna.storages.RDBStorage(url)
+    except Exception as e:  # noqa: BLE001
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StorageError(f"{label}: storage: cannot open {url!r}: {first}") from None
+
+
 def redact(url: str) -> str:
     """Hide a password in a database URL."""
     if "://" in url and "@" in url:
@@ -243,6 +383,12 @@ def one_line(error: BaseException, limit: int = 300) -> str:
     """`Type: first words of the message` on one line."""
     text = " ".join(str(error).split())
     return f"{type(error).__name__}: {text[:limit]}" if text else type(error).__name__
+
+
+def jsonable(value):
+    """`value` as it reads back from JSON storage (tuples become lists, unknown objects strings):
+    what an attribute holds once stored, so stored and new values compare equal."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def study_names(storage) -> list[str]:
@@ -271,12 +417,18 @@ def resolve_study_name(storage, label: str, study_name: str | None) -> str:
 
 def open_study(run_dir=None, storage=None, study_name=None):
     """(study, label) for reading: `RUN_DIR/study.log`, a journal file or an RDB URL."""
+    study, label, _, _ = open_study_at(run_dir, storage, study_name)
+    return study, label
+
+
+def open_study_at(run_dir=None, storage=None, study_name=None):
+    """(study, label, run_dir or None, url or None): `open_study` and where the study lives."""
     import optuna
 
-    opened, label, _, _ = open_storage(run_dir, storage)
+    opened, label, run_dir, url = open_storage(run_dir, storage)
     name = resolve_study_name(opened, label, study_name)
     try:
-        return optuna.load_study(study_name=name, storage=opened), label
+        return optuna.load_study(study_name=name, storage=opened), label, run_dir, url
     except Exception as exc:  # noqa: BLE001
         raise StorageError(f"cannot read study {name!r} from {label}: {one_line(exc)}") from None
 
@@ -451,7 +603,11 @@ def pareto_front(study=None, *, trials=None, objectives=None, budgets=None) -> l
         trials = study.get_trials(deepcopy=False) if trials is None else trials
         objectives = study_objectives(study) if objectives is None else objectives
         budgets = study_budgets(study) if budgets is None else budgets
-    candidates = front_candidates(trials, objectives, budgets or {})
+    return non_dominated(front_candidates(trials, objectives, budgets or {}), objectives)
+
+
+def non_dominated(candidates, objectives: Sequence[Objective]) -> list:
+    """The non-dominated trials of `candidates` (each recording every objective), by number."""
     mask = pareto_mask([minimised(t, objectives) for t in candidates])
     return sorted((t for t, keep in zip(candidates, mask) if keep), key=lambda t: t.number)
 

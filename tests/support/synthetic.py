@@ -31,7 +31,10 @@ from typing import Sequence
 
 import numpy as np
 
-STUDY_FILE_NAME = "study.log"
+from nas.search.recorder import IDENTITY_ATTRS as _IDENTITY_ATTRS
+from nas.storage import JOURNAL_NAME as STUDY_FILE_NAME
+from nas.storage import jsonable as _jsonable
+
 SPACE_FILE = Path(__file__).resolve().parents[2] / "studies" / "spaces" / "xt_t.yaml"
 POPULATION = 50
 EVALUATOR = {"name": "train", "dataset": {"kind": "procedural", "train_size": 2000, "val_size": 500},
@@ -104,7 +107,8 @@ def write_synthetic_study(run_dir, n_trials: int = 60, *,
 
 
 class _Writer:
-    """The engine's records of one synthetic study, trial by trial (see nas/engine.py)."""
+    """The engine's records of one synthetic study, trial by trial (see nas/engine.py and
+    nas/search/recorder.py)."""
 
     def __init__(self, spec, study, rng, failed_only: bool):
         from nas.evaluators import get_evaluator
@@ -294,17 +298,18 @@ class _Writer:
         return float(np.clip(acc, 0.05, 0.99))
 
     def _broken(self, metrics: dict) -> list[str]:
-        from nas.storage import format_value
+        from nas.search.recorder import broken
 
-        return [f"{n} {format_value(n, metrics[n])} > {format_value(n, b)}"
-                for n, b in self.budgets.items() if n in metrics and metrics[n] > b]
+        return broken(metrics, self.budgets)
 
     def _constraints(self, metrics: dict) -> dict:
         """The engine's constraint record: one value per budget, in budget order (0.0 if unknown)."""
+        from nas.search.recorder import violations
+
         if not self.budgets:
             return {}
-        return {"constraints": [float(metrics[n] - b) if n in metrics else 0.0
-                                for n, b in self.budgets.items()]}
+        known = violations(metrics, self.budgets)
+        return {"constraints": [float(known.get(n, 0.0)) for n in self.budgets]}
 
     def _tick(self, seconds: float) -> None:
         self.clock += _dt.timedelta(seconds=float(seconds) / 2)   # two trials at a time
@@ -336,11 +341,3 @@ def _dataset_record(settings: dict, spec) -> dict:
     resolution = spec.space.sample(0).resolution
     return _jsonable(dataset_record(ds, data, resolution, augment))
 
-
-_IDENTITY_ATTRS = ("config", "config_hash", "summary", "resolution", "seed", "driver")
-
-
-def _jsonable(value):
-    import json
-
-    return json.loads(json.dumps(value, default=str))

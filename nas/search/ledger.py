@@ -1,0 +1,281 @@
+"""The driver's books: the trials it works on and where each waits, duplicates, the trial budget
+and progress.
+
+- `Live`: one trial in the driver's hands; `Queues`: where each waits (a task in flight, ready
+  for an evaluation slot, waiting for its latency, parked behind a live trial of the same
+  architecture, released by it); `Dedup`: one evaluation per architecture.
+- `TrialBudget`: how many stored trials count against `trials` (`trials_count`), kept per trial
+  as the driver changes them (one scan of storage at the start, and every few seconds only when
+  other drivers may share the study), and why asking stopped early, if it did.
+- `Tally` / `Progress`: the counts a progress display shows.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from optuna.trial import FrozenTrial, TrialState
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# With `trials_count: trained`, asking stops after this many draws in a row that train nothing
+# (over a budget or already evaluated): the space holds (almost) no new architecture within budget.
+MAX_DRAWS_WITHOUT_TRAINING = 200
+
+
+@dataclass(eq=False)
+class Live:
+    """A trial this driver is working on."""
+
+    trial: Any                        # optuna.Trial
+    config: Any = None
+    chash: str = ""
+    seed: int = 0
+    rung: int = 0                     # index into the rung budgets
+    metrics: dict = field(default_factory=dict)   # known objective/constraint values
+    eval_s: float = 0.0               # evaluation time of the rungs already run
+    started: float = 0.0              # monotonic start of the current task
+    handle: Any = None
+    kind: str = ""                    # "eval" | "latency" while a task runs
+    # the stored trial whose finished rungs this one continues (itself when adopted, the
+    # interrupted original for a re-queued copy), or None
+    resume_from: FrozenTrial | None = None
+    verdict: dict | None = None       # the latency model's prediction, when the study has one
+    first_latency: dict | None = None  # a measurement the model disagreed with, measured again
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+
+class Queues:
+    """Where every live trial waits. A trial is in exactly one place."""
+
+    def __init__(self):
+        self.inflight: dict[Any, Live] = {}       # task handle -> live
+        self.ready: deque[Live] = deque()         # waiting for an evaluation slot
+        self.latency: deque[Live] = deque()       # waiting for the measuring worker
+        self.parked: dict[str, list[Live]] = {}   # config hash -> duplicates of a live trial
+        self.released: deque[Live] = deque()      # duplicates whose original has finished
+
+    def running(self, kind: str) -> int:
+        return sum(1 for lv in self.inflight.values() if lv.kind == kind)
+
+    def occupancy(self) -> int:
+        """Trials holding or waiting for a slot or a measurement (not the parked duplicates)."""
+        return self.running("eval") + len(self.ready) + len(self.latency) + self.running("latency")
+
+    def busy(self) -> bool:
+        return bool(self.inflight or self.ready or self.latency or self.parked or self.released)
+
+    def in_progress(self) -> int:
+        return len({lv.number for lv in self.inflight.values()}) + len(self.ready) + len(self.latency)
+
+    def start(self, lv: Live, handle, kind: str, now: float) -> None:
+        lv.handle, lv.kind, lv.started = handle, kind, now
+        self.inflight[handle] = lv
+
+    def take(self, handle) -> tuple[str, Live]:
+        """The live whose task `handle` ended (or was cancelled), out of flight."""
+        lv = self.inflight.pop(handle)
+        kind, lv.kind, lv.handle = lv.kind, "", None
+        return kind, lv
+
+    def next_ready(self) -> Live:
+        """The next trial to evaluate: one continuing to its next rung first, else the costliest
+        (MACs estimate training time). Longest first leaves the short trials for the end of the
+        study, so slots do not idle behind one long last trial."""
+        continuing = next((lv for lv in self.ready if lv.rung > 0), None)
+        pick = continuing or max(self.ready, key=lambda lv: lv.metrics.get("flops", 0))
+        self.ready.remove(pick)
+        return pick
+
+    def drain(self) -> list[Live]:
+        """Every live trial, each once, and the queues emptied (a stop)."""
+        held = list(self.inflight.values()) + list(self.ready) + list(self.latency) \
+            + [lv for dups in self.parked.values() for lv in dups] + list(self.released)
+        self.inflight.clear()
+        self.ready.clear()
+        self.latency.clear()
+        self.parked.clear()
+        self.released.clear()
+        seen, out = set(), []
+        for lv in held:
+            if lv.number not in seen:
+                seen.add(lv.number)
+                out.append(lv)
+        return out
+
+
+class Dedup:
+    """One evaluation per architecture (config hash): a finished one is reused, a live one is
+    waited for (its duplicates parked, released when it finishes)."""
+
+    def __init__(self):
+        self.index: dict[str, int] = {}    # config hash -> finished trial number
+        self.live: dict[str, Live] = {}    # config hash -> the live trial evaluating it
+        self.seen: set[str] = set()        # every config hash drawn in the study
+
+    def remember(self, t: FrozenTrial) -> None:
+        """A stored trial (on resume)."""
+        ua = t.user_attrs
+        if "config_hash" in ua:
+            self.seen.add(ua["config_hash"])
+        if t.state in FINISHED and "config_hash" in ua and "reused_from" not in ua:
+            self.index.setdefault(ua["config_hash"], t.number)
+
+    def finished(self, lv: Live, state: TrialState, queues: Queues) -> None:
+        """`lv` was told `state`: index it, and release its parked duplicates."""
+        if state in FINISHED and lv.chash:
+            self.index.setdefault(lv.chash, lv.number)
+        if self.live.get(lv.chash) is lv:
+            del self.live[lv.chash]
+            queues.released.extend(queues.parked.pop(lv.chash, []))
+
+
+def counts(t: FrozenTrial, trials_count: str) -> bool:
+    """Whether a stored trial counts against the budget (`trials_count`): every one but the
+    superseded, or (trained) only those that reached training: COMPLETE (not a repeat), PRUNED
+    by successive halving (it has rung scores; PRUNED before training, over a budget or by a
+    gate, does not count), FAIL with a config; in flight counts, queued not yet."""
+    ua = t.user_attrs
+    if ua.get("superseded"):
+        return False
+    if trials_count == "sampled":
+        return True
+    if t.state == TrialState.WAITING or ua.get("infeasible") or ua.get("reused_from") is not None:
+        return False
+    if t.state == TrialState.PRUNED:
+        return bool(ua.get("rung_scores"))
+    return not (t.state == TrialState.FAIL and "config_hash" not in ua)
+
+
+class TrialBudget:
+    """The trial budget, counted per stored trial and updated as the driver changes one."""
+
+    def __init__(self, target: int, trials_count: str, space_size: int | None):
+        self.target, self.trials_count, self.space_size = target, trials_count, space_size
+        self.stopped = ""               # why asking stopped before the budget was spent
+        self.counted = 0                # stored trials that count
+        self.finished = 0               # ... and are finished
+        self.waiting: set[int] = set()  # numbers of queued (WAITING) trials
+        self._by_number: dict[int, tuple[bool, bool]] = {}
+        self._misses = 0                # draws in a row that trained nothing
+
+    def resync(self, trials: Iterable[FrozenTrial]) -> None:
+        """Count from storage (the start, the end, and other drivers' trials in a shared study)."""
+        self._by_number, self.counted, self.finished = {}, 0, 0
+        self.waiting = set()
+        for t in trials:
+            self.update(t)
+
+    def update(self, t: FrozenTrial) -> None:
+        """Trial `t` (as stored now) was asked, changed or told."""
+        c = counts(t, self.trials_count)
+        self.update_entry(t.number, c, c and t.state.is_finished())
+        if t.state == TrialState.WAITING:
+            self.waiting.add(t.number)
+        else:
+            self.waiting.discard(t.number)
+
+    def asked(self, number: int) -> None:
+        """A trial was just asked (new, or a queued one): in flight, it counts in either mode."""
+        self.update_entry(number, True, False)
+        self.waiting.discard(number)
+
+    def update_entry(self, number: int, counted: bool, finished: bool) -> None:
+        old = self._by_number.get(number, (False, False))
+        self._by_number[number] = (counted, finished)
+        self.counted += counted - old[0]
+        self.finished += finished - old[1]
+
+    def counts(self, number: int) -> bool:
+        return self._by_number.get(number, (False, False))[0]
+
+    def left(self) -> bool:
+        """More trials to ask: under the budget (and new architectures within budget may be
+        left), or queued ones, which run first."""
+        return (self.counted < self.target and not self.stopped) or bool(self.waiting)
+
+    def draw(self, counted: bool, seen: int) -> str | None:
+        """After a new trial started: with `trials_count: trained`, stop asking when the space has
+        no new architecture within budget left (every one of its `space_size` drawn, `seen`
+        so far, or too many draws in a row that train nothing). Returns the reason, once."""
+        if self.trials_count != "trained":
+            return None
+        if counted:
+            self._misses = 0
+            return None
+        self._misses += 1
+        why = ""
+        if self.space_size is not None and seen >= self.space_size:
+            why = f"all {self.space_size} architectures of the space were drawn"
+        elif self._misses >= MAX_DRAWS_WITHOUT_TRAINING:
+            why = f"{self._misses} draws in a row were over budget or already evaluated"
+        if why and not self.stopped:
+            self.stopped = f"{why}: no new architecture within budget is left to train"
+            return self.stopped
+        return None
+
+
+@dataclass
+class Progress:
+    """A snapshot of the study for progress displays."""
+
+    target: int = 0           # trial budget
+    counted: int = 0          # trials in the study that count against it
+    done: int = 0             # finished (COMPLETE + PRUNED + FAIL)
+    complete: int = 0
+    feasible: int = 0         # COMPLETE and within every budget
+    infeasible: int = 0       # PRUNED before training (a budget broken)
+    halved: int = 0           # PRUNED by successive halving
+    failed: int = 0
+    reused: int = 0
+    running: int = 0
+    pareto: int = 0
+    best: str = ""
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+    session_done: int = 0
+    counts: str = "sampled"   # what the budget counts: "sampled" or "trained" architectures
+    stopped: str = ""         # why asking stopped before the budget was spent ("" if it did not)
+
+
+class Tally:
+    """Counts finished trials by how they ended, for `Progress`."""
+
+    def __init__(self, progress: Progress, feasible):
+        self.p = progress
+        self._feasible = feasible       # FrozenTrial -> bool (the study's budgets)
+
+    def account(self, t: FrozenTrial) -> None:
+        p, ua = self.p, t.user_attrs
+        if ua.get("superseded"):
+            return
+        p.done += 1
+        if ua.get("reused_from") is not None:
+            p.reused += 1
+        if t.state == TrialState.COMPLETE:
+            p.complete += 1
+            if self._feasible(t):
+                p.feasible += 1
+        elif t.state == TrialState.PRUNED:
+            if ua.get("infeasible"):
+                p.infeasible += 1
+            else:
+                p.halved += 1
+        elif t.state == TrialState.FAIL:
+            p.failed += 1
+
+
+@dataclass
+class SearchResult:
+    run_dir: Any
+    study_name: str
+    storage: str
+    objectives: list[str]
+    progress: Progress
+    pareto: list[FrozenTrial]
+    interrupted: bool = False
+    wall_time_s: float = 0.0

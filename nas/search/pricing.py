@@ -1,0 +1,278 @@
+"""What a config costs before it is trained: its exact cost and its latency.
+
+- `price(config, check)`: params, FLOPs and memory from the analytic cost model, cross-checked
+  against fvcore and the built model on a sample of trials (a mismatch stops the study: every
+  constraint would be wrong).
+- `LatencyPricer`: latency from the device's store (shared by every study on that device, keyed
+  by architecture, device string, batch, resolution, dtype, memory format), else measured by the
+  measuring worker (a Ray actor holding the latency device alone), one config at a time, with a
+  timeout; a reading the study's latency model contradicts, or one within `latency.recheck_near`
+  of the budget, is measured once more and the faster kept; the model's verdict may spare
+  measuring a config far over the budget.
+
+Nothing here writes to Optuna: each step returns what it learned, and the driver records it
+(`nas.search.recorder`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from nas.executor import TaskLost, wants_gpu
+from nas.storage import LATENCY_RECORD_NAME, format_value as _fmt
+
+from .session import SearchError
+
+DESCRIBE_TARGET = "nas.worker:describe_device"
+WORKER_START_S = 300.0   # for the measuring worker to be placed and answer (or latency.timeout_s)
+
+
+# ------------------------------------------------------------------------------- exact cost
+@dataclass(frozen=True)
+class Cost:
+    metrics: dict                   # {flops, flops_paper, params, memory_mb}: the study's metrics
+    flops_fvcore: int | None = None  # fvcore's count, when cross-checked
+    problems: tuple = ()            # where the analytic model and fvcore disagree
+
+
+def price(config, check: bool) -> Cost:
+    """The config's analytic cost; with `check`, fvcore's count and the built model's parameters
+    compared with it (torch is imported only then)."""
+    import space
+
+    cost = space.complexity(config)
+    metrics = {k: (float(v) if k == "memory_mb" else int(v)) for k, v in cost.as_metrics().items()}
+    if not check:
+        return Cost(metrics)
+    from overlock import create_model
+    from overlock.flops import count_macs
+
+    model = create_model(config)
+    counted = count_macs(model, config.resolution, batch=1, in_chans=config.in_chans)
+    n_params = sum(p.numel() for p in model.parameters())
+    problems = []
+    if counted.total != cost.flops:
+        problems.append(f"flops analytic {cost.flops} != fvcore {counted.total}")
+    if counted.paper != cost.flops_paper:
+        problems.append(f"flops_paper analytic {cost.flops_paper} != fvcore {counted.paper}")
+    if n_params != cost.params:
+        problems.append(f"params analytic {cost.params} != model {n_params}")
+    return Cost(metrics, int(counted.total), tuple(problems))
+
+
+def wants_check(number: int, every: int) -> bool:
+    """fvcore cross-checks trial 0 and every `fvcore_check_every`-th trial (0: trial 0 only)."""
+    return number == 0 or bool(every and number % every == 0)
+
+
+# ---------------------------------------------------------------------------------- latency
+def verdict_attrs(verdict: dict) -> dict:
+    """The latency model's view of a config, recorded on every trial once a model exists."""
+    margin = verdict["margin"]
+    return {"latency_predicted_ms": round(verdict["predicted_ms"], 4),
+            "latency_predicted_low_ms": round(verdict["low_ms"], 4),
+            "latency_model_margin": round(margin, 4) if math.isfinite(margin) else None,
+            "latency_model_n": verdict["n"]}
+
+
+def predicted_over(verdict: dict, budget: float) -> str:
+    """Why a config the model puts over the budget by more than its margin is not measured."""
+    return (f"latency_ms {_fmt('latency_ms', verdict['predicted_ms'])} predicted, at least "
+            f"{_fmt('latency_ms', verdict['low_ms'])} within the model's margin of "
+            f"{verdict['margin']:.1%} > {_fmt('latency_ms', budget)} (not measured)")
+
+
+def recheck(ms: float, verdict: dict | None, budget: float | None, near: float | None) -> str | None:
+    """Why a first latency reading of `ms` should be measured once more, or None: the study's
+    latency model (with a finite margin) disagrees with it by more than that margin and 10 %, or
+    it lies within `near` of the latency budget. Interference only ever adds time."""
+    v = verdict
+    if v and math.isfinite(v["margin"]) and v["predicted_ms"] > 0:
+        off = ms / v["predicted_ms"] - 1.0
+        if abs(off) > max(v["margin"], 0.10):
+            return (f"{off:+.0%} off the model's {v['predicted_ms']:.4g} ms "
+                    f"(margin {v['margin']:.0%})")
+    if budget and near and abs(ms / budget - 1.0) <= near:
+        return f"within {near:.0%} of the {budget:.4g} ms budget"
+    return None
+
+
+def _wants(want: dict) -> str:
+    """The measuring worker's request, for messages: "1 CPU, 1 GPU, resource t4_box"."""
+    parts = [f"{want['cpus']:g} CPU{'s' if want['cpus'] != 1 else ''}"]
+    if want.get("gpus"):
+        parts.append(f"{want['gpus']:g} GPU")
+    if want.get("resource"):
+        parts.append(f"resource {want['resource']}")
+    parts += [f"label {k}={v}" for k, v in (want.get("labels") or {}).items()]
+    return ", ".join(parts)
+
+
+class LatencyPricer:
+    """The latency of a study's configs, on the study's latency device.
+
+    Args:
+        spec: the study.
+        executor: the started `nas.executor.Executor`.
+        run_dir: where this study's own record of the latencies it used is kept.
+        target: the measuring function (`module:function`, normally `nas.worker:run_latency`).
+        grace_s: past `latency.timeout_s`, the driver restarts a measuring worker stuck in native code.
+    """
+
+    def __init__(self, spec, executor, run_dir: Path, target: str, grace_s: float):
+        self.spec, self.executor, self.run_dir = spec, executor, Path(run_dir)
+        self.target, self.grace_s = target, grace_s
+        self.settings = spec.latency
+        self.budget = spec.constraints.get("latency_ms")
+        self.measurer = None
+        self.device: str | None = None     # the device string latencies are measured on
+        self.threads = None
+        self.held: dict = {}               # node id -> resources the measuring worker holds for good
+        self.note: str | None = None       # said once at the start
+        self.store = self.record = self.predictor = None
+
+    # -------------------------------------------------------------------------- start, stop
+    def start(self) -> None:
+        """Start the measuring worker, learn from it the device string of its latencies, and
+        open that device's store (read first), the latency model and this run's record."""
+        from nas.measure import LatencyCache, device_store
+
+        self._start_measurer()
+        self.store = device_store(self.device)
+        self.predictor = self._open_predictor()
+        self.record = LatencyCache(str(self.run_dir / LATENCY_RECORD_NAME))
+
+    def stop(self) -> None:
+        if self.measurer is not None:
+            self.measurer.stop()
+
+    def _start_measurer(self) -> None:
+        """A Ray actor on the latency device, holding a GPU (or `cpus` cores) alone. When that
+        would leave no training slot (one GPU), measurements run as tasks with the same
+        resources instead, between evaluations."""
+        s, label = self.settings, self.spec.label
+        nodes = self.executor.nodes()
+        device = s.device or self.spec.device
+        want = dict(cpus=float(s.cpus), gpus=1.0 if wants_gpu(device, nodes) else 0.0,
+                    resource=s.resource, labels=s.node_labels)
+        problem = self.executor.placeable(**want)
+        if problem:
+            raise SearchError(f"{label}: latency: the measuring worker needs {_wants(want)}, but {problem}")
+        self.threads = s.threads or s.cpus
+        measurer = self.executor.measurer(**want, dedicated=True)
+        info = self._describe(measurer, device, want)
+        held = {info["node"]: {"cpus": want["cpus"], "gpus": want["gpus"]}}
+        if self.executor.capacity(self.spec.resources.cpus, trial_gpus(self.spec, nodes), held=held) == 0:
+            measurer.stop()
+            measurer = self.executor.measurer(**want, dedicated=False)
+            info, held = self._describe(measurer, device, want), {}
+            self.note = (f"latency: no training slot would be left beside a dedicated "
+                         f"measuring worker ({_wants(want)}); each measurement takes them "
+                         "when free, between evaluations")
+        self.measurer, self.held = measurer, held
+        self.device = info["device_string"]
+
+    def _describe(self, measurer, device: str, want: dict) -> dict:
+        """Ask the measuring worker what it measures on (only workers touch CUDA, never the driver)."""
+        limit = max(self.settings.timeout_s, WORKER_START_S)
+        handle = measurer.submit(DESCRIBE_TARGET, device, self.threads, threads=self.threads,
+                                 max_retries=self.spec.max_retries)
+        try:
+            if not self.executor.wait([handle], timeout=limit):
+                raise TaskLost(f"it did not start within {limit:g} s (is the cluster busy?)")
+            info = self.executor.result(handle)
+        except TaskLost as e:
+            info = {"ok": False, "reason": e.reason}
+        if not info.get("ok"):
+            measurer.stop()
+            raise SearchError(f"{self.spec.label}: latency: the measuring worker ({_wants(want)}, "
+                              f"device {device}) failed: {info.get('reason')}")
+        return info
+
+    def _open_predictor(self):
+        """`latency.model` (auto or a file): predictions that spare measuring configs far over
+        the latency budget (`nas.latency_predictor`)."""
+        s = self.settings
+        if not s.model:
+            return None
+        from nas.latency_predictor import LatencyPredictor, LatencyPredictorError
+
+        source = s.model
+        if source != "auto" and not Path(source).is_absolute() and self.spec.path is not None:
+            source = str(Path(self.spec.path).parent / source)
+        settings = {"device": self.device, "resolution": None, "batch": s.batch,
+                    "dtype": s.dtype, "channels_last": s.channels_last, "threads": self.threads}
+        try:
+            return LatencyPredictor(source, settings, self.store, self.budget)
+        except LatencyPredictorError as e:
+            raise SearchError(f"{self.spec.label}: {e}") from None
+
+    # ------------------------------------------------------------------------------ pricing
+    def _key(self, config, device: str | None = None) -> tuple:
+        s = self.settings
+        return (config, device or self.device, s.batch, None, s.dtype, s.channels_last)
+
+    def lookup(self, config) -> dict | None:
+        """A latency known already: the device store first (every study on this device), then
+        this run's own record (given back to a store that was cleared)."""
+        if self.record is None or self.device is None:
+            return None
+        found = self.store.get(*self._key(config))
+        if found is None:
+            found = self.record.get(*self._key(config))
+            if found is not None:
+                self.store.put(*self._key(config), found)
+        elif self.record.get(*self._key(config)) is None:
+            self.record.put(*self._key(config), found)
+        return found
+
+    def predict(self, config) -> dict | None:
+        """The latency model's verdict on `config`, or None without a model."""
+        return self.predictor.judge(config) if self.predictor is not None else None
+
+    def submit(self, config):
+        """Start measuring `config` on the measuring worker; returns the handle."""
+        s = self.settings
+        return self.measurer.submit(
+            self.target, config.to_dict(), device=s.device or self.spec.device,
+            latency=s.model_dump(), num_threads=self.threads,
+            threads=self.threads, max_retries=self.spec.max_retries)
+
+    def recheck(self, result: dict, verdict: dict | None) -> str | None:
+        return recheck(float(result["latency_ms"]), verdict, self.budget, self.settings.recheck_near)
+
+    def learned(self, config, result: dict) -> None:
+        """A measurement to keep: in the store of the device it reports (a restarted worker on
+        another node stores under its own), this run's record, and the latency model."""
+        from nas.measure import device_store
+
+        name = result.get("latency_device") or self.device
+        store = self.store if name == self.device else device_store(name)
+        result = {**result, "config": config.to_dict()}     # a latency model fits on these
+        store.put(*self._key(config, name), result)
+        self.record.put(*self._key(config, name), result)
+        if self.predictor is not None:
+            self.predictor.learn(config, float(result["latency_ms"]))
+
+    def timeout_s(self) -> float | None:
+        """After how long the driver stops a measurement (None: a task waits for its resources
+        first, so its own timer is the worker's)."""
+        if self.measurer is None or not self.measurer.dedicated:
+            return None
+        return self.settings.timeout_s + self.grace_s
+
+    def ahead(self, parallel: int) -> int:
+        """Trials asked beyond the training slots, for the measuring worker to price ahead."""
+        if self.measurer is None:
+            return 0
+        return parallel if self.settings.ahead is None else self.settings.ahead
+
+
+def trial_gpus(spec, nodes: list[dict]) -> float:
+    """GPUs one training trial takes: `resources.gpus`, else 1 when the study's device wants one."""
+    gpus = spec.resources.gpus
+    if gpus is None:
+        gpus = 1.0 if wants_gpu(spec.device, nodes) else 0.0
+    return gpus
