@@ -71,6 +71,10 @@ SCENARIOS = {
                                 {"params": 25e6}),
     "3obj-flops5G": Scenario("3obj-flops5G", "studies/spaces/xt_t.yaml",
                              ("accuracy", "params", "flops"), {"flops": 5e9}),
+    # landscape (b): the surrogate of real trainings (benchmarks/landscape_real.py) on its own space
+    # (8,640 configs at 32x32); 4 MMACs leaves about half of it
+    "surrogate-params-flops4M": Scenario("surrogate-params-flops4M", "benchmarks/spaces/surrogate.yaml",
+                                         ("accuracy", "params"), {"flops": 4e6}),
     # 72 configs: the smoke run and the test
     "quickstart": Scenario("quickstart", "studies/spaces/quickstart.yaml", ("accuracy", "flops"),
                            {"flops": 20e6, "params": 1.2e6}),
