@@ -3,12 +3,15 @@
     python benchmarks/bench_latency.py                 # CPU; CUDA too when present
     python benchmarks/bench_latency.py --rounds 8 --threads 1 2
 
-For each config and thread count, `nas.measure.measure_latency` is called `--rounds` times (each
-call: warm-up, `--repeats` timed forwards, median / IQR, re-measured once when IQR > 10% of the
-median, exactly as a study measures). Reported: the median of the rounds' medians, the spread
-between rounds (max - min, and the coefficient of variation), the within-round IQR, and how
-often the high-spread re-measure fired. The load average is printed because other processes on
-a shared machine are the main source of spread.
+For each config and thread count, `nas.measure.measure_latency` is called `--rounds` times in
+this one process (each call exactly as a study measures: warm-up, `--repeats` timed forwards in 5
+rounds, `latency_ms` the median of round minima, one more set of rounds pooled when the round
+minima spread over 10 %). Reported: the median of the calls' readings, the spread between calls
+(max - min, and the coefficient of variation), the within-call IQR, and how often the re-measure
+fired. Calls in one process do not see what differs between processes; for that, see
+`bench_latency_model.py --profile N` (the same config read by two `overlock-nas profile`
+processes). The load average is printed because other processes on a shared machine are the
+main source of spread.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import overlock  # noqa: E402
-from nas.measure import device_string, measure_latency  # noqa: E402
+from nas.measure import REPEATS, WARMUP, device_string, measure_latency  # noqa: E402
 
 TINY = overlock.OverLoCKConfig(base_depths=(1, 1, 1), overview_depth=1, focus_depths=(1, 1),
                                widths=(16, 32, 64, 64), focus_heads=(1, 1), head_width=128,
@@ -53,8 +56,8 @@ def rounds(config, *, device, threads, n, repeats, warmup, dtype="fp32", batch=1
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=REPEATS)
+    parser.add_argument("--warmup", type=int, default=WARMUP)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--configs", nargs="+", default=["tiny@64", "overlock_xt@224"],
                         help="NAME@RES with NAME a preset or 'tiny'")
@@ -64,8 +67,8 @@ def main():
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} "
           f"{load[2]:.2f} at start")
     print(f"{args.rounds} rounds x ({args.warmup} warm-up + {args.repeats} timed forwards), batch 1, fp32\n")
-    header = (f"{'config':18s} {'device':44s} {'median ms':>10s} {'between rounds':>16s} {'CV':>6s} "
-              f"{'IQR in round':>13s} {'re-measured':>12s}")
+    header = (f"{'config':18s} {'device':44s} {'latency ms':>10s} {'between calls':>16s} {'CV':>6s} "
+              f"{'IQR in call':>13s} {'re-measured':>12s}")
     print(header)
     print("-" * len(header))
     jobs = [("cpu", t) for t in args.threads]

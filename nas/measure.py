@@ -23,8 +23,13 @@ What is timed: the re-parameterised deploy model (dilated branches merged), eval
   fp16 / bf16 by converting the model and input (`.to(dtype)`), channels_last optional;
   `torch.backends.cudnn.benchmark` on (kernels autotuned during warm-up), restored afterwards.
 
-Protocol: `warmup` untimed forwards, then `repeats` timed forwards in `rounds` rounds (rounds
-spread the samples over time, so a burst of interference spoils one round, not the result).
+Protocol (one, for every caller: `overlock-nas profile`, the study's measuring worker, `latency
+fit` and the benchmarks; defaults WARMUP 10, REPEATS 30, ROUNDS 5, the study's): `warmup` untimed
+forwards, then `repeats` timed forwards in `rounds` rounds (rounds spread the samples over time,
+so a burst of interference spoils one round, not the result). Configs measured together have
+their rounds interleaved (`measure_latencies`, GROUP 8); fewer than GROUP configs - one config in
+`profile` or in the measuring worker - idle between rounds for the missing configs' share of the
+time, so every reading's rounds span the same time whether one config or eight were measured.
 `latency_ms` is the median of the rounds' minima (interference only ever adds time: a round's
 fastest forward is its least disturbed one, and the median over rounds discards a round that was
 disturbed throughout); p90, interquartile range (`latency_spread_ms`) and min are over all timed
@@ -61,7 +66,13 @@ __all__ = ["measure_latency", "measure_latencies", "device_string", "latency_key
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SPREAD_REMEASURE = 0.10   # one more set of rounds when the round minima spread > 10 %
-ROUNDS = 5                # timed forwards are taken in this many rounds
+# The one protocol: profile, the study's measuring worker (nas.study.LatencySettings' defaults),
+# `latency fit` and the benchmarks all measure with these unless a user asks otherwise.
+WARMUP = 10               # untimed forwards before the rounds
+REPEATS = 30              # timed forwards, taken in ROUNDS rounds
+ROUNDS = 5
+GROUP = 8                 # configs whose rounds are interleaved; fewer are paced to its time span
+PACE_MAX_S = 30.0         # the longest idle pause between two rounds of a paced measurement
 PROTOCOL = "median of round minima"
 STAGE_REPEATS = 10        # forwards profiled for the per-stage breakdown
 
@@ -218,40 +229,70 @@ def _stats(rounds_ms: list[list[float]]) -> dict:
 def _time_rounds(pairs, repeats: int, warmup: int, rounds: int, clock: str) -> list[tuple[list, list]]:
     """For each (model, input) of `pairs`: (per round: ms of each timed forward by `clock`, wall ms
     of every timed forward). The rounds are interleaved across the pairs: round r of every model
-    runs before round r + 1 of any, so a stretch of interference is shared, not one model's."""
+    runs before round r + 1 of any, so a stretch of interference is shared, not one model's.
+    Fewer than GROUP pairs are paced (`_pause_after_round`): every reading, of one config or of
+    eight, has its rounds spread over the same span of time."""
     per_round = [repeats // rounds + (1 if i < repeats % rounds else 0) for i in range(rounds)]
     per_round = [n for n in per_round if n > 0]
     out = [([], []) for _ in pairs]
-    cpu_clock = clock == "thread_cpu"
     with torch.inference_mode():
         # warm-up interleaved like the rounds: switching models is part of the steady state
         for _ in range(warmup):
             for model, x in pairs:
                 model(x)
-        for n in per_round:
+        for r, n in enumerate(per_round):
+            busy0 = time.thread_time() if clock == "thread_cpu" else time.perf_counter()
             for (model, x), (timed, walls) in zip(pairs, out):
-                if clock == "cuda":
-                    torch.cuda.synchronize()
-                    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                              for _ in range(n)]
-                    for s, e in events:
-                        s.record()
-                        model(x)
-                        e.record()
-                    torch.cuda.synchronize()
-                    timed.append([s.elapsed_time(e) for s, e in events])
-                    walls.extend(timed[-1])
-                    continue
-                times = []
-                for _ in range(n):
-                    c0, t0 = time.thread_time() if cpu_clock else 0.0, time.perf_counter()
-                    model(x)
-                    wall = (time.perf_counter() - t0) * 1e3
-                    walls.append(wall)
-                    times.append((time.thread_time() - c0) * 1e3 if cpu_clock else wall)
+                times = _cuda_round(model, x, n) if clock == "cuda" else _cpu_round(model, x, n, clock, walls)
                 timed.append(times)
-            time.sleep(0)   # yield between rounds: the next round starts on a fresh time slice
+                if clock == "cuda":
+                    walls.extend(times)
+            busy = (time.thread_time() if clock == "thread_cpu" else time.perf_counter()) - busy0
+            if r < len(per_round) - 1:
+                _pause_after_round(busy, len(pairs), clock)
     return out
+
+
+def _cpu_round(model, x, n: int, clock: str, walls: list) -> list[float]:
+    """ms of `n` forwards by the thread's CPU time (`thread_cpu`) or the wall clock; the wall
+    times are appended to `walls` either way."""
+    cpu_clock = clock == "thread_cpu"
+    times = []
+    for _ in range(n):
+        c0, t0 = time.thread_time() if cpu_clock else 0.0, time.perf_counter()
+        model(x)
+        wall = (time.perf_counter() - t0) * 1e3
+        walls.append(wall)
+        times.append((time.thread_time() - c0) * 1e3 if cpu_clock else wall)
+    return times
+
+
+def _cuda_round(model, x, n: int) -> list[float]:
+    """ms of `n` forwards by CUDA events, read after one synchronize."""
+    torch.cuda.synchronize()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
+    for s, e in events:
+        s.record()
+        model(x)
+        e.record()
+    torch.cuda.synchronize()
+    return [s.elapsed_time(e) for s, e in events]
+
+
+def _pause_after_round(busy_s: float, measured: int, clock: str) -> None:
+    """Idle after a round of `measured` configs that took `busy_s`, for the share of a GROUP's
+    round the missing configs would have taken (at most PACE_MAX_S).
+
+    Why: in a group, a config's rounds are spread over GROUP configs' worth of time, so they
+    sample the machine (co-runners, the host's other tenants) at GROUP times as many moments as
+    a lone config's rounds run back to back; a lone reading was the noisier one across
+    processes (docs/latency-model.md). Idling, not measuring more, keeps the CPU cost. CPU only:
+    an idle GPU lowers its clocks, and CUDA rounds are milliseconds long.
+    """
+    if clock == "cuda" or measured >= GROUP or busy_s <= 0:
+        time.sleep(0)   # yield between rounds: the next round starts on a fresh time slice
+        return
+    time.sleep(min(PACE_MAX_S, busy_s * (GROUP - measured) / measured))
 
 
 # ---------------------------------------------------------------------------------- stages
@@ -264,88 +305,110 @@ def _stage_times(model, x, repeats: int, cuda: bool) -> dict[str, float]:
     from the same hooks: CUDA events on GPU, `perf_counter` on CPU, which cost far less than an
     op-level profiler (that roughly doubled a small model's forward here).
     """
-    from torch.autograd.profiler import record_function
-
     stages = model.stage_modules()
     calls: dict[str, list] = {name: [] for name in stages}
-    handles, open_ranges = [], {}
+    handles = _stage_hooks(stages, calls, cuda)
+    try:
+        totals = _hooked_forwards(model, x, repeats, cuda, calls)
+    finally:
+        for h in handles:
+            h.remove()
+    if cuda:
+        calls = {n: [s.elapsed_time(e) for s, e in c] for n, c in calls.items()}
+        totals = [s.elapsed_time(e) for s, e in totals]
+    return _stage_medians(stages, calls, totals)
+
+
+def _stage_hooks(stages: dict, calls: dict[str, list], cuda: bool) -> list:
+    """Forward hooks that open a `stage:<name>` profiler range around each stage module and
+    append its time to `calls[name]` (ms on CPU; a (start, end) CUDA event pair on GPU)."""
+    from torch.autograd.profiler import record_function
+
+    open_ranges: dict[int, tuple] = {}
 
     def pre(name):
         def hook(mod, args):
             rf = record_function(f"stage:{name}")
             rf.__enter__()
-            if cuda:
-                start = torch.cuda.Event(enable_timing=True)
-                start.record()
-            else:
-                start = time.perf_counter()
-            open_ranges[id(mod)] = (rf, start)
+            open_ranges[id(mod)] = (rf, _start_mark(cuda))
         return hook
 
     def post(name):
         def hook(mod, args, out):
             rf, start = open_ranges.pop(id(mod))
-            if cuda:
-                end = torch.cuda.Event(enable_timing=True)
-                end.record()
-                calls[name].append((start, end))
-            else:
-                calls[name].append((time.perf_counter() - start) * 1e3)
+            calls[name].append(_elapsed_since(start, cuda))
             rf.__exit__(None, None, None)
         return hook
 
+    handles = []
     for name, modules in stages.items():
         for m in modules:
             handles.append(m.register_forward_pre_hook(pre(name)))
             handles.append(m.register_forward_hook(post(name)))
-    try:
-        with torch.inference_mode():
-            model(x)  # warm the hooks
-            for name in calls:
-                calls[name].clear()
-            totals = []
-            if cuda:
-                torch.cuda.synchronize()
-            for _ in range(repeats):
-                if cuda:
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    model(x)
-                    end.record()
-                    totals.append((start, end))
-                else:
-                    t0 = time.perf_counter()
-                    model(x)
-                    totals.append((time.perf_counter() - t0) * 1e3)
-            if cuda:
-                torch.cuda.synchronize()
-                calls = {n: [s.elapsed_time(e) for s, e in c] for n, c in calls.items()}
-                totals = [s.elapsed_time(e) for s, e in totals]
-    finally:
-        for h in handles:
-            h.remove()
+    return handles
+
+
+def _start_mark(cuda: bool):
+    """A recorded CUDA event, or the CPU clock now."""
+    if not cuda:
+        return time.perf_counter()
+    start = torch.cuda.Event(enable_timing=True)
+    start.record()
+    return start
+
+
+def _elapsed_since(start, cuda: bool):
+    """ms since a `_start_mark` on CPU; on GPU the (start, end) event pair, read after a sync."""
+    if not cuda:
+        return (time.perf_counter() - start) * 1e3
+    end = torch.cuda.Event(enable_timing=True)
+    end.record()
+    return (start, end)
+
+
+def _hooked_forwards(model, x, repeats: int, cuda: bool, calls: dict[str, list]) -> list:
+    """One untimed forward (the hooks' first call), then `repeats` timed whole forwards; the
+    stage times of the untimed one are dropped. Returns the whole forwards' times."""
+    with torch.inference_mode():
+        model(x)
+        for name in calls:
+            calls[name].clear()
+        if cuda:
+            torch.cuda.synchronize()
+        totals = []
+        for _ in range(repeats):
+            start = _start_mark(cuda)
+            model(x)
+            totals.append(_elapsed_since(start, cuda))
+        if cuda:
+            torch.cuda.synchronize()
+    return totals
+
+
+def _stage_medians(stages: dict, calls: dict[str, list], totals: list[float]) -> dict[str, float]:
+    """Per stage, the median over forwards of the summed time of its modules (each forward calls
+    every module of a stage once); "other" is what runs between the stages (context upsampling,
+    concatenations): the median whole forward less the stages."""
     out = {}
     for name, modules in stages.items():
-        per_forward = len(modules)
-        ms = calls[name]
+        per_forward, ms = len(modules), calls[name]
         if not ms or per_forward == 0:
             out[name] = 0.0
             continue
-        # each forward calls every module of the stage once: sum per forward, take the median
         sums = [sum(ms[i:i + per_forward]) for i in range(0, len(ms) - per_forward + 1, per_forward)]
         out[name] = round(statistics.median(sums), 4)
-    # what runs between the stages (context upsampling, concatenations), same forwards
     out["other"] = round(max(0.0, statistics.median(totals) - sum(out.values())), 4)
     return out
 
 
 # -------------------------------------------------------------------------------------- API
 def measure_latency(config_or_model, *, device: str = "cpu", batch: int = 1, dtype: str = "fp32",
-                    channels_last: bool = False, warmup: int = 10, repeats: int = 50,
+                    channels_last: bool = False, warmup: int = WARMUP, repeats: int = REPEATS,
                     threads: int | None = None, profile_stages: bool = False,
                     resolution: int | tuple[int, int] | None = None, rounds: int = ROUNDS,
                     pin: bool = True) -> dict[str, Any]:
-    """Measure the deploy model's forward latency.
+    """Measure the deploy model's forward latency (`measure_latencies` of one config: the same
+    protocol, its rounds paced to a group's time span).
 
     Args:
         config_or_model: an `OverLoCKConfig` (built in deploy structure, seed 0) or a model (copied
@@ -380,7 +443,7 @@ def measure_latency(config_or_model, *, device: str = "cpu", batch: int = 1, dty
                           rounds=rounds, pin=pin)[0]
 
 
-def measure_latencies(configs, *, group: int = 8, **settings) -> list[dict[str, Any]]:
+def measure_latencies(configs, *, group: int = GROUP, **settings) -> list[dict[str, Any]]:
     """`measure_latency` of several configs, their rounds interleaved `group` models at a time.
 
     Round r of every model of a group is timed before round r + 1 of any, so the load of a shared
@@ -398,64 +461,97 @@ def measure_latencies(configs, *, group: int = 8, **settings) -> list[dict[str, 
     return out
 
 
-def _measure_group(items, *, device: str = "cpu", batch: int = 1, dtype: str = "fp32",
-                   channels_last: bool = False, warmup: int = 10, repeats: int = 50,
-                   threads: int | None = None, profile_stages: bool = False, resolution=None,
-                   rounds: int = ROUNDS, pin: bool = True) -> list[dict[str, Any]]:
+def _check_settings(device: str, dtype: str, batch: int, repeats: int, warmup: int, rounds: int) -> bool:
+    """True for CUDA; ValueError (one line) for settings no measurement can use."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} must be one of {', '.join(DTYPES)}")
     if batch < 1 or repeats < 2 or warmup < 0 or rounds < 1:
         raise ValueError(f"batch={batch}, repeats={repeats}, warmup={warmup}, rounds={rounds}: need "
                          "batch >= 1, repeats >= 2, warmup >= 0, rounds >= 1")
-    dev = torch.device(device)
-    cuda = dev.type == "cuda"
+    cuda = torch.device(device).type == "cuda"
     if cuda and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available")
-    rounds = min(rounds, repeats)
+    return cuda
+
+
+def _build(items, device: str, dtype: str, channels_last: bool, resolution, batch: int) -> list[tuple]:
+    """(deploy model, input batch, resolution) of each item, on the device in its dtype."""
+    dev = torch.device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    built = []
+    for item in items:
+        model, x, res = _deploy_model(item, dev, DTYPES[dtype], channels_last, resolution)
+        x = x.expand(batch, *x.shape[1:]).contiguous(memory_format=memory_format).to(dev, DTYPES[dtype])
+        built.append((model, x, res))
+    return built
+
+
+def _timed_with_recheck(pairs, repeats: int, warmup: int, rounds: int, clock: str) -> list[dict]:
+    """Per pair: {"timed": round times, "walls": wall ms, "first_spread": the first set's round
+    range when its rounds disagreed and one more set was measured and pooled, else None}."""
+    timings = _time_rounds(pairs, repeats, warmup, rounds, clock)
+    first = [_stats(timed) for timed, _ in timings]
+    again = [i for i, st in enumerate(first) if st["round_range"] > SPREAD_REMEASURE * st["latency"]]
+    more = _time_rounds([pairs[i] for i in again], repeats, min(warmup, 1), rounds, clock) if again else []
+    out = []
+    for i, (timed, walls) in enumerate(timings):
+        entry = {"timed": timed, "walls": walls, "first_spread": None}
+        if i in again:
+            extra_timed, extra_walls = more[again.index(i)]
+            entry = {"timed": timed + extra_timed, "walls": walls + extra_walls,
+                     "first_spread": first[i]["round_range"]}
+        out.append(entry)
+    return out
+
+
+def _measure_group(items, *, device: str = "cpu", batch: int = 1, dtype: str = "fp32",
+                   channels_last: bool = False, warmup: int = WARMUP, repeats: int = REPEATS,
+                   threads: int | None = None, profile_stages: bool = False, resolution=None,
+                   rounds: int = ROUNDS, pin: bool = True) -> list[dict[str, Any]]:
+    """The one protocol, for every caller: settings checked, allocator settled, threads set,
+    models built, the measuring thread pinned, rounds timed (and re-timed when they disagree)."""
+    cuda = _check_settings(device, dtype, batch, repeats, warmup, rounds)
+    rounds = min(rounds, repeats)
     settle_large_blocks()
     with _pinned_threads(threads if not cuda else None), _cudnn_autotune(cuda):
-        built = []
-        for item in items:
-            model, x, res = _deploy_model(item, dev, DTYPES[dtype], channels_last, resolution)
-            x = x.expand(batch, *x.shape[1:]).contiguous(memory_format=memory_format).to(dev, DTYPES[dtype])
-            built.append((model, x, res))
+        built = _build(items, device, dtype, channels_last, resolution, batch)
         n_threads = None if cuda else torch.get_num_threads()
         clock = "cuda" if cuda else ("thread_cpu" if n_threads == 1 else "wall")
-        pairs = [(m, x) for m, x, _ in built]
         with _pinned_cores(n_threads if pin else None) as cores:
-            timings = _time_rounds(pairs, repeats, warmup, rounds, clock)
-            spread = [_stats(timed) for timed, _ in timings]
-            again = [i for i, st in enumerate(spread) if st["round_range"] > SPREAD_REMEASURE * st["latency"]]
-            more = _time_rounds([pairs[i] for i in again], repeats, min(warmup, 1), rounds, clock) if again else []
+            timings = _timed_with_recheck([(m, x) for m, x, _ in built], repeats, warmup, rounds, clock)
+        common = {"latency_device": device_string(device, threads), "latency_batch": batch,
+                  "latency_dtype": dtype, "latency_channels_last": bool(channels_last),
+                  "latency_repeats": repeats, "latency_clock": clock, "latency_rounds": rounds,
+                  "latency_protocol": _protocol_text(clock, len(items)), "latency_cores": cores}
         results = []
-        for i, ((model, x, res), (timed, walls)) in enumerate(zip(built, timings)):
-            result = {"latency_remeasured": False}
-            if i in again:
-                extra_timed, extra_walls = more[again.index(i)]
-                result = {"latency_remeasured": True,
-                          "latency_first_spread_ms": round(spread[i]["round_range"], 4)}
-                timed, walls = timed + extra_timed, walls + extra_walls
-            stats = _stats(timed)
-            result.update({
-                "latency_ms": round(stats["latency"], 4),
-                "latency_p90_ms": round(stats["p90"], 4),
-                "latency_spread_ms": round(stats["iqr"], 4),
-                "latency_min_ms": round(stats["min"], 4),
-                "latency_device": device_string(device, threads),
-                "latency_batch": batch,
-                "latency_dtype": dtype,
-                "latency_channels_last": bool(channels_last),
-                "latency_repeats": repeats,
-                "latency_resolution": list(res),
-                "latency_clock": clock,
-                "latency_rounds": rounds,
-                "latency_protocol": f"{PROTOCOL}, {clock} clock"
-                                    + (f", rounds interleaved over {len(items)} configs" if len(items) > 1 else ""),
-                "latency_wall_ms": round(statistics.median(walls), 4),
-                "latency_cores": cores,
-            })
+        for (model, x, res), timing in zip(built, timings):
+            result = _result(timing) | common | {"latency_resolution": list(res)}
             if profile_stages:
                 result["latency_stages_ms"] = _stage_times(model, x, min(repeats, STAGE_REPEATS), cuda)
             results.append(result)
     return results
+
+
+def _protocol_text(clock: str, measured: int) -> str:
+    """`latency_protocol`: the statistic, the clock, and how the rounds were spread over time."""
+    text = f"{PROTOCOL}, {clock} clock"
+    if measured > 1:
+        text += f", rounds interleaved over {measured} configs"
+    if clock != "cuda" and measured < GROUP:
+        text += f", paced to {GROUP} configs' time"
+    return text
+
+
+def _result(timing: dict) -> dict[str, Any]:
+    """The statistics of one config's timed forwards as result keys."""
+    stats = _stats(timing["timed"])
+    result = {"latency_remeasured": timing["first_spread"] is not None}
+    if timing["first_spread"] is not None:
+        result["latency_first_spread_ms"] = round(timing["first_spread"], 4)
+    return result | {
+        "latency_ms": round(stats["latency"], 4),
+        "latency_p90_ms": round(stats["p90"], 4),
+        "latency_spread_ms": round(stats["iqr"], 4),
+        "latency_min_ms": round(stats["min"], 4),
+        "latency_wall_ms": round(statistics.median(timing["walls"]), 4),
+    }

@@ -23,7 +23,6 @@ import click
 
 DTYPES = ("fp32", "fp16", "bf16")
 SAMPLE_TRIES = 50   # draws per wanted config before concluding the space has no more
-GROUP = 8           # configs measured with their rounds interleaved (memory: GROUP models at once)
 
 
 def _load_source(path: str):
@@ -117,7 +116,7 @@ def fit_command(source, measurements, device, resolution, batch, dtype, channels
     from nas.commands._options import check_device
     from nas.commands.profile import parse_resolution
     from nas.latency_store import device_store, latency_key
-    from nas.measure import device_string, measure_latencies
+    from nas.measure import GROUP, device_string, measure_latencies
 
     if out is not None and os.path.isfile(out):
         try:     # refuse before measuring: --out replaces only an earlier model

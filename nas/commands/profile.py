@@ -59,10 +59,12 @@ def load_config_file(path: str):
 
 
 def profile_config(config, *, batch: int = 1, dtype: str = "fp32", device: str = "auto",
-                   threads: int | None = None, repeats: int = 50, warmup: int = 10,
+                   threads: int | None = None, repeats: int | None = None, warmup: int | None = None,
                    channels_last: bool = False, stages: bool = False, latency: bool = True,
                    fvcore: bool = True) -> dict:
-    """The profile of `config` at its resolution as a JSON-able dict (see the module docstring)."""
+    """The profile of `config` at its resolution as a JSON-able dict (see the module docstring).
+    `repeats` / `warmup` None: the measuring protocol's defaults (`nas.measure`), the same a
+    study and `latency fit` use, so a reading here is comparable with theirs."""
     import torch
 
     import space
@@ -99,9 +101,10 @@ def profile_config(config, *, batch: int = 1, dtype: str = "fp32", device: str =
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        protocol = {k: v for k, v in (("warmup", warmup), ("repeats", repeats)) if v is not None}
         doc["latency"] = measure_latency(config, device=device, batch=batch, dtype=dtype,
-                                         channels_last=channels_last, warmup=warmup,
-                                         repeats=repeats, threads=threads, profile_stages=stages)
+                                         channels_last=channels_last, threads=threads,
+                                         profile_stages=stages, **protocol)
     return doc
 
 
@@ -134,7 +137,7 @@ def render(doc: dict, name: str) -> str:
     rows.append(("activation memory", f"{doc['memory_mb']:.2f} MiB peak (analytic, fp32 inference, {size})"))
     lat = doc.get("latency")
     if lat:
-        rows.append(("latency (median)", f"{lat['latency_ms']:.3f} ms  ({lat['latency_dtype']}, "
+        rows.append(("latency (median of round minima)", f"{lat['latency_ms']:.3f} ms  ({lat['latency_dtype']}, "
                      f"batch {lat['latency_batch']}, {h}x{w}"
                      f"{', channels_last' if lat['latency_channels_last'] else ''})"))
         rows.append(("latency p90 / IQR / min", f"{lat['latency_p90_ms']:.3f} / "
@@ -159,8 +162,10 @@ def render(doc: dict, name: str) -> str:
 @click.option("--dtype", type=click.Choice(DTYPES), default="fp32", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the latency (default: torch's).")
-@click.option("--repeats", type=click.IntRange(min=2), default=50, show_default=True)
-@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=2), default=None,
+              help="Timed forwards [the measuring protocol's, as a study measures: nas.measure.REPEATS].")
+@click.option("--warmup", type=click.IntRange(min=0), default=None,
+              help="Untimed forwards first [nas.measure.WARMUP].")
 @click.option("--channels-last", is_flag=True, help="Measure latency in channels_last memory format.")
 @click.option("--stages", is_flag=True, help="Also break latency down per stage (torch.profiler).")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")

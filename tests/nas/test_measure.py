@@ -180,3 +180,99 @@ def test_the_latency_store_is_read_without_importing_torch():
     import nas.measure
     assert nas.measure.LatencyCache is nas.latency_store.LatencyCache   # old imports keep working
     assert nas.measure.device_store is nas.latency_store.device_store
+
+
+def _protocol_defaults() -> dict:
+    import inspect
+
+    import nas.measure
+
+    return {k: p.default for k, p in inspect.signature(nas.measure._measure_group).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def _effective_protocol(kwargs: dict, defaults: dict) -> dict:
+    """The protocol settings a `_measure_group` call ran with (its defaults filled in)."""
+    return {k: kwargs.get(k, defaults[k]) for k in ("warmup", "repeats", "rounds", "pin", "threads")}
+
+
+def test_profile_the_worker_latency_fit_and_the_benchmark_measure_with_one_protocol(
+        monkeypatch, tmp_path, tiny_config):
+    """A `profile` reading is comparable with a study's, `latency fit`'s and the benchmark's only
+    when all four measure with the same settings. Before: profile timed 50 forwards, a study 30,
+    the benchmark 20 after 3 warm-up forwards (a round's minimum of 10 forwards is not one of 6)."""
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    import nas.measure
+    from nas import worker
+    from nas.cli import main
+    from nas.study import LatencySettings
+
+    calls, defaults = {}, _protocol_defaults()
+
+    def fake_group(items, **kwargs):
+        calls.setdefault(caller, []).append(_effective_protocol(kwargs, defaults))
+        return [{"latency_ms": 10.0 + len(calls[caller]) + i, "latency_device": "cpu: fake"}
+                for i, _ in enumerate(items)]
+
+    monkeypatch.setattr(nas.measure, "_measure_group", fake_group)
+    monkeypatch.setenv("OVERLOCK_NAS_CACHE", str(tmp_path / "cache"))
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(tiny_config.replace(resolution=(32, 32)).to_yaml())
+
+    caller = "profile"
+    out = CliRunner().invoke(main, ["profile", "--config", str(config_file), "--threads", "1",
+                                    "--device", "cpu", "--no-fvcore", "--json"])
+    assert out.exit_code == 0, out.output
+    caller = "worker"
+    assert worker.run_latency(tiny_config.to_dict(), device="cpu", latency=LatencySettings().model_dump(),
+                              num_threads=1)["ok"]
+    caller = "latency fit"
+    out = CliRunner().invoke(main, ["latency", "fit", "studies/spaces/quickstart.yaml", "--measurements", "3",
+                                    "--resolution", "32", "--threads", "1", "--out", str(tmp_path / "m.json")])
+    assert out.exit_code == 0, out.output
+    spec = importlib.util.spec_from_file_location("bench_latency_model", REPO / "benchmarks/bench_latency_model.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = bench.parser().parse_args([])
+    calls["benchmark"] = [_effective_protocol({"warmup": args.warmup, "repeats": args.repeats,
+                                               "threads": args.threads}, defaults)]
+
+    protocols = {name: p for name, ps in calls.items() for p in ps}
+    assert set(protocols) == {"profile", "worker", "latency fit", "benchmark"}
+    assert len({tuple(sorted(p.items())) for p in protocols.values()}) == 1, protocols
+    assert protocols["profile"]["repeats"] == nas.measure.REPEATS == LatencySettings().repeats
+    assert protocols["profile"]["warmup"] == nas.measure.WARMUP == LatencySettings().warmup
+
+
+def test_a_lone_config_is_paced_to_a_groups_time_span(monkeypatch):
+    """In a group of GROUP configs, one config's rounds are spread over GROUP configs' time; a
+    lone config (profile, the measuring worker) idles between its rounds for the others' share,
+    so its rounds sample the machine at as many moments. Before: its rounds ran back to back."""
+    import nas.measure
+
+    pauses = []
+    monkeypatch.setattr(nas.measure.time, "sleep", pauses.append)
+
+    def model(x):     # 20 ms of this thread's CPU per forward
+        end = time_cpu() + 0.02
+        while time_cpu() < end:
+            pass
+
+    from time import thread_time as time_cpu
+
+    nas.measure._time_rounds([(model, None)], repeats=6, warmup=0, rounds=3, clock="thread_cpu")
+    busy = 2 * 0.02                                      # a round: 2 forwards
+    assert len(pauses) == 2                              # between rounds, not after the last
+    for pause in pauses:
+        assert pause == pytest.approx((nas.measure.GROUP - 1) * busy, rel=0.3)
+    pauses.clear()
+    nas.measure._time_rounds([(model, None)] * nas.measure.GROUP, repeats=2, warmup=0, rounds=2,
+                             clock="thread_cpu")
+    assert pauses == [0]                                 # a full group: its own rounds spread it
+    pauses.clear()
+    monkeypatch.setattr(nas.measure, "PACE_MAX_S", 0.05)
+    nas.measure._time_rounds([(model, None)], repeats=4, warmup=0, rounds=2, clock="thread_cpu")
+    assert pauses == [0.05]                              # a long round is not paced for minutes
