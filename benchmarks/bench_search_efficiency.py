@@ -332,7 +332,7 @@ def table(rows: list[dict], trials: int) -> str:
                       f"{first['feasible']} feasible ({first['space_size']} in the space)", ""]
         marks = [k for k in CHECKPOINTS if k <= trials]
         head = ["strategy", "seeds"] + [f"HV@{k}" for k in marks] + [f"to {t:.2f}" for t in TARGETS] + \
-            ["over budget", "repeats", "trials/s"]
+            ["trials over budget", "draws rejected", "repeats", "trials/s"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         by_strategy: dict[str, list[dict]] = {}
         for r in group:
@@ -343,8 +343,11 @@ def table(rows: list[dict], trials: int) -> str:
             cells += [_median_iqr([ratio_at(r["hv_ratio"], k) for r in runs]) for k in marks]
             cells += [_median_trials([trials_to_reach(r["hv_ratio"][:trials], t) for r in runs], trials)
                       for t in TARGETS]
-            over = sum(r["over_budget"] for r in runs) / max(1, sum(r["draws"] for r in runs))
-            cells += [f"{over:.1%}", f"{np.median([r['repeats'] for r in runs]):.0f}",
+            # trials PRUNED over a budget (of the study's trials); draws the proposer rejected
+            # before a trial was created (of all draws)
+            over = sum(r["infeasible_trials"] for r in runs) / max(1, sum(r["trials"] for r in runs))
+            rejected = sum(r["rejected_draws"] for r in runs) / max(1, sum(r["draws"] for r in runs))
+            cells += [f"{over:.1%}", f"{rejected:.1%}", f"{np.median([r['repeats'] for r in runs]):.0f}",
                       f"{np.median([r['trials_per_s'] for r in runs]):.1f}"]
             lines.append("| " + " | ".join(cells) + " |")
         reasons = {}

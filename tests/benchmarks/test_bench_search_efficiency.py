@@ -165,6 +165,6 @@ def test_benchmark_runs_through_the_engine_and_resumes(tmp_path, capsys):
         ratio = np.asarray(r["hv_ratio"])
         assert np.all(np.diff(ratio) >= -1e-12) and 0 < ratio[-1] <= 1 + 1e-9
     out = capsys.readouterr().out
-    assert "| default | 1 |" in out and "| random | 1 |" in out
+    assert "| default | 1 |" in out and "| random | 1 |" in out and "trials over budget" in out
     bse.main(argv)                                   # everything is in the results file already
     assert len(results.read_text().splitlines()) == 2
