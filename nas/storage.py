@@ -112,6 +112,8 @@ TRIAL_ATTRS: dict[str, str] = {
     "reused_from": "trial whose result was reused", "superseded": "interrupted, re-queued",
     "requeued_from": "the interrupted trial this one re-runs",
     "continued_from": "trial whose rungs this one continued",
+    # written by the proposer's sampler when the trial is asked (nas.search.proposals)
+    "rejected_draws": "{reason: draws rejected before this trial}",
     # readers only (never written by the engine)
     "preset": "an official preset evaluated beside the search",
 }
@@ -358,7 +360,10 @@ def open_for_driver(run_dir, url: str | None, label: str):
         journal = Path(run_dir) / JOURNAL_NAME
         if journal.is_file():
             check_journal(journal)
-        return JournalStorage(JournalFileBackend(str(journal)))
+        # one append and fsync per driver step, not per record (nas.search.journal)
+        from nas.search.journal import BufferedJournalFileBackend
+
+        return JournalStorage(BufferedJournalFileBackend(str(journal)))
     try:
         if url.startswith("sqlite"):
             # sqlite's default 5 s lock timeout fails commits while a reader holds the file

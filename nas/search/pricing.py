@@ -137,7 +137,7 @@ class LatencyPricer:
     def start(self) -> None:
         """Start the measuring worker, learn from it the device string of its latencies, and
         open that device's store (read first), the latency model and this run's record."""
-        from nas.measure import LatencyCache, device_store
+        from nas.latency_store import LatencyCache, device_store
 
         self._start_measurer()
         self.store = device_store(self.device)
@@ -246,7 +246,7 @@ class LatencyPricer:
     def learned(self, config, result: dict) -> None:
         """A measurement to keep: in the store of the device it reports (a restarted worker on
         another node stores under its own), this run's record, and the latency model."""
-        from nas.measure import device_store
+        from nas.latency_store import device_store
 
         name = result.get("latency_device") or self.device
         store = self.store if name == self.device else device_store(name)
