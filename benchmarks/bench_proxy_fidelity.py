@@ -185,11 +185,14 @@ def run_supernet_jobs(configs, args, dataset: dict, results: Results, supernet: 
     with_bn = get_evaluator("supernet", dict(common, bn_recalibration_batches=args.supernet_bn_batches))
     inherited = get_evaluator("supernet", dict(common, bn_recalibration_batches=0))
     job = supernet_job(supernet)
-    with_bn.evaluate(configs[0], seed=0)   # load the supernet and the data once, outside the timings
+    with_bn.evaluate(configs[args.supernet_shard[0]], seed=0)   # load the supernet and data outside the timings
     epoch1 = get_evaluator("train", dict(args.train_settings, dataset=dataset, epochs=args.epochs,
                                          save_weights=False, resolution=args.resolution))
+    shard, shards = args.supernet_shard
     for i, config in enumerate(configs):
         chash = config.config_hash()
+        if i % shards != shard:   # another process scores it (--supernet-shard)
+            continue
         if not results.get(chash, job):
             c0 = time.process_time()
             a = with_bn.evaluate(config, seed=0)
@@ -203,7 +206,7 @@ def run_supernet_jobs(configs, args, dataset: dict, results: Results, supernet: 
             print(f"[{i + 1}/{len(configs)}] {chash[:10]} {job} {row['wall_s']:6.2f} s acc {row['accuracy']:.3f} "
                   f"loss {row['val_loss']:.3f} | inherited BN acc {row['inherited_accuracy']:.3f}", flush=True)
         name = f"epoch1/{args.seeds[0]}"
-        if i < args.supernet_cost_archs and not results.get(chash, name):
+        if i // shards < args.supernet_cost_archs and not results.get(chash, name):
             # the rung-1 epoch of the same architecture, timed right after its scoring (same load)
             c0, t0 = time.process_time(), time.perf_counter()
             epoch1.evaluate(config, budget_epochs=1, seed=args.seeds[0], workdir=str(supernet))
@@ -270,7 +273,7 @@ def supernet_summary(configs, args, results: Results) -> dict | None:
             groups.setdefault((name, value), []).append(float(err))
     return {"score_s": score_s, "inherited_score_s": float(np.median([r["inherited_wall_s"] for r in rows])),
             "epoch_s": epoch_s, "full_s": full_s, "speedup_vs_epoch": epoch_s / score_s,
-            "cpu_speedup_vs_epoch": cpu_ratio, "paired": len(paired),
+            "cpu_speedup_vs_epoch": cpu_ratio, "paired": len(paired), "epochs": args.epochs, "n": len(configs),
             "supernet_wall_s": card["wall_s"], "supernet_epochs": card["epochs_done"],
             "training_equivalent": card["wall_s"] / full_s, "card": card,
             "training_equivalent_cpu": (card.get("cpu_s", float("nan")) / (args.epochs * float(np.median(
@@ -395,7 +398,7 @@ def supernet_lines(sn: dict | None) -> list[str]:
              f"sub-networks a step) in {sn['supernet_wall_s'] / 60:.1f} min = "
              f"{sn['training_equivalent']:.1f} stand-alone trainings of {sn['full_s']:.1f} s by wall time, "
              f"{sn['training_equivalent_cpu']:.1f} by CPU time ({card.get('cpu_s', float('nan')) / 60:.1f} CPU-min "
-             f"against {args.epochs} x the median rung-1 epoch); load during training: "
+             f"against {sn['epochs']} x the median rung-1 epoch); load during training: "
              + "; ".join(f"{s['load_start']} -> {s.get('load_end')}" for s in card["sessions"]) + ".",
              f"- Scoring one architecture: {sn['score_s']:.2f} s median with BN re-estimation, "
              f"{sn['inherited_score_s']:.2f} s without; a rung-1 epoch takes {sn['epoch_s']:.2f} s: "
@@ -403,7 +406,8 @@ def supernet_lines(sn: dict | None) -> list[str]:
              + (f", {sn['cpu_speedup_vs_epoch']:.1f}x in CPU time (median over {sn['paired']} architectures "
                 "timed back to back)." if sn["paired"] else " (rung-1 epoch = mean full training / epochs)."),
              "", "Where the supernet ranks badly: mean |rank by supernet loss (BN re-estimated) - rank by "
-             "mean final accuracy| (20 architectures: 0 = same place, ~6.7 = random):", "",
+             f"mean final accuracy| ({sn['n']} architectures: 0 = same place, "
+             f"{(sn['n'] ** 2 - 1) / (3 * sn['n']):.1f} = random order):", "",
              "| group | mean rank error | architectures |", "|---|---:|---:|"]
     for group, (err, n) in sn["rank_error"].items():
         lines.append(f"| {group} | {err:.1f} | {n} |")
@@ -451,6 +455,8 @@ def main(argv=None) -> None:
                          "accuracies instead of training them again (import_finals)")
     ap.add_argument("--supernet-cost-archs", type=int, default=20,
                     help="time a rung-1 epoch beside the scoring of the first K architectures")
+    ap.add_argument("--supernet-shard", type=lambda t: tuple(int(v) for v in t.split("/")), default=(0, 1),
+                    metavar="I/K", help="score only architectures i with i %% K == I (parallel processes)")
     ap.add_argument("--supernet-only", action="store_true",
                     help="only train / score the supernet (the stand-alone runs may be running elsewhere)")
     args = ap.parse_args(argv)
@@ -472,9 +478,14 @@ def main(argv=None) -> None:
     args.supernet_dir = train_or_find_supernet(args, dataset, work)
     if args.supernet_dir:
         run_supernet_jobs(configs, args, dataset, results, args.supernet_dir)
+    results = Results(work / "results.jsonl")   # re-read: other processes may have added rows
     if args.supernet_only and any(results.get(c.config_hash(), f"train/{s}") is None
                                   for c in configs for s in args.seeds):
         print("supernet scored; the stand-alone runs are not all done: no table yet", flush=True)
+        return
+    if args.supernet_dir and any(results.get(c.config_hash(), supernet_job(args.supernet_dir)) is None
+                                 for c in configs):
+        print("this shard is scored; the others are not all done: no table yet", flush=True)
         return
     rows, summary = correlations(configs, args, results)
     summary["supernet"] = supernet_summary(configs, args, results)

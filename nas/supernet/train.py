@@ -189,7 +189,8 @@ def train_supernet(space_source, dataset: Mapping, out_dir, *, epochs: int, seed
     card = card or _new_card(space_source, space, recipe, data, res, record, device)
     session = {"started": _now(), "from_epoch": card["epochs_done"], "command": command,
                "load_start": [round(v, 2) for v in os.getloadavg()], "torch_threads": torch.get_num_threads()}
-    card["sessions"].append(session)
+    if card["epochs_done"] < epochs:   # a finished run asked again trains nothing: no session
+        card["sessions"].append(session)
     loop = _Loop(supernet, recipe, optimizer, data, record, device, on_step)
     for epoch in range(card["epochs_done"], epochs):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -205,9 +206,6 @@ def train_supernet(space_source, dataset: Mapping, out_dir, *, epochs: int, seed
         _checkpoint(out_dir, supernet, optimizer, card, print_)
         if on_epoch:
             on_epoch(dict(entry, epochs=epochs))
-    session.setdefault("ended", _now())
-    session.setdefault("load_end", [round(v, 2) for v in os.getloadavg()])
-    write_card(out_dir, card)
     return card
 
 
