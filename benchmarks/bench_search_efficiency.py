@@ -90,9 +90,12 @@ def _file_digest(*paths) -> str:
 
 
 def _landscape_digest(name: str) -> str:
-    """Changes when the landscape's code changes (its module's source), so a cache is not stale."""
+    """Changes when the landscape changes, so a cache is not stale: its module's source and every
+    file a module-level `Path` names (a fitted surrogate's model file)."""
     fn = landscapes.get_landscape(name)
-    return _file_digest(inspect.getsourcefile(fn))
+    module = sys.modules[fn.__module__]
+    data = sorted(str(v) for v in vars(module).values() if isinstance(v, Path) and v.is_file())
+    return _file_digest(inspect.getsourcefile(fn), *data)
 
 
 def enumerate_space(space_path: str, landscape_names: list[str], cache_dir: Path = OUT / "cache") -> dict:
