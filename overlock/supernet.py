@@ -317,18 +317,22 @@ class Supernet(nn.Module):
         return config.replace(**changes) if changes else config
 
     def _lay_out(self, fitted: list[OverLoCKConfig]) -> None:
-        """Every tensor the supernet holds: the union of the deepest structure of each set of
-        re-param kernels (their dilated branches differ), at the maximum of every axis."""
+        """Every tensor the supernet holds, at the maximum of every axis: the union of the
+        deepest structures with each re-param kernel of each stage (their dilated branches
+        differ), one structure per rank of those kernels."""
         env = self.envelope
-        covers = {c.reparam_kernels: c for c in fitted}.values()
-        for config in covers:
-            cover = config.replace(base_depths=env.base_depths, overview_depth=env.overview_depth,
-                                   focus_depths=env.focus_depths, aux_head=env.aux_head)
+        kernels = [self.value_sets[f"reparam_kernels[{s}]"] for s in range(4)]
+        for rank in range(max(len(k) for k in kernels)):
+            cover = fitted[0].replace(
+                base_depths=env.base_depths, overview_depth=env.overview_depth,
+                focus_depths=env.focus_depths, aux_head=env.aux_head,
+                reparam_kernels=tuple(k[min(rank, len(k) - 1)] for k in kernels))
             with torch.device("meta"):
                 template = OverLoCK(cover, ls_init_value=self.ls_init_value)
             for path, module in template.named_modules():
                 for pname, t, buffer in _own_tensors(module):
-                    self._add_slot(path, module, pname, t, buffer)
+                    if f"{path}.{pname}" not in self._slots:
+                        self._add_slot(path, module, pname, t, buffer)
                 if self.kernel_transform:
                     self._add_transforms(path, module)
 

@@ -182,10 +182,14 @@ def test_a_config_list_and_a_class_count_override():
                                               head_width=64, base_depths=(1, 1, 1), focus_depths=(1, 2)),
                PRESETS["overlock_xt"].replace(widths=(8, 16, 32, 48), focus_heads=(1, 1),
                                               head_width=32, base_depths=(1, 1, 2), focus_depths=(2, 1),
-                                              region_count=3, dynamic_kernels=(7, 5))]
+                                              region_count=3, dynamic_kernels=(7, 5),
+                                              reparam_kernels=(13, 11, 9, 5))]
     net = Supernet(configs, num_classes=7)
     _scramble(net, seed=2)
     assert net.space is None and net.max_config.widths == (16, 32, 64, 96)
+    # the dilated branches of both large kernels are held (13 has k7_2, 17 has k9_2)
+    for branch, k in (("dil_conv_k7_2", 7), ("dil_conv_k9_2", 9)):
+        assert net.get_parameter(f"blocks1.0.proj.1.{branch}.weight").shape == (16, 1, k, k)
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     for config in configs:
         _assert_extract_exact(net, config, x)
