@@ -241,15 +241,14 @@ def _time_rounds(pairs, repeats: int, warmup: int, rounds: int, clock: str) -> l
             for model, x in pairs:
                 model(x)
         for r, n in enumerate(per_round):
-            busy0 = time.thread_time() if clock == "thread_cpu" else time.perf_counter()
+            round_start = time.perf_counter()
             for (model, x), (timed, walls) in zip(pairs, out):
                 times = _cuda_round(model, x, n) if clock == "cuda" else _cpu_round(model, x, n, clock, walls)
                 timed.append(times)
                 if clock == "cuda":
                     walls.extend(times)
-            busy = (time.thread_time() if clock == "thread_cpu" else time.perf_counter()) - busy0
             if r < len(per_round) - 1:
-                _pause_after_round(busy, len(pairs), clock)
+                _pause_after_round(time.perf_counter() - round_start, len(pairs), clock)
     return out
 
 
@@ -279,9 +278,9 @@ def _cuda_round(model, x, n: int) -> list[float]:
     return [s.elapsed_time(e) for s, e in events]
 
 
-def _pause_after_round(busy_s: float, measured: int, clock: str) -> None:
-    """Idle after a round of `measured` configs that took `busy_s`, for the share of a GROUP's
-    round the missing configs would have taken (at most PACE_MAX_S).
+def _pause_after_round(round_s: float, measured: int, clock: str) -> None:
+    """Idle after a round of `measured` configs that took `round_s` of wall time, for the time
+    the missing configs of a GROUP would have taken at the same load (at most PACE_MAX_S).
 
     Why: in a group, a config's rounds are spread over GROUP configs' worth of time, so they
     sample the machine (co-runners, the host's other tenants) at GROUP times as many moments as
@@ -289,10 +288,10 @@ def _pause_after_round(busy_s: float, measured: int, clock: str) -> None:
     processes (docs/latency-model.md). Idling, not measuring more, keeps the CPU cost. CPU only:
     an idle GPU lowers its clocks, and CUDA rounds are milliseconds long.
     """
-    if clock == "cuda" or measured >= GROUP or busy_s <= 0:
+    if clock == "cuda" or measured >= GROUP or round_s <= 0:
         time.sleep(0)   # yield between rounds: the next round starts on a fresh time slice
         return
-    time.sleep(min(PACE_MAX_S, busy_s * (GROUP - measured) / measured))
+    time.sleep(min(PACE_MAX_S, round_s * (GROUP - measured) / measured))
 
 
 # ---------------------------------------------------------------------------------- stages
