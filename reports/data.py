@@ -36,7 +36,10 @@ import pandas as pd
 from nas import storage as _storage
 from nas.storage import Objective
 
-from .metrics import COST_METRICS, SCORE_METRICS
+from .metrics import SCORE_METRICS
+
+# the columns a report shows for every trial: the metrics a budget can bound
+COST_COLUMNS = _storage.CONSTRAINT_METRICS
 
 JOURNAL_NAME = _storage.JOURNAL_NAME
 CATEGORIES = ("feasible", "infeasible", "not_trained", "partial", "pruned", "failed", "running",
@@ -121,31 +124,6 @@ class StudyData:
         return out
 
 
-# ----------------------------------------------------------------------------------- storage
-def open_storage(run_dir=None, storage=None):
-    """(optuna storage, label, run_dir or None, url or None); ReportError on anything unreadable."""
-    try:
-        return _storage.open_storage(run_dir, storage)
-    except _storage.StorageError as e:
-        raise ReportError(str(e)) from None
-
-
-def study_names(storage) -> list[str]:
-    try:
-        return _storage.study_names(storage)
-    except _storage.StorageError as e:
-        raise ReportError(str(e)) from None
-
-
-def resolve_study_name(storage, label: str, study_name: str | None) -> str:
-    try:
-        return _storage.resolve_study_name(storage, label, study_name)
-    except _storage.StorageError as e:
-        raise ReportError(str(e)) from None
-
-
-
-
 # ------------------------------------------------------------------------------------ trials
 def _text(value) -> str:
     if isinstance(value, (list, tuple)):
@@ -165,7 +143,7 @@ def _finite(v) -> float | None:
 
 def _rows(trials, objectives: list[Objective], budgets: dict[str, float]) -> list[dict]:
     names = [o.name for o in objectives]
-    metrics = list(dict.fromkeys(names + list(COST_METRICS)))
+    metrics = list(dict.fromkeys(names + list(COST_COLUMNS)))
     rows = []
     for t in trials:
         ua = t.user_attrs
@@ -240,7 +218,7 @@ def trials_frame(trials, objectives: list[Objective], budgets: dict[str, float] 
     frame["pick"] = [words.get(int(n), "") for n in frame["number"]]
     frame = frame.sort_values("number", kind="stable").reset_index(drop=True)
     first = ["number", "state", "category", "feasible", "pareto", "pick", "preset", "summary"] + names
-    first += [m for m in COST_METRICS if m not in names] + ["score", "fidelity", "reason"]
+    first += [m for m in COST_COLUMNS if m not in names] + ["score", "fidelity", "reason"]
     first = [c for c in dict.fromkeys(first) if c in frame.columns]
     return frame[first + [c for c in frame.columns if c not in first]]
 
@@ -260,13 +238,15 @@ def load_study_data(run_dir=None, storage=None, study_name=None) -> StudyData:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    opened, label, run_dir, url = open_storage(run_dir, storage)
-    name = resolve_study_name(opened, label, study_name)
     try:
-        study = optuna.load_study(study_name=name, storage=opened)
+        study, label, run_dir, url = _storage.open_study_at(run_dir, storage, study_name)
+    except _storage.StorageError as e:
+        raise ReportError(str(e)) from None
+    name = study.study_name
+    try:
         trials = study.get_trials(deepcopy=False)
     except Exception as exc:  # noqa: BLE001
-        raise ReportError(f"cannot read study {name!r} from {label}: {type(exc).__name__}: {exc}") from None
+        raise ReportError(f"cannot read study {name!r} from {label}: {_storage.one_line(exc)}") from None
     from nas.selection import picks
 
     objectives = _storage.study_objectives(study)

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nas.storage import CONSTRAINT_METRICS, METRICS, SCORE_METRICS, dataset_text, macs_label
+from nas.storage import METRICS, SCORE_METRICS, dataset_text, macs_label
 
-# the columns a report shows for every trial: the metrics a budget can bound
-COST_METRICS = CONSTRAINT_METRICS
-__all__ = ["MetricView", "metric_view", "macs_label", "maximize_by_default", "SCORE_METRICS",
-           "COST_METRICS"]
+__all__ = ["MetricView", "metric_view", "macs_label", "maximize_by_default", "SCORE_METRICS"]
 
 
 @dataclass(frozen=True)

@@ -38,12 +38,6 @@ def _budgets(path: str, extra: tuple[str, ...]) -> dict:
 def command(file, budget, samples, as_json):
     """Show a space (or a study file's space): dimensions, size, cost range, feasible fraction
     under the budgets, and where the official presets sit."""
-    import random
-
-    from rich.console import Console
-    from rich.table import Table
-
-    import overlock
     import space
 
     try:
@@ -51,6 +45,19 @@ def command(file, budget, samples, as_json):
         budgets = _budgets(file, budget)
     except (space.SpaceError, ValueError) as e:
         raise click.ClickException(" ".join(str(e).split())) from None
+    doc, resolution = _document(s, file, budgets, samples)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        _print(doc, s, resolution)
+
+
+def _document(s, file: str, budgets: dict, samples: int) -> tuple[dict, tuple]:
+    """What `space` shows, as the JSON document `--json` prints; and the space's input size."""
+    import random
+
+    import space
+
     resolution = s.base.replace(**{k: v for k, v in s.fixed.items() if k == "resolution"}).resolution
     size = s.size()
     rng = random.Random(0)
@@ -64,15 +71,6 @@ def command(file, budget, samples, as_json):
     def span(values, scale):
         return (min(values) / scale, max(values) / scale)
 
-    label = space.macs_label(resolution)
-    presets = []
-    for name, cfg in overlock.PRESETS.items():
-        c = space.complexity(cfg, resolution=resolution)
-        ok = all(v <= 0 for v in space.violations(cfg, priced).values()) if priced else None
-        presets.append({"preset": name, "in_space": s.contains(cfg.replace(
-            **{k: v for k, v in s.fixed.items() if k in ("resolution", "num_classes")})),
-            "gmacs": c.flops / 1e9, "gmacs_paper": c.flops_paper / 1e9,
-            "params_m": c.params_inference / 1e6, "within_budgets": ok})
     doc = {
         "space": s.name, "file": file, "size": size,
         "dimensions": [{"name": n, "values": d} for n, d in s.describe()],
@@ -82,20 +80,40 @@ def command(file, budget, samples, as_json):
             "gmacs_paper": span([c.flops_paper for c in costs], 1e9),
             "params_m": span([c.params_inference for c in costs], 1e6),
             "memory_mb": span([c.memory_mb for c in costs], 1),
-            "label": label,
+            "label": space.macs_label(resolution),
         },
         "budgets": budgets,
         "feasible_fraction": None if fraction is None else {
             "fraction": fraction.fraction, "exact": fraction.exact, "evaluated": fraction.evaluated,
             "ci95": list(fraction.ci95), "text": fraction.describe()},
-        "presets": presets,
+        "presets": _presets(s, resolution, priced),
     }
-    if as_json:
-        click.echo(json.dumps(doc, indent=2))
-        return
+    return doc, resolution
+
+
+def _presets(s, resolution, priced: dict) -> list[dict]:
+    """Where each official preset sits: in the space or not, its cost, within the budgets."""
+    import overlock
+    import space
+
+    presets = []
+    for name, cfg in overlock.PRESETS.items():
+        c = space.complexity(cfg, resolution=resolution)
+        ok = all(v <= 0 for v in space.violations(cfg, priced).values()) if priced else None
+        presets.append({"preset": name, "in_space": s.contains(cfg.replace(
+            **{k: v for k, v in s.fixed.items() if k in ("resolution", "num_classes")})),
+            "gmacs": c.flops / 1e9, "gmacs_paper": c.flops_paper / 1e9,
+            "params_m": c.params_inference / 1e6, "within_budgets": ok})
+    return presets
+
+
+def _print(doc: dict, s, resolution) -> None:
+    from rich.console import Console
+    from rich.table import Table
 
     console = Console()
-    console.print(f"[bold]Space[/bold] {s.name}  ({file})")
+    size, budgets, label = doc["size"], doc["budgets"], doc["cost_range"]["label"]
+    console.print(f"[bold]Space[/bold] {s.name}  ({doc['file']})")
     console.print(f"Size: {size if size is not None else 'continuous (infinite)'} points")
     t = Table("dimension", "values", title="Dimensions", title_justify="left")
     for name, desc in s.describe():
@@ -109,16 +127,19 @@ def command(file, budget, samples, as_json):
     console.print(f"  Peak activation memory (fp32, est.), MiB: {r['memory_mb'][0]:.1f} .. "
                   f"{r['memory_mb'][1]:.1f}")
     if budgets:
+        import space
+
+        priced = space.feasibility.priced_budgets(budgets)
         console.print("Budgets: " + ", ".join(f"{k} <= {v:g}" for k, v in budgets.items()))
         unpriced = sorted(set(budgets) - set(priced))
-        if fraction is not None:
-            console.print(f"Feasible fraction under {', '.join(priced)}: {fraction.describe()}")
+        if doc["feasible_fraction"] is not None:
+            console.print(f"Feasible fraction under {', '.join(priced)}: {doc['feasible_fraction']['text']}")
         if unpriced:
             console.print(f"  ({', '.join(unpriced)} is measured per trial, not priced here)")
     t = Table("preset", "in space", "GMACs fvcore", "GMACs paper", "params M", "in budgets",
               title=f"Official presets ({label}; paper = the authors' convention)",
               title_justify="left")
-    for p in presets:
+    for p in doc["presets"]:
         t.add_row(p["preset"], "yes" if p["in_space"] else "no", f"{p['gmacs']:.3f}",
                   f"{p['gmacs_paper']:.3f}", f"{p['params_m']:.2f}",
                   "-" if p["within_budgets"] is None else ("yes" if p["within_budgets"] else "no"))

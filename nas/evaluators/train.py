@@ -207,43 +207,11 @@ class TrainEvaluator(Evaluator):
                              f"more than the budget {target}")
 
         steps = data.train.steps(s["batch_size"], drop_last=True)
-        total_steps = full * steps
-        warmup_steps = round(s["warmup_epochs"] * steps)
+        schedule = (steps, full * steps, round(s["warmup_epochs"] * steps))   # steps: per epoch, total, warmup
         t0 = time.perf_counter()
         for epoch in range(start_epoch, target):
-            model.train()
-            torch.manual_seed(_mix(seed, epoch))  # drop path: a function of (seed, epoch) only
-            epoch_loss, n = 0.0, 0
-            batches = data.train.batches(s["batch_size"], shuffle=True, seed=_mix(seed, epoch, 1),
-                                         augment=s["augment"], device=device, drop_last=True,
-                                         memory_format=memory_format)
-            for i, (x, y) in enumerate(batches):
-                step = epoch * steps + i
-                lr = _lr_at(step, total_steps, warmup_steps, s["lr"], s["min_lr"])
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    out = model(x)
-                    loss = self._loss(out, y)
-                if not torch.isfinite(loss):
-                    raise TrialError(f"loss became {loss.item()} at epoch {epoch + 1} step {i + 1} "
-                                     f"(lr {lr:.3g})")
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    if s["grad_clip"]:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), s["grad_clip"])
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    if s["grad_clip"]:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), s["grad_clip"])
-                    optimizer.step()
-                epoch_loss += loss.item() * len(y)
-                n += len(y)
-            losses.append(epoch_loss / max(n, 1))
+            losses.append(self._train_epoch(model, optimizer, scaler, data.train, epoch, seed, schedule,
+                                            device, amp_dtype, memory_format))
             self._recalibrate_bn(model, data.train, device, amp_dtype, memory_format,
                                  seed=_mix(seed, epoch, 2))
             accuracy, val_loss = self._validate(model, data.val, device, amp_dtype, memory_format)
@@ -276,6 +244,50 @@ class TrainEvaluator(Evaluator):
             **({"data_skipped_first": next(iter(skipped.items()))} if skipped else {}),
             "wall_s": wall,
         }
+
+    def _train_epoch(self, model, optimizer, scaler, train, epoch: int, seed: int, schedule: tuple,
+                     device, amp_dtype, memory_format) -> float:
+        """One epoch of training (learning rate per step from `schedule`); its mean loss.
+        TrialError when the loss stops being finite."""
+        s = self.settings
+        steps, total_steps, warmup_steps = schedule
+        model.train()
+        torch.manual_seed(_mix(seed, epoch))  # drop path: a function of (seed, epoch) only
+        epoch_loss, n = 0.0, 0
+        batches = train.batches(s["batch_size"], shuffle=True, seed=_mix(seed, epoch, 1),
+                                augment=s["augment"], device=device, drop_last=True,
+                                memory_format=memory_format)
+        for i, (x, y) in enumerate(batches):
+            lr = _lr_at(epoch * steps + i, total_steps, warmup_steps, s["lr"], s["min_lr"])
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                out = model(x)
+                loss = self._loss(out, y)
+            if not torch.isfinite(loss):
+                raise TrialError(f"loss became {loss.item()} at epoch {epoch + 1} step {i + 1} "
+                                 f"(lr {lr:.3g})")
+            self._step(model, optimizer, scaler, loss)
+            epoch_loss += loss.item() * len(y)
+            n += len(y)
+        return epoch_loss / max(n, 1)
+
+    def _step(self, model, optimizer, scaler, loss) -> None:
+        """Back-propagate `loss` and step (loss scaling under fp16 AMP, gradient clipping)."""
+        clip = self.settings["grad_clip"]
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
 
     def _optimizer(self, model) -> torch.optim.Optimizer:
         decay, no_decay = [], []
