@@ -60,8 +60,11 @@ from .search.ledger import (FINISHED, MAX_DRAWS_WITHOUT_TRAINING, Dedup, Live, P
 from .search.pricing import LatencyPricer, predicted_over, price, trial_gpus, verdict_attrs, wants_check
 from .search.recorder import IDENTITY_ATTRS, Recorder, broken, set_constraints  # noqa: F401
 from .search.session import (CostModelMismatch, DriverBusy, DriverLock, SearchError, Session,  # noqa: F401
-                             StudyMismatch, check_latency_device, derived_seed, make_sampler,
+                             StudyMismatch, check_latency_device, derived_seed,
                              open_session, open_storage, save_wall_time)
+from .search.journal import flush as flush_journal
+from .search.proposals import LATENCY_REASON, STORED_LATENCY_REASON, ProposalError
+from .search.proposals import for_study as proposals_for
 from .search.weights import WeightsDir, stem
 from .storage import (DIRECTIONS, ERROR_LOG_NAME, Objective, format_value as _fmt,  # noqa: F401
                       is_feasible, named_constraints, pareto_front)
@@ -121,6 +124,7 @@ class SearchEngine:
         self.recorder: Recorder | None = None
         self.rungs: Rungs | None = None
         self.pricer: LatencyPricer | None = None
+        self.proposals = None             # nas.search.proposals.Proposals, once the loop starts
         self.budget: TrialBudget | None = None
         self.tally: Tally | None = None
         self.weights = WeightsDir(self.run_dir)
@@ -172,6 +176,7 @@ class SearchEngine:
                 interrupted = self._loop()
             finally:
                 self._save_wall_time()
+                flush_journal(self.session.storage)
                 if self.pricer is not None:
                     self.pricer.stop()
                 self.executor.shutdown()
@@ -193,7 +198,12 @@ class SearchEngine:
         study = self.study
         trials = study.get_trials(deepcopy=False)
         check_latency_device(self.spec, self.pricer.device if self.pricer else None, trials)
-        study.sampler = make_sampler(self.spec, len(trials))
+        # new trials get params drawn within every exact budget (nas.search.proposals)
+        self.proposals = proposals_for(self.spec, len(trials), self.recorder.budgets_in_order,
+                                       latency_screen=self._latency_screen,
+                                       named_constraints=self.session.named_constraints)
+        study.sampler = self.proposals.sampler
+        self.proposals.start(trials)
         nodes = self.executor.nodes()
         fits = self._plan_slots(nodes)
         self._remember(trials)
@@ -247,6 +257,7 @@ class SearchEngine:
         self._pump()
         if not self.queues.busy() and not self._budget_left():
             return False
+        flush_journal(self.session.storage)     # one append per step (nas.search.journal)
         self._collect(timeout=_COLLECT_S)
         self._check_timeouts()
         self._tick()
@@ -286,17 +297,42 @@ class SearchEngine:
         ahead = self.pricer.ahead(self.parallel) if self.pricer is not None else 0
         while self.queues.occupancy() < self.parallel + ahead and self._budget_left():
             trial = self._ask_next()
+            if trial is None:
+                break
             self.budget.asked(trial.number)
             self._start_trial(trial)
             self._count_draw(trial.number)
 
-    def _ask_next(self) -> optuna.Trial:
-        """The one place a new trial is asked for: what to evaluate next (the seam for sampling;
-        a queued trial, e.g. a re-queued one, comes first)."""
-        return self.study.ask()
+    def _ask_next(self) -> optuna.Trial | None:
+        """The one place a new trial is asked for: a queued trial (e.g. a re-queued one) first,
+        else one created with the params the proposer drew within every exact budget, so a
+        config over one never becomes a trial (nas.search.proposals). None, and asking stops,
+        when no config within the budgets is left to draw."""
+        if self.budget.waiting:
+            return self.study.ask()
+        try:
+            return self.proposals.ask(self.study)
+        except ProposalError as e:
+            self.budget.stopped = str(e)
+            self._emit(f"stopped asking: {e}")
+            return None
+
+    def _latency_screen(self, config) -> tuple[str, float] | None:
+        """For the proposer: (reason, ms) when `config` is over the latency budget before it is
+        measured (a latency stored for this device, or the model sure of it), else None."""
+        if self.pricer is None or "latency_ms" not in self.budgets:
+            return None
+        stored = self.pricer.lookup(config)
+        if stored is not None:
+            return STORED_LATENCY_REASON, float(stored["latency_ms"])
+        verdict = self.pricer.predict(config)
+        return (LATENCY_REASON, float(verdict["predicted_ms"])) if verdict and verdict["skip"] else None
 
     def _count_draw(self, number: int) -> None:
-        why = self.budget.draw(self.budget.counts(number), len(self.dedup.seen))
+        # architectures drawn: the trials' and those the proposer found over a budget
+        drawn = len(self.dedup.seen | self.proposals.rejected_architectures)
+        self.progress.rejected = self.proposals.describe() or ""
+        why = self.budget.draw(self.budget.counts(number), drawn)
         if why:
             self._emit(f"stopped asking: {why}")
 
@@ -629,6 +665,8 @@ class SearchEngine:
                 reason: str | None = None, error: str = "", reused: bool = False) -> None:
         """Tell (through the recorder), then the books: budget, duplicates, files, progress."""
         final = self.recorder.finish(lv.trial, state, values, reason=reason, error=error)
+        if self.proposals is not None:
+            self.proposals.observe(final)
         self._session_done += 1
         if counts(final, self.session.trials_count):
             self._session_counted += 1

@@ -346,7 +346,7 @@ def open_storage(run_dir=None, storage=None):
         raise StorageError(f"cannot open storage {redact(storage)}: {one_line(exc)}") from None
 
 
-def open_for_driver(run_dir, url: str | None, label: str):
+def open_for_driver(run_dir, url: str | None, label: str, *, buffered: bool = False):
     """The storage the one driver of `run_dir` writes to (called under its lock): the run
     directory's journal, checked first (nobody else appends, so an unterminated last record is a
     truncation, and appending after it would bury it mid-file), or the study file's RDB URL.
@@ -360,10 +360,11 @@ def open_for_driver(run_dir, url: str | None, label: str):
         journal = Path(run_dir) / JOURNAL_NAME
         if journal.is_file():
             check_journal(journal)
-        # one append and fsync per driver step, not per record (nas.search.journal)
-        from nas.search.journal import BufferedJournalFileBackend
+        if buffered:       # the driver: one append and fsync per step, not per record
+            from nas.search.journal import BufferedJournalFileBackend
 
-        return JournalStorage(BufferedJournalFileBackend(str(journal)))
+            return JournalStorage(BufferedJournalFileBackend(str(journal)))
+        return JournalStorage(JournalFileBackend(str(journal)))
     try:
         if url.startswith("sqlite"):
             # sqlite's default 5 s lock timeout fails commits while a reader holds the file

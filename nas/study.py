@@ -338,7 +338,19 @@ class StudyFile(_Model):
 
     @property
     def sampler_name(self) -> str:
-        return self.sampler.name or ("nsga2" if len(self.objectives) > 1 else "tpe")
+        return self.sampler.name or default_sampler(len(self.objectives), self.trials)[0]
+
+    @property
+    def sampler_options(self) -> dict:
+        """The sampler's options: the file's, or the default's when it names no sampler."""
+        if self.sampler.name is not None:
+            return self.sampler.options
+        return default_sampler(len(self.objectives), self.trials)[1]
+
+
+def default_sampler(n_objectives: int, trials: int) -> tuple[str, dict]:
+    """The sampler of a study file without `sampler`: (name, options)."""
+    return ("nsga2" if n_objectives > 1 else "tpe"), {}
 
 
 class _FieldError(ValueError):
@@ -383,7 +395,7 @@ class StudySpec:
         """The study as run: every default filled in and the space inlined (RUN_DIR/study.yaml)."""
         data = self.file.model_dump(mode="json", exclude_none=False)
         data["space"] = self.space_dict
-        data["sampler"] = {"name": self.file.sampler_name, **self.file.sampler.options}
+        data["sampler"] = {"name": self.file.sampler_name, **self.file.sampler_options}
         if self.file.evaluator is not None:
             data["evaluator"] = {"name": self.file.evaluator.name, **self.file.evaluator.settings}
         return data
@@ -548,8 +560,8 @@ def sampler_class(name: str):
 class FrontierSettings:
     """The `frontier` strategy's options, checked as an Optuna sampler's are."""
 
-    def __init__(self, seed: int | None = None, n_startup: int = 10, candidates: int = 48,
-                 pool: int = 512, explore: float = 0.0):
+    def __init__(self, seed: int | None = None, n_startup: int = 10, candidates: int = 24,
+                 pool: int = 256, explore: float = 0.0):
         self.seed, self.n_startup, self.candidates, self.pool, self.explore = \
             seed, n_startup, candidates, pool, explore
 

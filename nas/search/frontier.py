@@ -236,10 +236,16 @@ class FrontierProposer:
         self._known: dict[int, dict] = {}         # real trial number -> its config's candidate
         self._hyper: dict[int, tuple] = {}
         self.enumerated = False                   # the pool holds the whole space within budget
+        self.fed = False      # the driver calls `observe` for every trial: never read the study
+        self._trials: dict[int, Any] = {}         # number -> the trial as last observed
         self.space_size = _size(space)
 
     def bind(self, real_number: int, proposal: Proposal) -> None:
-        pass                                      # running trials are read from the study
+        pass                                      # the trial itself comes through `observe`
+
+    def observe(self, t) -> None:
+        """A trial of the study as stored now (the driver feeds every one, `fed`)."""
+        self._trials[t.number] = t
 
     # --------------------------------------------------------------------- the study's trials
     def _candidate(self, trial_like: DecisionTrial) -> tuple[dict | None, str | None]:
@@ -258,7 +264,7 @@ class FrontierProposer:
     def _study_candidates(self, study: optuna.Study) -> list[tuple[Any, dict]]:
         """(trial, candidate) for every trial with params (configs rebuilt once, cached)."""
         out = []
-        for t in study.get_trials(deepcopy=False):
+        for t in (self._trials.values() if self.fed else study.get_trials(deepcopy=False)):
             if not t.params:
                 continue
             cand = self._known.get(t.number)

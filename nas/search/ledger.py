@@ -240,6 +240,7 @@ class Progress:
     session_done: int = 0
     counts: str = "sampled"   # what the budget counts: "sampled" or "trained" architectures
     stopped: str = ""         # why asking stopped before the budget was spent ("" if it did not)
+    rejected: str = ""        # this run's share of draws rejected before training, per reason
 
 
 class Tally:

@@ -33,7 +33,6 @@ NSGA-II generation, which the real trial carries). Draws rejected by an earlier 
 
 from __future__ import annotations
 
-import math
 import random
 import warnings
 from dataclasses import dataclass, field
@@ -44,6 +43,8 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
+
+from nas import _optuna
 
 REJECTED_ATTR = "rejected_draws"         # user attr of a trial: {reason: draws rejected before it}
 SHADOW_REJECTED_KEY = "nas:rejected"     # system attr of a shadow trial that never reached the study
@@ -75,7 +76,7 @@ class Proposal:
     metrics: dict[str, float]
     rejected: dict[str, int] = field(default_factory=dict)
     system_attrs: dict[str, Any] = field(default_factory=dict)   # copied onto the real trial
-    shadow_id: int | None = None
+    shadow_trial: Any = None     # the shadow study's RUNNING trial it was drawn as
 
 
 # ------------------------------------------------------------------------------------- pricing
@@ -94,6 +95,7 @@ class Pricer:
         self.budgets = dict(budgets)
         self.latency_screen = latency_screen
         self._cache: dict[str, dict] = {}
+        self.rejected_hashes: set[str] = set()     # architectures found over a budget
 
     def metrics(self, config) -> dict[str, float]:
         """flops, flops_paper, params, memory_mb of `config` (cached by its hash)."""
@@ -112,10 +114,12 @@ class Pricer:
         known = {n: metrics[n] - b for n, b in self.budgets.items() if n in metrics}
         for name, excess in known.items():
             if excess > 0:
+                self.rejected_hashes.add(config.config_hash())
                 return REASONS[name], known, metrics
         if self.latency_screen is not None and "latency_ms" in self.budgets:
             found = self.latency_screen(config)
             if found is not None and found[1] > self.budgets["latency_ms"]:
+                self.rejected_hashes.add(config.config_hash())
                 known["latency_ms"] = float(found[1]) - self.budgets["latency_ms"]
                 return found[0], known, metrics
         return None, known, metrics
@@ -218,33 +222,36 @@ class ShadowProposer:
                                               sampler=shadow_sampler(sampler_name, options, seed))
         self._mirrored: set[int] = set()          # real trial numbers told to the shadow
         self._bound: dict[int, int] = {}          # real trial number -> its shadow trial id
-        self._unbound: int | None = None          # the shadow trial of the proposal being asked
+        self.fed = False      # the driver calls `observe` for every trial: never read the study
         self._uniform = random.Random(seed)
 
     # ------------------------------------------------------------------------------ sync
     def sync(self, study: optuna.Study) -> None:
-        """Tell the shadow every real trial that finished since the last call."""
+        """Tell the shadow every real trial that finished since the last call (a proposer the
+        driver does not feed through `observe` reads the study this way before each proposal)."""
         for t in study.get_trials(deepcopy=False):
-            if t.number in self._mirrored or not t.state.is_finished():
-                continue
-            self._mirrored.add(t.number)
-            shadow_id = self._bound.pop(t.number, None)
-            if shadow_id is not None:
-                self._tell_bound(shadow_id, t)
-            elif t.state != TrialState.FAIL and t.params:
-                self._add_copy(t)
+            self.observe(t)
 
-    def _tell_bound(self, shadow_id: int, real: FrozenTrial) -> None:
-        storage = self.shadow._storage
+    def observe(self, t: FrozenTrial) -> None:
+        """A real trial as stored now: once finished, it is told to the shadow (once)."""
+        if t.number in self._mirrored or not t.state.is_finished():
+            return
+        self._mirrored.add(t.number)
+        shadow_trial = self._bound.pop(t.number, None)
+        if shadow_trial is not None:
+            self._tell_bound(shadow_trial, t)
+        elif t.state != TrialState.FAIL and t.params:
+            self._add_copy(t)
+
+    def _tell_bound(self, shadow_trial: optuna.Trial, real: FrozenTrial) -> None:
         for key, value in _constraint_keys(real.system_attrs).items():
-            storage.set_trial_system_attr(shadow_id, key, value)
-        number = storage.get_trial(shadow_id).number
+            _optuna.set_system_attr(self.shadow, shadow_trial, key, value)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if real.state == TrialState.COMPLETE:
-                self.shadow.tell(number, list(real.values))
+                self.shadow.tell(shadow_trial, list(real.values))
             else:
-                self.shadow.tell(number, state=real.state)
+                self.shadow.tell(shadow_trial, state=real.state)
 
     def _add_copy(self, real: FrozenTrial) -> None:
         attrs = {**_constraint_keys(real.system_attrs), **_generation_attrs(real.system_attrs)}
@@ -255,8 +262,8 @@ class ShadowProposer:
 
     def bind(self, real_number: int, proposal: Proposal) -> None:
         """The real trial `real_number` was created from `proposal`."""
-        if proposal.shadow_id is not None:
-            self._bound[real_number] = proposal.shadow_id
+        if proposal.shadow_trial is not None:
+            self._bound[real_number] = proposal.shadow_trial
 
     # --------------------------------------------------------------------------- propose
     def propose(self, study: optuna.Study) -> Proposal:
@@ -266,7 +273,8 @@ class ShadowProposer:
             ProposalError: no config within the budgets in `MAX_DRAWS` sampler draws and
                 `MAX_UNIFORM_DRAWS` uniform ones.
         """
-        self.sync(study)
+        if not self.fed:
+            self.sync(study)
         rejected: dict[str, int] = {}
         for _ in range(MAX_DRAWS):
             found = self._draw(self.shadow, rejected)
@@ -289,9 +297,9 @@ class ShadowProposer:
             count(rejected, reason)
             self._reject(trial, reason, known, metrics)
             return None
-        shadow_trial = self.shadow._storage.get_trial(trial._trial_id)
+        stored = _optuna.stored_trial(self.shadow, trial)
         return Proposal(dict(trial.params), dict(trial.distributions), config, metrics,
-                        dict(rejected), _generation_attrs(shadow_trial.system_attrs), trial._trial_id)
+                        dict(rejected), _generation_attrs(stored.system_attrs), trial)
 
     def _uniform_fallback(self, rejected: dict[str, int]) -> Proposal:
         """The sampler keeps drawing over budget: uniform draws (space.sample_feasible's way)."""
@@ -310,13 +318,12 @@ class ShadowProposer:
 
     def _reject(self, trial: optuna.Trial, reason: str, known: dict, metrics: dict) -> None:
         """Tell the shadow a rejected draw in the form its sampler learns from."""
-        storage = self.shadow._storage
-        storage.set_trial_system_attr(trial._trial_id, SHADOW_REJECTED_KEY, reason)
+        _optuna.set_system_attr(self.shadow, trial, SHADOW_REJECTED_KEY, reason)
         if reason == INVALID_REASON:
             self.shadow.tell(trial, state=TrialState.FAIL)
             return
         for key, value in self.pricer.constraint_attrs(known, self.named).items():
-            storage.set_trial_system_attr(trial._trial_id, key, value)
+            _optuna.set_system_attr(self.shadow, trial, key, value)
         values = self._stand_in_values(trial, metrics) if REJECTED_FORM[self.name] == TrialState.COMPLETE \
             else None
         with warnings.catch_warnings():
@@ -378,10 +385,9 @@ class ProposalSampler(BaseSampler):
         proposal = self.proposer.propose(study)
         self._current = self.last = proposal
         self.proposer.bind(trial.number, proposal)
-        storage = study._storage
-        storage.set_trial_user_attr(trial._trial_id, REJECTED_ATTR, dict(proposal.rejected))
+        _optuna.set_user_attr(study, trial, REJECTED_ATTR, dict(proposal.rejected))
         for key, value in proposal.system_attrs.items():
-            storage.set_trial_system_attr(trial._trial_id, key, value)
+            _optuna.set_system_attr(study, trial, key, value)
 
     def sample_independent(self, study, trial, param_name: str, param_distribution) -> Any:
         proposal = self._current
@@ -404,6 +410,19 @@ class Proposals:
     def __init__(self, proposer):
         self.proposer = proposer
         self.sampler = ProposalSampler(proposer)
+        self.draws = 0                             # this process: every draw, accepted or not
+        self.rejected: dict[str, int] = {}         # ... and the rejected ones, per reason
+
+    def start(self, trials: Sequence[FrozenTrial]) -> None:
+        """The driver's stored trials, read once: from now on it calls `observe` after every
+        tell, and the proposer never reads the study itself (no scan per trial)."""
+        self.proposer.fed = True
+        for t in trials:
+            self.proposer.observe(t)
+
+    def observe(self, trial: FrozenTrial) -> None:
+        """A trial of the study as stored now (the driver calls it after every tell)."""
+        self.proposer.observe(trial)
 
     def ask(self, study: optuna.Study) -> optuna.Trial:
         """A new RUNNING trial within every budget.
@@ -411,15 +430,28 @@ class Proposals:
         Raises:
             ProposalError: no config within the budgets could be drawn.
         """
-        from nas import _optuna
-
         proposal = self.proposer.propose(study)
         trial = _optuna.create_running_trial(study, proposal.params, proposal.distributions,
                                              user_attrs={REJECTED_ATTR: dict(proposal.rejected)},
                                              system_attrs=proposal.system_attrs)
         self.proposer.bind(trial.number, proposal)
+        if self.proposer.fed:
+            self.proposer.observe(_optuna.stored_trial(study, trial))
         self.sampler.last = proposal
+        self.draws += 1 + sum(proposal.rejected.values())
+        for reason, n in proposal.rejected.items():
+            self.rejected[reason] = self.rejected.get(reason, 0) + n
         return trial
+
+    def describe(self) -> str | None:
+        """The share of this run's draws rejected, per reason, in one line (None: no draw)."""
+        return shares_line(self.draws, self.rejected)
+
+    @property
+    def rejected_architectures(self) -> set[str]:
+        """Hashes of the architectures this run found over a budget (they never become trials:
+        the driver counts them with its trials' to tell when the space is exhausted)."""
+        return self.proposer.pricer.rejected_hashes
 
 
 def for_study(spec, n_stored: int, budgets: dict[str, float], *, latency_screen=None,
@@ -463,7 +495,11 @@ def rejected_shares(trials: Sequence[FrozenTrial]) -> tuple[int, dict[str, int]]
 def describe_rejected(trials: Sequence[FrozenTrial]) -> str | None:
     """One line for the CLI summary: the share of draws rejected, per reason (None when no trial
     recorded its draws, e.g. a study begun by an older version)."""
-    total, by_reason = rejected_shares(trials)
+    return shares_line(*rejected_shares(trials))
+
+
+def shares_line(total: int, by_reason: dict[str, int]) -> str | None:
+    """`draws rejected before training: R of N (x%): flops y%, ...` (None when N is 0)."""
     if not total:
         return None
     rejected = sum(by_reason.values())
@@ -471,7 +507,3 @@ def describe_rejected(trials: Sequence[FrozenTrial]) -> str | None:
                       sorted(by_reason.items(), key=lambda kv: -kv[1]) if n)
     text = f"draws rejected before training: {rejected} of {total} ({rejected / total:.1%})"
     return text + (f": {parts}" if parts else "")
-
-
-def _isfinite(values) -> bool:
-    return all(math.isfinite(v) for v in values)

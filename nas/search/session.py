@@ -73,10 +73,11 @@ class DriverLock:
             self._fh = None
 
 
-def open_storage(spec: StudySpec, run_dir: Path):
-    """The study's storage: a journal file in the run directory, or the study file's RDB URL."""
+def open_storage(spec: StudySpec, run_dir: Path, *, buffered: bool = False):
+    """The study's storage: a journal file in the run directory, or the study file's RDB URL.
+    `buffered`: the driver's own journal, written once per step (nas.search.journal)."""
     try:
-        return open_for_driver(run_dir, spec.storage, spec.label)
+        return open_for_driver(run_dir, spec.storage, spec.label, buffered=buffered)
     except StorageError as e:
         raise SearchError(str(e)) from None
 
@@ -119,7 +120,7 @@ def open_session(spec: StudySpec, run_dir: Path) -> Session:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage = open_storage(spec, run_dir)
+    storage = open_storage(spec, run_dir, buffered=True)
     label = spec.storage or str(run_dir / "study.log")
     study, resumed = _create_study(spec, run_dir, storage)
     trials_count = _trials_count(spec, study, resumed)

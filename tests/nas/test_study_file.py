@@ -117,7 +117,7 @@ def test_every_settable_sampler_option_builds_its_sampler(write):
              "n_startup_trials": 3, "n_ei_candidates": 8, "multivariate": True, "group": True,
              "constant_liar": False, "consider_prior": True, "prior_weight": 1.5,
              "consider_magic_clip": True, "consider_endpoints": False, "warn_independent_sampling": False,
-             "deterministic_objective": True}
+             "deterministic_objective": True, "n_startup": 3, "candidates": 8, "pool": 16, "explore": 0.1}
     for name, rules in SAMPLER_OPTIONS.items():
         options = {k: valid[k] for k in rules}
         spec = load_study_file(write(VALID + f"sampler: {{name: {name}, " +

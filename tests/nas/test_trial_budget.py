@@ -1,5 +1,6 @@
 """`trials_count`: the budget counts trained architectures (default) or every sampled one; draws
-over a budget are recorded cheaply and skipped, and a screen can skip configs on an estimate."""
+over an exact budget never become trials (nas.search.proposals: they are counted in
+`rejected_draws`), and a screen can skip configs on an estimate."""
 
 import json
 from collections import Counter
@@ -52,7 +53,9 @@ def test_trained_stops_when_no_new_architecture_within_budget_is_left(tmp_path, 
     result = SearchEngine(spec, on_progress=lambda p, line: line and lines.append(line)).run()
     trials = stored(tmp_path, spec).get_trials()
     new = Counter(t.user_attrs["config_hash"] for t in trials if "reused_from" not in t.user_attrs)
-    assert len(new) == 12 and max(new.values()) == 1             # every architecture priced once
+    assert len(new) == 8 and max(new.values()) == 1      # each architecture within budget once...
+    assert all(t.user_attrs["flops"] <= BUDGET for t in trials)         # ...the 4 others rejected
+    assert sum(sum(t.user_attrs.get("rejected_draws", {}).values()) for t in trials) >= 4
     assert sum(t.state == TrialState.COMPLETE and "reused_from" not in t.user_attrs for t in trials) == 8
     assert not result.interrupted and result.progress.counted == 8
     assert result.progress.stopped == ("all 12 architectures of the space were drawn: no new "
@@ -71,7 +74,7 @@ def test_sampled_counts_every_draw_and_an_old_study_keeps_counting_that_way(tmp_
     study = stored(tmp_path, spec(True))
     trials = study.get_trials()
     assert len(trials) == 6 and study.user_attrs["trials_count"] == "sampled"
-    assert any(t.user_attrs.get("infeasible") or "reused_from" in t.user_attrs for t in trials)
+    assert all(t.user_attrs["flops"] <= BUDGET for t in trials)   # over-budget draws: no trials
     study.set_user_attr("trials_count", None)                     # as a study begun before the key
     assert spec(key=False).trials_count == "trained"
     SearchEngine(spec(key=False)).run()
@@ -115,6 +118,8 @@ def test_search_reports_the_trained_budget_and_what_it_skipped(tmp_path, local_r
     res = CliRunner().invoke(main, ["search", str(study)])
     assert res.exit_code == 0, res.output
     spec = parse_study(study_dict(tmp_path), label="t")
-    skipped = stored(tmp_path, spec).user_attrs["skipped_over_budget"]
-    assert skipped > 0 and "/6 trained | " in res.output                     # live progress
-    assert f"{skipped} over budget (skipped, not trained)" in res.output      # final summary
+    trials = stored(tmp_path, spec).get_trials()
+    rejected = sum(sum(t.user_attrs["rejected_draws"].values()) for t in trials if "rejected_draws" in t.user_attrs)
+    assert rejected > 0 and "/6 trained | " in res.output                    # live progress
+    assert "0 over budget (skipped, not trained)" in res.output              # final summary...
+    assert f"draws rejected before training: {rejected} of " in res.output   # ...and the draws
