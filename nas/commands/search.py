@@ -143,42 +143,59 @@ def command(study_file, address, trials, run_dir):
     """
     from rich.console import Console
 
-    from nas.engine import SearchEngine, SearchError
-    from nas.executor import ExecutorError
-    from nas.study import StudyFileError, load_study_file
-
     console = Console(highlight=False, soft_wrap=True)
     if not console.is_terminal:          # logs and pipes: no 80-column squeeze of the table
         console = Console(highlight=False, soft_wrap=True, width=max(console.width, 140))
-    from nas.storage import DIRECTIONS, JOURNAL_NAME, LOCK_NAME, StorageError, check_journal
-
-    try:
-        spec = load_study_file(study_file)
-        if not spec.storage:  # refuse a damaged journal before any output (the engine checks again under its lock)
-            journal = spec.run_dir(run_dir) / JOURNAL_NAME
-            if journal.is_file():
-                check_journal(journal, driver_lock=journal.with_name(LOCK_NAME))
-        engine = SearchEngine(spec, run_dir, address=address, trials=trials)
-    except (StudyFileError, SearchError, StorageError) as e:
-        raise click.ClickException(str(e)) from None
-
+    spec, engine = _engine(study_file, run_dir, address, trials)
     constraints = ", ".join(f"{k} <= {_budget(k, v)}" for k, v in spec.constraints.items()) or "none"
     objectives = ", ".join(f"{o} ({d[:3]})" for o, d in zip(spec.objectives, spec.directions))
     console.print(f"[bold]study {spec.name}[/bold]: {engine.target} trials | objectives {objectives} "
                   f"| constraints {constraints} | sampler {spec.sampler_name} | run dir {_shown(engine.run_dir)}")
+    started = time.monotonic()
+    result = _run(engine, _Display(console, f"overlock-nas search {spec.name}"), console)
+    wall = time.monotonic() - started
+    p = result.progress
+    run = _shown(result.run_dir)
+    if result.interrupted:
+        console.print(f"interrupted after {_duration(wall)}: {_budget_progress(p)}, the ones in "
+                      f"flight were re-queued; run the same command to continue ({run})")
+        sys.exit(130)
+    _summary(result, spec, console, wall)
+
+
+def _engine(study_file, run_dir, address, trials):
+    """(spec, engine) of the study file; a damaged journal is refused before any output (the
+    engine checks it again under its lock)."""
+    from nas.engine import SearchEngine, SearchError
+    from nas.storage import JOURNAL_NAME, LOCK_NAME, StorageError, check_journal
+    from nas.study import StudyFileError, load_study_file
+
+    try:
+        spec = load_study_file(study_file)
+        if not spec.storage:
+            journal = spec.run_dir(run_dir) / JOURNAL_NAME
+            if journal.is_file():
+                check_journal(journal, driver_lock=journal.with_name(LOCK_NAME))
+        return spec, SearchEngine(spec, run_dir, address=address, trials=trials)
+    except (StudyFileError, SearchError, StorageError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _run(engine, display, console):
+    """The search, with Ctrl-C / SIGTERM asking it to stop (a second one stops the cleanup)."""
+    from nas.engine import SearchError
+    from nas.executor import ExecutorError
 
     def on_signal(signum, frame):
-        if engine._stop:               # a second Ctrl-C: stop waiting for the cleanup
+        if engine.stopping:            # a second Ctrl-C: stop waiting for the cleanup
             raise KeyboardInterrupt
         engine.request_stop()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    display = _Display(console, f"overlock-nas search {spec.name}")
     engine.on_progress = display
-    started = time.monotonic()
     try:
         with display:
-            result = engine.run()
+            return engine.run()
     except (SearchError, ExecutorError) as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:
@@ -187,24 +204,23 @@ def command(study_file, address, trials, run_dir):
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-    wall = time.monotonic() - started
-    p = result.progress
-    run = _shown(result.run_dir)
-    if result.interrupted:
-        console.print(f"interrupted after {_duration(wall)}: {_budget_progress(p)}, the ones in "
-                      f"flight were re-queued; run the same command to continue ({run})")
-        sys.exit(130)
 
+
+def _summary(result, spec, console, wall: float) -> None:
+    """The front, the counts, and what to run next."""
+    from nas.selection import rank
+    from nas.storage import DIRECTIONS, Objective
+
+    p, run = result.progress, _shown(result.run_dir)
     table, rows = _front_table(result, console)
-    if rows:
-        console.print(table)
-    else:
-        console.print("No feasible trial has completed: the feasible Pareto front is empty.")
     if rows:
         from space import macs_label
 
+        console.print(table)
         console.print(f"{macs_label(rows[0].user_attrs['resolution'], 1)}; params of the deploy "
                       "model without the aux head")
+    else:
+        console.print("No feasible trial has completed: the feasible Pareto front is empty.")
     console.print(f"{p.done} trials ({p.complete} complete, {p.feasible} feasible, {p.infeasible} over "
                   f"budget (skipped, not trained), {p.halved} stopped early, {p.failed} failed, "
                   f"{p.reused} reused) in {_duration(wall)} this run")
@@ -214,9 +230,9 @@ def command(study_file, address, trials, run_dir):
         console.print(f"stopped asking before the budget ({_budget_progress(p)}): {p.stopped}")
     score = spec.score_metric or result.objectives[0]
     best = None
-    if rows:
-        i = result.objectives.index(score)
-        best = (max if DIRECTIONS.get(score) == "maximize" else min)(rows, key=lambda t: t.values[i])
+    if rows:   # ties as `export --best` breaks them
+        objectives = [Objective(n, DIRECTIONS[n]) for n in result.objectives]
+        best = rank(rows, objectives, score, DIRECTIONS[score])[0][1]
     console.print("next:")
     console.print(f"  overlock-nas report {run}")
     if best is not None:
