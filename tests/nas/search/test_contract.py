@@ -88,3 +88,12 @@ def test_the_recorder_refuses_a_key_nobody_named():
         rec.set(trial, "surprise", 1)
     rec.copy(trial, {"key_of_an_older_engine": 1})   # copies of stored records are kept as stored
     assert set(trial.user_attrs) == {"reason", "latency_new_field_ms", "key_of_an_older_engine"}
+
+
+def test_one_list_of_the_metrics_priced_before_training():
+    """`space` prices configs below `nas` (it cannot import the contract): its list of the metrics
+    the analytic cost model gives must be the contract's `COST_METRICS`."""
+    import space
+
+    assert set(space.feasibility.PRICED_METRICS) == set(storage.COST_METRICS)
+    assert set(storage.CONSTRAINT_METRICS) == set(storage.COST_METRICS) | set(storage.MEASURED_METRICS)
