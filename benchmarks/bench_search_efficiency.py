@@ -30,6 +30,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -197,7 +198,8 @@ def strategy_label(sampler: dict | None) -> str:
 # ----------------------------------------------------------------------------------- one run
 def study_mapping(scenario: Scenario, landscape: str, sampler: dict | None, seed: int, trials: int,
                   out: Path) -> dict:
-    data = {"name": f"se-{scenario.name}-{landscape}-{seed}", "space": str(REPO / scenario.space),
+    name = re.sub(r"[^A-Za-z0-9_.-]", ".", f"se-{scenario.name}-{landscape}-{seed}")
+    data = {"name": name, "space": str(REPO / scenario.space),
             "objectives": list(scenario.objectives), "constraints": dict(scenario.constraints),
             "evaluator": {"name": EVALUATOR, "landscape": landscape}, "seed": seed,
             "trials": trials, "trials_count": "trained", "parallel": 1, "resources": {"cpus": 1},
