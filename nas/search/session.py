@@ -23,8 +23,8 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from nas import _optuna
-from nas.storage import (DIRECTIONS, LockHeld, StorageError, jsonable, open_for_driver,
-                         release_driver_lock, take_driver_lock)
+from nas.storage import (DIRECTIONS, JOURNAL_NAME, LockHeld, StorageError, jsonable,
+                         open_for_driver, release_driver_lock, take_driver_lock)
 from nas.study import StudySpec, sampler_class
 from nas.worker import make_evaluator
 
@@ -121,7 +121,7 @@ def open_session(spec: StudySpec, run_dir: Path) -> Session:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = open_storage(spec, run_dir, buffered=True)
-    label = spec.storage or str(run_dir / "study.log")
+    label = spec.storage or str(run_dir / JOURNAL_NAME)
     study, resumed = _create_study(spec, run_dir, storage)
     trials_count = _trials_count(spec, study, resumed)
     names, named = list(spec.constraints), False
