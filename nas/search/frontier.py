@@ -26,13 +26,14 @@ from typing import Any, Sequence
 
 import numpy as np
 import optuna
+from scipy.linalg import cho_solve, solve_triangular
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from .proposals import (EXACT_METRICS, INVALID_REASON, MAX_UNIFORM_DRAWS, Pricer, Proposal,
                         ProposalError, count)
 
-DEFAULTS = {"n_startup": 10, "candidates": 24, "pool": 256, "explore": 0.0}
+DEFAULTS = {"n_startup": 10, "candidates": 16, "pool": 192, "explore": 0.0}
 ENUMERATE_UP_TO = 5_000   # a space this small is priced whole: the pool is every config within budget
 _MISSING = object()
 
@@ -140,7 +141,7 @@ class GaussianProcess:
                 chol = np.linalg.cholesky(k)
             except np.linalg.LinAlgError:
                 continue
-            alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, z))
+            alpha = cho_solve((chol, True), z)
             lml = -0.5 * z @ alpha - np.log(np.diag(chol)).sum()
             if best is None or lml > best[0]:
                 best = (lml, (w, l, noise), chol, alpha)
@@ -156,7 +157,7 @@ class GaussianProcess:
         w, l, _ = self.hyper
         ks = self._kernel(x, self.x, w, l)
         mean = ks @ self.alpha
-        v = np.linalg.solve(self.chol, ks.T)
+        v = solve_triangular(self.chol, ks.T, lower=True, check_finite=False)
         prior = w * (x * x).sum(1) / self.d + 1.0
         var = np.maximum(prior - (v * v).sum(0), 1e-12)
         return mean * self.y_std + self.y_mean, np.sqrt(var) * self.y_std
