@@ -152,6 +152,9 @@ def test_recalibrating_the_active_subnetwork_equals_recalibrating_the_extracted_
     config = net.set_active(sample_config(net, random.Random(5)))
     batches = [torch.randn(8, 3, 64, 64, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     model = net.extract(config)
+    assert all(p.requires_grad and p.device.type == "cpu" for p in model.parameters())
+    held = {t.data_ptr() for t in net.state_dict().values()}
+    assert not any(t.data_ptr() in held for t in model.state_dict().values())  # copies
     assert recalibrate_bn(model, batches) == 24 and model.training
     net.eval()
     assert recalibrate_bn(net, [(b, None) for b in batches]) == 24 and not net.training
