@@ -25,10 +25,8 @@ from pathlib import Path
 
 __all__ = ["RunDirError", "MARKER_NAME", "claim_run_dir", "made_by_tool"]
 
-MARKER_NAME = ".overlock-nas-run"   # written into every run directory the tool creates or claims
-JOURNAL_NAME = "study.log"          # nas.storage.JOURNAL_NAME (not imported: keep this module light)
-LOCK_NAME = "driver.lock"           # nas.storage.LOCK_NAME
-STUDY_COPY_NAME = "study.yaml"      # nas.storage.STUDY_FILE_COPY
+from .storage import JOURNAL_NAME, LOCK_NAME, RUN_MARKER_NAME as MARKER_NAME, \
+    STUDY_FILE_COPY as STUDY_COPY_NAME
 _JOURNAL_HEAD_BYTES = 64 * 1024     # the engine stores its version among the study's first records
 _SHOWN_NAMES = 5                    # how many foreign entries a refusal names
 

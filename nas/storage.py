@@ -40,9 +40,10 @@ STUDY_FILE_COPY = "study.yaml"      # the study file as run
 WEIGHTS_DIR = "weights"             # trained weights of trials
 LATENCY_RECORD_NAME = "latency_cache.json"   # the latencies this study used
 ERROR_LOG_NAME = "driver-error.log"          # the traceback of an unexpected driver error
+RUN_MARKER_NAME = ".overlock-nas-run"        # nas.rundir: this tool made (or claimed) the folder
 # any of these in a directory marks it as holding a study: export never replaces it
 RUN_DIR_MARKERS = (JOURNAL_NAME, LOCK_NAME, STUDY_FILE_COPY, WEIGHTS_DIR, LATENCY_RECORD_NAME,
-                   ERROR_LOG_NAME)
+                   ERROR_LOG_NAME, RUN_MARKER_NAME)
 
 
 class StorageError(ValueError):

@@ -167,17 +167,19 @@ def _engine(study_file, run_dir, address, trials):
     """(spec, engine) of the study file; a damaged journal is refused before any output (the
     engine checks it again under its lock)."""
     from nas.engine import SearchEngine, SearchError
+    from nas.rundir import RunDirError, claim_run_dir
     from nas.storage import JOURNAL_NAME, LOCK_NAME, StorageError, check_journal
     from nas.study import StudyFileError, load_study_file
 
     try:
         spec = load_study_file(study_file)
+        claim_run_dir(spec.run_dir(run_dir), study_file=study_file)
         if not spec.storage:
             journal = spec.run_dir(run_dir) / JOURNAL_NAME
             if journal.is_file():
                 check_journal(journal, driver_lock=journal.with_name(LOCK_NAME))
         return spec, SearchEngine(spec, run_dir, address=address, trials=trials)
-    except (StudyFileError, SearchError, StorageError) as e:
+    except (StudyFileError, SearchError, StorageError, RunDirError) as e:
         raise click.ClickException(str(e)) from None
 
 

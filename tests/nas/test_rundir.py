@@ -94,7 +94,6 @@ def test_a_run_directory_held_by_a_driver_is_the_tools(tmp_path):
 
 
 # ------------------------------------------------------------------ the CLI, once it is wired
-@pytest.mark.xfail(strict=True, reason="wired by the lead: search calls nas.rundir.claim_run_dir")
 @pytest.mark.parametrize("case", ["output_dir is the study file's folder", "--run-dir a user folder"])
 def test_search_refuses_a_directory_it_did_not_make(tmp_path, case):
     study = write_study(tmp_path, trials=1, output_dir=str(tmp_path))
