@@ -23,7 +23,8 @@ from nas.storage import LATENCY_PREFIX, TRIAL_ATTRS, format_value, jsonable
 
 
 # a trial's identity: written when its config is sampled, never copied from another trial
-IDENTITY_ATTRS = ("config", "config_hash", "summary", "resolution", "seed", "driver")
+# (`rejected_draws`: the draws rejected before this trial's own config, nas.search.proposals)
+IDENTITY_ATTRS = ("config", "config_hash", "summary", "resolution", "seed", "driver", "rejected_draws")
 # an evaluation's result keys stored as they come (`dataset`: which images the score is from)
 EVAL_RESULT_KEYS = ("score", "epochs", "history", "fidelity", "train_loss", "val_loss",
                     "data_skipped", "data_skipped_first", "dataset")
