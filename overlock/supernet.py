@@ -686,7 +686,7 @@ def _envelope(configs: list[OverLoCKConfig]) -> SimpleNamespace:
 
 def _value_sets(configs, space, env) -> dict[str, tuple]:
     """Region counts and kernel sizes held (largest first): those of the configs and those the
-    space's dimensions list directly (a kernel only up to the maximum the configs reached)."""
+    space's dimensions list directly, up to the maximum the configs reached."""
     sets: dict[str, set] = {}
     for c in configs:
         for site, value in _site_values(c).items():
@@ -699,9 +699,7 @@ def _value_sets(configs, space, env) -> dict[str, tuple]:
             for site, value in values.items():
                 if site in sets and isinstance(value, int):
                     sets[site].add(value)
-    caps = {site: value for site, value in _site_values(SimpleNamespace(
-        region_count=10 ** 6, small_kernel=env.small_kernel, dynamic_kernels=env.dynamic_kernels,
-        reparam_kernels=env.reparam_kernels)).items()}
+    caps = _site_values(env)
     return {site: tuple(sorted((v for v in values if v <= caps[site]), reverse=True))
             for site, values in sets.items()}
 
