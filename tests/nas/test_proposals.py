@@ -34,7 +34,7 @@ def accuracy(config) -> float:
 def new_study(sampler: str, seed: int = 0, storage=None, name: str = "s"):
     options = SAMPLERS.get(sampler, {})
     if sampler == "default":     # what a study file without `sampler` gets
-        sampler, options = default_sampler(len(OBJECTIVES), 14)
+        sampler, options = default_sampler(OBJECTIVES)
     proposer = make_proposer(SPACE, sampler, options, seed, DIRECTIONS, OBJECTIVES, BUDGETS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
