@@ -471,7 +471,9 @@ def main(argv=None) -> None:
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
     t0 = time.perf_counter()
     if args.table_only:
-        rows = [r for r in _done(Path(args.results)).values() if r["target_trials"] == args.trials]
+        rows = [r for r in _done(Path(args.results)).values()
+                if r["target_trials"] == args.trials and r["scenario"] in args.scenarios
+                and r["landscape"] in args.landscapes]
     else:
         rows = run_all(args)
     print(table(rows, args.trials))
