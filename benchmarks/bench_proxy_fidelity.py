@@ -207,11 +207,14 @@ def run_supernet_jobs(configs, args, dataset: dict, results: Results, supernet: 
                   f"loss {row['val_loss']:.3f} | inherited BN acc {row['inherited_accuracy']:.3f}", flush=True)
         name = f"epoch1/{args.seeds[0]}"
         if i // shards < args.supernet_cost_archs and not results.get(chash, name):
-            # the rung-1 epoch of the same architecture, timed right after its scoring (same load)
+            # the rung-1 epoch of the same architecture and its scoring, back to back (same load)
             c0, t0 = time.process_time(), time.perf_counter()
+            with_bn.evaluate(config, seed=0)
+            c1, t1 = time.process_time(), time.perf_counter()
             epoch1.evaluate(config, budget_epochs=1, seed=args.seeds[0], workdir=str(supernet))
-            results.put({"hash": chash, "job": name, "wall_s": round(time.perf_counter() - t0, 3),
-                         "cpu_s": round(time.process_time() - c0, 3)})
+            results.put({"hash": chash, "job": name, "wall_s": round(time.perf_counter() - t1, 3),
+                         "cpu_s": round(time.process_time() - c1, 3), "score_wall_s": round(t1 - t0, 3),
+                         "score_cpu_s": round(c1 - c0, 3), "load": [round(v, 2) for v in os.getloadavg()]})
             print(f"[{i + 1}/{len(configs)}] {chash[:10]} {name} {time.perf_counter() - t0:6.2f} s", flush=True)
 
 
@@ -252,14 +255,14 @@ def supernet_summary(configs, args, results: Results) -> dict | None:
     if any(r is None for r in rows):
         return None
     trains = [results.get(c.config_hash(), f"train/{s}") for c in configs for s in args.seeds]
-    paired = [(results.get(c.config_hash(), f"epoch1/{args.seeds[0]}"), r) for c, r in zip(configs, rows)]
-    paired = [(e, r) for e, r in paired if e and "cpu_s" in r]
-    if paired:   # the rung-1 epoch timed beside each scoring (same load): wall and CPU seconds
-        epoch_s = float(np.median([e["wall_s"] for e, _ in paired]))
-        score_s = float(np.median([r["wall_s"] for _, r in paired]))
-        cpu_ratio = float(np.median([e["cpu_s"] / r["cpu_s"] for e, r in paired]))
-    else:
-        epoch_s = float(np.mean([t["wall_s"] for t in trains])) / args.epochs
+    paired = [results.get(c.config_hash(), f"epoch1/{args.seeds[0]}") for c in configs]
+    paired = [e for e in paired if e and "score_cpu_s" in e]
+    if paired:   # the rung-1 epoch timed right after a scoring of the same architecture (same load)
+        epoch_s = float(np.median([e["wall_s"] for e in paired]))
+        score_s = float(np.median([e["score_wall_s"] for e in paired]))
+        cpu_ratio = float(np.median([e["cpu_s"] / e["score_cpu_s"] for e in paired]))
+    else:   # imported trainings (--finals-from) carry no timings: NaN
+        epoch_s = float(np.mean([t.get("wall_s", float("nan")) for t in trains])) / args.epochs
         score_s, cpu_ratio = float(np.median([r["wall_s"] for r in rows])), float("nan")
     full_s = epoch_s * args.epochs
     card = json.loads((Path(args.supernet_dir) / "card.json").read_text())
@@ -277,7 +280,9 @@ def supernet_summary(configs, args, results: Results) -> dict | None:
             "supernet_wall_s": card["wall_s"], "supernet_epochs": card["epochs_done"],
             "training_equivalent": card["wall_s"] / full_s, "card": card,
             "training_equivalent_cpu": (card.get("cpu_s", float("nan")) / (args.epochs * float(np.median(
-                [e["cpu_s"] for e, _ in paired])))) if paired else float("nan"),
+                [e["cpu_s"] for e in paired])))) if paired else float("nan"),
+            "score_cpu_s": float(np.median([e["score_cpu_s"] for e in paired])) if paired else float("nan"),
+            "epoch_cpu_s": float(np.median([e["cpu_s"] for e in paired])) if paired else float("nan"),
             "rank_error": {f"{k[0]} {k[1]}": (float(np.mean(v)), len(v)) for k, v in sorted(groups.items())}}
 
 
@@ -400,7 +405,8 @@ def supernet_lines(sn: dict | None) -> list[str]:
              f"{sn['training_equivalent_cpu']:.1f} by CPU time ({card.get('cpu_s', float('nan')) / 60:.1f} CPU-min "
              f"against {sn['epochs']} x the median rung-1 epoch); load during training: "
              + "; ".join(f"{s['load_start']} -> {s.get('load_end')}" for s in card["sessions"]) + ".",
-             f"- Scoring one architecture: {sn['score_s']:.2f} s median with BN re-estimation, "
+             f"- Scoring one architecture: {sn['score_s']:.2f} s median with BN re-estimation "
+             f"({sn['score_cpu_s']:.2f} CPU-s against {sn['epoch_cpu_s']:.2f} for the epoch), "
              f"{sn['inherited_score_s']:.2f} s without; a rung-1 epoch takes {sn['epoch_s']:.2f} s: "
              f"{sn['speedup_vs_epoch']:.1f}x cheaper in wall time"
              + (f", {sn['cpu_speedup_vs_epoch']:.1f}x in CPU time (median over {sn['paired']} architectures "
