@@ -161,7 +161,10 @@ def test_benchmark_runs_through_the_engine_and_resumes(tmp_path, capsys):
         assert r["trained"] == 12 == len(r["hv_ratio"])
         new_over_budget = r["infeasible_trials"] - r["repeats_over_budget"]
         assert r["trials"] == r["trained"] + new_over_budget + r["repeats"]
-        assert r["infeasible_trials"] > 0 and set(r["reasons"]) <= {"trial:flops", "trial:params"}
+        # over budget: PRUNED trials (today), or draws the proposer rejected before creating a trial
+        assert r["over_budget"] == r["infeasible_trials"] + r["rejected_draws"] > 0
+        assert r["draws"] == r["trials"] + r["rejected_draws"]
+        assert set(r["reasons"]) <= {f"{k}:{b}" for k in ("trial", "rejected") for b in ("flops", "params")}
         ratio = np.asarray(r["hv_ratio"])
         assert np.all(np.diff(ratio) >= -1e-12) and 0 < ratio[-1] <= 1 + 1e-9
     out = capsys.readouterr().out
