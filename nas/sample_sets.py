@@ -71,7 +71,8 @@ def write_photo_patches(root: str | os.PathLike, grid: tuple[int, int] = (2, 3),
     hold the validation patches, the others the training patches, so the two splits share no
     pixel. A patch is a `patch` x `patch` RGB crop at a seeded random position inside one block.
     With the defaults: 12 classes, 1,440 train / 360 val patches of 32x32. Deterministic in
-    `seed`; does nothing if `root/.complete` exists. Returns `root` as a Path.
+    `seed`; does nothing if `root/.complete` exists. `root/positions.csv` records where in its
+    photo each patch was cut (split, class, file, y, x). Returns `root` as a Path.
 
     Raises:
         ValueError: a block smaller than the patch.
@@ -88,6 +89,7 @@ def write_photo_patches(root: str | os.PathLike, grid: tuple[int, int] = (2, 3),
     photos = load_sample_images()
     rng = np.random.default_rng(seed)
     rows, cols = grid
+    positions = ["split,class,file,y,x"]   # where each patch was cut (photo pixels): provenance
     for photo, name in zip(photos.images, photos.filenames):
         stem = Path(name).stem
         cell_h, cell_w = photo.shape[0] // rows, photo.shape[1] // cols
@@ -111,5 +113,7 @@ def write_photo_patches(root: str | os.PathLike, grid: tuple[int, int] = (2, 3),
                         x = j * block_w + int(rng.integers(0, block_w - patch + 1))
                         Image.fromarray(np.ascontiguousarray(cell[y:y + patch, x:x + patch])).save(
                             folder / f"{k:04d}.png")
+                        positions.append(f"{split},{folder.name},{k:04d}.png,{r * cell_h + y},{c * cell_w + x}")
+    (root / "positions.csv").write_text("\n".join(positions) + "\n")
     marker.write_text("scikit-learn load_sample_images patches\n")
     return root
