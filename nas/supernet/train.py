@@ -170,14 +170,25 @@ def train_supernet(space_source, dataset: Mapping, out_dir, *, epochs: int, seed
         ValueError: a bad setting (one line). SupernetTrainError: the state in `out_dir` belongs
         to other settings, or the loss diverged.
     """
-    from nas.data import load_dataset
     from space import load_space
 
     _check_rule(rule, random_subnets, max_first_epochs, epochs)
     recipe = _recipe(dataset, epochs, train_settings)
     space = load_space(space_source)
+    threads_before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    try:
+        return _train(space_source, space, recipe, out_dir, epochs, seed, rule, random_subnets,
+                      max_first_epochs, resolution, device, command, on_step, on_epoch)
+    finally:
+        torch.set_num_threads(threads_before)   # `threads` holds for this training only
+
+
+def _train(space_source, space, recipe, out_dir, epochs, seed, rule, random_subnets, max_first_epochs,
+           resolution, device, command, on_step, on_epoch) -> dict:
+    from nas.data import load_dataset
+
     res = _resolution(space, resolution)
     data = load_dataset(recipe.settings["dataset"], res)
     supernet = _build_supernet(space, data).to(device)
