@@ -72,7 +72,7 @@ WARMUP = 10               # untimed forwards before the rounds
 REPEATS = 30              # timed forwards, taken in ROUNDS rounds
 ROUNDS = 5
 GROUP = 8                 # configs whose rounds are interleaved; fewer are paced to its time span
-PACE_MAX_S = 30.0         # the longest idle pause between two rounds of a paced measurement
+PACE_MAX_S = 10.0         # the longest idle pause between two rounds (a big model on a busy host)
 PROTOCOL = "median of round minima"
 STAGE_REPEATS = 10        # forwards profiled for the per-stage breakdown
 
