@@ -54,6 +54,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import _optuna
 from .executor import Executor, TaskLost
+from .rundir import RunDirError, claim_run_dir
 from .search.halving import COMPLETE, CONTINUE, Rungs
 from .search.ledger import (FINISHED, MAX_DRAWS_WITHOUT_TRAINING, Dedup, Live, Progress, Queues,  # noqa: F401
                             SearchResult, Tally, TrialBudget, counts)
@@ -163,7 +164,10 @@ class SearchEngine:
             SearchError: (subclasses DriverBusy, StudyMismatch, CostModelMismatch) one line.
             ExecutorError: Ray could not be started or reached.
         """
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:     # a new, empty or tool-made folder only: never write over a user's files
+            claim_run_dir(self.run_dir, study_file=self.spec.path)
+        except RunDirError as e:
+            raise SearchError(str(e)) from None
         with DriverLock(self.run_dir):
             self._t0 = self._wall_mark = time.monotonic()
             self._open()

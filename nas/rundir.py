@@ -10,7 +10,9 @@ written.
 "One this tool made" is told by the marker file `.overlock-nas-run` (written by `claim_run_dir`
 itself), or - for run directories from before the marker, such as the pinned runs in
 tests/data/runs/ - by what only this tool writes: a journal `study.log` whose study records
-`overlock_nas_version`, or the driver's `driver.lock`.
+`overlock_nas_version`, or the driver's `driver.lock`. A folder holding nothing but a study's
+files (an Optuna journal begun elsewhere, say) is a study to resume, not the user's folder: the
+engine checks the stored study against the study file and refuses a mismatch with one line.
 
     >>> from nas.rundir import claim_run_dir, RunDirError
     >>> run_dir = claim_run_dir("runs/demo", study_file="studies/demo.yaml")   # creates and marks it
@@ -25,7 +27,7 @@ from pathlib import Path
 
 __all__ = ["RunDirError", "MARKER_NAME", "claim_run_dir", "made_by_tool"]
 
-from .storage import JOURNAL_NAME, LOCK_NAME, RUN_MARKER_NAME as MARKER_NAME, \
+from .storage import JOURNAL_NAME, LOCK_NAME, RUN_DIR_MARKERS, RUN_MARKER_NAME as MARKER_NAME, \
     STUDY_FILE_COPY as STUDY_COPY_NAME
 _JOURNAL_HEAD_BYTES = 64 * 1024     # the engine stores its version among the study's first records
 _SHOWN_NAMES = 5                    # how many foreign entries a refusal names
@@ -82,6 +84,8 @@ def _refuse_foreign(run_dir: Path, study_file) -> None:
         raise RunDirError(f"run directory {run_dir} holds your study file {study_file}, which the "
                           f"run would replace with its resolved copy ({STUDY_COPY_NAME}): choose a "
                           "new or empty run directory (--run-dir or output_dir)")
+    if JOURNAL_NAME in entries and set(entries) <= set(RUN_DIR_MARKERS):
+        return       # a study's files only: the engine checks the stored study itself
     shown = ", ".join(entries[:_SHOWN_NAMES]) + (f", ... ({len(entries)} in all)"
                                                  if len(entries) > _SHOWN_NAMES else "")
     raise RunDirError(f"run directory {run_dir} holds files overlock-nas did not write ({shown}): "

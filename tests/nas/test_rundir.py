@@ -69,12 +69,17 @@ def test_a_file_in_the_way_is_refused(tmp_path):
 
 
 def test_a_journal_the_tool_did_not_write_is_not_enough(tmp_path):
-    """An Optuna journal of some other program: its study has no overlock_nas_version."""
+    """An Optuna journal of some other program beside the user's own files is refused; alone, it
+    is a study the engine opens and checks against the study file (resume or a one-line refusal)."""
     (tmp_path / "study.log").write_text(json.dumps({"op_code": 0, "study_name": "x",
                                                     "directions": [1]}) + "\n")
     assert not made_by_tool(tmp_path)
-    with pytest.raises(RunDirError):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="notes.txt"):
         claim_run_dir(tmp_path)
+    (tmp_path / "notes.txt").unlink()
+    claim_run_dir(tmp_path)
+    assert made_by_tool(tmp_path)
 
 
 @pytest.mark.parametrize("pinned", PINNED_RUNS, ids=[p.name for p in PINNED_RUNS])
