@@ -287,7 +287,9 @@ def test_each_budget_reaches_samplers_once_and_the_dashboard_list_greys_infeasib
     budgets = study_budgets(study)
     assert list(budgets) == ["flops", "memory_mb"]
     finished = [t for t in study.get_trials() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) == 10 and any(t.user_attrs.get("infeasible") for t in finished)
+    # draws over these budgets never become trials (nas.search.proposals); an infeasible stored
+    # trial (a measured latency budget) is checked in test_latency_is_measured_before_training...
+    assert len(finished) == 10 and not any(t.user_attrs.get("infeasible") for t in finished)
     for t in finished:
         ua = t.user_attrs
         violations = [ua["flops"] - BUDGET, ua["memory_mb"] - 1e4]
