@@ -50,6 +50,12 @@ How weights are shared (the sub-network's parameter names are the official ones)
   (`...weight_proj_r{R}.weight`), extracted as `weight_proj.weight`.
 - batch norm: per-channel running statistics, sliced like the weights.
 
+How it runs: the active sub-network is an `OverLoCK(config)` built once on the meta device (a
+template, 32 kept) and called with `torch.func.functional_call` on views / gathers of the held
+tensors, so its forward is the stand-alone model's code and `extract` is exact by construction.
+Measured (2026-12-02, 1 thread, CPU time, load ~30): a new architecture's template 0.5-1.0 s;
+fwd+bwd at 32 px, batch 4, within 0-8 % of the stand-alone model's.
+
 This module imports nothing from `nas/`; `space` is imported lazily (to rebuild a saved space).
 """
 
@@ -63,7 +69,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Iterable
+from typing import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -140,7 +146,8 @@ def _top_axes(path: str, c) -> tuple:
         "patch_embedx.x_proj.0": (W[3], W[2]), "patch_embedx.x_proj.1": (W[3],),
         "patch_embedx.h_proj.0": (ctx, ctx), "patch_embedx.h_proj.1": (ctx,),
         "aux_head.0": (W[3],), "aux_head.2": (_F, W[3]),
-        "head.0": (head, ("C", c.widths[3], c.context_dim)), "head.1": (head,), "head.4": (_F, head),
+        "head.0": (head, ("C", c.widths[3], c.context_dim)), "head.1": (head,),
+        "head.4": (_F, head),
     }
     return table[path]
 
@@ -281,7 +288,8 @@ class Supernet(nn.Module):
             if not space_or_configs:
                 raise ConfigError("Supernet: the config list is empty")
             self.space = None
-            raw = [OverLoCKConfig.from_dict(c) if isinstance(c, dict) else c for c in space_or_configs]
+            raw = [OverLoCKConfig.from_dict(c) if isinstance(c, dict) else c
+                   for c in space_or_configs]
         elif hasattr(space_or_configs, "sample"):
             self.space = space_or_configs
             raw = _space_configs(space_or_configs, samples, seed)
@@ -359,7 +367,8 @@ class Supernet(nn.Module):
         for prefix, site in sites:
             sizes = self.value_sets[site]
             for big, small in zip(sizes, sizes[1:]):
-                self._slots[f"{prefix}{big}to{small}"] = _Slot((), (small * small,) * 2, False, "eye")
+                shape = (small * small, small * small)
+                self._slots[f"{prefix}{big}to{small}"] = _Slot((), shape, False, "eye")
 
     def _allocate(self, seed: int) -> None:
         generator = torch.Generator().manual_seed(seed)
@@ -430,7 +439,7 @@ class Supernet(nn.Module):
         return self._active
 
     def sample_config(self, rng: random.Random | int | None = None, kind: str = "random"):
-        """`sample_config(self, rng, kind)`: a fitted config of the space ("random", "max", "min")."""
+        """`sample_config(self, rng, kind)`: a fitted config ("random", "max", "min")."""
         return sample_config(self, rng, kind)
 
     @property

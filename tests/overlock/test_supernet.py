@@ -91,7 +91,8 @@ def test_shared_weights_are_the_documented_slices(quick):
     torch.testing.assert_close(sub["sub_blocks3.1.rpb2"], full["sub_blocks3.1.rpb2"][:, 2:11, 2:11])
     rows = full[f"sub_blocks3.1.weight_proj_r{config.region_count}.weight"]
     large = rows[9:].reshape(7, 7, -1, 1, 1)[1:6, 1:6].reshape(25, -1, 1, 1)
-    torch.testing.assert_close(sub["sub_blocks3.1.weight_proj.weight"], torch.cat([rows[:9], large]))
+    torch.testing.assert_close(sub["sub_blocks3.1.weight_proj.weight"],
+                               torch.cat([rows[:9], large]))
 
 
 def test_config_outside_the_supernet_is_one_line_naming_the_field(quick):
@@ -150,7 +151,8 @@ def test_kernel_transformation_matrices_are_used_and_trained():
 def test_recalibrating_the_active_subnetwork_equals_recalibrating_the_extracted_model(quick):
     _, net = quick
     config = net.set_active(sample_config(net, random.Random(5)))
-    batches = [torch.randn(8, 3, 64, 64, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    batches = [torch.randn(8, 3, 64, 64, generator=torch.Generator().manual_seed(i))
+               for i in range(3)]
     model = net.extract(config)
     assert all(p.requires_grad and p.device.type == "cpu" for p in model.parameters())
     held = {t.data_ptr() for t in net.state_dict().values()}
@@ -181,12 +183,12 @@ def test_save_and_load_round_trip(quick, tmp_path):
 
 
 def test_a_config_list_and_a_class_count_override():
-    configs = [PRESETS["overlock_xt"].replace(widths=(16, 32, 64, 96), focus_heads=(2, 2),
-                                              head_width=64, base_depths=(1, 1, 1), focus_depths=(1, 2)),
-               PRESETS["overlock_xt"].replace(widths=(8, 16, 32, 48), focus_heads=(1, 1),
-                                              head_width=32, base_depths=(1, 1, 2), focus_depths=(2, 1),
-                                              region_count=3, dynamic_kernels=(7, 5),
-                                              reparam_kernels=(13, 11, 9, 5))]
+    xt = PRESETS["overlock_xt"]
+    configs = [xt.replace(widths=(16, 32, 64, 96), focus_heads=(2, 2), head_width=64,
+                          base_depths=(1, 1, 1), focus_depths=(1, 2)),
+               xt.replace(widths=(8, 16, 32, 48), focus_heads=(1, 1), head_width=32,
+                          base_depths=(1, 1, 2), focus_depths=(2, 1), region_count=3,
+                          dynamic_kernels=(7, 5), reparam_kernels=(13, 11, 9, 5))]
     net = Supernet(configs, num_classes=7)
     _scramble(net, seed=2)
     assert net.space is None and net.max_config.widths == (16, 32, 64, 96)
