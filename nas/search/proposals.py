@@ -382,6 +382,8 @@ class ProposalSampler(BaseSampler):
         self._current = None
         if "fixed_params" in trial.system_attrs or trial.params:   # queued, or created with params
             return
+        if self.proposer.fed:     # the driver creates its new trials itself (Proposals.ask): this
+            return                # is a trial it resumes, whose params are stored or re-queued
         proposal = self.proposer.propose(study)
         self._current = self.last = proposal
         self.proposer.bind(trial.number, proposal)
