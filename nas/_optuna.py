@@ -15,6 +15,10 @@ each behaviour relied on).
 - `create_running_trial(study, ...)`: a new RUNNING trial that holds its params and attributes
   from the start, in one storage write (`study.ask()` writes each param and attribute apart); the
   proposer (nas.search.proposals) has chosen the params already.
+- `set_system_attr(study, trial, key, value)`, `set_user_attr(study, trial, key, value)`: on a
+  `Trial` or a `FrozenTrial` (a sampler's `before_trial` gets the latter, which has no setter):
+  Optuna 5 removed `Trial.set_system_attr`; the proposer's shadow study marks rejected draws and
+  sets their constraints this way, and a proposed trial gets NSGA-II's generation.
 - `write_constraints(study, trial, values)`: constraints as the list `system_attrs["constraints"]`,
   the one place both readers look: Optuna 5's samplers read it (as constraints named '0', '1', ...)
   and optuna-dashboard (0.21 and later) reads *only* it to grey out infeasible trials. Optuna 5
@@ -72,6 +76,16 @@ def create_running_trial(study: optuna.Study, params: dict, distributions: dict,
                            intermediate_values={}, trial_id=-1)
     trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
     return optuna.Trial(study, trial_id)
+
+
+def set_system_attr(study: optuna.Study, trial, key: str, value) -> None:
+    """A system attribute of a `Trial` or a stored `FrozenTrial` of `study`."""
+    study._storage.set_trial_system_attr(trial._trial_id, key, value)
+
+
+def set_user_attr(study: optuna.Study, trial, key: str, value) -> None:
+    """A user attribute of a `Trial` or a stored `FrozenTrial` of `study`."""
+    study._storage.set_trial_user_attr(trial._trial_id, key, value)
 
 
 def write_constraints(study: optuna.Study, trial: optuna.Trial, values: Sequence[float]) -> None:
