@@ -84,6 +84,8 @@ def run_to(spec, run_dir: Path, target: int) -> None:
     result = SearchEngine(spec, run_dir, trials=target, num_cpus=spec.parallel).run()
     print(f"{time.strftime('%H:%M:%S')} {spec.name}: {target} trained "
           f"({time.monotonic() - t0:.0f} s, load {os.getloadavg()[0]:.1f}) {result!r:.200}", flush=True)
+    if getattr(result, "interrupted", False):   # Ctrl-C / SIGINT stops the engine, then the driver
+        raise SystemExit(f"{spec.name}: interrupted; rerun the same command to resume both studies")
 
 
 def train(work: Path, n: int, chunk: int) -> None:
