@@ -819,8 +819,9 @@ def latency_stages_figure(sd: StudyData) -> Figure | Note | None:
 
 def latency_model_figure(sd: StudyData) -> Figure | None:
     """Predicted against measured latency, where the study used a latency model (`latency.model`):
-    measured trials as points beside the y = x line and the model's stated margin; configs recorded
-    infeasible from the prediction alone (never measured) are counted in the caption."""
+    measured trials as points beside the y = x line and the model's stated margin; configs predicted
+    over the budget (never measured: draws the proposer rejected, `rejected_draws`, or in older
+    studies trials recorded infeasible from the prediction) are counted in the caption."""
     df = sd.trials
     if "latency_predicted_ms" not in df.columns or df["latency_predicted_ms"].isna().all():
         return None
@@ -828,7 +829,9 @@ def latency_model_figure(sd: StudyData) -> Figure | None:
     own = df[df["reused_from"].isna()] if "reused_from" in df.columns else df
     both = own[own["latency_predicted_ms"].notna() & own["latency_ms"].notna()
                & (source.loc[own.index] != "predicted")]
-    skipped = int((source.loc[own.index] == "predicted").sum())
+    skipped = int((source.loc[own.index] == "predicted").sum())     # older studies: PRUNED trials
+    if "rejected_draws" in df.columns:           # the proposer: draws rejected before any trial
+        skipped += sum(_reason_counts(v).get("latency_predicted", 0) for v in df["rejected_draws"])
     fig = go.Figure()
     if len(both):
         lo = float(min(both["latency_ms"].min(), both["latency_predicted_ms"].min()))
@@ -857,5 +860,6 @@ def latency_model_figure(sd: StudyData) -> Figure | None:
                f"measured ({len(both)} trials; {within:.0%} within ±10 %). "
                f"{skipped} config(s) were predicted over the latency budget"
                + (f" ({budget:g} ms)" if budget else "")
-               + " by more than the model's stated margin and recorded infeasible without being measured.")
+               + " by more than the model's stated margin and never measured (rejected draws, or "
+               "trials recorded infeasible in studies older than the proposer).")
     return Figure("latency-model", "Latency: predicted against measured", fig, caption, 460)
