@@ -45,6 +45,7 @@ from nas.model_card import model_card
 from nas.programs import TOLERANCE, check, check_inputs, max_diff, write_onnx, write_pt2
 from nas.selection import ExportError, parse_budgets, select_trial, top_trials
 from nas.storage import feasibility, metric_value, study_objectives
+from nas.storage import jsonable as _jsonable
 from nas.storage import one_line as _one_line
 
 __all__ = ["ExportError", "TrainSpec", "ExportResult", "open_study", "parse_budgets",
@@ -542,6 +543,3 @@ def _metadata(study, trial, config: OverLoCKConfig, selection: str, storage_labe
         "versions": versions,
     }
 
-
-def _jsonable(value):
-    return json.loads(json.dumps(value, default=str))
