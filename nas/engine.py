@@ -541,7 +541,7 @@ class SearchEngine:
 
             self._gate = ProxyGate(settings.proxy, settings.drop_bottom, settings.min_trials,
                                    self.spec.evaluator.settings.get("dataset"), settings.batch_size,
-                                   self.spec.evaluator.settings.get("resolution"))
+                                   self.spec.evaluator.settings.get("resolution"), settings.weights)
             self._gate.remember(self.study.get_trials(deepcopy=False))
         score, reason = self._gate.check(lv.config, lv.seed)
         self.recorder.set(lv.trial, "gate_score", score)

@@ -1,7 +1,8 @@
 """Gate training by a zero-cost proxy (study key `proxy_gate`, issue 12).
 
 Before a feasible config is trained, its zero-cost proxy (synflow, NASWOT or ZiCo; one batch at
-initialisation, a second or so) is computed in the driver. Once `min_trials` configs have a proxy
+initialisation, a second or so) or its supernet score (`proxy: supernet`, `weights: DIR`: the
+accuracy of its inherited weights, about a second on a CPU) is computed in the driver. Once `min_trials` configs have a proxy
 score, a config whose score is below the `drop_bottom` quantile of the scores so far is told
 PRUNED with the reason, never trained; the others train as usual. Scores are stored on each trial
 (`gate_score`), so a resumed study gates against everything it saw before.
@@ -24,21 +25,27 @@ class ProxyGate:
     """The gate of one study: the proxy evaluator and the scores seen so far.
 
     Args:
-        proxy: "synflow", "naswot" or "zico".
+        proxy: "synflow", "naswot", "zico", or "supernet" (a config's accuracy with weights
+            inherited from a trained supernet, BN statistics re-estimated).
         drop_bottom: fraction in (0, 1): configs below this quantile of the scores so far are
             not trained.
         min_trials: scores needed before the gate closes on anything.
         dataset: the `dataset:` settings the proxy draws its batch from (the train evaluator's).
         batch_size: images in the proxy's batch.
+        resolution: the proxy's input size (default: the evaluator's).
+        weights: proxy "supernet" only: the folder `overlock-nas supernet train` wrote.
     """
 
     def __init__(self, proxy: str, drop_bottom: float, min_trials: int, dataset: dict | None = None,
-                 batch_size: int = 64, resolution=None):
+                 batch_size: int = 64, resolution=None, weights: str | None = None):
         from nas.evaluators import get_evaluator
 
-        settings = {"batch_size": batch_size, "resolution": resolution}
-        if dataset:
-            settings["dataset"] = dataset
+        if proxy == "supernet":       # the supernet's card names its data set and resolution
+            settings = {"weights": weights}
+        else:
+            settings = {"batch_size": batch_size, "resolution": resolution}
+            if dataset:
+                settings["dataset"] = dataset
         self.proxy, self.drop_bottom, self.min_trials = proxy, drop_bottom, min_trials
         self.evaluator = get_evaluator(proxy, {k: v for k, v in settings.items() if v is not None})
         self.scores: list[float] = []

@@ -168,12 +168,21 @@ class SuccessiveHalving(_Model):
 class ProxyGateSettings(_Model):
     """Skip training configs whose zero-cost proxy is in the bottom `drop_bottom` of those seen so
     far, once `min_trials` have a score (nas.gate). The proxy's batch comes from the train
-    evaluator's data set."""
+    evaluator's data set. `proxy: supernet` scores a config by its inherited weights in a trained
+    supernet (`weights: DIR`, nas.evaluators.supernet), on the data set its card names."""
 
-    proxy: Literal["synflow", "naswot", "zico"]
+    proxy: Literal["synflow", "naswot", "zico", "supernet"]
     drop_bottom: float = Field(0.3, gt=0.0, lt=1.0)
     min_trials: int = Field(8, ge=1)
     batch_size: int = Field(64, ge=2)
+    weights: str | None = None      # proxy supernet: the folder `overlock-nas supernet train` wrote
+
+    @model_validator(mode="after")
+    def _weights(self) -> "ProxyGateSettings":
+        if (self.proxy == "supernet") != (self.weights is not None):
+            raise ValueError("weights: the folder of a trained supernet, required with proxy: "
+                             "supernet and only with it")
+        return self
 
 
 class Resources(_Model):

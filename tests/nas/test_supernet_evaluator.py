@@ -100,3 +100,28 @@ def test_a_study_file_takes_the_supernet_evaluator(trained):
     assert study.file.evaluator.metric == "accuracy"
     ev = get_evaluator(study.file.evaluator.name, study.file.evaluator.settings)
     assert ev.settings["weights"] == str(trained / "sn")
+
+
+def test_the_supernet_gates_training(trained):
+    """`proxy_gate: {proxy: supernet, weights: DIR}`: configs are scored by inherited weights and,
+    once `min_trials` have a score, one below the bottom quantile is not trained."""
+    from nas.gate import ProxyGate
+    from nas.study import StudyFileError, parse_study
+
+    base = {"name": "gated", "space": str(trained / "tiny.yaml"), "objectives": ["accuracy", "flops"],
+            "evaluator": {"name": "train", "dataset": DATA}, "trials": 5}
+    study = parse_study({**base, "proxy_gate": {"proxy": "supernet", "weights": str(trained / "sn"),
+                                                "min_trials": 2, "drop_bottom": 0.5}})
+    settings = study.proxy_gate
+    gate = ProxyGate(settings.proxy, settings.drop_bottom, settings.min_trials, DATA,
+                     settings.batch_size, None, settings.weights)
+    space, _ = configs(trained)
+    scored = [gate.check(space.sample(random.Random(i)), seed=0) for i in range(6)]
+    assert all(score is not None and 0.0 <= score <= 1.0 for score, _ in scored)
+    assert all(reason is None for _, reason in scored[:2])          # still learning the scores
+    cut = [reason for _, reason in scored[2:] if reason is not None]
+    assert all("supernet" in r and "not trained" in r for r in cut)
+    with pytest.raises(StudyFileError, match="proxy_gate: weights"):
+        parse_study({**base, "proxy_gate": {"proxy": "supernet"}})
+    with pytest.raises(StudyFileError, match="proxy_gate: weights"):
+        parse_study({**base, "proxy_gate": {"proxy": "synflow", "weights": "x"}})
