@@ -255,7 +255,8 @@ class _Writer:
 
         return {"driver": "synthetic:run", "config": config.to_dict(), "config_hash": config.config_hash(),
                 "summary": config.summary(), "resolution": list(config.resolution),
-                "seed": derived_seed(self.spec.seed, number, 7), "evaluator": self.spec.evaluator.name}
+                "seed": derived_seed(self.spec.seed, number, 7), "evaluator": self.spec.evaluator.name,
+                "rejected_draws": {}}     # the proposer's record of draws rejected before the trial
 
     def _cost(self, number: int, config) -> dict:
         import space
