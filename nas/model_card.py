@@ -85,7 +85,7 @@ def _card_measured(meta: dict, cfg: OverLoCKConfig) -> list[str]:
     if "latency_ms" in lat:
         extra = "".join(f", {k[len('latency_'):]} {lat[k]}" for k in ("latency_p90_ms", "latency_spread_ms")
                         if k in lat)
-        rows.append(("latency", f"{lat['latency_ms']:.3f} ms (median{extra})",
+        rows.append(("latency", f"{lat['latency_ms']:.3f} ms (median of round minima{extra})",
                      f"measured during the search on {lat.get('latency_device', 'an unrecorded device')}, "
                      f"batch {lat.get('latency_batch', '?')}, {lat.get('latency_dtype', '?')}, "
                      f"channels_last {lat.get('latency_channels_last', '?')}, deploy model"))
@@ -94,8 +94,8 @@ def _card_measured(meta: dict, cfg: OverLoCKConfig) -> list[str]:
                      "the study measured no latency for this trial (export with --latency to measure it)"))
     if "latency_export" in meta:
         le = meta["latency_export"]
-        rows.append(("latency (export)", f"{le['latency_ms']:.3f} ms (median, p90 {le['latency_p90_ms']}, "
-                     f"IQR {le['latency_spread_ms']})", f"measured at export on {le['latency_device']}, "
+        rows.append(("latency (export)", f"{le['latency_ms']:.3f} ms (median of round minima, p90 {le['latency_p90_ms']}, "
+                     f"spread of round minima {le['latency_spread_ms']})", f"measured at export on {le['latency_device']}, "
                      f"batch {le['latency_batch']}, {le['latency_dtype']}, {le['latency_repeats']} repeats, "
                      "deploy model"))
     if weights["source"] == "train":

@@ -85,7 +85,7 @@ TRIAL_ATTRS: dict[str, str] = {
     "params": "deploy-model parameters", "memory_mb": "peak activation memory",
     "flops_fvcore": "fvcore's count on cross-check trials",
     # latency (every latency_* key a measurement returns is recorded as is; these are named)
-    "latency_ms": "median latency", "latency_p90_ms": "90th percentile",
+    "latency_ms": "latency: median of round minima", "latency_p90_ms": "90th percentile",
     "latency_spread_ms": "spread of round minima", "latency_min_ms": "fastest round",
     "latency_device": "the device string", "latency_batch": "batch", "latency_dtype": "dtype",
     "latency_channels_last": "memory format", "latency_repeats": "timed forwards",
@@ -144,7 +144,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("flops", "minimize", "cost", "GMACs (fvcore; the paper's FLOPs)", "GMACs", "GMACs", 1e-9, ".3f"),
     Metric("flops_paper", "minimize", "cost", "GMACs (paper convention)", "GMACs (paper)", "GMACs", 1e-9, ".3f"),
     Metric("params", "minimize", "cost", "params (M; deploy model, no aux head)", "params M", "M", 1e-6, ".2f"),
-    Metric("latency_ms", "minimize", "measured", "latency (ms, median)", "latency ms", "ms", 1.0, ".2f"),
+    Metric("latency_ms", "minimize", "measured", "latency (ms, median of round minima)", "latency ms", "ms", 1.0, ".2f"),
     Metric("memory_mb", "minimize", "cost", "peak activation memory (MiB, batch 1)", "memory MiB", "MiB", 1.0, ".1f"),
 )}
 DIRECTIONS: dict[str, str] = {n: m.direction for n, m in METRICS.items()}

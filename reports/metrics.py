@@ -51,7 +51,7 @@ def metric_view(name: str, resolution=(224, 224), latency: dict | None = None,
             batch = int(batch)
         bits = [f"batch {batch}" if batch is not None else None, latency.get("device"), latency.get("dtype")]
         extra = ", ".join(str(b) for b in bits if b)
-        label = f"latency (ms, median{', ' + extra if extra else ''})"
+        label = f"latency (ms, median of round minima{', ' + extra if extra else ''})"
     return MetricView(name, label, metric.short, metric.scale, metric.fmt, metric.unit)
 
 

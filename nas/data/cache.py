@@ -32,13 +32,11 @@ FORMAT = 1
 
 
 def cache_root() -> Path:
-    """`$OVERLOCK_NAS_CACHE` if set, else `~/.cache/overlock-nas` (shared with the latency store)."""
-    try:
-        from nas.measure import cache_root as measure_root
-    except ImportError:  # measure not importable in a bare worker: same rule, stated once more
-        env = os.environ.get("OVERLOCK_NAS_CACHE")
-        return Path(env).expanduser() if env else Path.home() / ".cache" / "overlock-nas"
-    return Path(measure_root())
+    """`$OVERLOCK_NAS_CACHE` if set, else `~/.cache/overlock-nas` (shared with the latency store,
+    whose torch-free module owns the rule)."""
+    from nas.latency_store import cache_root as store_root
+
+    return Path(store_root())
 
 
 def cache_dir(setting: str | None) -> Path:
