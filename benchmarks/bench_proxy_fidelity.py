@@ -9,8 +9,8 @@ validation accuracy and
   (c) optionally (--short-schedule) a separate run of r epochs with its own warm-up + cosine
       (EcoNAS-style reduced training), to tell the rung's schedule from its length.
 A trained signal from one seed is compared with the *other* seed's final accuracy (averaged over
-both orders), so its training noise is not counted as agreement; the noise ceiling is rho between
-the two seeds' finals. Zero-cost signals are compared with each seed's final (averaged).
+both orders), so its training noise is not counted as agreement; the seed-vs-seed agreement is rho
+between the two seeds' finals (not a bound on the other rows: docs/proxy-fidelity.md says why). Zero-cost signals are compared with each seed's final (averaged).
 
     nice -n 10 python benchmarks/bench_proxy_fidelity.py --space studies/spaces/quickstart.yaml \\
         --dataset digits --n 20 --epochs 4 --rungs 1 2 --resolution 32 --short-schedule 1 \\
@@ -315,7 +315,7 @@ def correlations(configs, args, results: Results) -> tuple[list[tuple], dict]:
     rows = []
     ceiling = (float(spearmanr(final[s0], final[s1]).statistic),
                float(kendalltau(final[s0], final[s1]).statistic), float("nan"))
-    rows.append(("noise ceiling: final, seed A vs seed B", *ceiling))
+    rows.append(("seed-vs-seed agreement: final, seed A vs seed B", *ceiling))
     for r in args.rungs:
         if r < args.epochs:
             rows.append((f"rung {r} of {args.epochs} epochs (full-budget schedule)", *pair(

@@ -70,6 +70,12 @@ def test_seed_agreement_is_not_called_a_ceiling_and_its_limit_is_stated():
     assert "not a bound" in flat
 
 
+def test_no_page_or_benchmark_calls_seed_agreement_a_ceiling():
+    """The benchmark prints the row the pages quote; the supernet page quotes it too."""
+    for path in (DOCS / "supernet.md", BENCHMARKS / "bench_proxy_fidelity.py"):
+        assert "noise ceiling" not in " ".join(path.read_text().split()), path
+
+
 # ----------------------------------------------------------------------------- docs/gpu.md §3
 def _bench_flags(name: str) -> set[str]:
     return set(re.findall(r'add_argument\("(--[a-z-]+)"', (BENCHMARKS / name).read_text()))
