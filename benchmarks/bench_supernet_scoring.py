@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -26,17 +25,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def distinct_configs(space_path: str, n: int, seed: int) -> list:
+    """`n` distinct configs of the space file, drawn as bench_proxy_fidelity draws them."""
     from space import load_space
 
-    space, rng, seen, out = load_space(space_path), random.Random(seed), set(), []
-    for _ in range(n * 200):
-        config = space.sample(rng)
-        if config.config_hash() not in seen:
-            seen.add(config.config_hash())
-            out.append(config)
-            if len(out) == n:
-                return out
-    raise SystemExit(f"{space_path} has fewer than {n} distinct architectures ({len(out)} found)")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_proxy_fidelity import sample_architectures
+
+    return sample_architectures(load_space(space_path), n, seed)
 
 
 def score_chunk(args) -> list[dict]:
