@@ -173,12 +173,13 @@ def _engine(study_file, run_dir, address, trials):
 
     try:
         spec = load_study_file(study_file)
-        claim_run_dir(spec.run_dir(run_dir), study_file=study_file)
         if not spec.storage:
             journal = spec.run_dir(run_dir) / JOURNAL_NAME
             if journal.is_file():
                 check_journal(journal, driver_lock=journal.with_name(LOCK_NAME))
-        return spec, SearchEngine(spec, run_dir, address=address, trials=trials)
+        engine = SearchEngine(spec, run_dir, address=address, trials=trials)
+        claim_run_dir(engine.run_dir, study_file=study_file)    # after every setting is checked
+        return spec, engine
     except (StudyFileError, SearchError, StorageError, RunDirError) as e:
         raise click.ClickException(str(e)) from None
 
