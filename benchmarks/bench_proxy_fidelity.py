@@ -22,8 +22,8 @@ between the two seeds' finals (not a bound on the other rows: docs/proxy-fidelit
       statistics, and the seconds that scoring takes against a rung-1 epoch.
 
 `--dataset digits` writes scikit-learn's digits as an ImageFolder (nas.sample_sets),
-`--dataset photo-patches` the patches of its two sample photos; any other value is a `dataset:`
-mapping in YAML/JSON, e.g. '{kind: imagefolder, path: /data/pets}'.
+`--dataset photo-patches` / `photo-regions` crops of its two sample photos; any other value is a
+`dataset:` mapping in YAML/JSON, e.g. '{kind: imagefolder, path: /data/pets}'.
 Results are appended to `--work/results.jsonl` as they come, so an interrupted run continues.
 """
 
@@ -59,17 +59,13 @@ def sample_architectures(space, n: int, seed: int) -> list:
 def resolve_dataset(text: str, work: Path) -> dict:
     import yaml
 
-    if text == "digits":
-        from nas.sample_sets import write_digits
+    from nas.sample_sets import SAMPLE_SETS, write_sample_set
 
-        return {"kind": "imagefolder", "path": str(write_digits(work / "digits"))}
-    if text == "photo-patches":
-        from nas.sample_sets import write_photo_patches
-
-        return {"kind": "imagefolder", "path": str(write_photo_patches(work / "photo-patches"))}
+    if text in SAMPLE_SETS:
+        return {"kind": "imagefolder", "path": str(write_sample_set(text, work / text))}
     value = yaml.safe_load(text)
     if not isinstance(value, dict):
-        raise SystemExit(f"--dataset {text!r}: 'digits', 'photo-patches' or a dataset mapping")
+        raise SystemExit(f"--dataset {text!r}: {', '.join(SAMPLE_SETS)} or a dataset mapping")
     return value
 
 
@@ -429,7 +425,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--space", default="studies/spaces/quickstart.yaml")
     ap.add_argument("--dataset", default="digits",
-                    help="'digits', 'photo-patches' (nas.sample_sets) or a dataset mapping (YAML)")
+                    help="'digits', 'photo-patches', 'photo-regions' (nas.sample_sets) or a dataset mapping (YAML)")
     ap.add_argument("--dataset-options", type=yaml.safe_load, default={},
                     help="keys added to the dataset mapping (YAML), e.g. '{train_size: 320}'")
     ap.add_argument("--n", type=int, default=20, help="architectures (>= 20 for a table)")

@@ -23,10 +23,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["write_digits", "DIGITS_SIZES", "write_photo_patches", "PHOTO_PATCHES_SIZES"]
+__all__ = ["write_digits", "DIGITS_SIZES", "write_photo_patches", "PHOTO_PATCHES_SIZES",
+           "write_photo_regions", "PHOTO_REGIONS", "PHOTO_REGIONS_SIZES", "SAMPLE_SETS", "write_sample_set"]
 
 DIGITS_SIZES = {"train": 1437, "val": 360}
 PHOTO_PATCHES_SIZES = {"train": 1440, "val": 360, "classes": 12}
+# class -> (photo, top, bottom, left, right) in the photo's pixels (427x640); each rectangle holds
+# one kind of surface only (drawn on the photos by eye, checked on a 50-pixel grid).
+PHOTO_REGIONS = {
+    "sky": ("china", 0, 140, 340, 640),        # clear sky right of the tower
+    "lake": ("china", 245, 300, 370, 550),     # the lake below the horizon, with its boats
+    "temple": ("china", 110, 340, 110, 300),   # the tower's roofs, eaves and red walls
+    "trees": ("china", 340, 427, 370, 640),    # sharp foliage in the foreground
+    "petals": ("flower", 125, 315, 210, 400),  # the dahlia, inside its circle
+    "leaves": ("flower", 0, 427, 0, 160),      # the blurred green background left of it
+}
+PHOTO_REGIONS_SIZES = {"train": 720, "val": 300, "classes": len(PHOTO_REGIONS)}
 
 
 def write_digits(root: str | os.PathLike, val_fraction: float = 0.2, seed: int = 0) -> Path:
@@ -117,3 +129,72 @@ def write_photo_patches(root: str | os.PathLike, grid: tuple[int, int] = (2, 3),
     (root / "positions.csv").write_text("\n".join(positions) + "\n")
     marker.write_text("scikit-learn load_sample_images patches\n")
     return root
+
+
+def write_photo_regions(root: str | os.PathLike, patch: int = 32, train_per_class: int = 120,
+                        val_per_class: int = 50, strips: int = 5, seed: int = 0) -> Path:
+    """Write `patch` x `patch` crops of the `PHOTO_REGIONS` of scikit-learn's two sample photos
+    under `root` as `train/` and `val/` ImageFolders, one class per region (6 classes).
+
+    Each region is cut into `strips` equal strips along its longer side; the odd strips hold the
+    validation crops, the even ones the training crops, so the splits share no pixel and both
+    span the region. A crop lies at a seeded random position inside one strip (strips taken in
+    turn). With the defaults: 720 train / 300 val crops. Deterministic in `seed`; does nothing if
+    `root/.complete` exists. `root/positions.csv` records where each crop was cut (split, class,
+    file, y, x in its photo). Returns `root` as a Path.
+
+    Raises:
+        ValueError: a strip narrower than the patch.
+        ImportError: scikit-learn is not installed (it is in the `test` extra).
+    """
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    root = Path(root)
+    marker = root / ".complete"
+    if marker.is_file():
+        return root
+    samples = load_sample_images()
+    photos = {Path(name).stem: image for image, name in zip(samples.images, samples.filenames)}
+    rng = np.random.default_rng(seed)
+    positions = ["split,class,file,y,x"]   # where each crop was cut (photo pixels): provenance
+    for name, (photo, top, bottom, left, right) in PHOTO_REGIONS.items():
+        boxes = _region_strips(name, top, bottom, left, right, strips, patch)
+        for split, count in (("train", train_per_class), ("val", val_per_class)):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            mine = [b for i, b in enumerate(boxes) if (i % 2 == 1) == (split == "val")]
+            for k in range(count):
+                y0, y1, x0, x1 = mine[k % len(mine)]
+                y = y0 + int(rng.integers(0, y1 - y0 - patch + 1))
+                x = x0 + int(rng.integers(0, x1 - x0 - patch + 1))
+                crop = np.ascontiguousarray(photos[photo][y:y + patch, x:x + patch])
+                Image.fromarray(crop).save(folder / f"{k:04d}.png")
+                positions.append(f"{split},{name},{k:04d}.png,{y},{x}")
+    (root / "positions.csv").write_text("\n".join(positions) + "\n")
+    marker.write_text("scikit-learn load_sample_images regions\n")
+    return root
+
+
+def _region_strips(name: str, top: int, bottom: int, left: int, right: int, strips: int,
+                   patch: int) -> list[tuple[int, int, int, int]]:
+    """The region cut into `strips` (top, bottom, left, right) boxes along its longer side."""
+    along_x = right - left >= bottom - top
+    start, end = (left, right) if along_x else (top, bottom)
+    cuts = [start + (end - start) * i // strips for i in range(strips + 1)]
+    boxes = [(top, bottom, a, b) if along_x else (a, b, left, right) for a, b in zip(cuts, cuts[1:])]
+    if min(min(b[1] - b[0], b[3] - b[2]) for b in boxes) < patch:
+        raise ValueError(f"patch={patch} does not fit a strip of region {name!r} "
+                         f"({bottom - top}x{right - left} in {strips} strips)")
+    return boxes
+
+
+# The sets `--dataset NAME` accepts (overlock-nas supernet train, bench_proxy_fidelity.py).
+SAMPLE_SETS = {"digits": write_digits, "photo-patches": write_photo_patches,
+               "photo-regions": write_photo_regions}
+
+
+def write_sample_set(name: str, root: str | os.PathLike) -> Path:
+    """Write the sample set `name` (a key of `SAMPLE_SETS`) under `root`; KeyError otherwise."""
+    return SAMPLE_SETS[name](root)

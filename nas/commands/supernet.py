@@ -12,19 +12,19 @@ import click
 
 from ._options import check_device
 
-SAMPLE_SETS = ("digits", "photo-patches")
+SAMPLE_SETS = ("digits", "photo-patches", "photo-regions")   # nas.sample_sets.SAMPLE_SETS
 
 
 def parse_dataset(text: str, out_dir: str) -> dict:
-    """`digits` / `photo-patches` (scikit-learn's images, written under OUT/data/), a folder path
-    (an ImageFolder) or a `dataset:` mapping in YAML; BadParameter (one line) otherwise."""
+    """`digits` / `photo-patches` / `photo-regions` (scikit-learn's images, written under
+    OUT/data/), a folder path (an ImageFolder) or a `dataset:` mapping in YAML; BadParameter (one line) otherwise."""
     import yaml
 
     if text in SAMPLE_SETS:
         from nas import sample_sets
 
-        write = sample_sets.write_digits if text == "digits" else sample_sets.write_photo_patches
-        return {"kind": "imagefolder", "path": str(write(os.path.join(out_dir, "data", text)))}
+        return {"kind": "imagefolder",
+                "path": str(sample_sets.write_sample_set(text, os.path.join(out_dir, "data", text)))}
     if os.path.isdir(text):
         return {"kind": "imagefolder", "path": os.path.abspath(text)}
     try:
@@ -99,7 +99,7 @@ def command():
 @command.command("train")
 @click.argument("space_file", type=click.Path(dir_okay=False))
 @click.option("--dataset", required=True,
-              help="digits, photo-patches, an ImageFolder path, or a dataset mapping (YAML).")
+              help="digits, photo-patches, photo-regions, an ImageFolder path, or a dataset mapping (YAML).")
 @click.option("--epochs", type=click.IntRange(min=1), required=True, help="The full budget.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Output folder; one holding a training state is resumed.")
