@@ -5,8 +5,11 @@ sha256s, checks; `written_by: "overlock-nas export"`), train and deploy weights 
 the programs of `nas.programs` (`model.pt2`, `model.onnx`) and the model card of
 `nas.model_card` (README.md). Weights are the trial's trained weights when its evaluator saved
 them, else freshly initialised with a stated seed, or trained anew by the study's `train`
-evaluator (`train=TrainSpec(...)`). Every program is checked against the eager model at export
-time and the results recorded in config.json.
+evaluator (`train=TrainSpec(...)`), or inherited from a trained supernet
+(`from_supernet=...`: the trial's sub-network, batch-norm statistics re-estimated on the
+supernet's data set, validated there; with `train` as well, training starts from those weights).
+Every program is checked against the eager model at export time and the results recorded in
+config.json.
 
 The directory is built beside the target and renamed into place at the end, so a failed export
 leaves nothing half-written. An existing target is replaced only with `overwrite=True` and only
@@ -48,10 +51,10 @@ from nas.storage import feasibility, metric_value, study_objectives
 from nas.storage import jsonable as _jsonable
 from nas.storage import one_line as _one_line
 
-__all__ = ["ExportError", "TrainSpec", "ExportResult", "open_study", "parse_budgets",
+__all__ = ["ExportError", "TrainSpec", "ExportResult", "SupernetStart", "open_study", "parse_budgets",
            "parse_dataset", "select_trial", "top_trials", "export_trial", "train_model",
-           "model_card", "check_out_dir", "files_not_written_by_export", "WRITTEN_BY",
-           "TOLERANCE"]
+           "supernet_start", "model_card", "check_out_dir", "files_not_written_by_export",
+           "WRITTEN_BY", "TOLERANCE"]
 
 WRITTEN_BY = "overlock-nas export"   # config.json marker: a directory export may replace
 
@@ -117,8 +120,10 @@ def parse_dataset(text: str | None) -> dict | None:
 
 
 def _train_with_evaluator(study, config: OverLoCKConfig, spec: TrainSpec, seed: int, workdir: str,
-                          log: Callable[[str], None]):
-    """Train `config` from scratch with the study's `train` evaluator; (model, info)."""
+                          log: Callable[[str], None], start=None):
+    """Train `config` with the study's `train` evaluator; (model, info). From scratch, or with
+    `start` = (model, weights record, SupernetStart) from those inherited weights (fine-tuning;
+    the data set defaults to the supernet's when the study's evaluator is not `train`)."""
     from nas.evaluators import TrialError, get_evaluator
 
     stored = study.user_attrs.get("evaluator")
@@ -129,15 +134,23 @@ def _train_with_evaluator(study, config: OverLoCKConfig, spec: TrainSpec, seed: 
                 "save_weights": True}
     if spec.dataset is not None:
         settings["dataset"] = dict(spec.dataset)
+    elif start is not None and "dataset" not in base:
+        settings["dataset"] = start[2].card["dataset_settings"]
     try:
         evaluator = get_evaluator("train", settings)
     except ValueError as e:
         raise ExportError(f"--train: {e}") from None
+    init_state = None
+    if start is not None:
+        _check_classes(start[2], evaluator.settings["dataset"], config.resolution, "the --train data set")
+        init_state = start[0].state_dict()
     log(f"training {config.config_hash()} for {spec.epochs} epochs on "
-        f"{evaluator.settings['dataset'].get('kind')} ({spec.device}) ...")
+        f"{evaluator.settings['dataset'].get('kind')} ({spec.device}) "
+        f"{'from the inherited weights' if start is not None else 'from scratch'} ...")
     try:
         result = evaluator.evaluate(config, budget_epochs=None, device=spec.device, seed=seed,
-                                    workdir=workdir, resume_from=None, weights_name="export-train")
+                                    workdir=workdir, resume_from=None, weights_name="export-train",
+                                    init_state=init_state)
     except TrialError as e:
         raise ExportError(f"--train failed: {e.reason}") from None
     model = _model_from_weights(config, Path(result["weights"]), "the --train run")
@@ -145,6 +158,8 @@ def _train_with_evaluator(study, config: OverLoCKConfig, spec: TrainSpec, seed: 
             "settings": _jsonable(evaluator.settings), "score": result["score"],
             "history": result["history"], "train_loss": result.get("train_loss"),
             "epochs": result["epochs"], "wall_s": result.get("wall_s")}
+    if start is not None:
+        info.update(start="supernet", supernet=start[1]["supernet"])
     return model, info
 
 
@@ -194,6 +209,198 @@ def train_model(model: torch.nn.Module, dataset: Mapping[str, Any] | None = None
         for x, y in data.val.batches(256, device=device):
             correct += int((model(x).argmax(1) == y).sum())
     return {"loss": losses, "accuracy": correct / max(len(data.val), 1)}
+
+
+# ------------------------------------------------------------------ inherited weights (supernet)
+@dataclass
+class SupernetStart:
+    """Where `--from-supernet` takes a trial's weights from (`supernet_start` builds it).
+
+    Args:
+        folder: the folder `overlock-nas supernet train --out` wrote (absolute).
+        card: its card.json.
+        scoring: the `supernet` evaluator's settings the sub-network is re-estimated and validated
+            with (bn_recalibration_batches, batch_size, eval_batch_size): the study's when its
+            evaluator is this supernet, else the evaluator's defaults.
+    """
+
+    folder: str
+    card: dict
+    scoring: dict
+    _net: Any = field(default=None, repr=False)
+
+    def supernet(self):
+        """The supernet, loaded once (several trials of `--top K` share it)."""
+        from overlock.supernet import Supernet
+        from nas.supernet.train import WEIGHTS_FILE
+
+        if self._net is None:
+            try:
+                self._net = Supernet.load(os.path.join(self.folder, WEIGHTS_FILE)).eval()
+            except (ConfigError, OSError, ValueError, RuntimeError) as e:
+                raise ExportError(f"--from-supernet {self.folder}: cannot load {WEIGHTS_FILE} "
+                                  f"({_one_line(e)})") from None
+        return self._net
+
+
+def supernet_start(study, from_supernet) -> SupernetStart:
+    """`--from-supernet [DIR]`: DIR (a folder, or its supernet.safetensors), or with `True` / ""
+    the study's own supernet (`evaluator: {name: supernet, weights}` or
+    `proxy_gate: {proxy: supernet, weights}`). ExportError (one line): no supernet named, two
+    different ones, no supernet.safetensors / card.json, an unreadable card, no finished epoch."""
+    from nas.evaluators import get_evaluator
+
+    given = from_supernet not in (True, "")
+    folder = _supernet_folder(os.fspath(from_supernet) if given else _study_supernet(study))
+    card = _supernet_card(folder)
+    stored = study.user_attrs.get("evaluator")
+    same = (isinstance(stored, Mapping) and stored.get("name") == "supernet"
+            and os.path.abspath(str(stored.get("weights"))) == folder)
+    keys = ("bn_recalibration_batches", "batch_size", "eval_batch_size")
+    try:
+        ev = get_evaluator("supernet", {"weights": folder, **({k: stored[k] for k in keys if k in stored}
+                                                              if same else {})})
+    except ValueError as e:
+        raise ExportError(f"--from-supernet {folder}: {e}") from None
+    return SupernetStart(folder=folder, card=card, scoring={k: ev.settings[k] for k in keys})
+
+
+def _study_supernet(study) -> str:
+    """The supernet folder the study itself used (its evaluator or its proxy gate)."""
+    named = {}
+    stored = study.user_attrs.get("evaluator")
+    if isinstance(stored, Mapping) and stored.get("name") == "supernet" and stored.get("weights"):
+        named["evaluator"] = str(stored["weights"])
+    gate = _study_file_gate(study)
+    if gate:
+        named["proxy_gate"] = gate
+    if not named:
+        raise ExportError("--from-supernet: the study used no supernet (neither evaluator: {name: "
+                          "supernet, weights: DIR} nor proxy_gate: {proxy: supernet, weights: DIR}); "
+                          "name one: --from-supernet DIR")
+    if len({os.path.abspath(os.path.expanduser(v)) for v in named.values()}) > 1:
+        raise ExportError(f"--from-supernet: the study names two supernets (evaluator: "
+                          f"{named['evaluator']}, proxy_gate: {named['proxy_gate']}); name one: "
+                          "--from-supernet DIR")
+    return next(iter(named.values()))
+
+
+def _study_file_gate(study) -> str | None:
+    """`proxy_gate.weights` of the stored study file when the gate is a supernet (relative paths
+    are read from the current directory, as the search read them)."""
+    import yaml
+
+    text = study.user_attrs.get("study_file")
+    try:
+        doc = yaml.safe_load(text) if isinstance(text, str) else None
+    except yaml.YAMLError:
+        return None
+    gate = doc.get("proxy_gate") if isinstance(doc, dict) else None
+    if isinstance(gate, dict) and gate.get("proxy") == "supernet" and gate.get("weights"):
+        return str(gate["weights"])
+    return None
+
+
+def _supernet_folder(text: str) -> str:
+    from nas.supernet.train import CARD_JSON, WEIGHTS_FILE
+
+    path = os.path.expanduser(text)
+    folder = os.path.dirname(path) if path.endswith(".safetensors") else path
+    missing = [f for f in (WEIGHTS_FILE, CARD_JSON) if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        raise ExportError(f"--from-supernet {text}: no {' and no '.join(missing)} there (not a folder "
+                          "`overlock-nas supernet train SPACE --out DIR` wrote)")
+    return os.path.abspath(folder)
+
+
+def _supernet_card(folder: str) -> dict:
+    from nas.supernet.train import CARD_JSON
+
+    try:
+        card = json.loads(Path(folder, CARD_JSON).read_text())
+    except (OSError, ValueError) as e:
+        raise ExportError(f"--from-supernet {folder}: cannot read {CARD_JSON} ({_one_line(e)})") from None
+    missing = [k for k in ("dataset_settings", "dataset", "resolution", "num_classes", "epochs_done")
+               if not isinstance(card, dict) or k not in card]
+    if missing:
+        raise ExportError(f"--from-supernet {folder}: {CARD_JSON} lacks {missing[0]!r}")
+    if not card["epochs_done"]:
+        raise ExportError(f"--from-supernet {folder}: the supernet has no finished epoch yet")
+    return card
+
+
+def _check_classes(start: SupernetStart, settings: Mapping | None, resolution, what: str,
+                   recorded: int | None = None) -> None:
+    """ExportError (one line) when the data set `settings` (or its `recorded` class count) has
+    other classes / input channels than the supernet was trained with."""
+    from nas.data import DataError, load_dataset
+
+    card = start.card
+    if recorded is not None:
+        shape = (int(recorded), card.get("in_chans", 3))
+    elif settings is None or _jsonable(settings) == _jsonable(card["dataset_settings"]):
+        return
+    else:
+        try:
+            data = load_dataset(dict(settings), tuple(resolution))
+        except DataError as e:
+            raise ExportError(f"{what}: cannot read it to check its classes ({_one_line(e)})") from None
+        shape = (data.num_classes, data.in_chans)
+    if shape != (card["num_classes"], card.get("in_chans", shape[1])):
+        raise ExportError(f"--from-supernet {start.folder}: the supernet was trained on "
+                          f"{card['num_classes']} classes ({card.get('in_chans', 3)} channels), {what} "
+                          f"has {shape[0]} ({shape[1]}); use a supernet trained on that data set")
+
+
+def _inherit_weights(study, trial, config: OverLoCKConfig, start: SupernetStart, seed: int,
+                     log: Callable[[str], None]):
+    """(model, weights record): the trial's sub-network of the supernet, its batch-norm statistics
+    re-estimated on the card's data set (the `supernet` evaluator's re-estimation:
+    `nas.supernet.score`), and its inherited-weight validation accuracy / loss measured there."""
+    from nas.data import DataError, load_dataset
+    from nas.supernet.score import recipe_for
+    from nas.supernet.train import WEIGHTS_FILE
+
+    card, scoring = start.card, start.scoring
+    stored = study.user_attrs.get("evaluator")
+    recorded = (trial.user_attrs.get("dataset") or {}).get("classes")
+    _check_classes(start, stored.get("dataset") if isinstance(stored, Mapping) else None,
+                   card["resolution"], "the study's data set", recorded)
+    net = start.supernet()
+    try:
+        sub = net.fit(config)
+    except ConfigError as e:
+        raise ExportError(f"trial {trial.number}'s config is not in the supernet {start.folder}: {e}") from None
+    try:
+        data = load_dataset(card["dataset_settings"], tuple(card["resolution"]))
+    except DataError as e:
+        raise ExportError(f"--from-supernet {start.folder}: its card's data set: {_one_line(e)}") from None
+    t0 = time.perf_counter()
+    model = net.extract(sub).eval()
+    recipe = recipe_for({**scoring, "save_weights": False})
+    cpu, n = torch.device("cpu"), scoring["bn_recalibration_batches"]
+    if n > 0:
+        recipe._recalibrate_bn(model, data.train, cpu, None, torch.contiguous_format, seed=seed)
+    accuracy, val_loss = recipe._validate(model, data.val, cpu, None, torch.contiguous_format)
+    data.val.close()
+    log(f"weights: inherited from the supernet {start.folder}; inherited-weight accuracy "
+        f"{accuracy:.4f}, val loss {val_loss:.4f} (BN re-estimated on {n} batches)")
+    record = {
+        "folder": start.folder, "file": hub.file_record(os.path.join(start.folder, WEIGHTS_FILE)),
+        "space": (card.get("space") or {}).get("file"), "dataset": card["dataset"],
+        "epochs": card["epochs_done"], "seed": card.get("seed"), "rule": card.get("rule"),
+        "bn_recalibration": {"batches": n, "batch_size": scoring["batch_size"], "seed": seed,
+                             "images": min(n * scoring["batch_size"], len(data.train)),
+                             "from": "the supernet card's training split, unaugmented"},
+        "inherited_accuracy": accuracy, "inherited_val_loss": val_loss,
+        "validated_on": {"images": len(data.val), "resolution": list(card["resolution"]),
+                         "wall_s": round(time.perf_counter() - t0, 2)},
+        "note": "inherited-weight accuracy: the sub-network with the supernet's weights and "
+                "re-estimated batch-norm statistics, not trained stand-alone",
+    }
+    if trial.user_attrs.get("weights"):
+        log(f"(the trial's own trained weights {trial.user_attrs['weights']} are not used)")
+    return model, {"source": "supernet", "supernet": record}
 
 
 # ------------------------------------------------------------------------------- weights
@@ -290,6 +497,7 @@ def export_trial(study, trial, out_dir: str | os.PathLike | None = None, *,
                  run_dir: str | os.PathLike | None = None, selection: str = "",
                  storage_label: str | None = None, train: TrainSpec | None = None, onnx: bool = True,
                  pt2: bool = True, latency: bool = False, seed: int = 0, overwrite: bool = False,
+                 from_supernet: SupernetStart | str | os.PathLike | bool | None = None,
                  log: Callable[[str], None] = lambda _: None) -> ExportResult:
     """Write the model directory of `trial` (see the module docstring).
 
@@ -303,13 +511,17 @@ def export_trial(study, trial, out_dir: str | os.PathLike | None = None, *,
         onnx: also write and check `model.onnx`.
         pt2: also write and check `model.pt2`.
         latency: also measure the deploy model's latency here (`nas.measure`; CPU, batch 1, fp32).
-        seed: seed of freshly initialised weights (and of `train`).
+        seed: seed of freshly initialised weights (and of `train`, and of the batch-norm
+            re-estimation sample of `from_supernet`).
         overwrite: replace an existing `out_dir` that export wrote and that holds only files
             export writes (`check_out_dir`); the files replaced are logged.
+        from_supernet: inherit the weights from a trained supernet (`supernet_start`: a folder,
+            or True for the study's own); with `train`, training starts from them.
         log: progress lines.
 
     Raises:
-        ExportError: one line (bad trial record, missing weights, existing directory, ...).
+        ExportError: one line (bad trial record, missing weights, existing directory, a config
+            the supernet does not hold, ...).
     """
     attrs = trial.user_attrs
     if "config" not in attrs:
@@ -323,6 +535,8 @@ def export_trial(study, trial, out_dir: str | os.PathLike | None = None, *,
                           f"its config ({config.config_hash()!r})")
     out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir, trial, config.config_hash())
     check_out_dir(out, overwrite)
+    if from_supernet is not None and from_supernet is not False and not isinstance(from_supernet, SupernetStart):
+        from_supernet = supernet_start(study, from_supernet)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -331,7 +545,7 @@ def export_trial(study, trial, out_dir: str | os.PathLike | None = None, *,
     try:
         result = _export_into(tmp, study, trial, config, run_dir=run_dir, selection=selection,
                               storage_label=storage_label, train=train, onnx=onnx, pt2=pt2,
-                              latency=latency, seed=seed, log=log)
+                              latency=latency, seed=seed, start=from_supernet or None, log=log)
         _publish_permissions(tmp)
         if out.exists():
             if any(out.iterdir()):
@@ -402,15 +616,19 @@ def _written_by_export(path: Path) -> bool:
                                                     and isinstance(meta.get("checks"), list))
 
 
-def _export_into(tmp: Path, study, trial, config: OverLoCKConfig, *, run_dir, selection,
-                 storage_label, train, onnx, pt2, latency, seed, log) -> ExportResult:
+def _weights(study, trial, config: OverLoCKConfig, *, run_dir, train, seed, start, workdir: Path, log):
+    """(train-structure model, weights record): trained at export time (`train`, from scratch or
+    from the supernet's weights), inherited from a supernet (`start`), the trial's own trained
+    weights, or freshly initialised with `seed`."""
     attrs = trial.user_attrs
-    t0 = time.perf_counter()
-
-    # 1. weights (train structure)
+    inherited = None
+    if start is not None:
+        model, weights = _inherit_weights(study, trial, config, start, seed, log)
+        if train is None:
+            return model, weights
+        inherited = (model, weights, start)
     if train is not None:
-        workdir = tmp / ".train"
-        model, weights = _train_with_evaluator(study, config, train, seed, str(workdir), log)
+        model, weights = _train_with_evaluator(study, config, train, seed, str(workdir), log, inherited)
         shutil.rmtree(workdir, ignore_errors=True)
     elif attrs.get("weights"):
         rel = Path(attrs["weights"])
@@ -431,6 +649,16 @@ def _export_into(tmp: Path, study, trial, config: OverLoCKConfig, *, run_dir, se
                    "note": "freshly initialised (the trial's evaluator saved no weights): train "
                            "or fine-tune before use"}
         log(f"weights: freshly initialised, seed {seed} (the trial has no trained weights)")
+    return model, weights
+
+
+def _export_into(tmp: Path, study, trial, config: OverLoCKConfig, *, run_dir, selection,
+                 storage_label, train, onnx, pt2, latency, seed, start, log) -> ExportResult:
+    t0 = time.perf_counter()
+
+    # 1. weights (train structure)
+    model, weights = _weights(study, trial, config, run_dir=run_dir, train=train, seed=seed,
+                              start=start, workdir=tmp / ".train", log=log)
     searched = config.to_dict()
     config = model.config   # the evaluator may have adapted num_classes / in_chans to its data
     adapted = {k: [searched[k], v] for k, v in config.to_dict().items() if searched[k] != v}

@@ -103,12 +103,21 @@ def _card_measured(meta: dict, cfg: OverLoCKConfig) -> list[str]:
                      f"top-1 on the validation split after the export-time training "
                      f"({_epochs(weights.get('epochs'))}), data set: "
                      f"{dataset_text((weights.get('settings') or {}).get('dataset')) or 'not recorded'}"))
+    inherited = weights.get("supernet")
+    if inherited:
+        rows.append(("inherited-weight accuracy", f"{inherited['inherited_accuracy']:.4f}",
+                     f"top-1 validation of the sub-network with the supernet's weights, batch norm "
+                     f"re-estimated, not trained stand-alone; validation loss "
+                     f"{inherited['inherited_val_loss']:.4f}; data set: "
+                     f"{dataset_text(inherited.get('dataset')) or 'not recorded'}"
+                     + ("; before the export-time training" if weights["source"] == "train" else "")))
     ev, metrics = meta.get("evaluator") or {}, meta.get("metrics", {})
     score = metrics.get("accuracy", ev.get("score"))
     if score is not None:
         data = f"; data set: {accuracy_dataset(meta)}"
         whose = {"trial": "these weights", "train": "the search's weights, not these",
-                 "init": "the search's proxy training; these weights are untrained"}[weights["source"]]
+                 "init": "the search's proxy training; these weights are untrained",
+                 "supernet": "the search's score; these weights' own is the inherited-weight row"}[weights["source"]]
         rows.append(("accuracy" if weights["source"] == "trial" else "search accuracy", f"{score:.4f}",
                      f"top-1 validation, evaluator `{ev.get('name')}`, fidelity {ev.get('fidelity')} "
                      f"({_epochs(ev.get('epochs'))}){data}; {whose}"))
@@ -136,8 +145,16 @@ def _card_weights(weights: dict) -> list[str]:
         text = (f"Trained by the search's `{weights.get('evaluator')}` evaluator "
                 f"({_epochs(weights.get('epochs'))}, fidelity {weights.get('fidelity')}); from "
                 f"`{weights['file']}`.")
+    elif weights["source"] == "train" and weights.get("supernet"):
+        text = (f"Fine-tuned at export time from the weights inherited from the supernet "
+                f"`{weights['supernet']['folder']}`: {_epochs(weights.get('epochs'))}, seed {weights['seed']}. "
+                + _inherited_text(weights["supernet"]))
     elif weights["source"] == "train":
         text = f"Trained from scratch at export time: {_epochs(weights.get('epochs'))}, seed {weights['seed']}."
+    elif weights["source"] == "supernet":
+        text = (f"**Inherited from the supernet `{weights['supernet']['folder']}`, not trained "
+                "stand-alone**: the trial's sub-network of it. " + _inherited_text(weights["supernet"])
+                + " Fine-tune before use, or export with `--from-supernet --train`.")
     else:
         text = (f"**Freshly initialised (seed {weights['seed']}), not trained**: the trial's evaluator "
                 "saved no weights. Fine-tune before use, or export with `--train`.")
@@ -146,6 +163,14 @@ def _card_weights(weights: dict) -> list[str]:
         changes = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in weights["config_adapted"].items())
         lines.append(f"The evaluator adapted {changes} to its data set; config.json holds the adapted config.")
     return lines
+
+
+def _inherited_text(supernet: dict) -> str:
+    bn = supernet.get("bn_recalibration") or {}
+    return (f"The supernet was trained {_epochs(supernet.get('epochs'))} (seed {supernet.get('seed')}, "
+            f"{supernet.get('rule')} rule) on {dataset_text(supernet.get('dataset')) or 'an unrecorded data set'}; "
+            f"batch-norm statistics re-estimated on {bn.get('images')} of its training images "
+            f"({bn.get('batches')} batches of {bn.get('batch_size')}, seed {bn.get('seed')}).")
 
 
 def _card_files(meta: dict, cfg: OverLoCKConfig) -> list[str]:

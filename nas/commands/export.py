@@ -1,5 +1,5 @@
-"""`overlock-nas export RUN_DIR (--trial N | --best | --top K | --knee) [-o DIR]`: searched
-architectures as model directories. Selection is `nas.selection`'s, writing `nas.export`'s; this
+"""`overlock-nas export RUN_DIR (--trial N | --best | --top K | --knee) [-o DIR]
+[--from-supernet [DIR]] [--train]`: searched architectures as model directories. Selection is `nas.selection`'s, writing `nas.export`'s; this
 module only turns options into calls and results into lines."""
 
 from __future__ import annotations
@@ -31,6 +31,12 @@ import click
               help="Replace an existing --out directory that an earlier export wrote (never anything else).")
 @click.option("--train", "train", is_flag=True,
               help="Train the architecture from scratch with the study's train evaluator first.")
+@click.option("--from-supernet", "from_supernet", is_flag=False, flag_value="", default=None,
+              metavar="[DIR]",
+              help="Weights inherited from a trained supernet (the folder `overlock-nas supernet train` "
+                   "wrote; without DIR the study's own: its supernet evaluator or proxy gate): the "
+                   "trial's sub-network, batch-norm statistics re-estimated on the supernet's data set, "
+                   "its inherited-weight accuracy recorded. With --train, training starts from them.")
 @click.option("--dataset", default=None, metavar="SPEC",
               help="With --train: procedural, imagefolder:PATH, cifar:PATH, a directory or a YAML "
                    "mapping (default: the study's data set).")
@@ -50,8 +56,8 @@ import click
 @click.option("--study", "study_name", default=None, metavar="NAME",
               help="Study name (needed when the storage holds several).")
 @click.option("--json", "as_json", is_flag=True, help="Print config.json's summary as JSON.")
-def command(run_dir, trial, best, top, knee, objective, under, out, overwrite, train, dataset, epochs,
-            device, seed, no_onnx, no_pt2, latency, storage, study_name, as_json):
+def command(run_dir, trial, best, top, knee, objective, under, out, overwrite, train, from_supernet,
+            dataset, epochs, device, seed, no_onnx, no_pt2, latency, storage, study_name, as_json):
     """Write a model directory for one trial (or --top K): config.json, weights (safetensors,
     train and re-parameterised), model.pt2 (torch.export), model.onnx and a model card
     (README.md); every program checked against the eager model.
@@ -60,9 +66,14 @@ def command(run_dir, trial, best, top, knee, objective, under, out, overwrite, t
 
     from overlock import ConfigError
     from nas.commands._options import check_device
-    from nas.export import ExportError, TrainSpec, export_trial, open_study, parse_dataset
+    from nas.export import (ExportError, TrainSpec, export_trial, open_study, parse_dataset,
+                            supernet_start)
     from nas.selection import parse_budgets, select_trial, top_trials
 
+    if from_supernet is not None and dataset and not train:
+        raise click.UsageError("--dataset with --from-supernet is the --train data set; batch norm is "
+                               "re-estimated on the supernet's own data set (its card): add --train or "
+                               "drop --dataset")
     _check_usage(trial, best, top, knee, objective, under, train, dataset, epochs, run_dir, storage)
     if train:
         check_device(device, allow_auto=False)
@@ -80,6 +91,7 @@ def command(run_dir, trial, best, top, knee, objective, under, out, overwrite, t
                 log(f"--top {top}: only {len(chosen)} candidate(s) record {objective or 'the objective'}")
         else:
             chosen = [select_trial(study, trial=trial, objective=objective, under=budgets, knee=knee)]
+        start = None if from_supernet is None else supernet_start(study, from_supernet or True)
         spec = None
         if train:
             stored = study.user_attrs.get("evaluator") or {}
@@ -93,7 +105,8 @@ def command(run_dir, trial, best, top, knee, objective, under, out, overwrite, t
                 target = Path(out) / f"trial-{picked.number}-{str(picked.user_attrs.get('config_hash', ''))[:8]}"
             results.append(export_trial(study, picked, target, run_dir=run_dir, selection=why,
                                         storage_label=label, train=spec, onnx=not no_onnx,
-                                        pt2=not no_pt2, latency=latency, seed=seed, overwrite=overwrite, log=log))
+                                        pt2=not no_pt2, latency=latency, seed=seed, overwrite=overwrite,
+                                        from_supernet=start, log=log))
     except (ExportError, ConfigError, ValueError) as e:  # ValueError: data-set / settings errors
         raise click.ClickException(" ".join(str(e).split())) from None
     _print(results, as_json)
@@ -134,6 +147,10 @@ def _print(results, as_json: bool) -> None:
             meta = result.meta
             click.echo(f"wrote {result.out_dir} (trial {result.trial}, {meta['config_hash']}, weights: "
                        f"{meta['weights']['source']})")
+            inherited = meta["weights"].get("supernet")
+            if inherited:
+                click.echo(f"  inherited from {inherited['folder']}: inherited-weight accuracy "
+                           f"{inherited['inherited_accuracy']:.4f}, val loss {inherited['inherited_val_loss']:.4f}")
             for check in meta["checks"]:
                 if "error" in check:
                     click.echo(f"  {check['check']}: not written ({check['error']})")

@@ -138,8 +138,12 @@ class TrainEvaluator(Evaluator):
 
     # ------------------------------------------------------------------------------- public
     def evaluate(self, config, *, budget_epochs: int | None, device: str = "cpu", seed: int = 0,
-                 workdir: str, resume_from: str | None = None, weights_name: str | None = None) -> dict:
+                 workdir: str, resume_from: str | None = None, weights_name: str | None = None,
+                 init_state: Mapping[str, torch.Tensor] | None = None) -> dict:
         """Train `config` up to `budget_epochs` (None = the full `epochs`), resuming if asked.
+
+        `init_state`: a state_dict the model starts from instead of its seeded initialisation
+        (fine-tuning, e.g. `export --from-supernet --train`); loaded strictly, not with `resume_from`.
 
         Returns {"score" (last validation accuracy), "epochs", "history" (accuracy per epoch),
         "train_loss" and "val_loss" (mean cross-entropy per epoch), "weights" (path or None),
@@ -151,7 +155,8 @@ class TrainEvaluator(Evaluator):
         # fixed batch shapes: on CUDA, cuDNN autotunes its conv kernels once and reuses them
         torch.backends.cudnn.benchmark = cudnn_before or torch.device(device).type == "cuda"
         try:
-            return self._evaluate(config, budget_epochs, device, seed, workdir, resume_from, weights_name)
+            return self._evaluate(config, budget_epochs, device, seed, workdir, resume_from, weights_name,
+                                  init_state)
         except TrialError:
             raise
         except Exception as e:  # noqa: BLE001 - classify, keep one line
@@ -170,7 +175,8 @@ class TrainEvaluator(Evaluator):
             torch.backends.cudnn.benchmark = cudnn_before
 
     # ------------------------------------------------------------------------------ internals
-    def _evaluate(self, config, budget_epochs, device, seed, workdir, resume_from, weights_name):
+    def _evaluate(self, config, budget_epochs, device, seed, workdir, resume_from, weights_name,
+                  init_state=None):
         from overlock import OverLoCK
         from nas.data import load_dataset
 
@@ -189,6 +195,8 @@ class TrainEvaluator(Evaluator):
 
         torch.manual_seed(seed)
         model = OverLoCK(train_config, drop_path_rate=s["drop_path_rate"]).to(device)
+        if init_state is not None:
+            _load_initial(model, init_state, resume_from)
         memory_format = torch.channels_last if s["channels_last"] else torch.contiguous_format
         model = model.to(memory_format=memory_format)
         optimizer = self._optimizer(model)
@@ -424,6 +432,16 @@ class TrainEvaluator(Evaluator):
         # a state written before validation losses were kept: NaN for its epochs
         val_losses = list(payload.get("val_loss", [float("nan")] * epochs))
         return epochs, list(payload["history"]), list(payload["train_loss"]), val_losses
+
+
+def _load_initial(model, init_state, resume_from) -> None:
+    """Start `model` from `init_state` (strict); TrialError (one line) when it does not fit."""
+    if resume_from:
+        raise ValueError("init_state and resume_from both set the starting weights; give one")
+    try:
+        model.load_state_dict(init_state, strict=True)
+    except RuntimeError as e:
+        raise TrialError(f"init_state does not fit the model: {' '.join(str(e).split())[:240]}") from e
 
 
 def _safetensors_errors() -> tuple:
