@@ -10,7 +10,12 @@ score) and mean validation cross-entropy (`val_loss`) are measured: no training,
 architecture at small resolution on a CPU. The supernet is loaded once per process and kept.
 
 The data set defaults to the one the supernet was trained on (its card); another one must have
-the same number of classes. Measured ranking fidelity and cost: docs/supernet.md.
+the same number of classes. Both splits are decoded and preprocessed once per process and kept in
+memory as model-input tensors when each takes at most `keep_data_mb` MB (the same batches as
+streaming them, `nas.supernet.score.KeptSplit`), so a worker scoring many architectures pays
+only their forward passes. `val_images: N` validates on a fixed class-balanced subset of N
+validation images (the data set's `val_size`; the same images for every trial), cheaper and
+noisier. Measured ranking fidelity and cost of each setting: docs/supernet.md.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ SCHEMA = {
     "eval_batch_size": Setting(256, integer(1)),
     "resolution": Setting(None, resolution),
     "threads": Setting(None, integer(1)),
+    "keep_data_mb": Setting(256, integer(0)),
+    "val_images": Setting(None, lambda k, v: None if v is None else integer(1)(k, v)),
 }
 
 _LOADED: dict[tuple, Any] = {}   # (weights file, mtime, size) -> Supernet, one per process
@@ -56,7 +63,10 @@ class SupernetEvaluator(Evaluator):
     """Inherited-weight scoring; see the module docstring. Settings: weights (required: the
     training folder), dataset (default: the card's), bn_recalibration_batches (4; 0 keeps the
     inherited running averages), batch_size (64, for the re-estimation), eval_batch_size (256),
-    resolution (default: the card's), threads (torch threads; none = leave)."""
+    resolution (default: the card's), threads (torch threads; none = leave), keep_data_mb (256:
+    keep each split's preprocessed images in memory when they take at most this many MB; 0 =
+    stream them for every trial), val_images (none = the whole validation split; N = a fixed
+    class-balanced subset of N images)."""
 
     name = "supernet"
     metric = "accuracy"
@@ -69,10 +79,13 @@ class SupernetEvaluator(Evaluator):
         self.card = _read_card(resolved["weights"])
         if resolved["dataset"] is None:
             resolved["dataset"] = self.card["dataset_settings"]
+        if resolved["val_images"] is not None:
+            resolved["dataset"] = _with_val_images(resolved["dataset"], resolved["val_images"])
         if resolved["resolution"] is None:
             resolved["resolution"] = list(self.card["resolution"])
         self.settings = resolved
         self.rungs = []
+        self._kept: dict[tuple, Any] = {}   # (dataset, resolution) -> Dataset of KeptSplits
 
     def supernet(self):
         """The trained supernet, loaded once per process (reloaded if the file changed)."""
@@ -102,7 +115,7 @@ class SupernetEvaluator(Evaluator):
         try:
             if s["threads"]:
                 torch.set_num_threads(s["threads"])
-            data = load_dataset(s["dataset"], tuple(s["resolution"]))
+            data = self.data()
             net = self.supernet().to(device)
             if data.num_classes != self.card["num_classes"]:
                 raise TrialError(f"supernet: {s['weights']} was trained on {self.card['num_classes']} "
@@ -122,6 +135,38 @@ class SupernetEvaluator(Evaluator):
                 "val_loss": [result["val_loss"]], "weights": None, "fidelity": 1.0,
                 "dataset": dataset_record(s["dataset"], data, s["resolution"]),
                 "supernet": s["weights"], "wall_s": time.perf_counter() - t0}
+
+
+    def data(self):
+        """The data set; with keep_data_mb > 0 its splits that fit are decoded once and kept
+        (`nas.supernet.score.keep_split`) for every later trial of this evaluator."""
+        from nas.data import Dataset, load_dataset
+        from nas.supernet.score import keep_split, split_nbytes
+
+        s = self.settings
+        data = load_dataset(s["dataset"], tuple(s["resolution"]))
+        if not s["keep_data_mb"]:
+            return data
+        key = (json.dumps(s["dataset"], sort_keys=True, default=str), tuple(s["resolution"]))
+        if key not in self._kept:
+            limit = s["keep_data_mb"] * 2 ** 20
+            train, val = (keep_split(split) if split_nbytes(split) <= limit else split
+                          for split in (data.train, data.val))
+            self._kept[key] = Dataset(train, val, data.num_classes, data.class_names, data.description)
+        return self._kept[key]
+
+
+def _with_val_images(dataset: Mapping[str, Any], count: int) -> dict:
+    """The data set settings validating on `count` images (a class-balanced subset, `val_size`)."""
+    out = dict(dataset)
+    if out.get("val_per_class") is not None:
+        raise ValueError(f"evaluator 'supernet': val_images={count} and the data set's val_per_class="
+                         f"{out['val_per_class']} are exclusive (give one)")
+    if out.get("val_size") is not None and count > out["val_size"]:
+        raise ValueError(f"evaluator 'supernet': val_images={count} is more than the data set's "
+                         f"val_size={out['val_size']}")
+    out["val_size"] = count
+    return out
 
 
 def _read_card(folder: str) -> dict:
