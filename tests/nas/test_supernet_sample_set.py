@@ -58,11 +58,11 @@ def test_photo_regions_are_six_surfaces_with_disjoint_splits(tmp_path):
     assert len(rows) == 6 * (10 + 4)
     for r in rows:   # every crop inside its class's rectangle
         _, top, bottom, left, right = PHOTO_REGIONS[r["class"]]
-        assert top <= int(r["y"]) <= bottom - 32 and left <= int(r["x"]) <= right - 32, r
+        assert top <= int(r["y"]) <= bottom - 16 and left <= int(r["x"]) <= right - 16, r
     train = [r for r in rows if r["split"] == "train"]
     for v in (r for r in rows if r["split"] == "val"):   # no validation pixel in a training crop
         for t in (t for t in train if t["class"] == v["class"]):
-            assert abs(int(t["y"]) - int(v["y"])) >= 32 or abs(int(t["x"]) - int(v["x"])) >= 32, (v, t)
+            assert abs(int(t["y"]) - int(v["y"])) >= 16 or abs(int(t["x"]) - int(v["x"])) >= 16, (v, t)
     # the crop is the photo's pixels at the recorded place
     from sklearn.datasets import load_sample_images
 
@@ -71,16 +71,18 @@ def test_photo_regions_are_six_surfaces_with_disjoint_splits(tmp_path):
     first = rows[0]
     y, x = int(first["y"]), int(first["x"])
     image = np.asarray(Image.open(root / first["split"] / first["class"] / first["file"]))
-    assert np.array_equal(image, photos[PHOTO_REGIONS[first["class"]][0]][y:y + 32, x:x + 32])
+    assert np.array_equal(image, photos[PHOTO_REGIONS[first["class"]][0]][y:y + 16, x:x + 16])
     again = write_photo_regions(tmp_path / "again", train_per_class=10, val_per_class=4)
     assert (again / "positions.csv").read_text() == (root / "positions.csv").read_text()   # seeded
 
 
-def test_photo_regions_refuse_a_patch_wider_than_a_strip(tmp_path):
+def test_photo_regions_refuse_a_patch_larger_than_a_block_or_too_few_blocks(tmp_path):
     from nas.sample_sets import write_photo_regions
 
-    with pytest.raises(ValueError, match="patch=40 does not fit a strip of region 'lake'"):
+    with pytest.raises(ValueError, match="patch=40 does not fit a block of 24"):
         write_photo_regions(tmp_path / "p", patch=40)
+    with pytest.raises(ValueError, match="region 'lake' .55x180. holds fewer than 3 blocks of 60"):
+        write_photo_regions(tmp_path / "q", block=60)
 
 
 def test_every_sample_set_is_accepted_by_the_cli_and_the_benchmark(tmp_path, monkeypatch):
