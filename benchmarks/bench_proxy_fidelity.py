@@ -177,11 +177,15 @@ def run_supernet_jobs(configs, args, dataset: dict, results: Results, supernet: 
     from nas.evaluators import get_evaluator
 
     common = {"weights": str(supernet), "dataset": dataset, "resolution": args.resolution,
-              "batch_size": args.supernet_bn_batch}
+              "batch_size": args.supernet_bn_batch, "val_images": args.supernet_val_images}
+    if args.supernet_keep_data_mb is not None:
+        common["keep_data_mb"] = args.supernet_keep_data_mb
     with_bn = get_evaluator("supernet", dict(common, bn_recalibration_batches=args.supernet_bn_batches))
     inherited = get_evaluator("supernet", dict(common, bn_recalibration_batches=0))
-    job = supernet_job(supernet)
-    with_bn.evaluate(configs[args.supernet_shard[0]], seed=0)   # load the supernet and data outside the timings
+    job = supernet_job(supernet, args)
+    # load the supernet and the data (kept in memory unless --supernet-keep-data-mb 0) outside the timings
+    for evaluator in (with_bn, inherited):
+        evaluator.evaluate(configs[args.supernet_shard[0]], seed=0)
     epoch1 = get_evaluator("train", dict(args.train_settings, dataset=dataset, epochs=args.epochs,
                                          save_weights=False, resolution=args.resolution))
     shard, shards = args.supernet_shard
@@ -190,32 +194,68 @@ def run_supernet_jobs(configs, args, dataset: dict, results: Results, supernet: 
         if i % shards != shard:   # another process scores it (--supernet-shard)
             continue
         if not results.get(chash, job):
-            c0 = time.process_time()
+            c0, k0 = time.process_time(), tree_cpu_s()
             a = with_bn.evaluate(config, seed=0)
-            c1 = time.process_time()
+            c1, k1 = time.process_time(), tree_cpu_s()
             b = inherited.evaluate(config, seed=0)
             row = {"accuracy": a["score"], "val_loss": a["val_loss"][-1], "wall_s": round(a["wall_s"], 3),
-                   "cpu_s": round(c1 - c0, 3), "inherited_accuracy": b["score"],
+                   "cpu_s": round(c1 - c0, 3), "tree_cpu_s": round(k1 - k0, 3), "inherited_accuracy": b["score"],
                    "inherited_val_loss": b["val_loss"][-1], "inherited_wall_s": round(b["wall_s"], 3),
                    "hash": chash, "job": job}
             results.put(row)
             print(f"[{i + 1}/{len(configs)}] {chash[:10]} {job} {row['wall_s']:6.2f} s acc {row['accuracy']:.3f} "
                   f"loss {row['val_loss']:.3f} | inherited BN acc {row['inherited_accuracy']:.3f}", flush=True)
-        name = f"epoch1/{args.seeds[0]}"
+        name = epoch1_job(supernet, args)
         if i // shards < args.supernet_cost_archs and not results.get(chash, name):
-            # the rung-1 epoch of the same architecture and its scoring, back to back (same load)
-            c0, t0 = time.process_time(), time.perf_counter()
+            # the rung-1 epoch of the same architecture and its scoring, back to back (same load);
+            # tree CPU adds the loader workers' (decoding) to this process's
+            c0, k0, t0 = time.process_time(), tree_cpu_s(), time.perf_counter()
             with_bn.evaluate(config, seed=0)
-            c1, t1 = time.process_time(), time.perf_counter()
+            c1, k1, t1 = time.process_time(), tree_cpu_s(), time.perf_counter()
             epoch1.evaluate(config, budget_epochs=1, seed=args.seeds[0], workdir=str(supernet))
-            results.put({"hash": chash, "job": name, "wall_s": round(time.perf_counter() - t1, 3),
-                         "cpu_s": round(time.process_time() - c1, 3), "score_wall_s": round(t1 - t0, 3),
-                         "score_cpu_s": round(c1 - c0, 3), "load": [round(v, 2) for v in os.getloadavg()]})
+            c2, k2, t2 = time.process_time(), tree_cpu_s(), time.perf_counter()
+            results.put({"hash": chash, "job": name, "wall_s": round(t2 - t1, 3), "cpu_s": round(c2 - c1, 3),
+                         "tree_cpu_s": round(k2 - k1, 3), "score_wall_s": round(t1 - t0, 3),
+                         "score_cpu_s": round(c1 - c0, 3), "score_tree_cpu_s": round(k1 - k0, 3),
+                         "load": [round(v, 2) for v in os.getloadavg()]})
             print(f"[{i + 1}/{len(configs)}] {chash[:10]} {name} {time.perf_counter() - t0:6.2f} s", flush=True)
 
 
-def supernet_job(supernet: Path) -> str:
-    return f"supernet:{Path(supernet).name}"
+def supernet_job(supernet: Path, args=None) -> str:
+    """The results key of the supernet rows. Scoring settings other than the defaults (BN
+    re-estimation on 4 x 64 images, the whole validation split) are part of it; the defaults' key
+    is the one earlier runs wrote."""
+    job = f"supernet:{Path(supernet).name}"
+    if args is not None and (args.supernet_bn_batches, args.supernet_bn_batch) != (4, 64):
+        job += f":bn{args.supernet_bn_batches}x{args.supernet_bn_batch}"
+    if args is not None and args.supernet_val_images:
+        job += f":val{args.supernet_val_images}"
+    return job
+
+
+def epoch1_job(supernet: Path, args) -> str:
+    """The results key of a rung-1 epoch timed beside a scoring with these settings."""
+    return f"epoch1/{args.seeds[0]}" + supernet_job(supernet, args)[len(supernet_job(supernet)):] + \
+        (":streamed" if args.supernet_keep_data_mb == 0 else "")
+
+
+def tree_cpu_s() -> float:
+    """CPU seconds of this process and its children (loader workers), live and ended: what a
+    scoring or an epoch costs with its decoding, which `time.process_time` alone leaves out."""
+    import resource
+
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = time.process_time() + ended.ru_utime + ended.ru_stime
+    tick = os.sysconf("SC_CLK_TCK")
+    me = os.getpid()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:   # ended meanwhile
+            continue
+        if int(fields[1]) == me:   # ppid; utime and stime follow at 11 and 12
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def supernet_rows(configs, args, results: Results, fixed) -> list[tuple]:
@@ -224,7 +264,7 @@ def supernet_rows(configs, args, results: Results, fixed) -> list[tuple]:
 
     if not args.supernet_dir:
         return []
-    job = supernet_job(args.supernet_dir)
+    job = supernet_job(args.supernet_dir, args)
     rows_by_hash = [results.get(c.config_hash(), job) for c in configs]
     if any(r is None for r in rows_by_hash):
         return []
@@ -246,12 +286,12 @@ def supernet_summary(configs, args, results: Results) -> dict | None:
 
     if not args.supernet_dir:
         return None
-    job = supernet_job(args.supernet_dir)
+    job = supernet_job(args.supernet_dir, args)
     rows = [results.get(c.config_hash(), job) for c in configs]
     if any(r is None for r in rows):
         return None
     trains = [results.get(c.config_hash(), f"train/{s}") for c in configs for s in args.seeds]
-    paired = [results.get(c.config_hash(), f"epoch1/{args.seeds[0]}") for c in configs]
+    paired = [results.get(c.config_hash(), epoch1_job(args.supernet_dir, args)) for c in configs]
     paired = [e for e in paired if e and "score_cpu_s" in e]
     if paired:   # the rung-1 epoch timed right after a scoring of the same architecture (same load)
         epoch_s = float(np.median([e["wall_s"] for e in paired]))
@@ -279,7 +319,20 @@ def supernet_summary(configs, args, results: Results) -> dict | None:
                 [e["cpu_s"] for e in paired])))) if paired else float("nan"),
             "score_cpu_s": float(np.median([e["score_cpu_s"] for e in paired])) if paired else float("nan"),
             "epoch_cpu_s": float(np.median([e["cpu_s"] for e in paired])) if paired else float("nan"),
+            **tree_cpu_summary(paired), "load": [e.get("load") for e in paired],
             "rank_error": {f"{k[0]} {k[1]}": (float(np.mean(v)), len(v)) for k, v in sorted(groups.items())}}
+
+
+def tree_cpu_summary(paired: list[dict]) -> dict:
+    """Medians of the scoring's and the epoch's CPU with their loader workers' (rows that have it)."""
+    import numpy as np
+
+    rows = [e for e in paired if "tree_cpu_s" in e]
+    if not rows:
+        return {}
+    return {"score_tree_cpu_s": float(np.median([e["score_tree_cpu_s"] for e in rows])),
+            "epoch_tree_cpu_s": float(np.median([e["tree_cpu_s"] for e in rows])),
+            "tree_cpu_speedup_vs_epoch": float(np.median([e["tree_cpu_s"] / e["score_tree_cpu_s"] for e in rows]))}
 
 
 def correlations(configs, args, results: Results) -> tuple[list[tuple], dict]:
@@ -407,6 +460,10 @@ def supernet_lines(sn: dict | None) -> list[str]:
              f"{sn['speedup_vs_epoch']:.1f}x cheaper in wall time"
              + (f", {sn['cpu_speedup_vs_epoch']:.1f}x in CPU time (median over {sn['paired']} architectures "
                 "timed back to back)." if sn["paired"] else " (rung-1 epoch = mean full training / epochs)."),
+             *([f"- With the loader workers' CPU (decoding): {sn['score_tree_cpu_s']:.2f} CPU-s scoring against "
+                f"{sn['epoch_tree_cpu_s']:.2f} for the epoch, {sn['tree_cpu_speedup_vs_epoch']:.1f}x (median of the "
+                "per-architecture ratios); load average at each pair: "
+                + ", ".join(f"{l[0]:.1f}" for l in sn["load"] if l) + "."] if "score_tree_cpu_s" in sn else []),
              "", "Where the supernet ranks badly: mean |rank by supernet loss (BN re-estimated) - rank by "
              f"mean final accuracy| ({sn['n']} architectures: 0 = same place, "
              f"{(sn['n'] ** 2 - 1) / (3 * sn['n']):.1f} = random order):", "",
@@ -452,6 +509,10 @@ def main(argv=None) -> None:
                     help="train settings of the supernet over --train-settings (YAML mapping)")
     ap.add_argument("--supernet-bn-batches", type=int, default=4, help="BN re-estimation batches")
     ap.add_argument("--supernet-bn-batch", type=int, default=64, help="images a BN re-estimation batch")
+    ap.add_argument("--supernet-val-images", type=int, default=None,
+                    help="validate on a fixed class-balanced subset of this many images (default: all)")
+    ap.add_argument("--supernet-keep-data-mb", type=int, default=None,
+                    help="the evaluator's keep_data_mb (default: its own; 0 = stream the images every scoring)")
     ap.add_argument("--finals-from", default=None,
                     help="markdown of an earlier run of the same command: import its per-architecture "
                          "accuracies instead of training them again (import_finals)")
@@ -485,7 +546,7 @@ def main(argv=None) -> None:
                                   for c in configs for s in args.seeds):
         print("supernet scored; the stand-alone runs are not all done: no table yet", flush=True)
         return
-    if args.supernet_dir and any(results.get(c.config_hash(), supernet_job(args.supernet_dir)) is None
+    if args.supernet_dir and any(results.get(c.config_hash(), supernet_job(args.supernet_dir, args)) is None
                                  for c in configs):
         print("this shard is scored; the others are not all done: no table yet", flush=True)
         return

@@ -1,0 +1,68 @@
+"""bench_proxy_fidelity's supernet cost bookkeeping (issue 19): the default scoring settings keep
+the results key earlier runs wrote, other settings get their own, and the CPU it compares counts
+the loader workers' decoding."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import multiprocessing
+import pathlib
+import time
+
+
+def _bench():
+    path = pathlib.Path(__file__).parents[2] / "benchmarks" / "bench_proxy_fidelity.py"
+    spec = importlib.util.spec_from_file_location("bench_proxy_fidelity", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args(**changes):
+    base = dict(supernet_bn_batches=4, supernet_bn_batch=64, supernet_val_images=None,
+                supernet_keep_data_mb=None, seeds=[0, 1])
+    return argparse.Namespace(**{**base, **changes})
+
+
+def test_results_keys_of_the_scoring_settings():
+    bench, sn = _bench(), pathlib.Path("/w/supernet-sandwich-e4")
+    assert bench.supernet_job(sn) == bench.supernet_job(sn, _args()) == "supernet:supernet-sandwich-e4"
+    assert bench.epoch1_job(sn, _args()) == "epoch1/0"
+    assert bench.supernet_job(sn, _args(supernet_bn_batches=2)) == "supernet:supernet-sandwich-e4:bn2x64"
+    assert bench.supernet_job(sn, _args(supernet_bn_batch=32, supernet_val_images=180)) == \
+        "supernet:supernet-sandwich-e4:bn4x32:val180"
+    assert bench.epoch1_job(sn, _args(supernet_val_images=180)) == "epoch1/0:val180"
+    assert bench.epoch1_job(sn, _args(supernet_keep_data_mb=0)) == "epoch1/0:streamed"
+
+
+def _burn(seconds: float, done=None, leave=None) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+    if done is not None:   # stay alive (like a persistent loader worker) until told to leave
+        done.set()
+        leave.wait(30)
+
+
+def test_tree_cpu_counts_the_children():
+    """A child burning 0.4 CPU-s: process_time does not see it, tree_cpu_s does (live and ended)."""
+    bench = _bench()
+    ctx = multiprocessing.get_context("fork")
+    c0, k0 = time.process_time(), bench.tree_cpu_s()
+    child = ctx.Process(target=_burn, args=(0.4,))
+    child.start()
+    child.join()
+    c1, k1 = time.process_time(), bench.tree_cpu_s()
+    assert c1 - c0 < 0.2 and (k1 - k0) - (c1 - c0) >= 0.35   # an ended child
+
+    done, leave = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_burn, args=(0.4, done, leave))
+    child.start()
+    try:
+        assert done.wait(60)
+        c2, k2 = time.process_time(), bench.tree_cpu_s()
+        assert (k2 - k1) - (c2 - c1) >= 0.35   # a live child
+    finally:
+        leave.set()
+        child.join()
