@@ -139,7 +139,8 @@ def _print(results, as_json: bool) -> None:
         docs = [{"out_dir": str(r.out_dir), "trial": r.trial, "config_hash": r.meta["config_hash"],
                  "selection": r.meta["source"]["selection"], "weights": r.meta["weights"]["source"],
                  "checks": r.meta["checks"], "files": sorted(r.meta["files"]),
-                 "ok": r.ok and not r.not_written}
+                 "ok": r.ok and not r.not_written,
+                 **({"supernet": r.meta["weights"]["supernet"]} if r.meta["weights"].get("supernet") else {})}
                 for r in results]
         click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
     else:
