@@ -375,6 +375,9 @@ def _inherit_weights(study, trial, config: OverLoCKConfig, start: SupernetStart,
         data = load_dataset(card["dataset_settings"], tuple(card["resolution"]))
     except DataError as e:
         raise ExportError(f"--from-supernet {start.folder}: its card's data set: {_one_line(e)}") from None
+    # the trial's own evaluation seed draws the same re-estimation sample the search's score used,
+    # so the inherited-weight accuracy written here is the one the study recorded
+    seed = int(trial.user_attrs.get("seed", seed))
     t0 = time.perf_counter()
     model = net.extract(sub).eval()
     recipe = recipe_for({**scoring, "save_weights": False})
@@ -511,8 +514,10 @@ def export_trial(study, trial, out_dir: str | os.PathLike | None = None, *,
         onnx: also write and check `model.onnx`.
         pt2: also write and check `model.pt2`.
         latency: also measure the deploy model's latency here (`nas.measure`; CPU, batch 1, fp32).
-        seed: seed of freshly initialised weights (and of `train`, and of the batch-norm
-            re-estimation sample of `from_supernet`).
+        seed: seed of freshly initialised weights and of `train`. The batch-norm re-estimation
+            sample of `from_supernet` is drawn with the trial's own evaluation seed (its `seed`
+            attribute; `seed` for a trial without one), so the inherited-weight accuracy
+            reproduces the score the study recorded.
         overwrite: replace an existing `out_dir` that export wrote and that holds only files
             export writes (`check_out_dir`); the files replaced are logged.
         from_supernet: inherit the weights from a trained supernet (`supernet_start`: a folder,

@@ -241,3 +241,22 @@ def test_two_different_supernets_in_the_study_are_refused(supernet_dir, tmp_path
         study = open_study(run)[0]
         export_trial(study, study.trials[0], tmp_path / "x", run_dir=run, onnx=False, pt2=False,
                      from_supernet=True)
+
+
+def test_re_estimation_uses_the_trials_own_seed(run_dir, supernet_dir, tmp_path):
+    """The export re-estimates BN with the sample the search scored with (the trial's `seed`
+    attribute), so the inherited-weight accuracy it writes is the study's score, whatever --seed."""
+    from nas.supernet.score import score_subnet
+
+    import copy
+
+    study = open_study(run_dir)[0]
+    trial = copy.deepcopy(study.trials[0])
+    trial.user_attrs["seed"] = 3
+    result = export_trial(study, trial, tmp_path / "out", run_dir=run_dir, onnx=False, pt2=False,
+                          seed=0, from_supernet=str(supernet_dir))
+    net, sub, _, data = reference(study, supernet_dir)
+    scored = score_subnet(net, sub, data, bn_batches=4, batch_size=64, eval_batch_size=256, seed=3)
+    record = result.meta["weights"]["supernet"]
+    assert record["bn_recalibration"]["seed"] == 3
+    assert (record["inherited_accuracy"], record["inherited_val_loss"]) == (scored["accuracy"], scored["val_loss"])
