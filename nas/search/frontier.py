@@ -185,24 +185,33 @@ def ehvi(front: np.ndarray, ref: np.ndarray, mean: np.ndarray, sd: np.ndarray,
     """Expected hypervolume improvement, every objective minimised: the first ~ N(mean, sd), the
     others (`cost`, shape (N, c)) exact. `front`: (n, 1 + c) points; `ref`: the reference point.
 
-    Exact: the cost space is cut into the cells the front's coordinates make; in each cell the
-    front dominates the first objective down to a level g, so the gain there is the cell's volume
-    above the candidate's costs times E[max(0, g - U)].
+    Exact: the cost space is cut into the grid of cells the front's coordinates make; in each cell
+    the front dominates the first objective down to a level g, so the gain there is the cell's
+    volume above the candidate's costs times E[max(0, g - U)]. Two facts keep it cheap with a
+    3-objective front of a hundred points (10^4 cells, thousands of candidates): a cell's volume
+    above a candidate is a product of one side per cost axis, and the levels take at most n + 1
+    values, so the Gaussian terms are computed per level, not per cell.
     """
     pts = front[np.all(front < ref, axis=1)]
-    edges = [np.concatenate([[-np.inf], np.unique(pts[:, 1 + j]), [ref[1 + j]]])
-             for j in range(cost.shape[1])]
-    lower = np.stack([g.ravel() for g in np.meshgrid(*[e[:-1] for e in edges], indexing="ij")], 1)
-    upper = np.stack([g.ravel() for g in np.meshgrid(*[e[1:] for e in edges], indexing="ij")], 1)
-    covers = np.all(pts[None, :, 1:] <= lower[:, None, :], axis=2)          # (cells, n)
+    c_dims = cost.shape[1]
+    edges = [np.concatenate([[-np.inf], np.unique(pts[:, 1 + j]), [ref[1 + j]]]) for j in range(c_dims)]
+    grid = np.meshgrid(*[e[:-1] for e in edges], indexing="ij")
+    lower = np.stack([g.ravel() for g in grid], 1)                              # (cells, c)
+    covers = np.all(pts[None, :, 1:] <= lower[:, None, :], axis=2)              # (cells, n)
     level = np.where(covers, pts[None, :, 0], ref[0]).min(1) if len(pts) else np.full(len(lower), ref[0])
+    levels, which = np.unique(level, return_inverse=True)                       # which: (cells,)
+    which = which.reshape(grid[0].shape)
+    letters = "abc"[:c_dims]
+    spec = ",".join(f"n{x}" for x in letters) + f",n{letters}->n"
     out = np.zeros(len(cost))
-    step = max(1, max_cells // max(1, len(lower)))
+    step = max(1, max_cells // max(1, which.size))
     for i in range(0, len(cost), step):
         c, m, s = cost[i:i + step], mean[i:i + step], np.maximum(sd[i:i + step], 1e-9)
-        sides = np.clip(upper[None] - np.maximum(c[:, None, :], lower[None]), 0, None)
-        volume = np.prod(sides, axis=2)                                       # (N, cells)
-        out[i:i + step] = (volume * expected_improvement_below(level[None], m[:, None], s[:, None])).sum(1)
+        # side j of every cell above each candidate: (N, cells along axis j)
+        sides = [np.clip(e[None, 1:] - np.maximum(c[:, j:j + 1], e[None, :-1]), 0, None)
+                 for j, e in enumerate(edges)]
+        gain = expected_improvement_below(levels[None], m[:, None], s[:, None])   # (N, levels)
+        out[i:i + step] = np.einsum(spec, *sides, gain[:, which])
     return out
 
 
