@@ -95,6 +95,13 @@ def test_a_split_over_the_memory_limit_is_streamed(trained, fresh_data):  # noqa
     assert 0.0 <= ev.evaluate(config, seed=0)["score"] <= 1.0
 
 
+def test_the_default_scoring_is_the_measured_one(trained):  # noqa: F811
+    """docs/supernet.md "Cost": BN re-estimated on 4 x 32 images, every validation image, the
+    data kept in memory; the setting whose ranking fidelity was measured equal to 4 x 64."""
+    s = get_evaluator("supernet", {"weights": str(trained / "sn")}).settings
+    assert (s["bn_recalibration_batches"], s["batch_size"], s["val_images"], s["keep_data_mb"]) == (4, 32, None, 256)
+
+
 def test_val_images_validates_on_a_fixed_subset(trained, fresh_data):  # noqa: F811
     weights = str(trained / "sn")
     ev = get_evaluator("supernet", {"weights": weights, "val_images": 8})
