@@ -87,7 +87,22 @@ def run(label: str, model: bool, args, budget: float) -> dict:
                            for t in own if "latency_first_ms" in t.user_attrs},
             "margin": [t.user_attrs.get("latency_model_margin") for t in own][-1] if own else None,
             "model_n": max((t.user_attrs.get("latency_model_n", 0) for t in own), default=0),
-            "front": front}
+            "front": front,
+            # issue 17's goal: trials (not draws) over the latency budget, and the draws the model
+            # rejected before they became trials
+            "over_budget": sum(1 for t in own if t.user_attrs.get("latency_source") == "measured"
+                               and t.user_attrs["latency_ms"] > budget),
+            "own_trials": len(own),
+            "rejected": _rejected(own)}
+
+
+def _rejected(trials) -> dict:
+    """Draws rejected before they became trials, summed per reason over `trials`."""
+    out: dict = {}
+    for t in trials:
+        for reason, count in (t.user_attrs.get("rejected_draws") or {}).items():
+            out[reason] = out.get(reason, 0) + count
+    return out
 
 
 def main() -> None:
@@ -112,6 +127,9 @@ def main() -> None:
     diff = sorted(abs(b["measured"][h] / a["measured"][h] - 1) for h in both)
     rows = [("measurements", len(a["measured"]), len(b["measured"])),
             ("skipped as predicted over budget", len(a["predicted"]), len(b["predicted"])),
+            ("trials measured over the budget / trials", f"{a['over_budget']} / {a['own_trials']}",
+             f"{b['over_budget']} / {b['own_trials']}"),
+            ("draws rejected before becoming trials", a["rejected"] or 0, b["rejected"] or 0),
             ("wrong skips (A measured it within budget)", "-", len(wrong)),
             ("feasible Pareto front (configs)", len(a["front"]), len(b["front"])),
             ("fronts identical", "", a["front"] == b["front"]),
