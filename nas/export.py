@@ -256,9 +256,11 @@ def supernet_start(study, from_supernet) -> SupernetStart:
     stored = study.user_attrs.get("evaluator")
     same = (isinstance(stored, Mapping) and stored.get("name") == "supernet"
             and os.path.abspath(str(stored.get("weights"))) == folder)
-    keys = ("bn_recalibration_batches", "batch_size", "eval_batch_size")
+    # the study's own scoring settings when it scored with this supernet (its data set, validation
+    # subset and resolution too), so the inherited-weight accuracy is measured as the score was
+    keys = ("bn_recalibration_batches", "batch_size", "eval_batch_size", "dataset", "val_images", "resolution")
     try:
-        ev = get_evaluator("supernet", {"weights": folder, **({k: stored[k] for k in keys if k in stored}
+        ev = get_evaluator("supernet", {"weights": folder, **({k: stored[k] for k in keys if stored.get(k) is not None}
                                                               if same else {})})
     except ValueError as e:
         raise ExportError(f"--from-supernet {folder}: {e}") from None
@@ -372,15 +374,17 @@ def _inherit_weights(study, trial, config: OverLoCKConfig, start: SupernetStart,
     except ConfigError as e:
         raise ExportError(f"trial {trial.number}'s config is not in the supernet {start.folder}: {e}") from None
     try:
-        data = load_dataset(card["dataset_settings"], tuple(card["resolution"]))
+        data = load_dataset(scoring["dataset"], tuple(scoring["resolution"]))
     except DataError as e:
-        raise ExportError(f"--from-supernet {start.folder}: its card's data set: {_one_line(e)}") from None
+        raise ExportError(f"--from-supernet {start.folder}: the scoring data set: {_one_line(e)}") from None
     # the trial's own evaluation seed draws the same re-estimation sample the search's score used,
     # so the inherited-weight accuracy written here is the one the study recorded
     seed = int(trial.user_attrs.get("seed", seed))
     t0 = time.perf_counter()
     model = net.extract(sub).eval()
-    recipe = recipe_for({**scoring, "save_weights": False})
+    recipe = recipe_for({"bn_recalibration_batches": scoring["bn_recalibration_batches"],
+                         "batch_size": scoring["batch_size"], "eval_batch_size": scoring["eval_batch_size"],
+                         "save_weights": False})
     cpu, n = torch.device("cpu"), scoring["bn_recalibration_batches"]
     if n > 0:
         recipe._recalibrate_bn(model, data.train, cpu, None, torch.contiguous_format, seed=seed)
@@ -394,9 +398,9 @@ def _inherit_weights(study, trial, config: OverLoCKConfig, start: SupernetStart,
         "epochs": card["epochs_done"], "seed": card.get("seed"), "rule": card.get("rule"),
         "bn_recalibration": {"batches": n, "batch_size": scoring["batch_size"], "seed": seed,
                              "images": min(n * scoring["batch_size"], len(data.train)),
-                             "from": "the supernet card's training split, unaugmented"},
+                             "from": "the scoring data set's training split, unaugmented"},
         "inherited_accuracy": accuracy, "inherited_val_loss": val_loss,
-        "validated_on": {"images": len(data.val), "resolution": list(card["resolution"]),
+        "validated_on": {"images": len(data.val), "resolution": list(scoring["resolution"]),
                          "wall_s": round(time.perf_counter() - t0, 2)},
         "note": "inherited-weight accuracy: the sub-network with the supernet's weights and "
                 "re-estimated batch-norm statistics, not trained stand-alone",

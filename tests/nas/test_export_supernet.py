@@ -130,14 +130,14 @@ def test_config_json_and_card_name_the_supernet(exported, supernet_dir):
     card = json.loads((supernet_dir / "card.json").read_text())
     assert record["folder"] == str(supernet_dir) and record["epochs"] == 1 and record["seed"] == 0
     assert record["dataset"] == card["dataset"] and record["rule"] == "sandwich"
-    assert record["bn_recalibration"] == {"batches": 4, "batch_size": 64, "seed": 0, "images": 16,
-                                          "from": "the supernet card's training split, unaugmented"}
+    assert record["bn_recalibration"] == {"batches": 4, "batch_size": 32, "seed": 0, "images": 16,
+                                          "from": "the scoring data set's training split, unaugmented"}
     assert record["validated_on"]["images"] == 16 and len(record["file"]["sha256"]) == 64
     text = (out / "README.md").read_text()
     for needle in (f"Inherited from the supernet `{supernet_dir}`", "not trained stand-alone",
                    "| inherited-weight accuracy | " + f"{record['inherited_accuracy']:.4f}",
                    card["dataset"]["description"], "trained 1 epoch (seed 0, sandwich rule)",
-                   "re-estimated on 16 of its training images (4 batches of 64, seed 0)"):
+                   "re-estimated on 16 of its training images (4 batches of 32, seed 0)"):
         assert needle in text, needle
 
 
@@ -260,3 +260,25 @@ def test_re_estimation_uses_the_trials_own_seed(run_dir, supernet_dir, tmp_path)
     record = result.meta["weights"]["supernet"]
     assert record["bn_recalibration"]["seed"] == 3
     assert (record["inherited_accuracy"], record["inherited_val_loss"]) == (scored["accuracy"], scored["val_loss"])
+
+
+def test_inherited_accuracy_is_the_studys_score_under_its_own_scoring_settings(supernet_dir, tmp_path):
+    """A study that scored with the supernet on its own terms (a validation subset, other BN
+    batches): the export measures the inherited weights the same way, so it writes the study's
+    score for the trial, not a figure on the card's whole validation split."""
+    from nas.evaluators import get_evaluator
+
+    evaluator = {"name": "supernet", "weights": str(supernet_dir), "bn_recalibration_batches": 2,
+                 "batch_size": 8, "val_images": 10, "dataset": {**SN_DATA, "val_size": None}}
+    evaluator["dataset"].pop("val_size")
+    run = make_study(tmp_path / "own-terms", evaluator=evaluator)
+    study = open_study(run)[0]
+    trial = study.trials[1]
+    result = export_trial(study, trial, tmp_path / "out", run_dir=run, onnx=False, pt2=False,
+                          from_supernet=True)
+    settings = {k: v for k, v in evaluator.items() if k != "name"}
+    score = get_evaluator("supernet", settings).evaluate(
+        overlock.OverLoCKConfig.from_dict(trial.user_attrs["config"]), seed=int(trial.user_attrs.get("seed", 0)))
+    record = result.meta["weights"]["supernet"]
+    assert record["validated_on"]["images"] == 10
+    assert (record["inherited_accuracy"], record["inherited_val_loss"]) == (score["score"], score["val_loss"][0])
