@@ -242,6 +242,19 @@ def _build_evaluator(spec: StudySpec):
     return evaluator, rungs if spec.successive_halving.enabled and len(rungs) > 1 else [None]
 
 
+# evaluator settings that change how inputs are loaded, never a score: a resume may change them
+SETTINGS_NOT_SCORED = frozenset({"keep_data_mb"})
+
+
+def _same_evaluator(stored, now) -> bool:
+    """Whether a resumed study scores as the stored one did: the same settings except those that
+    change no score; a setting a later version added counts as unset (None) in the stored ones."""
+    if not isinstance(stored, dict) or not isinstance(now, dict):
+        return jsonable(stored) == jsonable(now)
+    old, new = jsonable(stored), jsonable(now)
+    return all(old.get(k) == new.get(k) for k in (set(old) | set(new)) - SETTINGS_NOT_SCORED)
+
+
 def _store_study_attrs(spec: StudySpec, study: optuna.Study, resumed: bool, evaluator,
                        trials_count: str) -> None:
     attrs = study.user_attrs
@@ -249,7 +262,7 @@ def _store_study_attrs(spec: StudySpec, study: optuna.Study, resumed: bool, eval
     if evaluator is not None:
         settings = getattr(evaluator, "settings", None) or spec.evaluator.settings
         ev = {"name": spec.evaluator.name, **jsonable(settings)}
-    if resumed and "evaluator" in attrs and jsonable(attrs["evaluator"]) != jsonable(ev):
+    if resumed and "evaluator" in attrs and not _same_evaluator(attrs["evaluator"], ev):
         raise StudyMismatch(f"{spec.label}: evaluator settings differ from those the stored "
                             f"study was run with (stored: {_short(attrs['evaluator'])}); restore "
                             "them or use another --run-dir")
