@@ -127,7 +127,7 @@ def train(space_file, dataset, epochs, out_dir, rule, random_subnets, max_first_
     if not os.path.isfile(space_file):
         raise click.BadParameter(f"{space_file!r} does not exist", param_hint="SPACE_FILE")
     data = parse_dataset(dataset, out_dir)
-    command_line = "overlock-nas " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
+    command_line = "overlock-nas " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
         if os.path.basename(sys.argv[0]).startswith("overlock-nas") else None
     t0 = time.perf_counter()
     try:
