@@ -35,8 +35,9 @@ import click
               metavar="[DIR]",
               help="Weights inherited from a trained supernet (the folder `overlock-nas supernet train` "
                    "wrote; without DIR the study's own: its supernet evaluator or proxy gate): the "
-                   "trial's sub-network, batch-norm statistics re-estimated on the supernet's data set, "
-                   "its inherited-weight accuracy recorded. With --train, training starts from them.")
+                   "trial's sub-network, batch-norm statistics re-estimated as the study's supernet "
+                   "scoring did (else on the supernet's own data set), its inherited-weight accuracy "
+                   "recorded. With --train, training starts from them.")
 @click.option("--dataset", default=None, metavar="SPEC",
               help="With --train: procedural, imagefolder:PATH, cifar:PATH, a directory or a YAML "
                    "mapping (default: the study's data set).")
@@ -72,8 +73,8 @@ def command(run_dir, trial, best, top, knee, objective, under, out, overwrite, t
 
     if from_supernet is not None and dataset and not train:
         raise click.UsageError("--dataset with --from-supernet is the --train data set; batch norm is "
-                               "re-estimated on the supernet's own data set (its card): add --train or "
-                               "drop --dataset")
+                               "re-estimated on the data set the supernet scores with (the study's "
+                               "supernet evaluator's, else its card's): add --train or drop --dataset")
     _check_usage(trial, best, top, knee, objective, under, train, dataset, epochs, run_dir, storage)
     if train:
         check_device(device, allow_auto=False)
