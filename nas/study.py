@@ -369,8 +369,8 @@ def default_sampler(objectives: list[str]) -> tuple[str, dict]:
 
     `frontier` when the study trades the evaluator's score (accuracy, a proxy) against costs the
     cost model gives exactly (what the benchmark measured): on the search-efficiency benchmark (docs/sampling.md) it
-    found >= 0.95 of the exact front's hypervolume within 200 trials on every landscape, where
-    NSGA-II (the former default) found 0.91-0.93 and TPE 0.95-0.97. Otherwise, where nothing was
+    found >= 0.95 of the exact front's hypervolume within 200 trials on every landscape and
+    scenario, where NSGA-II (the former default) found 0.88-0.93 and TPE 0.94-0.97. Otherwise, where nothing was
     measured: NSGA-II for several objectives, TPE for one.
     """
     modelled = [o for o in objectives if o not in EXACT_METRICS]
