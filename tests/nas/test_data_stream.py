@@ -103,16 +103,33 @@ def test_stream_batches_depend_only_on_the_seed_not_on_workers(imagenet_like):
 @pytest.mark.slow
 def test_worker_memory_is_flat_from_n_to_4n_images(imagenet_like, tmp_path):
     """A worker that kept what it decoded (or a copy of the file list per image) would grow by
-    the decoded size of the extra 3N images; the streaming worker must not."""
+    the decoded size of the extra 3N images; the streaming worker must not.
+
+    Measured twice at most: a worker that keeps what it decodes grows by that much on every
+    attempt, while one reading in about 1 of 3 full-suite runs was 28 MiB high for a worker that
+    keeps nothing (2026-12-02: the same test passed alone and in the suite before and after),
+    from the heap it shares copy-on-write with a large pytest process."""
     large = tmp_path / "4n"
     for c in os.listdir(imagenet_like):
         os.makedirs(large / c)
         for f in os.listdir(os.path.join(imagenet_like, c)):
             for copy in range(4):
                 os.link(os.path.join(imagenet_like, c, f), large / c / f"{copy}_{f}")
+    decoded_3n_mib = 3 * 180 * 146 * 146 * 3 / 2 ** 20       # base images of the extra 3N
+    for attempt in range(2):
+        uss, growth = _worker_uss_over_a_pass({"N": imagenet_like, "4N": large})
+        flat = uss["4N"] < 2 * uss["N"] and growth["4N"] - growth["N"] < 0.5 * decoded_3n_mib
+        if flat:
+            break
+    assert uss["4N"] < 2 * uss["N"], uss
+    assert growth["4N"] - growth["N"] < 0.5 * decoded_3n_mib, (growth, decoded_3n_mib)
+
+
+def _worker_uss_over_a_pass(folders: dict) -> tuple[dict, dict]:
+    """Per folder: the decode worker's USS (MiB) after a full pass, and its growth during it."""
     resolution = 128
     uss, growth = {}, {}
-    for label, path in (("N", imagenet_like), ("4N", large)):
+    for label, path in folders.items():
         _load_cached.cache_clear()
         # one small batch in flight: batches in shared memory count as the worker's own until the
         # trainer maps them, and 4 x 64 of them (12 MiB) would be noise the size of the threshold
@@ -130,9 +147,7 @@ def test_worker_memory_is_flat_from_n_to_4n_images(imagenet_like, tmp_path):
         uss[label] = _uss_mib(worker)
         growth[label] = uss[label] - start
         data.close()
-    decoded_3n_mib = 3 * 180 * 146 * 146 * 3 / 2 ** 20       # base images of the extra 3N
-    assert uss["4N"] < 2 * uss["N"], uss
-    assert growth["4N"] - growth["N"] < 0.5 * decoded_3n_mib, (growth, decoded_3n_mib)
+    return uss, growth
 
 
 # ----------------------------------------------------------------------------- subsets
