@@ -360,7 +360,7 @@ def _inherit_weights(study, trial, config: OverLoCKConfig, start: SupernetStart,
     re-estimated on the card's data set (the `supernet` evaluator's re-estimation:
     `nas.supernet.score`), and its inherited-weight validation accuracy / loss measured there."""
     from nas.data import DataError, load_dataset
-    from nas.supernet.score import recipe_for
+    from nas.supernet.score import rescore
     from nas.supernet.train import WEIGHTS_FILE
 
     card, scoring = start.card, start.scoring
@@ -381,14 +381,10 @@ def _inherit_weights(study, trial, config: OverLoCKConfig, start: SupernetStart,
     # so the inherited-weight accuracy written here is the one the study recorded
     seed = int(trial.user_attrs.get("seed", seed))
     t0 = time.perf_counter()
-    model = net.extract(sub).eval()
-    recipe = recipe_for({"bn_recalibration_batches": scoring["bn_recalibration_batches"],
-                         "batch_size": scoring["batch_size"], "eval_batch_size": scoring["eval_batch_size"],
-                         "save_weights": False})
-    cpu, n = torch.device("cpu"), scoring["bn_recalibration_batches"]
-    if n > 0:
-        recipe._recalibrate_bn(model, data.train, cpu, None, torch.contiguous_format, seed=seed)
-    accuracy, val_loss = recipe._validate(model, data.val, cpu, None, torch.contiguous_format)
+    model = net.extract(sub)
+    n = scoring["bn_recalibration_batches"]
+    accuracy, val_loss = rescore(model, data, bn_batches=n, batch_size=scoring["batch_size"],
+                                 eval_batch_size=scoring["eval_batch_size"], seed=seed)
     data.val.close()
     log(f"weights: inherited from the supernet {start.folder}; inherited-weight accuracy "
         f"{accuracy:.4f}, val loss {val_loss:.4f} (BN re-estimated on {n} batches)")

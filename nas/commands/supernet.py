@@ -10,9 +10,11 @@ import time
 
 import click
 
+from nas import sample_sets as _sample_sets
+
 from ._options import check_device
 
-SAMPLE_SETS = ("digits", "photo-patches", "photo-regions")   # nas.sample_sets.SAMPLE_SETS
+SAMPLE_SETS = tuple(_sample_sets.SAMPLE_SETS)   # the names `--dataset` takes for a sample set
 
 
 def parse_dataset(text: str, out_dir: str) -> dict:
@@ -21,10 +23,8 @@ def parse_dataset(text: str, out_dir: str) -> dict:
     import yaml
 
     if text in SAMPLE_SETS:
-        from nas import sample_sets
-
         return {"kind": "imagefolder",
-                "path": str(sample_sets.write_sample_set(text, os.path.join(out_dir, "data", text)))}
+                "path": str(_sample_sets.write_sample_set(text, os.path.join(out_dir, "data", text)))}
     if os.path.isdir(text):
         return {"kind": "imagefolder", "path": os.path.abspath(text)}
     try:

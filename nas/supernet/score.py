@@ -31,7 +31,7 @@ import time
 import torch
 from torch import Tensor
 
-__all__ = ["score_subnet", "recipe_for", "KeptSplit", "keep_split"]
+__all__ = ["score_subnet", "rescore", "recipe_for", "KeptSplit", "keep_split"]
 
 
 def recipe_for(settings: dict):
@@ -53,15 +53,26 @@ def score_subnet(supernet, config, data, *, bn_batches: int, batch_size: int = 6
     Raises ValueError (one line) when the supernet does not contain `config`.
     """
     t0 = time.perf_counter()
+    model = supernet.extract(config).to(device)
+    accuracy, val_loss = rescore(model, data, bn_batches=bn_batches, batch_size=batch_size,
+                                 eval_batch_size=eval_batch_size, seed=seed, device=device)
+    return {"accuracy": accuracy, "val_loss": val_loss, "wall_s": time.perf_counter() - t0}
+
+
+@torch.no_grad()
+def rescore(model, data, *, bn_batches: int, batch_size: int, eval_batch_size: int, seed: int,
+            device: str | torch.device = "cpu") -> tuple[float, float]:
+    """(top-1 accuracy, mean cross-entropy) on `data.val` of an extracted sub-network, its
+    batch-norm statistics re-estimated in place first on `bn_batches` random training batches
+    of `batch_size` drawn with `seed` (0 = keep the inherited ones): what a supernet score is,
+    and what `export --from-supernet` writes beside the weights it keeps."""
     recipe = recipe_for({"batch_size": batch_size, "eval_batch_size": eval_batch_size,
                          "bn_recalibration_batches": bn_batches, "save_weights": False})
-    model = supernet.extract(config).to(device)
     model.eval()
     device = torch.device(device)
     if bn_batches > 0:
         recipe._recalibrate_bn(model, data.train, device, None, torch.contiguous_format, seed=seed)
-    accuracy, val_loss = recipe._validate(model, data.val, device, None, torch.contiguous_format)
-    return {"accuracy": accuracy, "val_loss": val_loss, "wall_s": time.perf_counter() - t0}
+    return recipe._validate(model, data.val, device, None, torch.contiguous_format)
 
 
 class KeptSplit:
