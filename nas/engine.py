@@ -64,7 +64,7 @@ from .search.session import (CostModelMismatch, DriverBusy, DriverLock, SearchEr
                              StudyMismatch, check_latency_device, derived_seed,
                              open_session, open_storage, save_wall_time)
 from .search.journal import flush as flush_journal
-from .search.proposals import LATENCY_REASON, STORED_LATENCY_REASON, ProposalError
+from .search.proposals import ProposalError
 from .search.proposals import for_study as proposals_for
 from .search.weights import WeightsDir, stem
 from .storage import (DIRECTIONS, ERROR_LOG_NAME, Objective, format_value as _fmt,  # noqa: F401
@@ -204,7 +204,7 @@ class SearchEngine:
         check_latency_device(self.spec, self.pricer.device if self.pricer else None, trials)
         # new trials get params drawn within every exact budget (nas.search.proposals)
         self.proposals = proposals_for(self.spec, len(trials), self.recorder.budgets_in_order,
-                                       latency_screen=self._latency_screen,
+                                       **(self.pricer.for_proposals() if self.pricer else {}),
                                        named_constraints=self.session.named_constraints)
         study.sampler = self.proposals.sampler
         self.proposals.start(trials)
@@ -320,17 +320,6 @@ class SearchEngine:
             self.budget.stopped = str(e)
             self._emit(f"stopped asking: {e}")
             return None
-
-    def _latency_screen(self, config) -> tuple[str, float] | None:
-        """For the proposer: (reason, ms) when `config` is over the latency budget before it is
-        measured (a latency stored for this device, or the model sure of it), else None."""
-        if self.pricer is None or "latency_ms" not in self.budgets:
-            return None
-        stored = self.pricer.lookup(config)
-        if stored is not None:
-            return STORED_LATENCY_REASON, float(stored["latency_ms"])
-        verdict = self.pricer.predict(config)
-        return (LATENCY_REASON, float(verdict["predicted_ms"])) if verdict and verdict["skip"] else None
 
     def _count_draw(self, number: int) -> None:
         # architectures drawn: the trials' and those the proposer found over a budget
@@ -472,10 +461,20 @@ class SearchEngine:
     def _price_latency(self, lv: Live) -> bool:
         """The latency from the store (then its budget is checked), else a place in the
         measuring worker's queue, or PRUNED on the model's verdict. True when it took the trial."""
+        probed = self.pricer.probed.pop(lv.chash, None)
         known = self.pricer.lookup(lv.config)
         verdict = lv.verdict = self.pricer.predict(lv.config)
         if verdict:      # recorded on every trial, so predicted and measured can be compared
             self.recorder.update(lv.trial, verdict_attrs(verdict))
+        if probed is not None:           # measured for this trial just before it was created
+            if probed["first"] is not None:
+                self.recorder.update(lv.trial, {
+                    "latency_first_ms": round(float(probed["first"]["latency_ms"]), 4),
+                    "latency_recheck": probed["why"]})
+            self._record_latency(lv, probed["result"], source="measured")
+            if not self._over_budget(lv):
+                self._to_evaluation(lv)
+            return True
         if known is not None:
             self._record_latency(lv, known, source="store")
             return self._over_budget(lv)

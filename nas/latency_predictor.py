@@ -17,7 +17,7 @@ model file fitted at the same settings (`overlock-nas latency fit`), refitted in
 study measures more.
 
     >>> p = LatencyPredictor("auto", settings, store, budget_ms=3.0)
-    >>> p.judge(config)          # {"predicted_ms", "low_ms", "high_ms", "margin", "n", "skip"} or None
+    >>> p.judge(config)   # {"predicted_ms", "low_ms", "high_ms", "margin", "n", "mape", "skip"} or None
     >>> p.learn(config, 2.7)     # a measurement of this study
 """
 
@@ -165,6 +165,7 @@ class LatencyPredictor:
         skip = self.budget_ms is not None and low > self.budget_ms
         return {"predicted_ms": predicted, "low_ms": low, "high_ms": high,
                 "margin": float(model.margin), "n": int(model.cv.get("n", len(model.latencies_ms))),
+                "mape": float(model.cv.get("mape") or 0.0),
                 "skip": bool(skip)}
 
 

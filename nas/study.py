@@ -139,6 +139,11 @@ class LatencySettings(_Model):
     # re-measured 10 of 41 configs, moved 1 across the budget, and the front was no closer to
     # the other study's (docs/latency-model.md)
     recheck_near: float = Field(0.0, ge=0.0, lt=1.0)
+    # with a latency budget: a drawn config the latency model cannot place within the budget (no
+    # model yet, or its prediction plus margin is over) is measured before it becomes a trial, so
+    # one over the budget is a rejected draw (`latency_measured`), not a trial. None: on when
+    # `model` is set. The driver waits for such a measurement (seconds against a training's hours)
+    measure_first: bool | None = None
 
     @field_validator("device")
     @classmethod

@@ -299,23 +299,41 @@ class FrontierProposer:
         if not fresh:
             return self._uniform(seen, rejected)
         if self.rng.random() < self.options["explore"]:
-            return _proposal(self.rng.choice(fresh), rejected)
-        running = [c for t, c in trials if t.state == TrialState.RUNNING]
-        scores = self._score(done, running, fresh)
-        return _proposal(fresh[int(np.argmax(scores))], rejected)
+            order = self.rng.sample(range(len(fresh)), len(fresh))
+        else:
+            running = [c for t, c in trials if t.state == TrialState.RUNNING]
+            scores = self._score(done, running, fresh)
+            order = np.argsort(-scores, kind="stable")
+        for i in order:       # the best one a latency check does not put over the budget
+            if self._confirmed(fresh[i], rejected):
+                return _proposal(fresh[i], rejected)
+        return self._uniform(seen, rejected)
+
+    def _confirmed(self, cand: dict, rejected: dict) -> bool:
+        """The pricer's last check before a candidate becomes a trial (its latency, which may be
+        measured now); one over the budget leaves the pool as a rejected draw."""
+        reason = self.pricer.confirm(cand["config"], {})
+        if reason is None:
+            return True
+        count(rejected, reason)
+        self.pool.pop(cand["hash"], None)
+        return False
 
     def _uniform(self, seen: set, rejected: dict) -> Proposal:
         if self._enumerate(rejected):
-            fresh = [c for h, c in self.pool.items() if h not in seen]
-            if not fresh:
-                raise ProposalError(f"every architecture of the space within the budgets "
-                                    f"{self.pricer.budgets} is in the study already")
-            return _proposal(self.rng.choice(fresh), rejected)
+            while True:
+                fresh = [c for h, c in self.pool.items() if h not in seen]
+                if not fresh:
+                    raise ProposalError(f"every architecture of the space within the budgets "
+                                        f"{self.pricer.budgets} is in the study already")
+                cand = self.rng.choice(fresh)
+                if self._confirmed(cand, rejected):
+                    return _proposal(cand, rejected)
         for _ in range(MAX_UNIFORM_DRAWS):
             cand, reason = self._candidate(DecisionTrial(self.rng))
             if reason is not None:
                 count(rejected, reason)
-            elif cand["hash"] not in seen:
+            elif cand["hash"] not in seen and self._confirmed(cand, rejected):
                 self.pool.setdefault(cand["hash"], cand)
                 return _proposal(cand, rejected)
         raise ProposalError(f"no new config within the budgets {self.pricer.budgets} in "
@@ -380,7 +398,8 @@ class FrontierProposer:
         for i in range(len(self.objectives)):
             if i not in self.modelled:
                 ref[i] = np.nanmax(mean[:, i]) + 1e-6 * scale[i]
-        return self._acquire(front / scale, ref / scale, cand_mean / scale, cand_sd / scale)
+        acquisition = self._acquire(front / scale, ref / scale, cand_mean / scale, cand_sd / scale)
+        return _weigh(acquisition, np.array([self.pricer.latency_odds(c["config"]) for c in fresh]))
 
     def _refit(self, objective: int, n_done: int) -> tuple | None:
         """Reuse the kernel's scales for a while: refit them every 10 new trials."""
@@ -402,6 +421,17 @@ class FrontierProposer:
         weights /= weights.sum()
         optimistic = mean - sd
         return -np.max(weights * (optimistic - (ref - 1.0)), axis=1)
+
+
+def _weigh(acquisition: np.ndarray, odds: np.ndarray) -> np.ndarray:
+    """The acquisition of candidates that may break the latency budget, weighed by the odds that
+    they do not (the latency model's; 1 without one): constrained expected improvement. A score
+    that can be negative (the Tchebycheff one) drops the candidates more likely over than not."""
+    if np.all(odds >= 1.0):
+        return acquisition
+    if np.all(acquisition >= 0):
+        return acquisition * odds
+    return np.where(odds >= 0.5, acquisition, -np.inf)
 
 
 def _size(space) -> int | None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from nas.executor import TaskLost, wants_gpu
 from nas.storage import LATENCY_RECORD_NAME, format_value as _fmt
 
+from .proposals import LATENCY_REASON, MEASURED_LATENCY_REASON, STORED_LATENCY_REASON
 from .session import SearchError
 
 DESCRIBE_TARGET = "nas.worker:describe_device"
@@ -132,6 +133,7 @@ class LatencyPricer:
         self.held: dict = {}               # node id -> resources the measuring worker holds for good
         self.note: str | None = None       # said once at the start
         self.store = self.record = self.predictor = None
+        self.probed: dict[str, dict] = {}  # config hash -> a reading made before it was a trial
 
     # -------------------------------------------------------------------------- start, stop
     def start(self) -> None:
@@ -239,6 +241,96 @@ class LatencyPricer:
             self.target, config.to_dict(), device=s.device or self.spec.device,
             latency=s.model_dump(), num_threads=self.threads,
             threads=self.threads, max_retries=self.spec.max_retries)
+
+    # ------------------------------------------------------------------ for the proposer
+    def for_proposals(self) -> dict:
+        """The proposer's latency checks (`nas.search.proposals.Pricer`), when the study has a
+        latency budget."""
+        if self.budget is None:
+            return {}
+        return {"latency_screen": self.screen, "latency_confirm": self.confirm,
+                "latency_odds": self.odds}
+
+    def screen(self, config) -> tuple[str, float] | None:
+        """(reason, ms) when `config` is over the latency budget before it is measured (a
+        latency stored for this device, or the model sure of it), else None."""
+        stored = self.lookup(config)
+        if stored is not None:
+            return STORED_LATENCY_REASON, float(stored["latency_ms"])
+        verdict = self.predict(config)
+        return (LATENCY_REASON, float(verdict["predicted_ms"])) if verdict and verdict["skip"] else None
+
+    def confirm(self, config) -> tuple[str, float] | None:
+        """`screen` again for the one config about to become a trial (the model may have been
+        refitted since it was drawn); then, with `measures_first` and a model that cannot place
+        it within the budget, its latency measured now: (reason, ms) when it is over."""
+        found = self.screen(config)
+        if found is not None or not self.measures_first or self.lookup(config) is not None:
+            return found
+        verdict = self.predict(config)
+        if self.certain(verdict):
+            return None                       # measured as a trial, beside training
+        result = self.measure_now(config, verdict)
+        if result is None:
+            return None                       # the trial's own measurement will say why
+        ms = float(result["latency_ms"])
+        return (MEASURED_LATENCY_REASON, ms) if ms > self.budget else None
+
+    def odds(self, config) -> float:
+        """The probability that `config` is within the latency budget: 0 or 1 for a stored
+        latency, else from the model's prediction and its held-out relative error (log-normal);
+        1.0 (no preference) before there is a model."""
+        stored = self.lookup(config)
+        if stored is not None:
+            return float(float(stored["latency_ms"]) <= self.budget)
+        verdict = self.predict(config)
+        if not verdict:
+            return 1.0
+        sigma = max(1.25 * float(verdict.get("mape") or 0.0), 0.02)
+        return 0.5 * math.erfc(-math.log(self.budget / verdict["predicted_ms"]) / (sigma * math.sqrt(2)))
+
+    @property
+    def measures_first(self) -> bool:
+        """Uncertain draws are measured before they become trials (`latency.measure_first`; by
+        default when a latency model is set and the study has a latency budget)."""
+        wanted = self.settings.measure_first
+        wanted = bool(self.settings.model) if wanted is None else wanted
+        return wanted and self.budget is not None and self.measurer is not None
+
+    def certain(self, verdict: dict | None) -> bool:
+        """The model puts the config within the budget even at the top of its margin."""
+        return bool(verdict) and self.budget is not None and verdict["high_ms"] <= self.budget
+
+    def measure_now(self, config, verdict: dict | None) -> dict | None:
+        """Measure `config` on the measuring worker and wait (a draw about to become a trial; the
+        same second reading as a trial's when the first is contradicted or near the budget).
+        The reading is learned and kept for the trial (`probed`). None when the measurement
+        failed or timed out: the config then goes the trial's way, which reports why."""
+        first = self._measure_once(config)
+        if first is None:
+            return None
+        kept, why = first, self.recheck(first, verdict)
+        if why is not None:
+            second = self._measure_once(config)
+            if second is not None:
+                kept = min(first, second, key=lambda r: float(r["latency_ms"]))
+        self.learned(config, kept)
+        self.probed[config.config_hash()] = {"result": kept, "first": first if why else None,
+                                             "why": why}
+        return kept
+
+    def _measure_once(self, config) -> dict | None:
+        handle = self.submit(config)
+        limit = self.timeout_s()
+        limit = limit if limit is not None else self.settings.timeout_s + WORKER_START_S
+        try:
+            if not self.executor.wait([handle], timeout=limit):
+                self.executor.cancel(handle)
+                return None
+            result = self.executor.result(handle)
+        except TaskLost:
+            return None
+        return result if result.get("ok") else None
 
     def recheck(self, result: dict, verdict: dict | None) -> str | None:
         return recheck(float(result["latency_ms"]), verdict, self.budget, self.settings.recheck_near)

@@ -4,7 +4,10 @@ FLOPs, params and memory are exact and free (`space.complexity`, about 1 ms), so
 one of those budgets never becomes a trial: the proposer draws, prices each draw, rejects the
 ones over a budget (and, with `latency: {model: ...}`, the ones predicted over the latency
 budget by more than the model's margin) and hands the first config within every budget to the
-study. The study's sampler is `ProposalSampler`, which serves those params to `study.ask()`;
+study. With a latency model, the config about to be handed over is measured first when the model
+cannot place it within the latency budget (`Pricer.confirm`, `latency.measure_first`): one
+measured over it is a rejected draw too, so trials over a latency budget are only configs the
+model placed within it by its margin and that a measurement then put over. The study's sampler is `ProposalSampler`, which serves those params to `study.ask()`;
 each new trial records how many draws were rejected for it, per reason (user attribute
 `rejected_draws`, docs/storage.md).
 
@@ -52,6 +55,7 @@ SHADOW_REJECTED_KEY = "nas:rejected"     # system attr of a shadow trial that ne
 REASONS = {"flops": "flops", "flops_paper": "flops", "params": "params", "memory_mb": "memory"}
 LATENCY_REASON = "latency_predicted"    # the latency model is sure it is over the budget
 STORED_LATENCY_REASON = "latency_stored"   # measured over it on this device by an earlier study
+MEASURED_LATENCY_REASON = "latency_measured"   # measured over it just now, before it was a trial
 INVALID_REASON = "invalid"               # the space's rules refused the combination drawn
 EXACT_METRICS = tuple(REASONS)           # metrics known exactly before training
 # how each sampler's shadow is told a rejected draw (the module docstring says why)
@@ -89,13 +93,22 @@ class Pricer:
             latency budget before it is measured: `latency_predicted` (the latency model's
             prediction less its margin is above it) or `latency_stored` (a latency measured on
             this device by an earlier study); else None.
+        latency_confirm: the same for the one config about to become a trial, which may measure
+            it first (`latency_measured`, `latency.measure_first`); called by `confirm`.
+        latency_odds: `config -> probability` that the config is within the latency budget, by
+            what is known before measuring it (`frontier` weighs its candidates by it).
     """
 
-    def __init__(self, budgets: dict[str, float], latency_screen: Callable | None = None):
+    def __init__(self, budgets: dict[str, float], latency_screen: Callable | None = None,
+                 latency_confirm: Callable | None = None, latency_odds: Callable | None = None):
         self.budgets = dict(budgets)
         self.latency_screen = latency_screen
+        self.latency_confirm = latency_confirm
+        self._latency_odds = latency_odds
         self._cache: dict[str, dict] = {}
         self.rejected_hashes: set[str] = set()     # architectures found over a budget
+        # hash -> (reason, ms, config) of the ones rejected on their latency (benchmarks check them)
+        self.latency_rejections: dict[str, tuple] = {}
 
     def metrics(self, config) -> dict[str, float]:
         """flops, flops_paper, params, memory_mb of `config` (cached by its hash)."""
@@ -120,9 +133,30 @@ class Pricer:
             found = self.latency_screen(config)
             if found is not None and found[1] > self.budgets["latency_ms"]:
                 self.rejected_hashes.add(config.config_hash())
+                self.latency_rejections[config.config_hash()] = (found[0], float(found[1]), config)
                 known["latency_ms"] = float(found[1]) - self.budgets["latency_ms"]
                 return found[0], known, metrics
         return None, known, metrics
+
+    def latency_odds(self, config) -> float:
+        """The probability that `config` is within the latency budget (1.0 without one)."""
+        if self._latency_odds is None or "latency_ms" not in self.budgets:
+            return 1.0
+        return float(self._latency_odds(config))
+
+    def confirm(self, config, known: dict[str, float]) -> str | None:
+        """The last check of a config `judge` accepted, before it becomes a trial: its latency
+        known or measured now (`latency_confirm`). The reason when it is over the latency budget
+        (then `known` gets its excess), else None."""
+        if self.latency_confirm is None or "latency_ms" not in self.budgets:
+            return None
+        found = self.latency_confirm(config)
+        if found is None or found[1] <= self.budgets["latency_ms"]:
+            return None
+        self.rejected_hashes.add(config.config_hash())
+        self.latency_rejections[config.config_hash()] = (found[0], float(found[1]), config)
+        known["latency_ms"] = float(found[1]) - self.budgets["latency_ms"]
+        return found[0]
 
     def constraint_attrs(self, known: dict[str, float], named: bool) -> dict[str, Any]:
         """System attrs holding these constraint values as the engine stores them (the list in
@@ -293,6 +327,8 @@ class ShadowProposer:
             self._reject(trial, INVALID_REASON, {}, {})
             return None
         reason, known, metrics = self.pricer.judge(config)
+        if reason is None:
+            reason = self.pricer.confirm(config, known)
         if reason is not None:
             count(rejected, reason)
             self._reject(trial, reason, known, metrics)
@@ -457,20 +493,22 @@ class Proposals:
 
 
 def for_study(spec, n_stored: int, budgets: dict[str, float], *, latency_screen=None,
-              named_constraints: bool = False) -> Proposals:
+              latency_confirm=None, latency_odds=None, named_constraints: bool = False) -> Proposals:
     """The proposals of a study file's `sampler`, seeded from (seed, stored trials) so a resumed
     study never replays. `budgets`: {metric: budget} in the order the study stores them."""
     seed = int(np.random.SeedSequence([spec.seed & 0xFFFFFFFF, n_stored]).generate_state(1)[0] >> 1)
     return Proposals(make_proposer(spec.space, spec.sampler_name, dict(spec.sampler_options), seed,
                                    spec.directions, spec.objectives, budgets,
-                                   latency_screen=latency_screen, named_constraints=named_constraints))
+                                   latency_screen=latency_screen, latency_confirm=latency_confirm,
+                                   latency_odds=latency_odds, named_constraints=named_constraints))
 
 
 def make_proposer(space, sampler_name: str, options: dict, seed: int, directions: Sequence[str],
                   objectives: Sequence[str], budgets: dict[str, float], *,
-                  latency_screen: Callable | None = None, named_constraints: bool = False):
+                  latency_screen: Callable | None = None, latency_confirm: Callable | None = None,
+                  latency_odds: Callable | None = None, named_constraints: bool = False):
     """The proposer for a study's sampler name (`frontier` or an Optuna sampler's)."""
-    pricer = Pricer(budgets, latency_screen)
+    pricer = Pricer(budgets, latency_screen, latency_confirm, latency_odds)
     if sampler_name == "frontier":
         from .frontier import FrontierProposer
 

@@ -30,7 +30,7 @@ from nas.worker import make_evaluator
 
 # latency settings a resume may change: they schedule measurements or pick which configs to skip,
 # never change a measured value (`device` is compared as where latency is measured)
-LATENCY_NOT_COMPARED = ("device", "timeout_s", "ahead", "model", "recheck_near")
+LATENCY_NOT_COMPARED = ("device", "timeout_s", "ahead", "model", "recheck_near", "measure_first")
 
 
 class SearchError(Exception):

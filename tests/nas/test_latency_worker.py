@@ -274,6 +274,37 @@ def test_a_latency_model_spares_measuring_configs_far_over_budget(tmp_path, gpu_
     assert len(figure.figure.data[-1].x) == len(measured)
 
 
+@pytest.mark.parametrize("sampler", ["random", "default"])
+def test_with_a_latency_model_a_draw_is_measured_before_it_can_be_a_trial_over_the_budget(
+        tmp_path, gpu_ray, monkeypatch, sampler):
+    """`latency: {model: auto}` from an empty store (no model for the first 10 measurements) and a
+    16 ms budget over which 8 of the tiny space's 12 architectures lie (17.6 and 24 ms): every
+    draw the model cannot place within the budget is measured before it becomes a trial, so no
+    trial is over the budget; the draws measured over it are `latency_measured` rejections,
+    each measured once (a later draw of one is rejected from the store without measuring)."""
+    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:sleeping_latency")
+    monkeypatch.setenv("OVERLOCK_NAS_CACHE", str(tmp_path / "cache"))      # an empty store
+    gpu_ray.write_text("")
+    data = study_dict(tmp_path, trials=4, constraints={"latency_ms": 16.0},
+                      latency={**LATENCY, "model": "auto"})
+    if sampler == "default":
+        data.pop("sampler")
+    SearchEngine(parse_study(data, label="t")).run()
+    trials = load(tmp_path / "run").get_trials()
+    assert len(trials) == 4
+    for t in trials:
+        ua = t.user_attrs
+        assert ua["latency_source"] == "measured" and ua["latency_ms"] <= 16.0, (t.number, ua)
+        assert t.state == TrialState.COMPLETE
+    rejected = Counter()
+    for t in trials:
+        rejected.update(t.user_attrs.get("rejected_draws", {}))
+    assert rejected["latency_measured"] > 0, rejected
+    times = Counter(e["hash"] for e in intervals(gpu_ray, "latency"))
+    archs = {t.user_attrs["config_hash"] for t in trials}     # a repeated draw reuses a trial
+    assert max(times.values()) == 1 and len(times) == len(archs) + rejected["latency_measured"]
+
+
 def test_a_measurement_the_model_contradicts_is_measured_again_and_the_faster_kept(
         tmp_path, gpu_ray, monkeypatch):
     """The first measurement of each config reads 1.5x (interference), enough to put every one

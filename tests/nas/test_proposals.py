@@ -69,6 +69,43 @@ def test_no_trial_is_created_over_an_exact_budget(sampler):
     assert set().union(*rejected) <= {"flops", "params"}
 
 
+def fake_latency(config) -> float:
+    """ms of a stand-in device: 15-18 ms over the configs within BUDGETS, a quarter at each."""
+    return 0.5 * config.widths[0] + 2.0 * sum(config.base_depths) + 1.0 * config.focus_depths[0]
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS) + ["default"])
+def test_no_trial_is_created_over_a_latency_budget_a_measurement_first_put_it_over(sampler):
+    """`latency_confirm` stands in for the engine's measure-before-trial (LatencyPricer.confirm):
+    it sees only configs within the exact budgets, each about to become a trial; the ones it
+    measures over the 16.5 ms budget are rejected draws (`latency_measured`), never trials."""
+    budget, confirmed = 16.5, []
+
+    def confirm(config):
+        confirmed.append(config.config_hash())
+        assert space.is_feasible(config, BUDGETS)      # exact budgets are checked first
+        ms = fake_latency(config)
+        return ("latency_measured", ms) if ms > budget else None
+
+    options = SAMPLERS.get(sampler, {})
+    if sampler == "default":
+        sampler, options = default_sampler(OBJECTIVES)
+    proposer = make_proposer(SPACE, sampler, options, 0, DIRECTIONS, OBJECTIVES,
+                             {**BUDGETS, "latency_ms": budget}, latency_confirm=confirm,
+                             latency_odds=lambda c: float(fake_latency(c) <= budget + 1.0))
+    proposals = Proposals(proposer)
+    study = optuna.create_study(directions=DIRECTIONS, sampler=proposals.sampler)
+    for _ in range(10):
+        trial = proposals.ask(study)
+        config = SPACE.suggest(trial)
+        assert fake_latency(config) <= budget, f"{sampler}: trial {trial.number} over the latency budget"
+        cost = space.complexity(config).as_metrics()
+        study._storage.set_trial_system_attr(trial._trial_id, "constraints",
+                                             [cost[k] - b for k, b in BUDGETS.items()] + [0.0])
+        study.tell(trial, [accuracy(config), cost["flops"]])
+    assert proposals.rejected.get("latency_measured", 0) > 0 and len(confirmed) >= 10
+
+
 def shadow_rejected(proposer: ShadowProposer) -> list:
     return [t for t in proposer.shadow.get_trials(deepcopy=False)
             if SHADOW_REJECTED_KEY in t.system_attrs]
