@@ -54,6 +54,13 @@ FACTS = {
         "reused": {4: 0}, "front": [0, 2, 4], "best": 2,
         "best_hash": "e4b9bdc2400e25bb",
     },
+    # the study's latency settings name measure_first (a draw measured before it is a trial)
+    "tiny-0.1.0+0882de8": {
+        "objectives": ["accuracy", "flops", "latency_ms"], "budgets": {"params": 51500.0},
+        "complete": [0, 1, 2, 3, 4, 5], "over_budget": [], "stopped_early": [],
+        "reused": {4: 0}, "front": [0, 1, 2, 4], "best": 2,
+        "best_hash": "e4b9bdc2400e25bb",
+    },
 }
 
 

@@ -20,9 +20,7 @@ RUNS = REPO / "tests" / "data" / "runs"
 STUDY_VARIES = {"started_at", "wall_time_s", "skipped_over_budget"}
 # study-file defaults changed since the newest pinned run was written: the pinned study file does
 # not set them, so its stored settings hold the old default. (attribute, key) -> (old, new, commit)
-# A key added since is (None: absent, its default).
-DEFAULTS_CHANGED = {("latency", "recheck_near"): (0.05, 0.0, "929589b"),
-                    ("latency", "measure_first"): (None, None, "session 6: latency.measure_first")}
+DEFAULTS_CHANGED = {("latency", "recheck_near"): (0.05, 0.0, "929589b")}
 # trial attributes fixed by the architecture and the study file alone
 BY_ARCHITECTURE = ("config", "config_hash", "summary", "resolution", "evaluator", "flops",
                    "flops_paper", "params", "memory_mb", "infeasible", "latency_batch",
