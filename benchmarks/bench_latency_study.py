@@ -66,7 +66,7 @@ def run(label: str, model: bool, args, budget: float) -> dict:
             "objectives": ["accuracy", "flops"], "constraints": {"latency_ms": budget},
             "evaluator": {"name": "fake_evaluators:Scripted", "sleep_s": 0.0},
             **({} if args.sampler == "default" else {"sampler": {"name": args.sampler}}),
-            "seed": 0, "trials": args.trials,
+            "seed": args.seed, "trials": args.trials,
             "trials_count": "sampled", "parallel": 2, "resources": {"cpus": 1},
             "latency": latency, "fvcore_check_every": 0, "output_dir": str(work / "run")}
     spec = parse_study(data, label=label)
@@ -140,6 +140,7 @@ def main() -> None:
     ap.add_argument("--space", type=Path, default=REPO / "studies/spaces/quickstart.yaml")
     ap.add_argument("--sampler", default="random",
                     help="a sampler name, or `default` (no `sampler` key: the study default)")
+    ap.add_argument("--seed", type=int, default=0, help="the studies' seed")
     ap.add_argument("--check-skips", type=int, default=30,
                     help="B's model rejections measured afterwards (closest to the budget first)")
     ap.add_argument("--budget-ms", type=float, default=None)
@@ -149,7 +150,8 @@ def main() -> None:
     args = ap.parse_args()
     load = os.getloadavg()
     budget = args.budget_ms or default_budget(args.space)
-    print(f"# {args.space.name} ({args.sampler} sampler), {args.trials} sampled trials, latency budget {budget} ms "
+    print(f"# {args.space.name} ({args.sampler} sampler, seed {args.seed}), {args.trials} sampled trials, "
+          f"latency budget {budget} ms "
           f"(batch 8, fp32, 1 thread, 64x64); load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     a = run("A-measure-all", False, args, budget)
     b = run("B-model-auto", True, args, budget)
