@@ -463,7 +463,8 @@ class SearchEngine:
         measuring worker's queue, or PRUNED on the model's verdict. True when it took the trial."""
         probed = self.pricer.probed.pop(lv.chash, None)
         known = self.pricer.lookup(lv.config)
-        verdict = lv.verdict = self.pricer.predict(lv.config)
+        # the prediction made before it was measured (a probed config's model may know it now)
+        verdict = lv.verdict = probed["verdict"] if probed else self.pricer.predict(lv.config)
         if verdict:      # recorded on every trial, so predicted and measured can be compared
             self.recorder.update(lv.trial, verdict_attrs(verdict))
         if probed is not None:           # measured for this trial just before it was created

@@ -830,8 +830,10 @@ def latency_model_figure(sd: StudyData) -> Figure | None:
     both = own[own["latency_predicted_ms"].notna() & own["latency_ms"].notna()
                & (source.loc[own.index] != "predicted")]
     skipped = int((source.loc[own.index] == "predicted").sum())     # older studies: PRUNED trials
+    measured_over = 0
     if "rejected_draws" in df.columns:           # the proposer: draws rejected before any trial
         skipped += sum(_reason_counts(v).get("latency_predicted", 0) for v in df["rejected_draws"])
+        measured_over = sum(_reason_counts(v).get("latency_measured", 0) for v in df["rejected_draws"])
     fig = go.Figure()
     if len(both):
         lo = float(min(both["latency_ms"].min(), both["latency_predicted_ms"].min()))
@@ -861,5 +863,7 @@ def latency_model_figure(sd: StudyData) -> Figure | None:
                f"{skipped} config(s) were predicted over the latency budget"
                + (f" ({budget:g} ms)" if budget else "")
                + " by more than the model's stated margin and never measured (rejected draws, or "
-               "trials recorded infeasible in studies older than the proposer).")
+               "trials recorded infeasible in studies older than the proposer)."
+               + (f" {measured_over} draw(s) the model could not place within the budget were "
+                  "measured over it before they became trials (rejected draws)." if measured_over else ""))
     return Figure("latency-model", "Latency: predicted against measured", fig, caption, 460)

@@ -316,7 +316,7 @@ class LatencyPricer:
                 kept = min(first, second, key=lambda r: float(r["latency_ms"]))
         self.learned(config, kept)
         self.probed[config.config_hash()] = {"result": kept, "first": first if why else None,
-                                             "why": why}
+                                             "why": why, "verdict": verdict}
         return kept
 
     def _measure_once(self, config) -> dict | None:
