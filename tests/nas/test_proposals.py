@@ -106,6 +106,38 @@ def test_no_trial_is_created_over_a_latency_budget_a_measurement_first_put_it_ov
     assert proposals.rejected.get("latency_measured", 0) > 0 and len(confirmed) >= 10
 
 
+class _Stuck(optuna.samplers.BaseSampler):
+    """A sampler that proposes one architecture for ever (as GPSampler can, docs/sampling.md)."""
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, name, distribution):
+        return distribution.to_external_repr(0) if hasattr(distribution, "choices") else distribution.low
+
+
+def test_a_sampler_that_keeps_repeating_an_architecture_is_redirected_to_new_ones():
+    from nas.search.proposals import MAX_REPEATS
+
+    proposer = make_proposer(SPACE, "random", {}, 0, DIRECTIONS, OBJECTIVES, {})
+    proposer.shadow.sampler = _Stuck()
+    proposals = Proposals(proposer)
+    study = optuna.create_study(directions=DIRECTIONS, sampler=proposals.sampler)
+    hashes = []
+    for _ in range(3 * (MAX_REPEATS + 2)):
+        trial = proposals.ask(study)
+        config = SPACE.suggest(trial)
+        hashes.append(config.config_hash())
+        study.tell(trial, [accuracy(config), space.complexity(config).flops])
+    # one new architecture after every MAX_REPEATS repeats of the stuck one, never a repeat of it
+    new = [i for i, h in enumerate(hashes) if h not in hashes[:i]]
+    assert new == [k * (MAX_REPEATS + 1) for k in range(len(hashes) // (MAX_REPEATS + 1) + 1)][:len(new)]
+    assert len(new) == 4 and all(h == hashes[0] for i, h in enumerate(hashes) if i not in new)
+
+
 def shadow_rejected(proposer: ShadowProposer) -> list:
     return [t for t in proposer.shadow.get_trials(deepcopy=False)
             if SHADOW_REJECTED_KEY in t.system_attrs]
