@@ -7,9 +7,9 @@ budget by more than the model's margin) and hands the first config within every 
 study. With a latency model, the config about to be handed over is measured first when the model
 cannot place it within the latency budget (`Pricer.confirm`, `latency.measure_first`): one
 measured over it is a rejected draw too, so trials over a latency budget are only configs the
-model placed within it by its margin and that a measurement then put over. The study's sampler is `ProposalSampler`, which serves those params to `study.ask()`;
-each new trial records how many draws were rejected for it, per reason (user attribute
-`rejected_draws`, docs/storage.md).
+model placed within it by its margin and that a measurement then put over. The study's sampler
+is `ProposalSampler`, which serves those params to `study.ask()`; each new trial records how many
+draws were rejected for it, per reason (user attribute `rejected_draws`, docs/storage.md).
 
 Where the draws come from (`make_proposer`):
 
