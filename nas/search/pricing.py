@@ -264,8 +264,8 @@ class LatencyPricer:
         """`screen` again for the one config about to become a trial (the model may have been
         refitted since it was drawn); then, with `measures_first` and a model that cannot place
         it within the budget, its latency measured now: (reason, ms) when it is over."""
-        found = self.screen(config)
-        if found is not None or not self.measures_first or self.lookup(config) is not None:
+        found = self.screen(config)           # a stored latency, or the model sure it is over
+        if found is not None or not self.measures_first:
             return found
         verdict = self.predict(config)
         if self.certain(verdict):

@@ -135,13 +135,20 @@ class Pricer:
                 self.rejected_hashes.add(config.config_hash())
                 return REASONS[name], known, metrics
         if self.latency_screen is not None and "latency_ms" in self.budgets:
-            found = self.latency_screen(config)
-            if found is not None and found[1] > self.budgets["latency_ms"]:
-                self.rejected_hashes.add(config.config_hash())
-                self.latency_rejections[config.config_hash()] = (found[0], float(found[1]), config)
-                known["latency_ms"] = float(found[1]) - self.budgets["latency_ms"]
-                return found[0], known, metrics
+            reason = self._over_latency(config, self.latency_screen(config), known)
+            if reason is not None:
+                return reason, known, metrics
         return None, known, metrics
+
+    def _over_latency(self, config, found: tuple | None, known: dict[str, float]) -> str | None:
+        """The reason of `found` ((reason, ms) from a latency check) when it is over the latency
+        budget, recorded as a rejection (with its excess in `known`); else None."""
+        if found is None or found[1] <= self.budgets["latency_ms"]:
+            return None
+        self.rejected_hashes.add(config.config_hash())
+        self.latency_rejections[config.config_hash()] = (found[0], float(found[1]), config)
+        known["latency_ms"] = float(found[1]) - self.budgets["latency_ms"]
+        return found[0]
 
     def latency_odds(self, config) -> float:
         """The probability that `config` is within the latency budget (1.0 without one)."""
@@ -155,13 +162,7 @@ class Pricer:
         (then `known` gets its excess), else None."""
         if self.latency_confirm is None or "latency_ms" not in self.budgets:
             return None
-        found = self.latency_confirm(config)
-        if found is None or found[1] <= self.budgets["latency_ms"]:
-            return None
-        self.rejected_hashes.add(config.config_hash())
-        self.latency_rejections[config.config_hash()] = (found[0], float(found[1]), config)
-        known["latency_ms"] = float(found[1]) - self.budgets["latency_ms"]
-        return found[0]
+        return self._over_latency(config, self.latency_confirm(config), known)
 
     def constraint_attrs(self, known: dict[str, float], named: bool) -> dict[str, Any]:
         """System attrs holding these constraint values as the engine stores them (the list in
