@@ -177,7 +177,7 @@ def run_supernet_jobs(configs, args, dataset: dict, results: Results, supernet: 
     from nas.evaluators import get_evaluator
 
     common = {"weights": str(supernet), "dataset": dataset, "resolution": args.resolution,
-              "batch_size": args.supernet_bn_batch, "val_images": args.supernet_val_images}
+              "batch_size": args.supernet_bn_batch, "val_images": args.supernet_val_images or "all"}
     if args.supernet_keep_data_mb is not None:
         common["keep_data_mb"] = args.supernet_keep_data_mb
     with_bn = get_evaluator("supernet", dict(common, bn_recalibration_batches=args.supernet_bn_batches))
@@ -222,15 +222,24 @@ def run_supernet_jobs(configs, args, dataset: dict, results: Results, supernet: 
 
 
 def supernet_job(supernet: Path, args=None) -> str:
-    """The results key of the supernet rows. Scoring settings other than the defaults (BN
-    re-estimation on 4 x 64 images, the whole validation split) are part of it; the defaults' key
-    is the one earlier runs wrote."""
+    """The results key of the supernet rows. Scoring settings other than the first defaults (BN
+    re-estimation on 4 x 64 images, the whole validation split) are part of it, so the rows
+    earlier runs wrote keep their key (today's defaults, 4 x 32 and at most 300 validation images,
+    read `:bn4x32:val300` on a folder data set)."""
     job = f"supernet:{Path(supernet).name}"
     if args is not None and (args.supernet_bn_batches, args.supernet_bn_batch) != (4, 64):
         job += f":bn{args.supernet_bn_batches}x{args.supernet_bn_batch}"
     if args is not None and args.supernet_val_images:
         job += f":val{args.supernet_val_images}"
     return job
+
+
+def default_val_images(dataset: dict) -> int:
+    """The `supernet` evaluator's default validation subset on this data set (0 = every image)."""
+    from nas.evaluators import dataset as parse_dataset
+    from nas.evaluators.supernet import _default_val_images
+
+    return _default_val_images(parse_dataset("dataset", dataset)) or 0
 
 
 def epoch1_job(supernet: Path, args) -> str:
@@ -508,9 +517,11 @@ def main(argv=None) -> None:
     ap.add_argument("--supernet-settings", type=yaml.safe_load, default={},
                     help="train settings of the supernet over --train-settings (YAML mapping)")
     ap.add_argument("--supernet-bn-batches", type=int, default=4, help="BN re-estimation batches")
-    ap.add_argument("--supernet-bn-batch", type=int, default=64, help="images a BN re-estimation batch")
+    ap.add_argument("--supernet-bn-batch", type=int, default=32,
+                    help="images a BN re-estimation batch (the evaluator's default; 64 before 2026-12-02)")
     ap.add_argument("--supernet-val-images", type=int, default=None,
-                    help="validate on a fixed class-balanced subset of this many images (default: all)")
+                    help="validate on a fixed class-balanced subset of this many images; 0 = all "
+                         "(default: the evaluator's, at most 300 for a folder data set)")
     ap.add_argument("--supernet-keep-data-mb", type=int, default=None,
                     help="the evaluator's keep_data_mb (default: its own; 0 = stream the images every scoring)")
     ap.add_argument("--finals-from", default=None,
@@ -530,6 +541,8 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     dataset = resolve_dataset(args.dataset, work)
     dataset.update(args.dataset_options)
+    if args.supernet_val_images is None:
+        args.supernet_val_images = default_val_images(dataset)
     configs = sample_architectures(space_pkg.load_space(args.space), args.n, args.sample_seed)
     results = Results(work / "results.jsonl")
     print(f"{len(configs)} architectures; results in {work / 'results.jsonl'}", flush=True)

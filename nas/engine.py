@@ -42,6 +42,7 @@ optimiser state), an adopted one from its own. Optuna internals: only through `n
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
@@ -188,6 +189,7 @@ class SearchEngine:
 
     def _open(self) -> None:
         s = self.session = open_session(self.spec, self.run_dir)
+        self.spec = s.spec    # a resume may keep stored evaluator settings the file leaves unset
         self.progress.counts = s.trials_count
         self.recorder = Recorder(s.study, self.objectives, self.budgets, s.constraint_names,
                                  s.named_constraints)
@@ -226,6 +228,10 @@ class SearchEngine:
             waiting = sum(t.state == TrialState.WAITING for t in trials)
             self._emit(f"resuming {self.session.storage_label}: {self.progress.done} trials finished, "
                        f"{len(running)} left running, {waiting} queued")
+            if self.session.kept_settings:
+                self._emit("evaluator settings the study file leaves unset keep the stored study's "
+                           "values (this version's defaults differ): " + ", ".join(
+                               f"{k}={json.dumps(v, default=str)}" for k, v in self.session.kept_settings.items()))
         try:
             self._adopt(running)
             if running:      # adoption may have re-queued trials

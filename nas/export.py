@@ -259,9 +259,12 @@ def supernet_start(study, from_supernet) -> SupernetStart:
     # the study's own scoring settings when it scored with this supernet (its data set, validation
     # subset and resolution too), so the inherited-weight accuracy is measured as the score was
     keys = ("bn_recalibration_batches", "batch_size", "eval_batch_size", "dataset", "val_images", "resolution")
+    scoring = {}
+    if same:   # a study stored before val_images existed (or with it None) validated every image
+        scoring = {k: stored[k] for k in keys if stored.get(k) is not None}
+        scoring["val_images"] = stored.get("val_images")
     try:
-        ev = get_evaluator("supernet", {"weights": folder, **({k: stored[k] for k in keys if stored.get(k) is not None}
-                                                              if same else {})})
+        ev = get_evaluator("supernet", {"weights": folder, **scoring})
     except ValueError as e:
         raise ExportError(f"--from-supernet {folder}: {e}") from None
     return SupernetStart(folder=folder, card=card, scoring={k: ev.settings[k] for k in keys})

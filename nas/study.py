@@ -414,6 +414,13 @@ class StudySpec:
     def __getattr__(self, name: str):   # spec.objectives, spec.directions, ... read through
         return getattr(self.file, name)
 
+    def with_evaluator_settings(self, settings: dict) -> "StudySpec":
+        """This study with `settings` added to its evaluator's (a resume keeping stored values)."""
+        e = self.file.evaluator
+        evaluator = EvaluatorSettings(name=e.name, **{**e.settings, **settings})
+        return StudySpec(self.file.model_copy(update={"evaluator": evaluator}), self.path, self.text,
+                         self.space, self.space_dict, self._label)
+
     @property
     def label(self) -> str:
         return self._label or (str(self.path) if self.path else f"study {self.file.name!r}")

@@ -14,8 +14,11 @@ the same number of classes. Both splits are decoded and preprocessed once per pr
 memory as model-input tensors when each takes at most `keep_data_mb` MB (the same batches as
 streaming them, `nas.supernet.score.KeptSplit`), so a worker scoring many architectures pays
 only their forward passes. `val_images: N` validates on a fixed class-balanced subset of N
-validation images (the data set's `val_size`; the same images for every trial), cheaper and
-noisier. Measured ranking fidelity and cost of each setting: docs/supernet.md.
+validation images (the data set's `val_size`; the same images for every trial). The default is
+300 (a validation split of at most 300 images is validated whole; `val_images: all` validates
+every image): on docs/supernet.md's sets 300 images ranked the architectures as the whole split
+did, and a scoring's cost is its number of images, while a rung-1 epoch's grows with the training
+split. Measured ranking fidelity and cost of each setting: docs/supernet.md.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import torch
 from . import (Evaluator, Setting, TrialError, dataset, dataset_record, fit_to_data, integer,
                resolution, resolve_settings)
 
+DEFAULT_VAL_IMAGES = 300
+
 SCHEMA = {
     "weights": Setting(None, lambda k, v: _weights_setting(k, v)),
     "dataset": Setting(None, dataset),
@@ -40,7 +45,9 @@ SCHEMA = {
     "resolution": Setting(None, resolution),
     "threads": Setting(None, integer(1)),
     "keep_data_mb": Setting(256, integer(0)),
-    "val_images": Setting(None, lambda k, v: None if v is None else integer(1)(k, v)),
+    # 300 class-balanced validation images ranked as the whole split on the digits (360) and on
+    # photo-regions (1,200), docs/supernet.md; `all` (or null) validates every image
+    "val_images": Setting(DEFAULT_VAL_IMAGES, lambda k, v: None if v in (None, "all") else integer(1)(k, v)),
 }
 
 _LOADED: dict[tuple, Any] = {}   # (weights file, mtime, size) -> Supernet, one per process
@@ -66,8 +73,8 @@ class SupernetEvaluator(Evaluator):
     inherited running averages), batch_size (32, images a re-estimation batch), eval_batch_size (256),
     resolution (default: the card's), threads (torch threads; none = leave), keep_data_mb (256:
     keep each split's preprocessed images in memory when they take at most this many MB; 0 =
-    stream them for every trial), val_images (none = the whole validation split; N = a fixed
-    class-balanced subset of N images)."""
+    stream them for every trial), val_images (300: a fixed class-balanced subset of at most 300
+    validation images; N: of N, more than the split holds is refused; all: the whole split)."""
 
     name = "supernet"
     metric = "accuracy"
@@ -80,6 +87,8 @@ class SupernetEvaluator(Evaluator):
         self.card = _read_card(resolved["weights"])
         if resolved["dataset"] is None:
             resolved["dataset"] = self.card["dataset_settings"]
+        if "val_images" not in (settings or {}):
+            resolved["val_images"] = _default_val_images(resolved["dataset"])
         if resolved["val_images"] is not None:
             resolved["dataset"] = _with_val_images(resolved["dataset"], resolved["val_images"])
         if resolved["resolution"] is None:
@@ -155,6 +164,17 @@ class SupernetEvaluator(Evaluator):
                           for split in (data.train, data.val))
             self._kept[key] = Dataset(train, val, data.num_classes, data.class_names, data.description)
         return self._kept[key]
+
+
+def _default_val_images(dataset: Mapping[str, Any]) -> int | None:
+    """The default validation subset for this data set: DEFAULT_VAL_IMAGES images, or None (the
+    whole split) where the data set already fixes fewer, picks per class, or is generated
+    (a procedural set's `val_size` is how many images it makes, not a subset)."""
+    if dataset.get("kind", "procedural") == "procedural" or dataset.get("val_per_class") is not None:
+        return None
+    if dataset.get("val_size") is not None and dataset["val_size"] <= DEFAULT_VAL_IMAGES:
+        return None
+    return DEFAULT_VAL_IMAGES
 
 
 def _with_val_images(dataset: Mapping[str, Any], count: int) -> dict:

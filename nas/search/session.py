@@ -4,7 +4,9 @@ study attributes, evaluator and sampler, into one frozen `Session`.
 A resume is refused (`StudyMismatch`, one line) when the study file changed what the stored study
 was run with: objectives, budgets, space, evaluator settings, the latency settings or the device
 latencies were measured on. A setting added to the study file since the study was stored
-compares as its default, so an old study resumes when nothing really changed.
+compares as its default, so an old study resumes when nothing really changed; an evaluator setting
+the study file leaves unset keeps the stored study's value (a default changed since: the study
+goes on scoring as it began).
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ class Session:
     evaluator: Any               # None: every objective is known without training
     rung_budgets: tuple          # (None,) without successive halving
     driver_id: str
+    kept_settings: dict          # evaluator settings unset in the file, kept at the stored study's
 
     @property
     def budgets(self) -> dict:
@@ -130,12 +133,16 @@ def open_session(spec: StudySpec, run_dir: Path) -> Session:
     else:
         study.set_metric_names(list(spec.objectives))
     evaluator, rungs = _build_evaluator(spec)
+    kept = {}
+    if resumed:
+        spec, evaluator, rungs, kept = _keep_stored_settings(spec, study.user_attrs.get("evaluator"),
+                                                             evaluator, rungs)
     _store_study_attrs(spec, study, resumed, evaluator, trials_count)
     (run_dir / STUDY_FILE_COPY).write_text(_dump_yaml(spec.resolved()))
     return Session(spec=spec, run_dir=run_dir, storage=storage, storage_label=label, study=study,
                    resumed=resumed, trials_count=trials_count, constraint_names=tuple(names),
                    named_constraints=named, evaluator=evaluator, rung_budgets=tuple(rungs),
-                   driver_id=f"{socket.gethostname()}:{run_dir}")
+                   driver_id=f"{socket.gethostname()}:{run_dir}", kept_settings=kept)
 
 
 def _create_study(spec: StudySpec, run_dir: Path, storage) -> tuple[optuna.Study, bool]:
@@ -242,6 +249,30 @@ def _build_evaluator(spec: StudySpec):
     return evaluator, rungs if spec.successive_halving.enabled and len(rungs) > 1 else [None]
 
 
+def _keep_stored_settings(spec: StudySpec, stored, evaluator, rungs):
+    """(spec, evaluator, rungs, kept): a resumed study scores as it began. A built-in evaluator's
+    setting the study file leaves unset whose default now resolves otherwise than the stored
+    study's value (a default changed since: `supernet`'s `val_images`) keeps the stored value
+    (None where the stored study predates the setting); the spec returned carries it to the
+    workers. Unchanged when nothing differs, or when the stored values no longer build (the
+    comparison that follows then refuses the resume, naming them)."""
+    e = spec.evaluator
+    if evaluator is None or not isinstance(stored, dict) or stored.get("name") != e.name \
+            or e.metric is None:
+        return spec, evaluator, rungs, {}
+    old, now = jsonable(stored), jsonable(evaluator.settings)
+    kept = {k: old.get(k) for k in now
+            if k not in e.settings and k not in SETTINGS_NOT_SCORED and old.get(k) != now[k]}
+    if not kept:
+        return spec, evaluator, rungs, {}
+    resumed_spec = spec.with_evaluator_settings(kept)
+    try:
+        evaluator, rungs = _build_evaluator(resumed_spec)
+    except SearchError:
+        return spec, evaluator, rungs, {}
+    return resumed_spec, evaluator, rungs, kept
+
+
 # evaluator settings that change how inputs are loaded, never a score: a resume may change them
 SETTINGS_NOT_SCORED = frozenset({"keep_data_mb"})
 
@@ -255,6 +286,15 @@ def _same_evaluator(stored, now) -> bool:
     return all(old.get(k) == new.get(k) for k in (set(old) | set(new)) - SETTINGS_NOT_SCORED)
 
 
+def _differences(stored, now) -> str:
+    """`key: stored X, now Y` for each scored setting that differs (one line, shortened)."""
+    if not isinstance(stored, dict) or not isinstance(now, dict):
+        return f"stored: {_short(stored)}"
+    old, new = jsonable(stored), jsonable(now)
+    keys = sorted(k for k in (set(old) | set(new)) - SETTINGS_NOT_SCORED if old.get(k) != new.get(k))
+    return "; ".join(f"{k}: stored {_short(old.get(k), 60)}, now {_short(new.get(k), 60)}" for k in keys)
+
+
 def _store_study_attrs(spec: StudySpec, study: optuna.Study, resumed: bool, evaluator,
                        trials_count: str) -> None:
     attrs = study.user_attrs
@@ -264,7 +304,7 @@ def _store_study_attrs(spec: StudySpec, study: optuna.Study, resumed: bool, eval
         ev = {"name": spec.evaluator.name, **jsonable(settings)}
     if resumed and "evaluator" in attrs and not _same_evaluator(attrs["evaluator"], ev):
         raise StudyMismatch(f"{spec.label}: evaluator settings differ from those the stored "
-                            f"study was run with (stored: {_short(attrs['evaluator'])}); restore "
+                            f"study was run with ({_differences(attrs['evaluator'], ev)}); restore "
                             "them or use another --run-dir")
     if resumed and "objectives" in attrs:
         return

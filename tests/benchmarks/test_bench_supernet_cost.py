@@ -36,6 +36,15 @@ def test_results_keys_of_the_scoring_settings():
     assert bench.epoch1_job(sn, _args(supernet_keep_data_mb=0)) == "epoch1/0:streamed"
 
 
+def test_the_validation_images_default_to_the_evaluators(tmp_path):
+    """Without --supernet-val-images the bench scores as the evaluator would (at most 300 images
+    of a folder data set; every image of a generated one: 0)."""
+    bench = _bench()
+    assert bench.default_val_images({"kind": "imagefolder", "path": str(tmp_path)}) == 300
+    assert bench.default_val_images({"kind": "imagefolder", "path": str(tmp_path), "val_size": 200}) == 0
+    assert bench.default_val_images({"kind": "procedural"}) == 0
+
+
 def _burn(seconds: float, done=None, leave=None) -> None:
     end = time.process_time() + seconds
     while time.process_time() < end:

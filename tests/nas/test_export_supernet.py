@@ -282,3 +282,19 @@ def test_inherited_accuracy_is_the_studys_score_under_its_own_scoring_settings(s
     record = result.meta["weights"]["supernet"]
     assert record["validated_on"]["images"] == 10
     assert (record["inherited_accuracy"], record["inherited_val_loss"]) == (score["score"], score["val_loss"][0])
+
+
+def test_a_study_stored_before_the_validation_default_is_measured_on_every_image(
+        supernet_dir, tmp_path, monkeypatch):
+    """The `supernet` evaluator validates a subset by default now (`val_images`); a study stored
+    without the key validated the whole split, so its export still does."""
+    import nas.evaluators.supernet as sn_evaluator
+
+    monkeypatch.setattr(sn_evaluator, "_default_val_images", lambda dataset: 10)
+    evaluator = {"name": "supernet", "weights": str(supernet_dir), "bn_recalibration_batches": 2,
+                 "batch_size": 8, "dataset": dict(SN_DATA)}
+    run = make_study(tmp_path / "before", evaluator=evaluator)
+    study = open_study(run)[0]
+    result = export_trial(study, study.trials[1], tmp_path / "out", run_dir=run, onnx=False, pt2=False,
+                          from_supernet=True)
+    assert result.meta["weights"]["supernet"]["validated_on"]["images"] == SN_DATA["val_size"]

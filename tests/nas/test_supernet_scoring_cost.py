@@ -95,11 +95,38 @@ def test_a_split_over_the_memory_limit_is_streamed(trained, fresh_data):  # noqa
     assert 0.0 <= ev.evaluate(config, seed=0)["score"] <= 1.0
 
 
-def test_the_default_scoring_is_the_measured_one(trained):  # noqa: F811
-    """docs/supernet.md "Cost": BN re-estimated on 4 x 32 images, every validation image, the
-    data kept in memory; the setting whose ranking fidelity was measured equal to 4 x 64."""
+def test_the_default_scoring_is_the_measured_one(trained, folder_with_a_bad_image):  # noqa: F811
+    """docs/supernet.md "Cost": BN re-estimated on 4 x 32 images, at most 300 validation images,
+    the data kept in memory; the settings whose ranking fidelity was measured equal to 4 x 64 and
+    to every validation image. The card's data set here is procedural (its val_size is how many
+    images it generates, not a subset): validated whole."""
     s = get_evaluator("supernet", {"weights": str(trained / "sn")}).settings
     assert (s["bn_recalibration_batches"], s["batch_size"], s["val_images"], s["keep_data_mb"]) == (4, 32, None, 256)
+    folder = get_evaluator("supernet", {"weights": str(trained / "sn"), "dataset": folder_with_a_bad_image}).settings
+    assert folder["val_images"] == 300 and folder["dataset"]["val_size"] == 300
+
+
+@pytest.mark.parametrize("dataset, expected", [
+    ({"kind": "imagefolder", "path": "/d"}, 300),                       # a subset of at most 300
+    ({"kind": "imagefolder", "path": "/d", "val_size": 1000}, 300),
+    ({"kind": "cifar", "path": "/d"}, 300),
+    ({"kind": "imagefolder", "path": "/d", "val_size": 300}, None),     # already as small
+    ({"kind": "imagefolder", "path": "/d", "val_size": 120}, None),
+    ({"kind": "imagefolder", "path": "/d", "val_per_class": 20}, None),  # picked per class
+    ({"kind": "procedural", "val_size": 1000}, None),                   # generated, not a subset
+    ({"val_size": 1000}, None),                                         # procedural by default
+])
+def test_the_default_validation_subset(dataset, expected):
+    from nas.evaluators.supernet import _default_val_images
+
+    assert _default_val_images(dataset) == expected
+
+
+def test_val_images_all_validates_every_image(trained, folder_with_a_bad_image):  # noqa: F811
+    for every in ("all", None):
+        s = get_evaluator("supernet", {"weights": str(trained / "sn"), "dataset": folder_with_a_bad_image,
+                                       "val_images": every}).settings
+        assert s["val_images"] is None and "val_size" not in s["dataset"]
 
 
 def test_val_images_validates_on_a_fixed_subset(trained, fresh_data):  # noqa: F811
