@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import sys
@@ -456,12 +457,16 @@ def supernet_lines(sn: dict | None) -> list[str]:
     if not sn:
         return []
     card = sn["card"]
+    if math.isnan(sn["full_s"]):   # trainings imported with --finals-from carry no timings
+        against = ("(the stand-alone trainings were imported with --finals-from: their time is not "
+                   "known here)")
+    else:
+        against = (f"= {sn['training_equivalent']:.1f} stand-alone trainings of {sn['full_s']:.1f} s by wall time, "
+                   f"{sn['training_equivalent_cpu']:.1f} by CPU time ({card.get('cpu_s', float('nan')) / 60:.1f} "
+                   f"CPU-min against {sn['epochs']} x the median rung-1 epoch)")
     lines = ["", "Supernet (issue 19):", "",
              f"- Trained {sn['supernet_epochs']} epochs ({card['rule']} rule, {card['random_subnets']} random "
-             f"sub-networks a step) in {sn['supernet_wall_s'] / 60:.1f} min = "
-             f"{sn['training_equivalent']:.1f} stand-alone trainings of {sn['full_s']:.1f} s by wall time, "
-             f"{sn['training_equivalent_cpu']:.1f} by CPU time ({card.get('cpu_s', float('nan')) / 60:.1f} CPU-min "
-             f"against {sn['epochs']} x the median rung-1 epoch); load during training: "
+             f"sub-networks a step) in {sn['supernet_wall_s'] / 60:.1f} min {against}; load during training: "
              + "; ".join(f"{s['load_start']} -> {s.get('load_end')}" for s in card["sessions"]) + ".",
              f"- Scoring one architecture: {sn['score_s']:.2f} s median with BN re-estimation "
              f"({sn['score_cpu_s']:.2f} CPU-s against {sn['epoch_cpu_s']:.2f} for the epoch), "

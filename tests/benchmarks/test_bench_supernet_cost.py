@@ -75,3 +75,19 @@ def test_tree_cpu_counts_the_children():
     finally:
         leave.set()
         child.join()
+
+
+def test_imported_trainings_give_no_training_equivalent():
+    """With the finals imported (--finals-from) there is no training time to compare the
+    supernet's with: the line says so instead of printing nan."""
+    bench, nan = _bench(), float("nan")
+    sn = {"card": {"rule": "sandwich", "random_subnets": 2, "sessions": [{"load_start": 1.0, "load_end": 2.0}],
+                   "cpu_s": 60.0},
+          "supernet_epochs": 4, "supernet_wall_s": 120.0, "full_s": nan, "training_equivalent": nan,
+          "training_equivalent_cpu": nan, "epochs": 4, "score_s": 0.5, "score_cpu_s": 0.4, "epoch_cpu_s": 2.0,
+          "inherited_score_s": 0.3, "epoch_s": 2.5, "speedup_vs_epoch": 5.0, "cpu_speedup_vs_epoch": 5.0,
+          "paired": 3, "n": 20, "rank_error": {}}
+    imported = "\n".join(bench.supernet_lines(sn))
+    assert "nan" not in imported and "imported with --finals-from" in imported
+    sn.update(full_s=40.0, training_equivalent=3.0, training_equivalent_cpu=7.5)
+    assert "= 3.0 stand-alone trainings of 40.0 s by wall time, 7.5 by CPU time" in "\n".join(bench.supernet_lines(sn))
