@@ -231,7 +231,7 @@ class SearchEngine:
             if self.session.kept_settings:
                 self._emit("evaluator settings the study file leaves unset keep the stored study's "
                            "values (this version's defaults differ): " + ", ".join(
-                               f"{k}={json.dumps(v, default=str)}" for k, v in self.session.kept_settings.items()))
+                               f"{k}={_brief(v)}" for k, v in self.session.kept_settings.items()))
         try:
             self._adopt(running)
             if running:      # adoption may have re-queued trials
@@ -824,3 +824,9 @@ def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
+
+
+def _brief(value, limit: int = 60) -> str:
+    """A setting's value as JSON on part of one line."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[:limit] + "..."
