@@ -26,3 +26,18 @@ def check_device(text: str, option: str = "--device", allow_auto: bool = True) -
             raise click.BadParameter(f"{text!r}: this machine has {count} CUDA device(s), "
                                      f"cuda:0..cuda:{count - 1}", param_hint=option)
     return text
+
+
+def yaml_mapping(ctx, param, text):
+    """A click callback: the option's YAML mapping (`{}` when not given); BadParameter otherwise."""
+    import yaml
+
+    if text is None:
+        return {}
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise click.BadParameter(f"{text!r} must be a YAML mapping, e.g. '{{batch_size: 32}}'")
+    return value

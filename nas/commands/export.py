@@ -8,6 +8,8 @@ import json
 
 import click
 
+from ._options import yaml_mapping
+
 
 @click.command("export")
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False))
@@ -43,6 +45,9 @@ import click
                    "mapping (default: the study's data set).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="With --train: epochs (default: the study evaluator's, else 10).")
+@click.option("--train-settings", callback=yaml_mapping, default=None, metavar="YAML",
+              help="With --train: train-evaluator settings over the study's, e.g. '{lr: 5.0e-4, "
+                   "warmup_epochs: 0}' (fine-tuning from --from-supernet weights: docs/supernet.md).")
 @click.option("--device", default="cpu", show_default=True, help="With --train: cpu, cuda or cuda:N.")
 @click.option("--seed", default=0, show_default=True,
               help="Seed of freshly initialised weights and of --train.")
@@ -58,7 +63,8 @@ import click
               help="Study name (needed when the storage holds several).")
 @click.option("--json", "as_json", is_flag=True, help="Print config.json's summary as JSON.")
 def command(run_dir, trial, best, top, knee, objective, under, out, overwrite, train, from_supernet,
-            dataset, epochs, device, seed, no_onnx, no_pt2, latency, storage, study_name, as_json):
+            dataset, epochs, train_settings, device, seed, no_onnx, no_pt2, latency, storage,
+            study_name, as_json):
     """Write a model directory for one trial (or --top K): config.json, weights (safetensors,
     train and re-parameterised), model.pt2 (torch.export), model.onnx and a model card
     (README.md); every program checked against the eager model.
@@ -75,7 +81,8 @@ def command(run_dir, trial, best, top, knee, objective, under, out, overwrite, t
         raise click.UsageError("--dataset with --from-supernet is the --train data set; batch norm is "
                                "re-estimated on the data set the supernet scores with (the study's "
                                "supernet evaluator's, else its card's): add --train or drop --dataset")
-    _check_usage(trial, best, top, knee, objective, under, train, dataset, epochs, run_dir, storage)
+    _check_usage(trial, best, top, knee, objective, under, train, dataset or train_settings, epochs,
+                 run_dir, storage)
     if train:
         check_device(device, allow_auto=False)
 
@@ -98,7 +105,7 @@ def command(run_dir, trial, best, top, knee, objective, under, out, overwrite, t
             stored = study.user_attrs.get("evaluator") or {}
             default_epochs = stored.get("epochs", 10) if stored.get("name", "train") == "train" else 10
             spec = TrainSpec(epochs=epochs or int(default_epochs), dataset=parse_dataset(dataset),
-                             device=device)
+                             device=device, settings=train_settings)
         for picked, why in chosen:
             log(f"selected trial {picked.number}: {why}")
             target = out
@@ -125,7 +132,7 @@ def _check_usage(trial, best, top, knee, objective, under, train, dataset, epoch
     if knee and objective:
         raise click.UsageError("--knee weighs every objective; --objective ranks for --best/--top")
     if not train and (dataset or epochs):
-        raise click.UsageError("--dataset and --epochs set the --train schedule; add --train")
+        raise click.UsageError("--dataset, --epochs and --train-settings set the --train schedule; add --train")
     if run_dir is None and storage is None:
         raise click.UsageError("give RUN_DIR or --storage URL")
 

@@ -12,7 +12,7 @@ import click
 
 from nas import sample_sets as _sample_sets
 
-from ._options import check_device
+from ._options import check_device, yaml_mapping
 
 SAMPLE_SETS = tuple(_sample_sets.SAMPLE_SETS)   # the names `--dataset` takes for a sample set
 
@@ -35,20 +35,6 @@ def parse_dataset(text: str, out_dir: str) -> dict:
     if not isinstance(value, dict):
         raise click.BadParameter(f"{text!r} is not {', '.join(SAMPLE_SETS)}, a folder, or a dataset "
                                  "mapping like '{kind: imagefolder, path: DIR}'", param_hint="--dataset")
-    return value
-
-
-def _yaml_mapping(ctx, param, text):
-    import yaml
-
-    if text is None:
-        return {}
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = None
-    if not isinstance(value, dict):
-        raise click.BadParameter(f"{text!r} must be a YAML mapping, e.g. '{{batch_size: 32}}'")
     return value
 
 
@@ -112,7 +98,7 @@ def command():
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resolution", type=click.IntRange(min=32), default=None,
               help="Training resolution (default: the space's).")
-@click.option("--train-settings", callback=_yaml_mapping, default=None,
+@click.option("--train-settings", callback=yaml_mapping, default=None,
               help="Train-evaluator settings (YAML), e.g. '{batch_size: 32, lr: 2.0e-3}'.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads.")
 @click.option("--device", default="cpu", show_default=True)

@@ -298,3 +298,22 @@ def test_a_study_stored_before_the_validation_default_is_measured_on_every_image
     result = export_trial(study, study.trials[1], tmp_path / "out", run_dir=run, onnx=False, pt2=False,
                           from_supernet=True)
     assert result.meta["weights"]["supernet"]["validated_on"]["images"] == SN_DATA["val_size"]
+
+
+def test_fine_tuning_settings_reach_the_training(run_dir, supernet_dir, tmp_path):
+    """`--train-settings` (e.g. a smaller learning rate for fine-tuning inherited weights) goes
+    over the study's train settings and is recorded with the weights; bad use is one line."""
+    def export(*args):
+        return CliRunner().invoke(main, ["export", str(run_dir), "--trial", "0", "--no-onnx", "--no-pt2",
+                                         *map(str, args)])
+
+    out = tmp_path / "tuned"
+    result = export("--from-supernet", supernet_dir, "--train", "--epochs", "1", "--dataset",
+                    "{kind: procedural, train_size: 16, val_size: 16}",
+                    "--train-settings", "{lr: 5.0e-4, warmup_epochs: 0, batch_size: 8}", "-o", out)
+    assert result.exit_code == 0, result.output
+    settings = json.loads((out / "config.json").read_text())["weights"]["settings"]
+    assert (settings["lr"], settings["warmup_epochs"], settings["batch_size"]) == (5.0e-4, 0, 8)
+    _one_error(export("--train-settings", "{lr: 1.0e-4}"), 2, "--train-settings", "add --train")
+    _one_error(export("--train", "--train-settings", "[1, 2]"), 2, "must be a YAML mapping")
+    _one_error(export("--train", "--train-settings", "{lr: -1}", "-o", tmp_path / "bad"), 1, "lr")
