@@ -26,6 +26,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from itertools import combinations
 from pathlib import Path
 
@@ -104,9 +105,9 @@ def trained_signals(rows: dict, hashes: list[str], seeds: list[int], rungs, loss
     return [s for s in out if s.values is not None]
 
 
-def seed_free_signals(rows: dict, hashes: list[str]) -> list[Signal]:
-    """Every supernet job with a row for each architecture (named by its job key), the zero-cost
-    proxies, params and multiply-adds."""
+def seed_free_signals(rows: dict, hashes: list[str], jobs=None) -> list[Signal]:
+    """Every supernet job with a row for each architecture (named by its job key; only those
+    matching a pattern of `jobs` when given), the zero-cost proxies, params and multiply-adds."""
     def column(job: str, field: str, sign: float = 1.0):
         got = [rows.get((h, job)) for h in hashes]
         if any(r is None or r.get(field) is None for r in got):
@@ -114,7 +115,8 @@ def seed_free_signals(rows: dict, hashes: list[str]) -> list[Signal]:
         return sign * np.array([r[field] for r in got], float)
 
     out = []
-    for job in sorted({j for _, j in rows if j.startswith("supernet:")}):
+    supernet_jobs = sorted({j for _, j in rows if j.startswith("supernet:")})
+    for job in (j for j in supernet_jobs if not jobs or any(fnmatch(j, p) for p in jobs)):
         for field, sign, label in SUPERNET_FIELDS:
             out.append(Signal(f"{label} (`{job}`)", column(job, field, sign), f"{job}|{field}"))
     out += [Signal(p, column(p, "score"), p) for p in PROXIES]
@@ -173,7 +175,11 @@ def resamples(n: int, count: int, seed: int):
 
 
 def interval(values) -> tuple[float, float]:
-    lo, hi = np.nanpercentile(np.array(values, float), [5, 95])
+    """The 90 % interval of the defined values (nan, nan when none is: a constant signal)."""
+    values = np.array(values, float)
+    if not np.isfinite(values).any():
+        return float("nan"), float("nan")
+    lo, hi = np.nanpercentile(values, [5, 95])
     return float(lo), float(hi)
 
 
@@ -231,7 +237,7 @@ def paired_bootstrap(pairs, finals: dict, count: int, seed: int) -> list[tuple]:
         diff = np.array(boot[a.key]) - np.array(boot[b.key])
         diff = diff[np.isfinite(diff)]
         out.append((a, b, left_out_score(a, finals) - left_out_score(b, finals), interval(diff),
-                    float(np.mean(diff >= 0)), len(diff)))
+                    float(np.mean(diff >= 0)) if len(diff) else float("nan"), len(diff)))
     return out
 
 
@@ -259,7 +265,7 @@ def markdown(work: Path, seeds, n: int, table, reliable, boot, notes, count: int
 
 
 def analyse(work: Path, hashes: list[str], seeds=None, rungs=(1, 2), loss_epochs=(1,), count=2000,
-            boot_seed=0) -> str:
+            boot_seed=0, jobs=None) -> str:
     """The whole report for a work folder whose architectures hash to `hashes`."""
     rows = load_rows(work / "results.jsonl")
     found, notes = complete_seeds(rows, hashes)
@@ -272,7 +278,7 @@ def analyse(work: Path, hashes: list[str], seeds=None, rungs=(1, 2), loss_epochs
         raise SystemExit(f"{work / 'results.jsonl'}: {len(found)} seed(s) with every architecture trained; "
                          "at least 2 needed")
     finals = finals_of(rows, hashes, found)
-    signals = trained_signals(rows, hashes, found, rungs, loss_epochs) + seed_free_signals(rows, hashes)
+    signals = trained_signals(rows, hashes, found, rungs, loss_epochs) + seed_free_signals(rows, hashes, jobs)
     table = [(s.name, "per seed" if s.per_seed else "seed-free", left_out_score(s, finals),
               left_out_score(s, finals, kendall), one_other_score(s, finals)) for s in signals]
     reliable = reliability(finals, count, boot_seed)
@@ -292,6 +298,8 @@ def main(argv=None) -> None:
     ap.add_argument("--train-loss-epochs", type=int, nargs="*", default=[1])
     ap.add_argument("--bootstrap", type=int, default=2000, help="resamples of the architectures")
     ap.add_argument("--bootstrap-seed", type=int, default=0)
+    ap.add_argument("--supernet-jobs", nargs="+", default=None, metavar="PATTERN",
+                    help="only these supernet results keys (shell patterns, e.g. 'supernet:*:bn4x32'); default: all")
     ap.add_argument("--out", default=None, help="also write the markdown here")
     args = ap.parse_args(argv)
 
@@ -300,7 +308,7 @@ def main(argv=None) -> None:
 
     configs = sample_architectures(space_pkg.load_space(args.space), args.n, args.sample_seed)
     text = analyse(Path(args.work), [c.config_hash() for c in configs], args.seeds, args.rungs,
-                   args.train_loss_epochs, args.bootstrap, args.bootstrap_seed)
+                   args.train_loss_epochs, args.bootstrap, args.bootstrap_seed, args.supernet_jobs)
     print(text, end="")
     if args.out:
         Path(args.out).write_text(text)

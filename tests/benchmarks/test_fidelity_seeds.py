@@ -90,6 +90,12 @@ def test_the_report_of_a_work_folder(tmp_path):
     cells = [c.strip() for c in row.strip("|").split("|")]
     low = float(cells[3].split(" to ")[0])
     assert low > 0 and float(cells[4]) > 0.95
+    _write_results(tmp_path / "results.jsonl", hashes, truth, finals)
+    with (tmp_path / "results.jsonl").open("a") as f:   # a second supernet job, left out by a pattern
+        f.writelines(json.dumps({"hash": h, "job": "supernet:other:val90", "accuracy": 0.5, "val_loss": 1.0,
+                                 "inherited_accuracy": 0.1, "inherited_val_loss": 2.0}) + "\n" for h in hashes)
+    assert "supernet:other:val90" in tool.analyse(tmp_path, hashes, count=20)
+    assert "supernet:other:val90" not in tool.analyse(tmp_path, hashes, count=20, jobs=["supernet:*:bn4x32"])
 
 
 def test_bad_input_is_one_line(tmp_path):
