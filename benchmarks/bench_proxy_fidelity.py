@@ -496,7 +496,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--space", default="studies/spaces/quickstart.yaml")
     ap.add_argument("--dataset", default="digits",
-                    help="'digits', 'photo-patches', 'photo-regions' (nas.sample_sets) or a dataset mapping (YAML)")
+                    help="'digits', 'photo-patches', 'photo-regions', 'mnist-5k' (nas.sample_sets) or a "
+                         "dataset mapping (YAML)")
     ap.add_argument("--dataset-options", type=yaml.safe_load, default={},
                     help="keys added to the dataset mapping (YAML), e.g. '{train_size: 320}'")
     ap.add_argument("--n", type=int, default=20, help="architectures (>= 20 for a table)")
