@@ -41,7 +41,6 @@ SUPERNET_FIELDS = (("val_loss", -1.0, "minus supernet validation loss, BN re-est
                    ("accuracy", 1.0, "supernet accuracy, BN re-estimated"),
                    ("inherited_val_loss", -1.0, "minus supernet validation loss, inherited BN statistics"),
                    ("inherited_accuracy", 1.0, "supernet accuracy, inherited BN statistics"))
-RUNG1_LOSS = "minus validation loss at rung 1"
 
 
 @dataclass
