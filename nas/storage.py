@@ -141,11 +141,11 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("synflow", "maximize", "score", "synflow (zero-cost proxy score)", "synflow", "", 1.0, ".4g"),
     Metric("naswot", "maximize", "score", "naswot (zero-cost proxy score)", "naswot", "", 1.0, ".4g"),
     Metric("zico", "maximize", "score", "zico (zero-cost proxy score)", "zico", "", 1.0, ".4g"),
-    Metric("flops", "minimize", "cost", "GMACs (fvcore; the paper's FLOPs)", "GMACs", "GMACs", 1e-9, ".3f"),
-    Metric("flops_paper", "minimize", "cost", "GMACs (paper convention)", "GMACs (paper)", "GMACs", 1e-9, ".3f"),
-    Metric("params", "minimize", "cost", "params (M; deploy model, no aux head)", "params M", "M", 1e-6, ".2f"),
+    Metric("flops", "minimize", "cost", "GMACs (fvcore; the paper's FLOPs)", "GMACs", "GMACs", 1e-9, ".4g"),
+    Metric("flops_paper", "minimize", "cost", "GMACs (paper convention)", "GMACs (paper)", "GMACs", 1e-9, ".4g"),
+    Metric("params", "minimize", "cost", "params (M; deploy model, no aux head)", "params M", "M", 1e-6, ".4g"),
     Metric("latency_ms", "minimize", "measured", "latency (ms, median of round minima)", "latency ms", "ms", 1.0, ".2f"),
-    Metric("memory_mb", "minimize", "cost", "peak activation memory (MiB, batch 1)", "memory MiB", "MiB", 1.0, ".1f"),
+    Metric("memory_mb", "minimize", "cost", "peak activation memory (MiB, batch 1)", "memory MiB", "MiB", 1.0, ".4g"),
 )}
 DIRECTIONS: dict[str, str] = {n: m.direction for n, m in METRICS.items()}
 SCORE_METRICS = tuple(n for n, m in METRICS.items() if m.kind == "score")       # produced by an evaluator

@@ -111,6 +111,15 @@ class StudyData:
             return _storage.dataset_text(evaluator["dataset"]) + " (the study's evaluator setting)"
         return None
 
+    @property
+    def accuracy_from(self) -> str:
+        """How the study's accuracies were measured, for labels: the `supernet` evaluator's are
+        inherited-weight accuracies, not trained ones."""
+        evaluator = self.user_attrs.get("evaluator")
+        if isinstance(evaluator, dict) and evaluator.get("name") == "supernet":
+            return "weights inherited from a supernet, no training"
+        return "proxy training"
+
     @cached_property
     def latency_setting(self) -> dict:
         out = {}

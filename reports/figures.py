@@ -93,7 +93,7 @@ def _layout(fig: go.Figure, title: str | None = None, height: int = 520, **kw) -
 def views(sd: StudyData) -> dict[str, MetricView]:
     names = {o.name for o in sd.objectives} | {"flops", "flops_paper", "params", "latency_ms",
                                               "memory_mb", "accuracy"}
-    return {n: metric_view(n, sd.resolution, sd.latency_setting, sd.dataset) for n in names}
+    return {n: metric_view(n, sd.resolution, sd.latency_setting, sd.dataset, sd.accuracy_from) for n in names}
 
 
 def hover_texts(sd: StudyData) -> pd.Series:

@@ -30,16 +30,17 @@ class MetricView:
 
 
 def metric_view(name: str, resolution=(224, 224), latency: dict | None = None,
-                dataset=None) -> MetricView:
+                dataset=None, accuracy_from: str = "proxy training") -> MetricView:
     """Display settings of metric `name` (`nas.storage.METRICS`) with the study's context in its
     label: input size for compute, batch/device/dtype for latency (`latency`), the data set an
-    accuracy was measured on (`dataset`, a description or settings dict)."""
+    accuracy was measured on (`dataset`, a description or settings dict) and how (`accuracy_from`:
+    proxy training, or weights inherited from a supernet)."""
     metric = METRICS.get(name)
     if metric is None:
         return MetricView(name, name, name, 1.0, ".4g")
     label = metric.label
     if name == "accuracy" and dataset_text(dataset):
-        label = f"top-1 accuracy (%, proxy training on {dataset_text(dataset)})"
+        label = f"top-1 accuracy (%, {accuracy_from} on {dataset_text(dataset)})"
     elif name == "flops":
         label = macs_label(resolution, 1, "fvcore")
     elif name == "flops_paper":

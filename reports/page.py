@@ -174,7 +174,7 @@ def table_html(sd: StudyData, table: pd.DataFrame, table_id: str, caption: str =
     """A sortable table; metric columns shown in display units with the raw value in data-v."""
     if table.empty:
         return f'<p class="muted">{esc(caption or "No rows.")}</p>'
-    views = {c: metric_view(c, sd.resolution, sd.latency_setting, sd.dataset) for c in table.columns}
+    views = {c: metric_view(c, sd.resolution, sd.latency_setting, sd.dataset, sd.accuracy_from) for c in table.columns}
     metric_cols = {"accuracy", "flops", "flops_paper", "params", "latency_ms", "memory_mb", "synflow",
                    "naswot", "zico"} | {o.name for o in sd.objectives}
     head = []
@@ -255,7 +255,8 @@ def build_sections(sd: StudyData) -> list[Section]:
                  f"the {len(rows)} feasible Pareto-optimal trials (COMPLETE, full fidelity, all budgets met; "
                  "presets excluded)")
         units = "; ".join(f"{esc(v.short)}: {esc(v.label)}" for v in
-                          (metric_view(m, sd.resolution, sd.latency_setting, sd.dataset) for m in
+                          (metric_view(m, sd.resolution, sd.latency_setting, sd.dataset,
+                                       sd.accuracy_from) for m in
                            ("accuracy", "flops", "flops_paper", "params", "latency_ms", "memory_mb"))
                           if v.name in df.columns and df[v.name].notna().any())
         table.blocks.append(f'<p class="caption">Click a column header to sort. Rows: {words}. Each row ends '

@@ -67,6 +67,18 @@ def test_accuracy_is_labelled_with_its_data_set(study_dir):
     assert f"top-1 accuracy (%, proxy training on {escape(label)}" in html
 
 
+def test_supernet_scores_are_labelled_as_inherited_weights(make_study):
+    """A study scored by the `supernet` evaluator trained nothing: its accuracies are labelled as
+    inherited-weight accuracies, not proxy training."""
+    run = make_study("sn", n_trials=12, presets=())
+    study, _ = storage.open_study(run)
+    study.set_user_attr("evaluator", {"name": "supernet", "weights": "/sn", "val_images": 300})
+    assert load_study_data(run).accuracy_from == "weights inherited from a supernet, no training"
+    html = build_report(run, out=run.parent / "sn.html").read_text()
+    assert "top-1 accuracy (%, weights inherited from a supernet, no training on " in html
+    assert "proxy training on" not in html
+
+
 @pytest.mark.parametrize("kind", ["truncated", "corrupt"])
 def test_damaged_journal_is_a_one_line_error(make_study, tmp_path, kind):
     """Before: a truncated journal was read silently without its last record (exit 0); a corrupt
