@@ -23,9 +23,10 @@ def parse_dataset(text: str, out_dir: str) -> dict:
     `dataset:` mapping in YAML; BadParameter (one line) otherwise."""
     import yaml
 
+    # paths are stored absolute on the card: a study scoring with the supernet may run elsewhere
     if text in SAMPLE_SETS:
-        return {"kind": "imagefolder",
-                "path": str(_sample_sets.write_sample_set(text, os.path.join(out_dir, "data", text)))}
+        written = _sample_sets.write_sample_set(text, os.path.join(out_dir, "data", text))
+        return {"kind": "imagefolder", "path": os.path.abspath(written)}
     if os.path.isdir(text):
         return {"kind": "imagefolder", "path": os.path.abspath(text)}
     try:
@@ -35,6 +36,8 @@ def parse_dataset(text: str, out_dir: str) -> dict:
     if not isinstance(value, dict):
         raise click.BadParameter(f"{text!r} is not {', '.join(SAMPLE_SETS)}, a folder, or a dataset "
                                  "mapping like '{kind: imagefolder, path: DIR}'", param_hint="--dataset")
+    if isinstance(value.get("path"), str):
+        value["path"] = os.path.abspath(os.path.expanduser(value["path"]))
     return value
 
 

@@ -101,7 +101,9 @@ def test_every_sample_set_is_accepted_by_the_cli_and_the_benchmark(tmp_path, mon
     for name in sample_sets.SAMPLE_SETS:   # record the writer called, write nothing
         monkeypatch.setitem(sample_sets.SAMPLE_SETS, name, lambda root, name=name: written.append(name) or root)
     assert set(CLI_SETS) == set(sample_sets.SAMPLE_SETS) == {"digits", "photo-patches", "photo-regions", "mnist-5k"}
-    for name in CLI_SETS:
-        assert parse_dataset(name, str(tmp_path))["path"].endswith(f"data/{name}")
+    monkeypatch.chdir(tmp_path)
+    for name in CLI_SETS:   # stored absolute on the card: a study may score from elsewhere
+        assert parse_dataset(name, "out")["path"] == str(tmp_path / "out" / "data" / name)
         assert module.resolve_dataset(name, tmp_path)["path"].endswith(name)
     assert written == [n for n in CLI_SETS for _ in range(2)]
+    assert parse_dataset("{kind: imagefolder, path: pets}", "out")["path"] == str(tmp_path / "pets")
