@@ -211,14 +211,14 @@ def reliability(finals: dict, count: int, seed: int) -> list[tuple]:
 
 def comparisons_of(signals: list[Signal]) -> list[tuple[Signal, Signal]]:
     """The bootstrap pairs: each supernet job's loss and accuracy against the rung-1 validation
-    loss, and its loss against params (what the supernet adds over size)."""
+    loss and against params (what the supernet adds over size)."""
     by_key = {s.key: s for s in signals}
     rung1, params, pairs = by_key.get("rung1-val-loss"), by_key.get("params"), []
     for s in signals:
         if s.key.startswith("supernet:") and s.key.split("|")[1] in ("val_loss", "accuracy"):
             if rung1 is not None:
                 pairs.append((s, rung1))
-            if params is not None and s.key.endswith("|val_loss"):
+            if params is not None:
                 pairs.append((s, params))
     return pairs
 
