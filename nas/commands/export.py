@@ -81,7 +81,7 @@ def command(run_dir, trial, best, top, knee, objective, under, out, overwrite, t
         raise click.UsageError("--dataset with --from-supernet is the --train data set; batch norm is "
                                "re-estimated on the data set the supernet scores with (the study's "
                                "supernet evaluator's, else its card's): add --train or drop --dataset")
-    _check_usage(trial, best, top, knee, objective, under, train, dataset or train_settings, epochs,
+    _check_usage(trial, best, top, knee, objective, under, train, dataset, epochs, train_settings,
                  run_dir, storage)
     if train:
         check_device(device, allow_auto=False)
@@ -120,7 +120,8 @@ def command(run_dir, trial, best, top, knee, objective, under, out, overwrite, t
     _print(results, as_json)
 
 
-def _check_usage(trial, best, top, knee, objective, under, train, dataset, epochs, run_dir, storage):
+def _check_usage(trial, best, top, knee, objective, under, train, dataset, epochs, train_settings,
+                 run_dir, storage):
     chosen = [name for name, on in (("--trial N", trial is not None), ("--best", best),
                                     ("--top K", top is not None), ("--knee", knee)) if on]
     if len(chosen) != 1:
@@ -131,8 +132,9 @@ def _check_usage(trial, best, top, knee, objective, under, train, dataset, epoch
                                "--top or --knee, not --trial")
     if knee and objective:
         raise click.UsageError("--knee weighs every objective; --objective ranks for --best/--top")
-    if not train and (dataset or epochs):
-        raise click.UsageError("--dataset, --epochs and --train-settings set the --train schedule; add --train")
+    if not train and (dataset or epochs or train_settings):
+        raise click.UsageError("--dataset, --epochs and --train-settings set the --train schedule; "
+                               "add --train")
     if run_dir is None and storage is None:
         raise click.UsageError("give RUN_DIR or --storage URL")
 
