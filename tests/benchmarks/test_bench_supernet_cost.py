@@ -5,18 +5,15 @@ the loader workers' decoding."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import multiprocessing
 import pathlib
 import time
 
+from support.benchmarks import load_benchmark
+
 
 def _bench():
-    path = pathlib.Path(__file__).parents[2] / "benchmarks" / "bench_proxy_fidelity.py"
-    spec = importlib.util.spec_from_file_location("bench_proxy_fidelity", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_proxy_fidelity")
 
 
 def _args(**changes):

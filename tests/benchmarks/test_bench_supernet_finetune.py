@@ -3,22 +3,19 @@ re-estimated batch norm), the scratch start is not, and a rerun skips what is st
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 import sys
 
 import pytest
 
+from support.benchmarks import load_benchmark
+
 DATA = "{kind: procedural, train_size: 16, val_size: 16}"
 
 
 def _bench():
-    path = pathlib.Path(__file__).parents[2] / "benchmarks" / "bench_supernet_finetune.py"
-    spec = importlib.util.spec_from_file_location("bench_supernet_finetune", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_supernet_finetune")
 
 
 @pytest.fixture(scope="module")

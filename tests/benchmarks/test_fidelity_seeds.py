@@ -4,24 +4,20 @@ credits a signal that ranks the true order over one that is noise."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
-import sys
 
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from support.benchmarks import load_benchmark
+
 ROOT = pathlib.Path(__file__).parents[2]
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("fidelity_seeds", ROOT / "benchmarks" / "fidelity_seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module   # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("fidelity_seeds")
 
 
 def _finals(n=30, seeds=(0, 1, 2, 3), seed=0):

@@ -2,7 +2,6 @@
 process), conditions that can fail, its time budget, and its one-line refusal when the CUDA device
 asked for is not there."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,18 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from support.benchmarks import load_benchmark
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 
 
 def load_script():
-    if "gpu_check" in sys.modules:
-        return sys.modules["gpu_check"]
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module      # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_check")
 
 
 def _dry_run(tmp_path, *extra, env=None):

@@ -12,6 +12,7 @@ import torch
 
 from nas.measure import LatencyCache, device_string, latency_key, measure_latency
 from overlock import OverLoCK, OverLoCKConfig
+from support.benchmarks import load_benchmark
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {"latency_ms", "latency_p90_ms", "latency_spread_ms", "latency_min_ms", "latency_device",
@@ -201,8 +202,6 @@ def test_profile_the_worker_latency_fit_and_the_benchmark_measure_with_one_proto
     """A `profile` reading is comparable with a study's, `latency fit`'s and the benchmark's only
     when all four measure with the same settings. Before: profile timed 50 forwards, a study 30,
     the benchmark 20 after 3 warm-up forwards (a round's minimum of 10 forwards is not one of 6)."""
-    import importlib.util
-
     from click.testing import CliRunner
 
     import nas.measure
@@ -233,9 +232,7 @@ def test_profile_the_worker_latency_fit_and_the_benchmark_measure_with_one_proto
     out = CliRunner().invoke(main, ["latency", "fit", "studies/spaces/quickstart.yaml", "--measurements", "3",
                                     "--resolution", "32", "--threads", "1", "--out", str(tmp_path / "m.json")])
     assert out.exit_code == 0, out.output
-    spec = importlib.util.spec_from_file_location("bench_latency_model", REPO / "benchmarks/bench_latency_model.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_latency_model")
     args = bench.parser().parse_args([])
     calls["benchmark"] = [_effective_protocol({"warmup": args.warmup, "repeats": args.repeats,
                                                "threads": args.threads}, defaults)]

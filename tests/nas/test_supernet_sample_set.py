@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from nas.sample_sets import PHOTO_PATCHES_SIZES, write_photo_patches
+from support.benchmarks import load_benchmark
 
 
 def test_photo_patches_are_an_image_folder_with_disjoint_splits(tmp_path):
@@ -86,17 +87,11 @@ def test_photo_regions_refuse_a_patch_larger_than_a_block_or_too_few_blocks(tmp_
 
 
 def test_every_sample_set_is_accepted_by_the_cli_and_the_benchmark(tmp_path, monkeypatch):
-    import importlib.util
-    import pathlib
-
     from nas import sample_sets
     from nas.commands.supernet import SAMPLE_SETS as CLI_SETS
     from nas.commands.supernet import parse_dataset
 
-    bench = pathlib.Path(__file__).parents[2] / "benchmarks" / "bench_proxy_fidelity.py"
-    spec = importlib.util.spec_from_file_location("bench_proxy_fidelity", bench)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("bench_proxy_fidelity")
     written = []
     for name in sample_sets.SAMPLE_SETS:   # record the writer called, write nothing
         monkeypatch.setitem(sample_sets.SAMPLE_SETS, name, lambda root, name=name: written.append(name) or root)
