@@ -13,7 +13,7 @@ point is the worst feasible accuracy and the largest feasible value of each cost
 
 Each strategy is a study-file `sampler:` setting (`default` = no `sampler` key); each is run for
 `--seeds` seeds through `SearchEngine` (one local Ray for the whole process, studies sequential,
-`parallel: 1` so a seed's run is reproducible), with an evaluator that returns the landscape's
+`parallel: 1` so a seed's run is reproducible; `--parallel N`: N trials at once), with an evaluator that returns the landscape's
 accuracy at once. A study's hypervolume after k trials is that of its first k trained (counted)
 trials' feasible results, against the exact one. Random search is always run beside the others.
 
@@ -203,7 +203,7 @@ def strategy_label(sampler: dict | None) -> str:
 
 # ----------------------------------------------------------------------------------- one run
 def study_mapping(scenario: Scenario, landscape: str, sampler: dict | None, seed: int, trials: int,
-                  out: Path, noise_sd: float = 0.0) -> dict:
+                  out: Path, noise_sd: float = 0.0, parallel: int = 1, cpus: float = 2.0) -> dict:
     name = re.sub(r"[^A-Za-z0-9_.-]", ".", f"se-{scenario.name}-{landscape}-{seed}")
     evaluator = {"name": EVALUATOR, "landscape": landscape}
     if noise_sd:
@@ -211,7 +211,8 @@ def study_mapping(scenario: Scenario, landscape: str, sampler: dict | None, seed
     data = {"name": name, "space": str(REPO / scenario.space),
             "objectives": list(scenario.objectives), "constraints": dict(scenario.constraints),
             "evaluator": evaluator, "seed": seed,
-            "trials": trials, "trials_count": "trained", "parallel": 1, "resources": {"cpus": 1},
+            "trials": trials, "trials_count": "trained", "parallel": parallel,
+            "resources": {"cpus": 1 if parallel == 1 else cpus / parallel},
             "fvcore_check_every": 0, "output_dir": str(out)}
     if sampler is not None:
         data["sampler"] = dict(sampler)
@@ -246,7 +247,8 @@ def fvcore_check_off(off: bool = True):
 
 
 def run_study(scenario: Scenario, landscape: str, sampler: dict | None, seed: int, trials: int,
-              exact: ExactFront, workdir: str | None = None, noise_sd: float = 0.0) -> dict:
+              exact: ExactFront, workdir: str | None = None, noise_sd: float = 0.0, parallel: int = 1,
+              cpus: float = 2.0) -> dict:
     """Run one study through the engine and measure it against the exact front."""
     import optuna
 
@@ -255,7 +257,8 @@ def run_study(scenario: Scenario, landscape: str, sampler: dict | None, seed: in
 
     out = Path(tempfile.mkdtemp(prefix="bench-se-", dir=workdir))
     try:
-        spec = parse_study(study_mapping(scenario, landscape, sampler, seed, trials, out, noise_sd),
+        spec = parse_study(study_mapping(scenario, landscape, sampler, seed, trials, out, noise_sd,
+                                         parallel, cpus),
                            label="bench")
         t0 = time.perf_counter()
         _search_engine()(spec).run()
@@ -472,14 +475,16 @@ def _run_studies(args, results: Path, done: dict, strategies: list, fvcore_off: 
                 for label, landscape, sd in variants:
                     exact = fronts[landscape]
                     for sampler in strategies:
-                        key = (scenario.name, label, strategy_label(sampler), seed, args.trials)
+                        key = (scenario.name, label, strategy_label(sampler) + (
+                            f"|parallel={args.parallel}" if args.parallel > 1 else ""), seed, args.trials)
                         if key in done:
                             rows.append(done[key])
                             continue
                         if executor is None:            # one local Ray for every study of the process
                             executor = Executor(num_cpus=args.cpus)
                             executor.start()
-                        r = run_study(scenario, landscape, sampler, seed, args.trials, exact, args.workdir, sd)
+                        r = run_study(scenario, landscape, sampler, seed, args.trials, exact, args.workdir, sd,
+                                      args.parallel, args.cpus)
                         r.update(fvcore_check=not fvcore_off, workdir=args.workdir or tempfile.gettempdir(),
                                  scenario=scenario.name, landscape=label, noise_sd=sd, strategy=key[2], seed=seed,
                                  target_trials=args.trials, exact_hv=exact.hypervolume,
@@ -512,6 +517,8 @@ def main(argv=None) -> None:
     ap.add_argument("--noise", nargs="+", default=["0"],
                     help="noise levels: a share of the feasible accuracies' variance (0, 0.25, 1) or `real`")
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--parallel", type=int, default=1,
+                    help="trials running at once (each holds --cpus / --parallel CPUs of the local Ray)")
     ap.add_argument("--trials", type=int, default=300)
     ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
     ap.add_argument("--results", default=str(OUT / "results.jsonl"))

@@ -35,7 +35,7 @@ from optuna.trial import TrialState
 from .proposals import (EXACT_METRICS, INVALID_REASON, MAX_UNIFORM_DRAWS, Pricer, Proposal,
                         ProposalError, count)
 
-DEFAULTS = {"n_startup": 10, "candidates": 16, "pool": 192, "explore": 0.0}
+DEFAULTS = {"n_startup": 10, "candidates": 16, "pool": 192, "explore": 0.0, "scored": 4096}
 REFIT_EVERY = 10          # finished trials between two optimisations of a GP's kernel parameters
 ENUMERATE_UP_TO = 5_000   # a space this small is priced whole: the pool is every config within budget
 _MISSING = object()
@@ -237,13 +237,15 @@ def expected_hvi(front: np.ndarray, ref: np.ndarray, mean: np.ndarray, sd: np.nd
         m, s = mean[i:i + step], sd[i:i + step]
         volume = np.ones((len(m), len(lower)))
         for j in range(k):
-            lo, hi = lower[None, :, j], upper[None, :, j]
             mj, sj = m[:, j:j + 1], s[:, j:j + 1]
             if np.all(sj <= 0):
-                side = np.clip(hi - np.maximum(lo, mj), 0, None)
+                side = np.clip(upper[None, :, j] - np.maximum(lower[None, :, j], mj), 0, None)
             else:
-                sj = np.maximum(sj, 1e-12)
-                side = expected_improvement_below(hi, mj, sj) - expected_improvement_below(lo, mj, sj)
+                # the bounds take few distinct values (the front's coordinates): the Gaussian
+                # terms once per value, then gathered per box
+                values, at = np.unique(np.concatenate([lower[:, j], upper[:, j]]), return_inverse=True)
+                gain = expected_improvement_below(values[None, :], mj, np.maximum(sj, 1e-12))
+                side = gain[:, at[len(lower):]] - gain[:, at[:len(lower)]]
             volume *= np.maximum(side, 0.0)
         out[i:i + step] = volume.sum(1)
     return out
@@ -261,7 +263,9 @@ def ehvi(front: np.ndarray, ref: np.ndarray, mean: np.ndarray, sd: np.ndarray,
 class FrontierProposer:
     """The `frontier` strategy (module docstring). Options: `n_startup` uniform trials first,
     `candidates` new candidates per proposal, `pool` candidates drawn at the start, `explore`
-    the share of proposals drawn uniformly from the pool."""
+    the share of proposals drawn uniformly from the pool, `scored` the most candidates scored by
+    one proposal (the newest, which mutate the current front, then a uniform sample of the rest):
+    the pool grows by `candidates` a proposal, and a 1,000-trial study's would be 16,000."""
 
     def __init__(self, space, options: dict, seed: int, directions: Sequence[str],
                  objectives: Sequence[str], pricer: Pricer):
@@ -331,6 +335,7 @@ class FrontierProposer:
         fresh = [c for h, c in self.pool.items() if h not in seen]
         if not fresh:
             return self._uniform(seen, rejected)
+        fresh = self._sample(fresh)
         if self.rng.random() < self.options["explore"]:
             order = self.rng.sample(range(len(fresh)), len(fresh))
         else:
@@ -341,6 +346,16 @@ class FrontierProposer:
             if self._confirmed(fresh[i], rejected):
                 return _proposal(fresh[i], rejected)
         return self._uniform(seen, rejected)
+
+    def _sample(self, fresh: list) -> list:
+        """At most `scored` candidates: the newest (the pool keeps insertion order), then a
+        uniform sample of the older ones."""
+        limit = self.options["scored"]
+        if len(fresh) <= limit:
+            return fresh
+        newest = self.options["candidates"] * 8
+        older = fresh[:-newest]
+        return self.rng.sample(older, limit - newest) + fresh[-newest:]
 
     def _confirmed(self, cand: dict, rejected: dict) -> bool:
         """The pricer's last check before a candidate becomes a trial (its latency, which may be
