@@ -1,6 +1,6 @@
 """One command for a GPU: is the model right there, how fast is it, how fast does it train.
 
-    python benchmarks/gpu_check.py             # full -> docs/gpu-check.{json,md}
+    python benchmarks/gpu_check.py             # full -> benchmarks/results/gpu-check.{json,md}
     python benchmarks/gpu_check.py --quick     # fewer variants and rounds
     python benchmarks/gpu_check.py --dry-run   # tiny, on the CPU: checks the script, not a GPU
 
@@ -113,7 +113,7 @@ LOGITS_GPU = [("fp32, TF32 off", "fp32", False, False), ("fp32, TF32 on", "fp32"
 LOGITS_CPU = [("fp32, channels_last (CPU vs CPU NCHW)", "fp32", True, False),
               ("fp16 (CPU kernels)", "fp16", False, False), ("bf16 (CPU kernels)", "bf16", False, False)]
 
-# What a dry run on the CPU does not reach (reported in its files, and in docs/gpu.md).
+# What a dry run on the CPU does not reach (reported in its files, and in docs/how-to/gpu.md).
 NOT_REACHED_ON_CPU = [
     "the device against the CPU: (a) compares CPU kernels with each other (layout, fp16, bf16), "
     "never a GPU's logits",
@@ -873,7 +873,7 @@ def parse_args(argv=None):
                          "'not reached' list)")
     ap.add_argument("--device", default=None, help="cuda (default), cuda:N, or cpu (implies --dry-run)")
     ap.add_argument("--out", default=None,
-                    help="output folder (default docs/; runs/gpu-check-dry-run/ for a dry run)")
+                    help="output folder (default benchmarks/results/; runs/gpu-check-dry-run/ for a dry run)")
     ap.add_argument("--budget-s", type=float, default=BUDGET_S, help="wall-clock budget (default 450)")
     ap.add_argument("--parts", default=",".join(PARTS),
                     help=f"comma-separated subset of {','.join(PARTS)}")
@@ -903,7 +903,7 @@ def no_device_line(device: torch.device) -> str | None:
     if not torch.cuda.is_available():
         return (f"gpu_check: no CUDA device: torch {torch.__version__} (CUDA build: "
                 f"{torch.version.cuda or 'none'}) sees no GPU. Install a CUDA build of torch "
-                "(docs/gpu.md), or check this script on the CPU with --dry-run.")
+                "(docs/how-to/gpu.md), or check this script on the CPU with --dry-run.")
     count = torch.cuda.device_count()
     if device.index is not None and device.index >= count:
         return (f"gpu_check: --device {device}: this machine has {count} CUDA device(s) "
@@ -977,7 +977,7 @@ def run_isolated(key: str, args, seconds: float, driver: str) -> dict:
 def _run(args, argv) -> int:
     device = torch.device(args.device)
     facts = nvidia_smi_facts() if device.type == "cuda" else {"driver": None}
-    out = Path(args.out or (REPO / "runs" / "gpu-check-dry-run" if args.dry_run else REPO / "docs"))
+    out = Path(args.out or (REPO / "runs" / "gpu-check-dry-run" if args.dry_run else REPO / "benchmarks" / "results"))
     budget = Budget(args.budget_s)
     report = {
         "kind": "overlock-nas gpu check", "version": 2, "dry_run": args.dry_run,

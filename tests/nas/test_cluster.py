@@ -28,7 +28,7 @@ from nas_testing import REPO, session_pids, subprocess_env, write_study
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-DOC = REPO / "docs" / "cluster.md"
+DOC = REPO / "docs" / "how-to" / "cluster.md"
 STEPS = ("token", "settings", "head", "worker", "status", "search", "stop")
 SETTINGS = ("HEAD_IP", "RAY_PORT", "WORKER_IP", "STUDY")
 # a shell function in front of every block: test-only flags for `ray start`, no machine-wide stop

@@ -179,5 +179,5 @@ def test_every_trial_attribute_the_engine_writes_is_documented_in_the_storage_co
     root = Path(__file__).resolve().parents[2]
     keys = set(storage.TRIAL_ATTRS)
     assert len(keys) > 30
-    doc = (root / "docs" / "storage.md").read_text()
+    doc = (root / "docs" / "reference" / "storage.md").read_text()
     assert sorted(k for k in keys if f"`{k}`" not in doc) == []

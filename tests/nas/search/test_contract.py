@@ -41,7 +41,7 @@ def written_trial_keys() -> set[str]:
 
 
 def test_every_named_key_is_documented():
-    doc = (REPO / "docs" / "storage.md").read_text()
+    doc = (REPO / "docs" / "reference" / "storage.md").read_text()
     names = list(storage.STUDY_ATTRS) + list(storage.TRIAL_ATTRS)
     assert sorted(k for k in names if f"`{k}`" not in doc) == []
 
