@@ -1,5 +1,5 @@
 """Every attribute key is named once (`nas.storage.STUDY_ATTRS` / `TRIAL_ATTRS`), documented in
-docs/storage.md, and the only keys the driver writes; the pinned runs hold nothing else."""
+docs/reference/storage.md, and the only keys the driver writes; the pinned runs hold nothing else."""
 
 import re
 from pathlib import Path
