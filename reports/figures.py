@@ -762,7 +762,7 @@ def importance_figure(sd: StudyData) -> Figure | Note:
     params = [p for p in sd.param_names if f"params_{p}" in df.columns and base[f"params_{p}"].nunique() > 1]
     if len(base) < MIN_IMPORTANCE_TRIALS:
         return Note(key, title, f"Skipped: importances need at least {MIN_IMPORTANCE_TRIALS} complete trials "
-                                f"with Optuna params; this study has {len(base)}.")
+                                f"with Optuna params; this study has {len(base)} ({sample.words}).")
     if not params:
         return Note(key, title, "Skipped: no Optuna parameter varies across the complete trials.")
     sampled = len(base) > MAX_IMPORTANCE_TRIALS
