@@ -10,11 +10,11 @@ validation accuracy and
       (EcoNAS-style reduced training), to tell the rung's schedule from its length.
 A trained signal from one seed is compared with the *other* seed's final accuracy (averaged over
 both orders), so its training noise is not counted as agreement; the seed-vs-seed agreement is rho
-between the two seeds' finals (not a bound on the other rows: docs/proxy-fidelity.md says why). Zero-cost signals are compared with each seed's final (averaged).
+between the two seeds' finals (not a bound on the other rows: docs/explanation/search.md says why). Zero-cost signals are compared with each seed's final (averaged).
 
     nice -n 10 python benchmarks/bench_proxy_fidelity.py --space studies/spaces/quickstart.yaml \\
         --dataset digits --n 20 --epochs 4 --rungs 1 2 --resolution 32 --short-schedule 1 \\
-        --out docs/proxy-fidelity.md
+        --out docs/explanation/search.md
 
   (d) optionally (--supernet-epochs N or --supernet DIR, issue 19) the weights each architecture
       inherits from a supernet trained once on the same training images (nas.supernet): validation
@@ -93,7 +93,7 @@ class Results:
 def import_finals(path: Path, configs, args, results: Results) -> int:
     """Take the stand-alone trainings of an earlier run from its markdown (the per-architecture
     table `write_markdown` writes: accuracy per epoch, seed A / seed B) instead of training again.
-    Sound because training is deterministic per seed (docs/proxy-fidelity.md: a re-run gave every
+    Sound because training is deterministic per seed (docs/explanation/search.md: a re-run gave every
     row identical); the rows hold the accuracies only, so the loss rows are left out. Returns the
     number of (architecture, seed) trainings imported."""
     by_summary = {c.summary().replace("|", "/"): c for c in configs}

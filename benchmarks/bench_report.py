@@ -1,7 +1,7 @@
 """Build time and size of the HTML report of a 1,000-trial study (target: build < 10 s).
 
 The study is written through Optuna's API into a journal (`tests/support/synthetic.py`, per
-docs/storage.md): 1,000 trials in every state plus two presets and two RUNNING trials.
+docs/reference/storage.md): 1,000 trials in every state plus two presets and two RUNNING trials.
 The build is timed end to end (open the journal, read every trial, all figures, tables, the
 CSV/Parquet downloads, write the file) and by phase; each is the best of `--repeat` runs.
 

@@ -4,7 +4,7 @@ the export-time check differences (tolerance 1e-4) and the measured GMACs.
     python benchmarks/export_presets.py                       # overlock_xt at 224
     python benchmarks/export_presets.py overlock_xt overlock_t --no-onnx --threads 2
 
-Each preset becomes a one-trial study (journal storage, docs/storage.md) whose trial has no
+Each preset becomes a one-trial study (journal storage, docs/reference/storage.md) whose trial has no
 weights, so the export initialises them (seed 0); the checks compare the reloaded, deploy,
 torch.export and ONNX models against the eager train-structure model on random inputs.
 """

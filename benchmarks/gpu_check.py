@@ -1,6 +1,6 @@
 """One command for a GPU: is the model right there, how fast is it, how fast does it train.
 
-    python benchmarks/gpu_check.py             # full -> docs/gpu-check.{json,md}
+    python benchmarks/gpu_check.py             # full -> benchmarks/results/gpu-check.{json,md}
     python benchmarks/gpu_check.py --quick     # fewer variants and rounds
     python benchmarks/gpu_check.py --dry-run   # tiny, on the CPU: checks the script, not a GPU
 
@@ -33,9 +33,9 @@ Every part states a condition that can fail and reports the measured value besid
 Each part runs in its own process, so a CUDA fault (out of memory, an illegal address) fails that
 part, reported with its last error line, and the later parts still run. `nvidia-smi` is asked once,
 by this process. Writes `<out>/gpu-check.json` and `<out>/gpu-check.md` (device, driver, torch, CUDA,
-cuDNN, load average, the command). Exit status: 0 every check passed, 1 a check failed (the files
-are still written), 2 no such CUDA device (one line, nothing measured). Never edit its figures by
-hand: they are what this script measured on the device named in the file.
+cuDNN, load average, the command). A part or an item not run (the time budget) is not a pass: the
+summary line and the report list what was not run, and the exit status says the check is incomplete.
+Never edit its figures by hand: they are what this script measured on the device named in the file.
 """
 
 from __future__ import annotations
@@ -78,7 +78,13 @@ OP_MIN_FRACTION = 0.05     # na2d_av forward reaches >= 5 % of peak bandwidth: a
 BUDGET_S = 450.0           # 7.5 min: the whole run stays under 8 on one GPU
 RESERVE_S = 10.0           # kept back for writing the report
 CHILD_GRACE_S = 60.0       # a part's process may overrun its budget by this before it is killed
-NO_CUDA_EXIT = 2
+PASS_EXIT, FAIL_EXIT, NO_CUDA_EXIT, INCOMPLETE_EXIT = 0, 1, 2, 3
+EXIT_CODES = f"""exit status:
+  {PASS_EXIT}  every part ran and every check passed
+  {FAIL_EXIT}  a check failed (the report is still written; parts not run are listed too)
+  {NO_CUDA_EXIT}  no such CUDA device (one line, nothing measured), or a usage error
+  {INCOMPLETE_EXIT}  incomplete: no check failed, but a part or an item was not run (the time
+     budget); the summary line and the report's "Not run" section list them"""
 DRIVER_ENV = "GPU_CHECK_DRIVER"          # the driver version, asked once, handed to each part
 FAULT_ENV = "GPU_CHECK_INJECT_FAULT"     # tests only: "<part>" aborts that part's process
 
@@ -107,7 +113,7 @@ LOGITS_GPU = [("fp32, TF32 off", "fp32", False, False), ("fp32, TF32 on", "fp32"
 LOGITS_CPU = [("fp32, channels_last (CPU vs CPU NCHW)", "fp32", True, False),
               ("fp16 (CPU kernels)", "fp16", False, False), ("bf16 (CPU kernels)", "bf16", False, False)]
 
-# What a dry run on the CPU does not reach (reported in its files, and in docs/gpu.md).
+# What a dry run on the CPU does not reach (reported in its files, and in docs/how-to/gpu.md).
 NOT_REACHED_ON_CPU = [
     "the device against the CPU: (a) compares CPU kernels with each other (layout, fp16, bf16), "
     "never a GPU's logits",
@@ -730,6 +736,8 @@ def markdown(report: dict) -> str:
     lines = [f"# GPU check{' (DRY RUN: CPU, tiny sizes; not GPU figures)' if report['dry_run'] else ''}",
              "", f"Measured by `{report['command']}` on {report['started_utc']} "
              f"({report['plan']} plan, {report['wall_s']:.0f} s of a {report['budget_s']:.0f} s budget).", "",
+             f"**Verdict: {report['verdict']}**" + (f" ({len(report['not_run'])} part(s) or item(s) not run, "
+                                                    "listed at the end)" if report["not_run"] else ""), "",
              f"- device: {env.get('device', report['device'])}",
              f"- torch {env.get('torch', torch.__version__)}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, "
              f"driver {report['driver']}",
@@ -745,8 +753,11 @@ def markdown(report: dict) -> str:
             lines += section(report[key]) + [""]
     if report.get("not_reached"):
         lines += ["## Not reached by this run (the CPU cannot)", ""] + [f"- {s}" for s in report["not_reached"]] + [""]
-    if report["skipped"]:
-        lines += ["## Skipped (time budget)", ""] + [f"- {s}" for s in report["skipped"]] + [""]
+    if report.get("not_run"):
+        lines += ["## Not run (the check is incomplete: a part not run is not a pass)", ""]
+        lines += [f"- {s}" for s in report["not_run"]] + [""]
+    if BF16_DROPPED in report["skipped"]:
+        lines += [f"Note: {BF16_DROPPED}.", ""]
     return "\n".join(lines)
 
 
@@ -847,11 +858,14 @@ def _drop_bf16(plan: Plan) -> str:
     plan.logit_variants = [v for v in plan.logit_variants if v[1] != "bf16"]
     plan.train_variants = [(a, c) for a, c in plan.train_variants if a != "bf16"]
     plan.evaluator_amps = tuple(a for a in plan.evaluator_amps if a != "bf16")
-    return "every bf16 variant: skipped, this GPU does not support bf16"
+    return BF16_DROPPED
+
+
+BF16_DROPPED = "every bf16 variant: skipped, this GPU does not support bf16"
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EXIT_CODES,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer variants and rounds")
     ap.add_argument("--dry-run", action="store_true",
@@ -859,7 +873,7 @@ def parse_args(argv=None):
                          "'not reached' list)")
     ap.add_argument("--device", default=None, help="cuda (default), cuda:N, or cpu (implies --dry-run)")
     ap.add_argument("--out", default=None,
-                    help="output folder (default docs/; runs/gpu-check-dry-run/ for a dry run)")
+                    help="output folder (default benchmarks/results/; runs/gpu-check-dry-run/ for a dry run)")
     ap.add_argument("--budget-s", type=float, default=BUDGET_S, help="wall-clock budget (default 450)")
     ap.add_argument("--parts", default=",".join(PARTS),
                     help=f"comma-separated subset of {','.join(PARTS)}")
@@ -889,7 +903,7 @@ def no_device_line(device: torch.device) -> str | None:
     if not torch.cuda.is_available():
         return (f"gpu_check: no CUDA device: torch {torch.__version__} (CUDA build: "
                 f"{torch.version.cuda or 'none'}) sees no GPU. Install a CUDA build of torch "
-                "(docs/gpu.md), or check this script on the CPU with --dry-run.")
+                "(docs/how-to/gpu.md), or check this script on the CPU with --dry-run.")
     count = torch.cuda.device_count()
     if device.index is not None and device.index >= count:
         return (f"gpu_check: --device {device}: this machine has {count} CUDA device(s) "
@@ -963,7 +977,7 @@ def run_isolated(key: str, args, seconds: float, driver: str) -> dict:
 def _run(args, argv) -> int:
     device = torch.device(args.device)
     facts = nvidia_smi_facts() if device.type == "cuda" else {"driver": None}
-    out = Path(args.out or (REPO / "runs" / "gpu-check-dry-run" if args.dry_run else REPO / "docs"))
+    out = Path(args.out or (REPO / "runs" / "gpu-check-dry-run" if args.dry_run else REPO / "benchmarks" / "results"))
     budget = Budget(args.budget_s)
     report = {
         "kind": "overlock-nas gpu check", "version": 2, "dry_run": args.dry_run,
@@ -980,22 +994,44 @@ def _run(args, argv) -> int:
     failed = "error" in env
     for key, (title, _) in PARTS.items():
         if key in args.parts.split(","):
-            failed |= not _run_part(key, title, args, budget, facts, report)
+            failed |= _run_part(key, title, args, budget, facts, report) == "FAILED"
     report["skipped"] = budget.skipped
+    report["not_run"] = not_run(report)
+    report["verdict"] = "failed" if failed else "incomplete" if report["not_run"] else "passed"
     report["wall_s"] = round(budget.elapsed(), 1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu-check.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     (out / "gpu-check.md").write_text(markdown(report))
-    print(f"gpu_check: {'FAILED' if failed else 'all checks passed'} in {report['wall_s']:.0f} s "
-          f"({len(budget.skipped)} item(s) skipped); wrote {out / 'gpu-check.json'} and {out / 'gpu-check.md'}")
-    return 1 if failed else 0
+    print(summary_line(report) + f"; wrote {out / 'gpu-check.json'} and {out / 'gpu-check.md'}")
+    return {"failed": FAIL_EXIT, "incomplete": INCOMPLETE_EXIT, "passed": PASS_EXIT}[report["verdict"]]
+
+
+def not_run(report: dict) -> list[str]:
+    """What was planned and not run: whole parts, then items inside a part that ran (a GPU
+    without bf16 is noted in `skipped` but is no gap: those variants cannot run there)."""
+    parts = [f"{title}: not run (time budget)" for title, p in report["parts"].items() if p["status"] == "not run"]
+    return parts + [s for s in report["skipped"] if s != BF16_DROPPED]
+
+
+def summary_line(report: dict) -> str:
+    """One line: the verdict, and every part or item not run (a part not run is not a pass)."""
+    verdict = {"failed": "FAILED", "passed": "all checks passed",
+               "incomplete": "INCOMPLETE (no check failed, but not everything ran)"}[report["verdict"]]
+    parts = [t for t, p in report["parts"].items() if p["status"] == "not run"]
+    gaps = (f"; parts not run: {', '.join(parts)}" if parts else "")
+    items = len(report["not_run"]) - len(parts)
+    gaps += f"; {items} item(s) inside parts not run" if items else ""
+    return f"gpu_check: {verdict} in {report['wall_s']:.0f} s{gaps}"
 
 
 def _run_part(key, title, args, budget, facts, report) -> bool:
-    """Run one part isolated, record and print its verdict beside its measured value; True when ok."""
+    """Run one part isolated, record and print its verdict beside its measured value; returns its
+    status: "ok", "FAILED", or "not run" (the time budget could not hold it)."""
     if not budget.fits(title, MIN_PART_S[key] if not args.dry_run else 0):
-        report["parts"][title] = {"status": "skipped", "note": "time budget"}
-        return True
+        budget.skipped.pop()                      # listed once, as a part not run (report["not_run"])
+        report["parts"][title] = {"status": "not run", "note": "time budget"}
+        print(f"gpu_check: {title}: NOT RUN (time budget)", flush=True)
+        return "not run"
     print(f"gpu_check: {title} ...", flush=True)
     done = run_isolated(key, args, budget.left(), facts["driver"] or "")
     budget.skipped += [s for s in done["skipped"] if s not in budget.skipped]
@@ -1011,7 +1047,7 @@ def _run_part(key, title, args, budget, facts, report) -> bool:
     report["parts"][title] = entry
     said = f"{entry.get('condition', '')}: measured {entry.get('measured', '')}" if result is not None else note
     print(f"gpu_check: {title}: {status} in {done['wall_s']:.1f} s - {said}", flush=True)
-    return status == "ok"
+    return status
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
     >>> result = SearchEngine(load_study_file("studies/quickstart.yaml")).run()
     >>> [t.number for t in result.pareto]
 
-One trial, in the driver (every fact recorded as a user attribute, docs/storage.md):
+One trial, in the driver (every fact recorded as a user attribute, docs/reference/storage.md):
 
 1. `space.suggest(trial)` samples a config (define-by-run); its hash identifies the architecture.
    The one place a new trial is asked for is `SearchEngine._ask_next` (the seam for sampling).

@@ -8,7 +8,7 @@ PRUNED with the reason, never trained; the others train as usual. Scores are sto
 (`gate_score`), so a resumed study gates against everything it saw before.
 
 Whether a proxy is worth gating on depends on the space and the data: measure it first with
-`benchmarks/bench_proxy_fidelity.py` (docs/proxy-fidelity.md has the table for the quickstart
+`benchmarks/bench_proxy_fidelity.py` (docs/explanation/search.md has the table for the quickstart
 space). A gate on a proxy that ranks poorly only discards good configs.
 
     proxy_gate: {proxy: synflow, drop_bottom: 0.3, min_trials: 8}

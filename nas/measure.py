@@ -12,7 +12,7 @@ What is timed: the re-parameterised deploy model (dilated branches merged), eval
   for the measurement (both restored after). With one thread the clock is the thread's CPU time
   (`time.thread_time`): on a shared machine, time spent descheduled is not the model's latency,
   and wall time under a load of 14 on 2 cores read 4-7x the model's time with no two runs alike
-  (docs/latency-model.md). With more threads the clock is wall time (OpenMP workers spin, so CPU
+  (docs/explanation/latency.md). With more threads the clock is wall time (OpenMP workers spin, so CPU
   time is not a latency). `latency_clock` says which; `latency_wall_ms` keeps the wall median.
 - Allocator: before the first measurement a process fixes glibc's thresholds where its adaptation
   ends (`nas._malloc.settle_large_blocks`). Left adaptive, the first configs a process measured
@@ -36,7 +36,7 @@ disturbed throughout); p90, interquartile range (`latency_spread_ms`) and min ar
 forwards. When the rounds disagree (their minima's range > 10 % of `latency_ms`) one more set of
 rounds is measured and both sets pooled; `latency_remeasured` and `latency_first_spread_ms` (the
 first set's range) record that. Measured under a load of 13-18 on 2 cores (16 configs, two
-separate processes, docs/latency-model.md): wall-clock medians agreed within +-10 % for 0 % of the
+separate processes, docs/explanation/latency.md): wall-clock medians agreed within +-10 % for 0 % of the
 configs, this protocol for 100 %. The per-stage breakdown (`profile_stages=True`) runs
 separately, after the timing, so its hooks never inflate `latency_ms`; each stage runs inside a
 `record_function("stage:<name>")` range, so it is labelled in any torch.profiler trace.
@@ -285,7 +285,7 @@ def _pause_after_round(round_s: float, measured: int, clock: str) -> None:
     Why: in a group, a config's rounds are spread over GROUP configs' worth of time, so they
     sample the machine (co-runners, the host's other tenants) at GROUP times as many moments as
     a lone config's rounds run back to back; a lone reading was the noisier one across
-    processes (docs/latency-model.md). Idling, not measuring more, keeps the CPU cost. CPU only:
+    processes (docs/explanation/latency.md). Idling, not measuring more, keeps the CPU cost. CPU only:
     an idle GPU lowers its clocks, and CUDA rounds are milliseconds long.
     """
     if clock == "cuda" or measured >= GROUP or round_s <= 0:
@@ -448,7 +448,7 @@ def measure_latencies(configs, *, group: int = GROUP, **settings) -> list[dict[s
     Round r of every model of a group is timed before round r + 1 of any, so the load of a shared
     machine is spread evenly over the group's configs instead of falling on whichever config was
     being measured at the time (the protocol that agreed best across processes,
-    docs/latency-model.md). Same settings and result keys as `measure_latency`; `group` bounds the
+    docs/explanation/latency.md). Same settings and result keys as `measure_latency`; `group` bounds the
     models held in memory at once. `profile_stages` is not supported here.
     """
     if settings.get("profile_stages"):

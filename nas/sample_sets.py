@@ -16,7 +16,7 @@ a grid of regions, one class per region (12 classes), and samples square patches
 class is told by the region's colours and textures (roof tiles, leaves, sky, petals...). Train and
 validation patches come from disjoint blocks of each region, so no validation pixel is seen in
 training. It proved a poor ranking benchmark: at 32x32 and 4 epochs the accuracy sat at 0.35-0.42
-from epoch 1 to 4 and moved between seeds as much as between architectures (docs/supernet.md), as
+from epoch 1 to 4 and moved between seeds as much as between architectures (docs/explanation/supernet.md), as
 many cells show the same thing (several of the flower's cells are only blurred leaves).
 
 `write_photo_regions` (`--dataset photo-regions`) is the photo set the supernet's second fidelity
@@ -24,7 +24,7 @@ run uses: 6 classes, each a rectangle of one kind of surface drawn on the two ph
 (`PHOTO_REGIONS`: sky, lake, temple, trees, petals, leaves), with validation crops from a
 checkerboard of blocks spread over each whole region, and small crops (16x16, upscaled by the
 data pipeline like the digits) so that most classes need texture, not just colour. Measured
-(docs/supernet.md): the smallest and largest architectures of benchmarks/spaces/fidelity.yaml
+(docs/explanation/supernet.md): the smallest and largest architectures of benchmarks/spaces/fidelity.yaml
 reach 0.88-0.92 and 0.95-0.96 in 4 epochs, rising from 0.77-0.85 after epoch 1.
 
 `write_mnist_5k` (`--dataset mnist-5k`) writes real MNIST digits (28x28 grey scans of handwritten
@@ -263,7 +263,7 @@ def write_mnist_5k(root: str | os.PathLike, train_per_class: int = MNIST_5K_SIZE
     Each class's images are shuffled with `seed`; the first `train_per_class` go to train, the
     next `val_per_class` to val, so the splits are class-balanced, disjoint and deterministic
     (defaults: 200 / 300 a class, 2,000 / 3,000 images: all 5,000, chosen by a difficulty probe,
-    docs/supernet.md). `csv_path` reads another file of the same format (tests). Does nothing if
+    docs/explanation/supernet.md). `csv_path` reads another file of the same format (tests). Does nothing if
     `root/.complete` exists. Returns `root` as a Path.
 
     Raises:

@@ -174,7 +174,7 @@ def select_trial(study, *, trial: int | None = None, objective: str | None = Non
     """The trial to export and one line saying why it was chosen.
 
     Args:
-        study: an Optuna study written by `overlock-nas search` (docs/storage.md).
+        study: an Optuna study written by `overlock-nas search` (docs/reference/storage.md).
         trial: a trial number; it must exist and be COMPLETE. None: choose among the candidates.
         objective: the metric to rank by (default: the first maximised objective, else the first).
         under: extra upper budgets {metric: amount} a candidate must meet.

@@ -1,4 +1,4 @@
-"""The stored-study contract (docs/storage.md): one owner for what a study stores and how it is read.
+"""The stored-study contract (docs/reference/storage.md): one owner for what a study stores and how it is read.
 
 - **Metrics**: names, directions, units and labels (`METRICS`, `DIRECTIONS`, `format_value`,
   `macs_label`). `nas.study` validates study files against these names; the engine, the search
@@ -51,7 +51,7 @@ class StorageError(ValueError):
 
 
 # ----------------------------------------------------------------------- attribute keys
-# Every attribute key a study or trial holds, named once (docs/storage.md says what each means;
+# Every attribute key a study or trial holds, named once (docs/reference/storage.md says what each means;
 # tests/nas/search/test_contract.py holds the two equal and checks what a run really writes).
 # The one writer of trial attributes (`nas.search.recorder`) refuses a key not named here.
 STUDY_ATTRS: dict[str, str] = {
@@ -124,7 +124,7 @@ LATENCY_PREFIX = "latency_"     # a measurement's own keys, recorded as they com
 # ------------------------------------------------------------------------------------ metrics
 @dataclass(frozen=True)
 class Metric:
-    """One metric of docs/storage.md ("Metric names")."""
+    """One metric of docs/reference/storage.md ("Metric names")."""
 
     name: str
     direction: str   # "maximize" | "minimize"
@@ -508,7 +508,7 @@ def metric_value(trial, name: str, objectives: Sequence[Objective]) -> float | N
 
 
 def full_fidelity(trial) -> bool:
-    """Trained with the full budget: `fidelity` absent or >= 1 (docs/storage.md)."""
+    """Trained with the full budget: `fidelity` absent or >= 1 (docs/reference/storage.md)."""
     fidelity = _finite(trial.user_attrs.get("fidelity"))
     return fidelity is None or fidelity >= 1.0 - 1e-9
 

@@ -5,7 +5,7 @@ one line (`studies/x.yaml: constraints.flops: must be a number > 0`). Example:
 
     name: quickstart
     space: spaces/quickstart.yaml        # a file (relative to this one) or an inline mapping
-    objectives: [accuracy, flops]        # directions are fixed per metric (docs/storage.md)
+    objectives: [accuracy, flops]        # directions are fixed per metric (docs/reference/storage.md)
     constraints: {flops: 60M, params: 1.5M}
     evaluator: {name: train, epochs: 3}  # every key but `name` goes to the evaluator
     sampler: {name: nsga2, population_size: 8}
@@ -17,7 +17,7 @@ one line (`studies/x.yaml: constraints.flops: must be a number > 0`). Example:
 Every key (defaults in brackets):
 
 - `name`: the study's name in storage. `space`: a space file or mapping (see `space.load_space`).
-- `objectives`: metrics of docs/storage.md (accuracy or a proxy score up; flops, flops_paper,
+- `objectives`: metrics of docs/reference/storage.md (accuracy or a proxy score up; flops, flops_paper,
   params, latency_ms, memory_mb down); at most one evaluator score.
 - `constraints` [{}]: `metric: budget`, feasible iff metric <= budget; numbers or 2e9 / 500M / 1.5G.
   flops, flops_paper, params and memory_mb are checked before training (analytic), latency_ms
@@ -26,7 +26,7 @@ Every key (defaults in brackets):
   object with `metric`, `rungs`, `evaluate`) plus its settings. Needed when an objective is a score.
 - `sampler` [frontier when the evaluator's score (accuracy, a proxy) is traded against exact
   costs (flops, params, memory) only; else nsga2 for several objectives, tpe for one; why:
-  docs/sampling.md]: `name` (frontier, nsga2, tpe, random, gp) plus its keyword arguments. Whatever
+  docs/explanation/search.md]: `name` (frontier, nsga2, tpe, random, gp) plus its keyword arguments. Whatever
   the sampler, a config over a flops/params/memory budget is never a trial (nas.search.proposals).
   `seed` [0]: the base seed (the sampler's seed is derived from it and the number of stored
   trials, so a resumed study never replays).
@@ -73,7 +73,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-# metric names, directions and kinds: the stored-study contract owns them (docs/storage.md)
+# metric names, directions and kinds: the stored-study contract owns them (docs/reference/storage.md)
 from .storage import (CONSTRAINT_METRICS, DIRECTIONS, SCORE_METRICS)
 # built-in evaluator -> the metric it produces
 EVALUATOR_METRICS = {"train": "accuracy", "synflow": "synflow", "naswot": "naswot", "zico": "zico",
@@ -137,7 +137,7 @@ class LatencySettings(_Model):
     # a reading within this share of the latency budget is measured once more and the faster
     # kept (interference only adds time); 0: never. Off by default: on the development CPU 0.05
     # re-measured 10 of 41 configs, moved 1 across the budget, and the front was no closer to
-    # the other study's (docs/latency-model.md)
+    # the other study's (docs/explanation/latency.md)
     recheck_near: float = Field(0.0, ge=0.0, lt=1.0)
     # with a latency budget: a drawn config the latency model cannot place within the budget (no
     # model yet, or its prediction plus margin is over) is measured before it becomes a trial, so
@@ -161,7 +161,7 @@ class SuccessiveHalving(_Model):
     `signal`: what a rung is ranked by - `accuracy` (the validation accuracy at the rung) or
     `val_loss` (the validation cross-entropy, lower is better; the train evaluator reports it).
     On digits the rung-1 validation loss ranked the final accuracy of 20 architectures with
-    Spearman rho 0.73, the rung-1 accuracy with 0.57 (docs/proxy-fidelity.md).
+    Spearman rho 0.73, the rung-1 accuracy with 0.57 (docs/explanation/search.md).
     """
 
     enabled: bool = True
@@ -373,7 +373,7 @@ def default_sampler(objectives: list[str]) -> tuple[str, dict]:
     """The sampler of a study file without `sampler`: (name, options).
 
     `frontier` when the study trades the evaluator's score (accuracy, a proxy) against costs the
-    cost model gives exactly (what the benchmark measured): on the search-efficiency benchmark (docs/sampling.md) it
+    cost model gives exactly (what the benchmark measured): on the search-efficiency benchmark (docs/explanation/search.md) it
     found >= 0.95 of the exact front's hypervolume within 200 trials on every landscape and
     scenario, where NSGA-II (the former default) found 0.88-0.93 and TPE 0.94-0.97. Otherwise, where nothing was
     measured: NSGA-II for several objectives, TPE for one.

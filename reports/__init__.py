@@ -6,7 +6,7 @@ indexes every study under a folder.
     >>> build_report(storage="sqlite:///nas.db", study_name="wide", out="wide.html")
     >>> df = load_trials("runs/quickstart")             # one row per trial (pandas)
 
-What a study stores is fixed by `docs/storage.md`; this package only reads it.
+What a study stores is fixed by `docs/reference/storage.md`; this package only reads it.
 """
 
 from __future__ import annotations

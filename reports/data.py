@@ -1,4 +1,4 @@
-"""Reading a study (as `docs/storage.md` describes it) into one pandas DataFrame.
+"""Reading a study (as `docs/reference/storage.md` describes it) into one pandas DataFrame.
 
 One row per trial. Columns:
 - `number`, `state` (COMPLETE/PRUNED/FAIL/RUNNING/WAITING), `datetime_start`, `datetime_complete`,

@@ -574,6 +574,60 @@ def _quality(sd: StudyData):
     return m, (lambda a: a * v.scale), f"{v.label}", o.direction == "minimize"
 
 
+MIN_EDF_TRIALS = 5
+
+
+@dataclass
+class Sample:
+    """The trials a statistic (EDFs, importances) is drawn over, and the words that say which."""
+    trials: pd.DataFrame
+    words: str            # "the 12 complete (full-fidelity) trials" / "... after 2 epochs ..."
+
+
+def complete_sample(sd: StudyData, columns: list[str]) -> Sample:
+    base = sd.trials[sd.trials["category"].isin(["feasible", "infeasible"])].dropna(subset=columns)
+    return Sample(base, f"the {len(base)} complete (full-fidelity) trials, feasible or not")
+
+
+def first_rung_sample(sd: StudyData, columns: list[str]) -> Sample | None:
+    """Every trained trial at the first successive-halving rung, which all of them reached: the
+    score column holds its score there (`rung_scores`), so complete and stopped trials are compared
+    at one fidelity. None when the study has no rungs or a trained trial lacks that rung."""
+    df, col = sd.trials, sd.score_metric
+    if col != "accuracy" or "rung_scores" not in df.columns:
+        return None
+    trained = df[df["category"].isin(["feasible", "infeasible", "partial", "pruned"])]
+    rungs = [_rung_dict(v) for v in trained["rung_scores"]]
+    if not len(trained) or not all(rungs):
+        return None
+    first = min(min(r) for r in rungs)
+    if not all(first in r for r in rungs):
+        return None
+    base = trained.assign(**{col: [r[first] for r in rungs]}).dropna(subset=columns)
+    stopped = int((~base["category"].isin(["feasible", "infeasible"])).sum())
+    return Sample(base, f"all {len(base)} trained trials at the first successive-halving rung "
+                        f"({first:g} epochs; {stopped} of them were stopped there), scored after "
+                        f"{first:g} epochs: one fidelity for every trial")
+
+
+def _rung_dict(value) -> dict[float, float]:
+    try:
+        rungs = json.loads(value) if isinstance(value, str) else value
+        return {float(k): float(v) for k, v in (rungs or {}).items()}
+    except (TypeError, ValueError):
+        return {}
+
+
+def statistic_sample(sd: StudyData, columns: list[str], needed: int) -> Sample:
+    """The complete trials; when fewer than `needed`, every trained trial at the first rung if
+    that holds more of them (the caption says which was drawn)."""
+    complete = complete_sample(sd, columns)
+    if len(complete.trials) >= needed:
+        return complete
+    rung = first_rung_sample(sd, columns)
+    return rung if rung is not None and len(rung.trials) > len(complete.trials) else complete
+
+
 def edf_figure(sd: StudyData) -> Figure | Note:
     key, title = "edf", "Error EDF per design dimension"
     q = _quality(sd)
@@ -583,9 +637,10 @@ def edf_figure(sd: StudyData) -> Figure | Note:
     col, transform, label, lower_better = q
     if col != "accuracy":
         title = f"{col} EDF per design dimension"
-    base = df[df["category"].isin(["feasible", "infeasible"])].dropna(subset=[col])
-    if len(base) < 5:
-        return Note(key, title, f"EDFs need at least 5 complete trials; this study has {len(base)}.")
+    sample = statistic_sample(sd, [col], MIN_EDF_TRIALS)
+    base = sample.trials
+    if len(base) < MIN_EDF_TRIALS:
+        return Note(key, title, f"EDFs need at least {MIN_EDF_TRIALS} complete trials; this study has {len(base)}.")
     dims = design_dimensions(sd)
     if not dims:
         return Note(key, title, "No design dimension varies across the trials.")
@@ -632,8 +687,8 @@ def edf_figure(sd: StudyData) -> Figure | Note:
                       margin=dict(t=90, r=10))
     better = "up and to the left" if lower_better else "down and to the right"
     caption = (f"RegNet-style EDFs (Radosavovic et al., “Designing Network Design Spaces”): for each value "
-               f"of the chosen dimension, the empirical CDF of {label.split(' (')[0]} over the {len(base)} "
-               f"complete (full-fidelity) trials, feasible or not. A curve further {better} means that "
+               f"of the chosen dimension, the empirical CDF of {label.split(' (')[0]} over {sample.words}. "
+               f"A curve further {better} means that "
                "choice gives better networks more often. Pick the dimension from the menu.")
     return Figure(key, title, fig, caption, 520)
 
@@ -702,11 +757,12 @@ def importance_figure(sd: StudyData) -> Figure | Note:
     key, title = "importance", "Parameter importances per objective (PED-ANOVA)"
     df = sd.trials
     names = [o.name for o in sd.objectives if o.name in df.columns]
-    base = df[df["category"].isin(["feasible", "infeasible"])].dropna(subset=names)
+    sample = statistic_sample(sd, names, MIN_IMPORTANCE_TRIALS)
+    base = sample.trials
     params = [p for p in sd.param_names if f"params_{p}" in df.columns and base[f"params_{p}"].nunique() > 1]
     if len(base) < MIN_IMPORTANCE_TRIALS:
         return Note(key, title, f"Skipped: importances need at least {MIN_IMPORTANCE_TRIALS} complete trials "
-                                f"with Optuna params; this study has {len(base)}.")
+                                f"with Optuna params; this study has {len(base)} ({sample.words}).")
     if not params:
         return Note(key, title, "Skipped: no Optuna parameter varies across the complete trials.")
     sampled = len(base) > MAX_IMPORTANCE_TRIALS
@@ -729,7 +785,7 @@ def importance_figure(sd: StudyData) -> Figure | Note:
     height = max(300, 60 + 26 * len(order) * max(1, len(names)) // 1.6)
     _layout(fig, height=int(height))
     over = (f"a seeded random sample of {len(base)} of the complete trials" if sampled
-            else f"the {len(base)} complete trials")
+            else sample.words)
     caption = (f"optuna.importance with PedAnovaImportanceEvaluator (fANOVA needs scikit-learn), one "
                f"objective at a time over {over} (presets excluded); the importance "
                "of a parameter is how differently it is distributed among the top 10% of trials.")

@@ -1,4 +1,4 @@
-"""How each metric of `docs/storage.md` is shown: axis label, display scale, number format.
+"""How each metric of `docs/reference/storage.md` is shown: axis label, display scale, number format.
 
 Names, directions, units and base labels come from the stored-study contract (`nas.storage`); this
 module adds the study's context. Every compute figure carries the same label (`macs_label`): GMACs

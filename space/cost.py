@@ -60,7 +60,7 @@ class Cost:
         return self.flops / 1e9
 
     def as_metrics(self) -> dict:
-        """The study metrics this cost provides (names of docs/storage.md)."""
+        """The study metrics this cost provides (names of docs/reference/storage.md)."""
         return {"flops": self.flops, "flops_paper": self.flops_paper,
                 "params": self.params_inference, "memory_mb": self.memory_mb}
 

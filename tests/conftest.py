@@ -8,7 +8,7 @@ import torch
 # oversubscription make small ops ~100x slower.
 torch.set_num_threads(int(os.environ.get("OVERLOCK_TEST_THREADS", "1")))
 
-# Commands the tests run by name (`overlock-nas`, `ray` in docs/cluster.md's blocks) come from the
+# Commands the tests run by name (`overlock-nas`, `ray` in docs/how-to/cluster.md's blocks) come from the
 # environment running the tests (e.g. the project's .venv), even when it was not activated.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 

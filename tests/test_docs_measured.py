@@ -1,111 +1,144 @@
-"""Docs say what was measured: their sentences are checked against their own tables, and the
-commands they quote against the benchmark they quote (issue 18, part 5)."""
+"""The docs are a user guide that quotes measured figures (issue 27, item 7): every figure a doc
+quotes from benchmarks/results/ is the one stored there, every result line says how to regenerate
+it, no doc names a file outside the repository, every link resolves, and the references list
+every study-file key and every CLI option."""
 
-import math
+from __future__ import annotations
+
+import json
 import re
 import shlex
 from pathlib import Path
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+import click
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs"
+RESULTS = REPO / "benchmarks" / "results"
+PAGES = sorted(DOCS.rglob("*.md"))
+GUIDE_PAGES = PAGES + [REPO / "README.md", REPO / "DEVELOPERS.md", RESULTS / "README.md"]
+MARKER = re.compile(r"<!-- results: (?P<file>[^;]+); columns: (?P<columns>[^;]+?)(?:; where: (?P<where>[^;]+?))? -->")
 
 
-def _section(text: str, start: str, end: str | None = None) -> str:
-    body = text[text.index(start):]
-    return body[:body.index(end)] if end else body
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _table(text: str, after: str) -> dict[str, list[str]]:
-    """{first cell: other cells} of the first markdown table after the line containing `after`."""
-    lines = text[text.index(after):].splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    rows = {}
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        rows[cells[0]] = cells[1:]
-    return rows
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value)
+    return str(value)
 
 
-def _rate(cell: str) -> float:
-    return float(cell.split("/")[0].replace(",", "").strip())
+def _quoted_tables(text: str):
+    """(marker match, table rows as cell lists) for every results-marked table of a page."""
+    for m in MARKER.finditer(text):
+        lines = text[m.end():].lstrip("\n").splitlines()
+        rows = []
+        for line in lines[2:]:
+            if not line.startswith("|"):
+                break
+            rows.append([c.strip().strip("*").strip() for c in line.strip().strip("|").split("|")])
+        yield m, rows
 
 
-# ------------------------------------------------------------------------------- docs/data.md
-def test_data_memory_and_speed_sentences_match_their_tables():
-    """Before: "rose by the same amount" for +16.4 and +39.1 MiB, and "the decode is 6x faster"
-    where only one loader was 6x faster."""
-    text = (DOCS / "data.md").read_text()
-    idle = _table(text, "**Re-measured on the otherwise idle machine**")
-    loaded = _table(text, "Under load, session 2:")
-    names = {"plain": ("plain DataLoader (Pillow decode + resize in `__getitem__`), N", "plain DataLoader, 4N"),
-             "stream": ("stream, N", "stream, 4N")}
-    prose = " ".join(_section(text, "Private memory per streaming worker 4N / N", "Under load, session 2:").split())
-    assert "same amount" not in prose
-    for loader, (n, n4) in names.items():
-        grew = float(idle[n4][3]) - float(idle[n][3])       # Pss_Anon, N -> 4N
-        assert f"+{grew:.1f} MiB for the {loader}" in prose, (loader, grew)
-    speedups = []
-    for idle_row, loaded_row in zip(idle.values(), loaded.values()):
-        speedups.append(_rate(idle_row[1]) / _rate(loaded_row[1]))
-    stated = [float(x) for x in re.findall(r"(\d+\.\d)x", _section(prose, "by a factor that differs", "The load"))]
-    order = [0, 3, 1, 4, 2, 5]      # plain N, 4N, stream N, 4N, cache N, 4N as the sentence names them
-    assert stated == [round(speedups[i], 1) for i in order]
-    assert "6x faster" not in prose
+def test_every_results_line_says_how_to_regenerate_it():
+    files = sorted(RESULTS.glob("*.jsonl"))
+    assert files
+    for path in files:
+        for row in _rows(path):
+            assert {"command", "date", "load"} <= set(row), (path.name, row)
+            argv = shlex.split(row["command"])
+            script = next(a for a in argv if a.endswith(".py"))
+            assert (REPO / script).is_file(), (path.name, script)
 
 
-# --------------------------------------------------------------------- docs/proxy-fidelity.md
-def test_seed_agreement_is_not_called_a_ceiling_and_its_limit_is_stated():
-    """Before: "the noise ceiling", which the page's own rung-1 validation loss (0.73, 0.77)
-    exceeds. Seed-vs-seed agreement r limits a signal's expected rho against one seed's final
-    to about sqrt(r) (a final = true score + seed noise), not to r."""
-    text = (DOCS / "proxy-fidelity.md").read_text()
-    flat = " ".join(text.split())
-    assert "noise ceiling" not in flat and "at best match" not in flat
-    agreements = [float(m) for m in re.findall(r"\| seed-vs-seed agreement: final, seed A vs seed B \| ([0-9.]+) \|", text)]
-    assert len(agreements) == 3
-    for r in agreements:
-        assert f"sqrt({r:.2f}) = {math.sqrt(r):.2f}" in flat, r
-    assert "not a bound" in flat
+def test_quoted_figures_match_the_result_files():
+    quoted = 0
+    for page in PAGES:
+        for marker, rows in _quoted_tables(page.read_text()):
+            source = REPO / marker["file"].strip()
+            columns = [c.strip() for c in marker["columns"].split(",")]
+            expected = _rows(source)
+            if marker["where"]:
+                key, values = marker["where"].split("=")
+                expected = [r for r in expected if str(r[key.strip()]) in values.split("|")]
+            where = f"{page.relative_to(REPO)} quoting {source.name}"
+            assert len(rows) == len(expected), f"{where}: {len(rows)} rows, the file has {len(expected)}"
+            for row, line in zip(rows, expected):
+                assert row == [_cell(line[c]) for c in columns], f"{where}: {row}"
+            quoted += 1
+    assert quoted >= 6   # search efficiency, engine overhead, proxy fidelity, latency x2, supernet
 
 
-def test_no_page_or_benchmark_calls_seed_agreement_a_ceiling():
-    """The benchmark prints the row the pages quote; the supernet page quotes it too."""
-    for path in (DOCS / "supernet.md", BENCHMARKS / "bench_proxy_fidelity.py"):
-        assert "noise ceiling" not in " ".join(path.read_text().split()), path
+@pytest.mark.parametrize("page", GUIDE_PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_no_doc_names_a_file_outside_the_repository(page):
+    text = page.read_text()
+    outside = re.findall(r"(?<![\w.~-])/(?:work|tmp|home|root|mnt|data|srv|scratch)/[^\s)`'\"]*", text)
+    assert not outside, f"{page.name}: paths outside the repository: {outside[:5]}"
+    assert not re.search(r"\bnotes/", text), f"{page.name}: a notes folder"
 
 
-# ----------------------------------------------------------------------------- docs/gpu.md §3
-def _bench_flags(name: str) -> set[str]:
-    return set(re.findall(r'add_argument\("(--[a-z-]+)"', (BENCHMARKS / name).read_text()))
+@pytest.mark.parametrize("page", GUIDE_PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_relative_link_resolves(page):
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if "://" in target:
+            continue
+        assert (page.parent / target).exists(), f"{page.name}: link to {target}"
 
 
-def _commands(section: str, script: str) -> list[list[str]]:
-    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
-    lines = [line.split("#")[0] for block in blocks for line in block.splitlines() if script in line]
-    return [shlex.split(line.split("&&")[-1]) for line in lines]
+def test_a_newcomer_finds_a_study_on_their_own_images_in_one_short_page():
+    page = DOCS / "how-to" / "own-images.md"
+    assert len(page.read_text().splitlines()) < 200
+    assert "how-to/own-images.md" in (DOCS / "README.md").read_text()
+    assert "docs/how-to/own-images.md" in (REPO / "README.md").read_text()
 
 
-def test_gpu_utilisation_table_columns_come_from_the_quoted_commands():
-    """Before: the bare `bench_utilization.py` quoted in §3 produces two of the table's four
-    measured columns (not the 0.5 s stand-in, not the store run), and the figures were not
-    labelled as CPU figures on a page about GPUs."""
-    text = (DOCS / "gpu.md").read_text()
-    section = _section(text, "## 3. The latency device", "## 4.")
-    assert "CPU figures" in " ".join(section.split())
-    flags = _bench_flags("bench_utilization.py")
-    default_runs = re.search(r'add_argument\("--runs", default="([a-z,]+)"\)',
-                             (BENCHMARKS / "bench_utilization.py").read_text()).group(1)
-    produced = set()
-    for argv in _commands(section, "bench_utilization.py"):
-        options = dict(zip(argv[2::2], argv[3::2])) if len(argv) > 2 else {}
-        assert set(options) <= flags, f"{argv}: flags the benchmark lacks"
-        sleep = options.get("--latency-sleep")
-        for kind in options.get("--runs", default_runs).split(","):
-            produced.add({"none": "no latency", "store": "store already holds the latencies",
-                          "budget": f"budget, {float(sleep):g} s stand-in measurement" if sleep
-                          else "latency as a budget"}[kind])
-    header = next(line for line in section.splitlines() if line.startswith("| engine |"))
-    columns = [c.strip() for c in header.strip().strip("|").split("|")][1:]
-    assert set(columns) <= produced, f"columns no quoted command produces: {set(columns) - produced}"
+def _model_fields(model, prefix=""):
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        yield prefix + name, field
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _model_fields(annotation, prefix + name + ".")
+
+
+def test_the_study_file_reference_names_every_key_and_setting():
+    from nas.evaluators import supernet, train, zero_cost
+    from nas.study import SAMPLER_OPTIONS, ProxyGateSettings, StudyFile
+
+    text = (DOCS / "reference" / "study-file.md").read_text()
+    keys = {name.split(".")[-1] for name, _ in _model_fields(StudyFile)}
+    keys |= set(ProxyGateSettings.model_fields)
+    for module in (train, supernet, zero_cost):
+        keys |= set(module.SCHEMA)
+    keys |= {option for options in SAMPLER_OPTIONS.values() for option in options}
+    missing = sorted(k for k in keys if f"`{k}`" not in text)
+    assert not missing, f"docs/reference/study-file.md lacks {missing}"
+
+
+def test_the_cli_reference_names_every_command_and_option():
+    from nas.cli import main
+
+    ctx = click.Context(main)
+    text = (DOCS / "reference" / "cli.md").read_text()
+
+    def walk(cmd, path):
+        if isinstance(cmd, click.Group):
+            for name in cmd.list_commands(ctx):
+                yield from walk(cmd.get_command(ctx, name), path + [name])
+        else:
+            yield path, cmd
+
+    for path, cmd in walk(main, ["overlock-nas"]):
+        assert f"## `{' '.join(path)}`" in text, path
+        section = text[text.index(f"## `{' '.join(path)}`"):].split("\n## ")[0]
+        for param in cmd.params:
+            for opt in getattr(param, "opts", []):
+                if opt.startswith("-"):
+                    assert f"`{opt}`" in section, (path, opt)

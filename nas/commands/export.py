@@ -47,7 +47,7 @@ from ._options import yaml_mapping
               help="With --train: epochs (default: the study evaluator's, else 10).")
 @click.option("--train-settings", callback=yaml_mapping, default=None, metavar="YAML",
               help="With --train: train-evaluator settings over the study's, e.g. '{lr: 5.0e-4, "
-                   "warmup_epochs: 0}' (fine-tuning from --from-supernet weights: docs/supernet.md).")
+                   "warmup_epochs: 0}' (fine-tuning from --from-supernet weights: docs/explanation/supernet.md).")
 @click.option("--device", default="cpu", show_default=True, help="With --train: cpu, cuda or cuda:N.")
 @click.option("--seed", default=0, show_default=True,
               help="Seed of freshly initialised weights and of --train.")

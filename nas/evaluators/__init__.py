@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 
 __all__ = ["TrialError", "Evaluator", "get_evaluator", "EVALUATORS", "METRICS"]
 
-# evaluator name -> the metric name its score is stored under (docs/storage.md)
+# evaluator name -> the metric name its score is stored under (docs/reference/storage.md)
 METRICS = {"train": "accuracy", "synflow": "synflow", "naswot": "naswot", "zico": "zico",
            "supernet": "accuracy"}
 EVALUATORS = tuple(METRICS)

@@ -16,9 +16,9 @@ streaming them, `nas.supernet.score.KeptSplit`), so a worker scoring many archit
 only their forward passes. `val_images: N` validates on a fixed class-balanced subset of N
 validation images (the data set's `val_size`; the same images for every trial). The default is
 300 (a validation split of at most 300 images is validated whole; `val_images: all` validates
-every image): on docs/supernet.md's sets 300 images ranked the architectures as the whole split
+every image): on docs/explanation/supernet.md's sets 300 images ranked the architectures as the whole split
 did, and a scoring's cost is its number of images, while a rung-1 epoch's grows with the training
-split. Measured ranking fidelity and cost of each setting: docs/supernet.md.
+split. Measured ranking fidelity and cost of each setting: docs/explanation/supernet.md.
 """
 
 from __future__ import annotations
@@ -39,14 +39,14 @@ SCHEMA = {
     "weights": Setting(None, lambda k, v: _weights_setting(k, v)),
     "dataset": Setting(None, dataset),
     "bn_recalibration_batches": Setting(4, integer(0)),
-    # 4 x 32 re-estimation images ranked docs/supernet.md's 20 architectures as 4 x 64 did
+    # 4 x 32 re-estimation images ranked docs/explanation/supernet.md's 20 architectures as 4 x 64 did
     "batch_size": Setting(32, integer(1)),
     "eval_batch_size": Setting(256, integer(1)),
     "resolution": Setting(None, resolution),
     "threads": Setting(None, integer(1)),
     "keep_data_mb": Setting(256, integer(0)),
     # 300 class-balanced validation images ranked as the whole split on the digits (360) and on
-    # photo-regions (1,200), docs/supernet.md; `all` (or null) validates every image
+    # photo-regions (1,200), docs/explanation/supernet.md; `all` (or null) validates every image
     "val_images": Setting(DEFAULT_VAL_IMAGES, lambda k, v: None if v in (None, "all") else integer(1)(k, v)),
 }
 

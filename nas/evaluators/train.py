@@ -123,7 +123,7 @@ class TrainEvaluator(Evaluator):
     resolution (training resolution; none = the config's), save_weights (true),
     bn_recalibration_batches (4: batch-norm statistics re-estimated before each validation on this
     many batches drawn at random from the training split, unaugmented; 0 = keep the running
-    averages). Augmentation defaults per kind (docs/accuracy-signal.md): folders are never mirrored
+    averages). Augmentation defaults per kind (docs/how-to/own-images.md): folders are never mirrored
     unless `augment: {hflip: true}`; CIFAR and the procedural set are.
     """
 

@@ -9,7 +9,7 @@ cannot place it within the latency budget (`Pricer.confirm`, `latency.measure_fi
 measured over it is a rejected draw too, so trials over a latency budget are only configs the
 model placed within it by its margin and that a measurement then put over. The study's sampler
 is `ProposalSampler`, which serves those params to `study.ask()`; each new trial records how many
-draws were rejected for it, per reason (user attribute `rejected_draws`, docs/storage.md).
+draws were rejected for it, per reason (user attribute `rejected_draws`, docs/reference/storage.md).
 
 Where the draws come from (`make_proposer`):
 
@@ -65,7 +65,7 @@ MAX_DRAWS = 2_000        # draws for one trial before falling back to uniform re
 # proposals in a row that repeat an architecture of the study before the next one is drawn
 # uniformly among new ones: GPSampler leaves a parameter whose range moves with the depth split
 # out of its model and redraws it at random, so once its few values are all trained it can keep
-# proposing them (635 of 798 draws in one measured study; docs/sampling.md)
+# proposing them (635 of 798 draws in one measured study; docs/explanation/search.md)
 MAX_REPEATS = 10
 MAX_UNIFORM_DRAWS = 20_000
 _CONSTRAINTS_KEY = "constraints"         # the list Optuna's samplers read (nas._optuna)

@@ -102,7 +102,7 @@ class Recorder:
     def set(self, trial: optuna.Trial, key: str, value) -> None:
         if key not in TRIAL_ATTRS and not key.startswith(LATENCY_PREFIX):
             raise UnnamedKey(f"trial attribute {key!r} is not named in nas.storage.TRIAL_ATTRS "
-                             "(add it there and to docs/storage.md)")
+                             "(add it there and to docs/reference/storage.md)")
         trial.set_user_attr(key, value)
 
     def update(self, trial: optuna.Trial, attrs: Mapping) -> None:

@@ -7,5 +7,5 @@ score any architecture of the space by the weights it inherits.
   `supernet` evaluator (`nas/evaluators/supernet.py`) and the fidelity benchmark use it.
 
 The supernet itself (weight slicing, `extract`, save / load) is `overlock.supernet.Supernet`.
-Measured fidelity and cost: docs/supernet.md.
+Measured fidelity and cost: docs/explanation/supernet.md.
 """

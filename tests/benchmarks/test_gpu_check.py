@@ -43,6 +43,7 @@ def test_dry_run_runs_what_the_cpu_can_and_says_what_it_does_not(tmp_path):
     for title in ("(a) logits against the CPU", "(c) AMP training step", "(c) train evaluator, AMP + channels_last"):
         assert statuses[title] == "ok", report["parts"][title]
     assert proc.returncode == (0 if set(statuses.values()) == {"ok"} else 1), proc.stdout + proc.stderr
+    assert report["not_run"] == [] and report["verdict"] == ("passed" if proc.returncode == 0 else "failed")
 
     variants = {r["variant"] for r in report["logits"]["rows"]}
     assert variants == {v[0] for v in plan.logit_variants}         # fp16 and bf16 CPU kernels reached
@@ -85,13 +86,40 @@ def test_a_part_whose_process_dies_fails_alone(tmp_path):
     assert step["status"] == "ok" and "train_step" in report
 
 
-def test_budget_skips_parts_with_a_note(tmp_path):
+def test_a_check_that_ran_nothing_is_incomplete_not_passed(tmp_path, capsys):
+    """A part not run is not a pass. Before: --budget-s 1 skipped every part, printed "all checks
+    passed" and exited 0."""
     gpu_check = load_script()
-    assert gpu_check.main(["--dry-run", "--budget-s", "1", "--out", str(tmp_path)]) == 0
+    assert gpu_check.main(["--dry-run", "--budget-s", "1", "--out", str(tmp_path)]) == gpu_check.INCOMPLETE_EXIT
+    assert gpu_check.INCOMPLETE_EXIT not in (gpu_check.PASS_EXIT, gpu_check.FAIL_EXIT, gpu_check.NO_CUDA_EXIT)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "all checks passed" not in line and "INCOMPLETE" in line
+    titles = [title for title, _ in gpu_check.PARTS.values()]
+    assert all(title in line for title in titles), line          # the summary names every part not run
     report = json.loads((tmp_path / "gpu-check.json").read_text())
-    assert {p["status"] for p in report["parts"].values()} == {"skipped"}
-    assert len(report["skipped"]) == 5 and all("budget" in s for s in report["skipped"])
-    assert "## Skipped (time budget)" in (tmp_path / "gpu-check.md").read_text()
+    assert report["verdict"] == "incomplete"
+    assert {p["status"] for p in report["parts"].values()} == {"not run"}
+    assert report["not_run"] == [f"{t}: not run (time budget)" for t in titles]
+    md = (tmp_path / "gpu-check.md").read_text()
+    assert "**Verdict: incomplete**" in md and "## Not run" in md
+
+
+def test_an_item_not_run_inside_a_part_makes_the_check_incomplete():
+    gpu_check = load_script()
+    report = {"parts": {"(a) logits against the CPU": {"status": "ok"}}, "wall_s": 3.0,
+              "skipped": ["logits train fp16: skipped, estimated 5 s but 0 s of the 1 s budget left",
+                          gpu_check.BF16_DROPPED]}
+    report["not_run"] = gpu_check.not_run(report)
+    assert report["not_run"] == report["skipped"][:1]          # no bf16 on this GPU is no gap
+    report["verdict"] = "incomplete"
+    assert "1 item(s) inside parts not run" in gpu_check.summary_line(report)
+
+
+def test_help_documents_the_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        load_script().parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "exit status" in text and "incomplete" in text and "3" in text
 
 
 def test_cpu_device_means_dry_run():
@@ -196,7 +224,7 @@ def test_gpu_plans_cover_what_the_check_promises():
 
 
 def test_no_doc_claims_the_dry_run_covers_the_same_code_paths():
-    for path in (SCRIPT, REPO / "docs" / "gpu.md", REPO / "DEVELOPERS.md"):
+    for path in (SCRIPT, REPO / "docs" / "how-to" / "gpu.md", REPO / "DEVELOPERS.md"):
         text = " ".join(path.read_text().split())
         assert "same code paths" not in text, path
         assert "2-3 min" not in text or "guess" in text, path

@@ -1,6 +1,6 @@
-"""A study on a two-node Ray cluster, run by following docs/cluster.md step by step.
+"""A study on a two-node Ray cluster, run by following docs/how-to/cluster.md step by step.
 
-The fenced blocks marked `<!-- cluster-step: NAME -->` in docs/cluster.md are run in order, each
+The fenced blocks marked `<!-- cluster-step: NAME -->` in docs/how-to/cluster.md are run in order, each
 in its own `bash` session that starts with the variables the previous blocks exported (as a user
 typing them in one terminal would have). What the test changes, and why:
 
@@ -28,7 +28,7 @@ from nas_testing import REPO, session_pids, subprocess_env, write_study
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-DOC = REPO / "docs" / "cluster.md"
+DOC = REPO / "docs" / "how-to" / "cluster.md"
 STEPS = ("token", "settings", "head", "worker", "status", "search", "stop")
 SETTINGS = ("HEAD_IP", "RAY_PORT", "WORKER_IP", "STUDY")
 # a shell function in front of every block: test-only flags for `ray start`, no machine-wide stop
@@ -44,7 +44,7 @@ ray() {
 
 
 def doc_steps() -> dict[str, str]:
-    """{step name: bash text} of docs/cluster.md's `cluster-step` blocks."""
+    """{step name: bash text} of docs/how-to/cluster.md's `cluster-step` blocks."""
     text = DOC.read_text()
     found = re.findall(r"<!-- cluster-step: (\w+) -->\s*```bash\n(.*?)```", text, flags=re.S)
     return dict(found)
@@ -92,7 +92,7 @@ class Shell:
                                 start_new_session=True)
         self.sessions.append(proc.pid)     # `ray start` daemons stay in this session
         out = proc.communicate(timeout=timeout)[0]
-        assert proc.returncode == 0, f"docs/cluster.md step {name!r} failed:\n{block}\n{out}"
+        assert proc.returncode == 0, f"docs/how-to/cluster.md step {name!r} failed:\n{block}\n{out}"
         with open(env_file) as f:
             carried = dict(item.split("=", 1) for item in f.read().split("\0") if "=" in item)
         self.env = {k: v for k, v in carried.items() if k != "TEST_RAY_START_FLAGS"}
@@ -102,7 +102,7 @@ class Shell:
 
 def test_doc_steps_are_complete():
     steps = doc_steps()
-    assert tuple(steps) == STEPS, f"docs/cluster.md cluster-step blocks: {tuple(steps)}"
+    assert tuple(steps) == STEPS, f"docs/how-to/cluster.md cluster-step blocks: {tuple(steps)}"
     for name in SETTINGS:
         assert f"export {name}=" in steps["settings"], f"settings block no longer sets {name}"
 

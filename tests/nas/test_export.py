@@ -1,4 +1,4 @@
-"""`overlock-nas export` on a synthetic study written through Optuna's API per docs/storage.md."""
+"""`overlock-nas export` on a synthetic study written through Optuna's API per docs/reference/storage.md."""
 
 import json
 import math
@@ -49,7 +49,7 @@ def _tiny(change) -> OverLoCKConfig:
 
 
 def write_study(run_dir: Path, trials=TRIALS, budgets=None) -> None:
-    """A study as `overlock-nas search` stores it (docs/storage.md), with real trained weights."""
+    """A study as `overlock-nas search` stores it (docs/reference/storage.md), with real trained weights."""
     from nas.evaluators import get_evaluator
     from space import complexity
 

@@ -107,7 +107,7 @@ def test_no_trial_is_created_over_a_latency_budget_a_measurement_first_put_it_ov
 
 
 class _Stuck(optuna.samplers.BaseSampler):
-    """A sampler that proposes one architecture for ever (as GPSampler can, docs/sampling.md)."""
+    """A sampler that proposes one architecture for ever (as GPSampler can, docs/explanation/search.md)."""
 
     def infer_relative_search_space(self, study, trial):
         return {}

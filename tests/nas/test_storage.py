@@ -172,12 +172,12 @@ def test_holds_study(tmp_path):
 
 
 def test_every_trial_attribute_the_engine_writes_is_documented_in_the_storage_contract():
-    """docs/storage.md is the contract users and tools read: a key the engine writes but the
+    """docs/reference/storage.md is the contract users and tools read: a key the engine writes but the
     contract does not name is a key nobody can rely on. The driver writes only keys
     `storage.TRIAL_ATTRS` names (its recorder refuses others; tests/nas/search/test_contract.py
     scans what the driver's code writes), so every named key must be documented."""
     root = Path(__file__).resolve().parents[2]
     keys = set(storage.TRIAL_ATTRS)
     assert len(keys) > 30
-    doc = (root / "docs" / "storage.md").read_text()
+    doc = (root / "docs" / "reference" / "storage.md").read_text()
     assert sorted(k for k in keys if f"`{k}`" not in doc) == []

@@ -40,7 +40,7 @@ def test_valid_file_defaults_and_derived(write):
     spec = load_study_file(write(VALID))
     assert spec.directions == ["maximize", "minimize"]
     assert spec.constraints == {"flops": 2.5e6, "params": 1e6}   # "1e6" is a string in YAML 1.1
-    assert spec.sampler_name == "frontier"       # accuracy against costs -> frontier (docs/sampling.md)
+    assert spec.sampler_name == "frontier"       # accuracy against costs -> frontier (docs/explanation/search.md)
     assert spec.score_metric == "accuracy" and not spec.needs_latency
     assert spec.space.size() == 3
     assert spec.run_dir().as_posix() == "runs/tiny"

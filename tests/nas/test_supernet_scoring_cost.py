@@ -96,7 +96,7 @@ def test_a_split_over_the_memory_limit_is_streamed(trained, fresh_data):  # noqa
 
 
 def test_the_default_scoring_is_the_measured_one(trained, folder_with_a_bad_image):  # noqa: F811
-    """docs/supernet.md "Cost": BN re-estimated on 4 x 32 images, at most 300 validation images,
+    """docs/explanation/supernet.md "Cost": BN re-estimated on 4 x 32 images, at most 300 validation images,
     the data kept in memory; the settings whose ranking fidelity was measured equal to 4 x 64 and
     to every validation image. The card's data set here is procedural (its val_size is how many
     images it generates, not a subset): validated whole."""

@@ -1,4 +1,4 @@
-"""Fixtures for the report tests: synthetic studies (through Optuna's API, per docs/storage.md) and
+"""Fixtures for the report tests: synthetic studies (through Optuna's API, per docs/reference/storage.md) and
 a real headless browser (Debian's chromium) driven over the DevTools protocol with a tiny stdlib
 websocket client, so console errors are read with their level, not guessed from logs."""
 

@@ -180,3 +180,23 @@ def test_compute_label_is_worded_as_the_space_package_words_it():
     for args in [((224, 224), 1, "fvcore"), ((256, 192), 4, "paper"), (160, 1, "fvcore")]:
         assert macs_label(*args) == space.macs_label(*args)
     assert macs_label((224, 224)) == MACS_LABEL
+
+
+def test_too_few_complete_trials_draw_statistics_at_the_first_rung(make_study):
+    """The quickstart's case: successive halving stopped some trials, too few completed for an
+    importance plot. Every trained trial reached the first rung, so the statistic is drawn there,
+    at one fidelity, and the caption says so (before: "importances need at least 20 trials")."""
+    from reports import figures as F
+
+    sd = load_study_data(make_study("halved", n_trials=30))
+    complete = F.complete_sample(sd, ["accuracy", "flops"])
+    rung = F.first_rung_sample(sd, ["accuracy", "flops"])
+    stopped = rung.trials[rung.trials["category"] == "partial"]
+    assert len(stopped) and len(rung.trials) > len(complete.trials)
+    for number, score in zip(stopped["number"], stopped["accuracy"]):        # its rung-1 score
+        ua = sd.trials.set_index("number").loc[number]
+        assert score == pytest.approx(json.loads(ua["rung_scores"])["2"])
+    assert F.statistic_sample(sd, ["accuracy"], len(complete.trials)).words == complete.words
+    drawn = F.statistic_sample(sd, ["accuracy", "flops"], len(complete.trials) + 1)
+    assert drawn.words == rung.words and "first successive-halving rung" in drawn.words
+    assert F.edf_figure(sd).caption.count(complete.words) == 1                # enough complete: as before

@@ -1,4 +1,4 @@
-"""Synthetic studies holding exactly what the search engine writes (docs/storage.md), fast.
+"""Synthetic studies holding exactly what the search engine writes (docs/reference/storage.md), fast.
 
 Used by the report tests and `benchmarks/bench_report.py`: a run directory with a journal
 (`study.log`) whose study and trial attributes have the keys and value types the engine writes
@@ -71,7 +71,7 @@ def write_synthetic_study(run_dir, n_trials: int = 60, *,
     """Write a study of `n_trials` synthetic trials into `run_dir/study.log`; return `run_dir`.
 
     Args:
-        objectives: metric names of `docs/storage.md`, in order.
+        objectives: metric names of `docs/reference/storage.md`, in order.
         constraints: budgets {metric: budget}; default flops <= 4.5e9 and latency_ms <= 14.
         running: trials left RUNNING at the end (a study in progress).
         failed_only: every trial FAIL (with reasons).

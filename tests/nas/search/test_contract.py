@@ -1,5 +1,5 @@
 """Every attribute key is named once (`nas.storage.STUDY_ATTRS` / `TRIAL_ATTRS`), documented in
-docs/storage.md, and the only keys the driver writes; the pinned runs hold nothing else."""
+docs/reference/storage.md, and the only keys the driver writes; the pinned runs hold nothing else."""
 
 import re
 from pathlib import Path
@@ -41,7 +41,7 @@ def written_trial_keys() -> set[str]:
 
 
 def test_every_named_key_is_documented():
-    doc = (REPO / "docs" / "storage.md").read_text()
+    doc = (REPO / "docs" / "reference" / "storage.md").read_text()
     names = list(storage.STUDY_ATTRS) + list(storage.TRIAL_ATTRS)
     assert sorted(k for k in names if f"`{k}`" not in doc) == []
 
