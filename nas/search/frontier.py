@@ -282,6 +282,7 @@ class FrontierProposer:
         self.pool: dict[str, dict] = {}           # config hash -> candidate within budgets
         self._known: dict[int, dict] = {}         # real trial number -> its config's candidate
         self._hyper: dict[int, tuple] = {}
+        self._smoothed: dict[int, np.ndarray] = {}   # trial number -> its values at the model's mean
         self.enumerated = False                   # the pool holds the whole space within budget
         self.fed = False      # the driver calls `observe` for every trial: never read the study
         self._trials: dict[int, Any] = {}         # number -> the trial as last observed
@@ -409,7 +410,7 @@ class FrontierProposer:
             return
         want = max(0, self.options["pool"] - len(self.pool))
         n_new = self.options["candidates"]
-        parents = [c for _, c in _front(done, self.sign)]
+        parents = [c for _, c in _front(done, self.sign, self._smoothed)]
         draws = [DecisionTrial(self.rng) for _ in range(want + n_new // 4)]
         for _ in range(n_new - n_new // 4):
             parent = self.rng.choice(parents)["params"]
@@ -438,6 +439,7 @@ class FrontierProposer:
             gp = self._gp(i, x[:n_done], y[:, i])
             mean[:, i], sd[:, i] = gp.predict(x)
             sd[:n_done, i] = 0.0
+        self._smoothed = {t.number: mean[k] for k, (t, _) in enumerate(done)}
         # the front: finished trials at the model's mean there (noise-aware: a lucky reading does
         # not stand as the front), running ones at their believed values
         front = mean[:n_done + n_run]
@@ -490,11 +492,15 @@ def _feasible(t) -> bool:
     return all(v <= 0 for v in t.constraints.values())
 
 
-def _front(done: list, sign: np.ndarray) -> list:
-    """The (trial, candidate) pairs on the non-dominated front of the finished trials."""
+def _front(done: list, sign: np.ndarray, smoothed: dict | None = None) -> list:
+    """The (trial, candidate) pairs on the non-dominated front of the finished trials: at the
+    model's mean where `smoothed` has it (trial number -> minimised values; a noisy reading's luck
+    does not make a config a parent), else at their readings."""
     if not done:
         return []
-    y = sign * np.array([t.values for t, _ in done], dtype=float)
+    smoothed = smoothed or {}
+    y = np.array([smoothed[t.number] if t.number in smoothed else sign * np.asarray(t.values, dtype=float)
+                  for t, _ in done], dtype=float)
     out = []
     for i, row in enumerate(y):
         dominated = np.any(np.all(y <= row, axis=1) & np.any(y < row, axis=1))
