@@ -423,6 +423,31 @@ def table(rows: list[dict], trials: int) -> str:
     return "\n".join(lines)
 
 
+def write_summary(rows: list[dict], args, path: Path) -> None:
+    """One line per (scenario, landscape, strategy) of `rows`: what the docs quote."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["scenario"], r["landscape"], r["strategy"]), []).append(r)
+    argv = [a for a in (args.argv or []) if a != "--table-only"]
+    command = "python benchmarks/bench_search_efficiency.py " + " ".join(
+        a for i, a in enumerate(argv) if a != "--summary" and (i == 0 or argv[i - 1] != "--summary"))
+    with open(path, "a") as fh:
+        for (scenario, landscape, strategy), runs in groups.items():
+            scored = [r.get("hv_ratio_true", r["hv_ratio"]) for r in runs]
+            at = [ratio_at(ratio, args.trials) for ratio in scored]
+            line = {"scenario": scenario, "landscape": landscape, "strategy": strategy,
+                    "noise_sd": round(float(runs[0].get("noise_sd", 0.0)), 5), "seeds": len(runs),
+                    f"hv_{args.trials}": round(float(np.nanmedian(at)), 3),
+                    f"hv_{args.trials}_min": round(float(np.nanmin(at)), 3),
+                    "trials_to_0.90": _median_trials([trials_to_reach(x, 0.90) for x in scored], args.trials).split()[0],
+                    "trials_to_0.95": _median_trials([trials_to_reach(x, 0.95) for x in scored], args.trials).split()[0],
+                    "scored_by": "true accuracy of the observed front" if "hv_ratio_true" in runs[0] else "observed values",
+                    "command": command, "date": f"{min(r['date'] for r in runs)} - {max(r['date'] for r in runs)}",
+                    "load": f"{min(r['load'] for r in runs)}-{max(r['load'] for r in runs)}",
+                    "commit": sorted({r['commit'] for r in runs})}
+            fh.write(json.dumps(line) + "\n")
+
+
 # -------------------------------------------------------------------------------------- main
 def _commit() -> str:
     try:
@@ -531,7 +556,12 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: the 72-config quickstart space, 3 seeds, 20 trials")
     ap.add_argument("--table-only", action="store_true", help="print the tables of --results, run nothing")
+    ap.add_argument("--summary", default=None,
+                    help="append one line per scenario, landscape and strategy (median hypervolume after "
+                         "--trials, trials to 0.90 / 0.95, seeds, the command, dates and loads) to this "
+                         "file, e.g. benchmarks/results/search_efficiency.jsonl")
     args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.quick:
         args.scenarios, args.seeds, args.trials = ["quickstart"], 3, 20
         if args.results == str(OUT / "results.jsonl"):
@@ -547,6 +577,8 @@ def main(argv=None) -> None:
     else:
         rows = run_all(args)
     print(table(rows, args.trials))
+    if args.summary:
+        write_summary(rows, args, Path(args.summary))
     print(f"\nwall {time.perf_counter() - t0:.0f} s, load average at end {os.getloadavg()[0]:.2f}")
 
 

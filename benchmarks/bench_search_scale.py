@@ -96,7 +96,7 @@ def run(objectives: tuple, trials: int, space: str, seed: int, landscape: str, f
             "propose_max_s": round(float(model.max()), 4),
             "propose_last100_median_s": round(float(np.median(last)), 4),
             "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "wall_s": round(wall, 1), "load_start": round(load, 2), "load_end": round(os.getloadavg()[0], 2),
+            "wall_s": round(wall, 1), "load": f"{load:.1f}-{os.getloadavg()[0]:.1f}",
             "date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": _commit(),
             "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
 
@@ -126,14 +126,15 @@ def main(argv=None) -> None:
         return
     (objectives, n), = plan
     row = run(objectives, n, args.space, args.seed, args.landscape, args.flops)
+    row["command"] = (f"python benchmarks/bench_search_scale.py --objectives {' '.join(objectives)} --trials {n}"
+                      f" --space {args.space} --flops {args.flops:g} --landscape {args.landscape} --seed {args.seed}")
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     with open(args.results, "a") as fh:
         fh.write(json.dumps(row) + "\n")
     print(f"[{', '.join(objectives)}] {row['complete']} trials on {args.space}: proposal median "
           f"{row['propose_median_s']:.3f} s (p90 {row['propose_p90_s']:.3f}, max {row['propose_max_s']:.3f}, "
           f"last 100 median {row['propose_last100_median_s']:.3f}), front {row['front']}, driver peak RSS "
-          f"{row['driver_peak_rss_mib']:.0f} MiB, wall {row['wall_s']:.0f} s, load {row['load_start']:.1f} -> "
-          f"{row['load_end']:.1f}", flush=True)
+          f"{row['driver_peak_rss_mib']:.0f} MiB, wall {row['wall_s']:.0f} s, load {row['load']}", flush=True)
 
 
 if __name__ == "__main__":
