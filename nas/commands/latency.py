@@ -5,11 +5,11 @@
     overlock-nas latency predict model.json --config trial.json
 
 `fit` samples distinct architectures from the space (a study file's space and latency settings, or
-a space file), measures each with `nas.measure.measure_latency` unless the device's latency store
-already holds it (every measurement goes into that store, shared with every study on the device),
-fits `nas.latency_model` and prints its leave-one-out Spearman rho, share within +-10 % and stated
-margin beside a FLOPs-alone line. The model is written to --out, or beside the latency store
-(`nas.latency_model.model_path`), where `latency: {model: auto}` finds it.
+a space file), measures each with `nas.latency.measure.measure_latencies` unless the device's
+latency store already holds it (every measurement goes into that store, shared with every study on
+the device), fits `nas.latency.model` and prints its leave-one-out Spearman rho, share within
++-10 % and stated margin beside a FLOPs-alone line. The model is written to --out, or beside the
+latency store (`nas.latency.model.model_path`), where `latency: {model: auto}` finds it.
 """
 
 from __future__ import annotations
@@ -71,14 +71,6 @@ def _sample(space, n: int, seed: int, resolution) -> list:
     return out
 
 
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 @click.group("latency")
 def command():
     """Per-device latency models: fit from measurements, predict in under a millisecond."""
@@ -112,11 +104,12 @@ def fit_command(source, measurements, device, resolution, batch, dtype, channels
     model and print its cross-validated accuracy."""
     import torch
 
-    from nas import latency_model
     from nas.commands._options import check_device
     from nas.commands.profile import parse_resolution
-    from nas.latency_store import device_store, latency_key
-    from nas.measure import GROUP, device_string, measure_latencies
+    from nas.latency import model as latency_model
+    from nas.latency.device import device_string, resolve_device
+    from nas.latency.measure import GROUP, measure_latencies
+    from nas.latency.store import device_store, measurement_settings, store_key
 
     if out is not None and os.path.isfile(out):
         try:     # refuse before measuring: --out replaces only an earlier model
@@ -125,7 +118,7 @@ def fit_command(source, measurements, device, resolution, batch, dtype, channels
             raise click.ClickException(f"--out {out} exists and is not a latency model: fit never "
                                        "replaces another file; choose another --out") from None
     space, study_latency, study_device = _load_source(source)
-    device = _resolve_device(check_device(device or study_device or "cpu"))
+    device = resolve_device(check_device(device or study_device or "cpu"))
     res = parse_resolution(resolution)
     batch = batch or study_latency.get("batch") or 1
     dtype = dtype or study_latency.get("dtype") or "fp32"
@@ -143,8 +136,12 @@ def fit_command(source, measurements, device, resolution, batch, dtype, channels
         click.echo(f"note: the space has {len(configs)} distinct architectures; fitting on all of them",
                    err=True)
     dev_name = device_string(device, threads)
+    resolutions = {tuple(c.resolution) for c in configs}
+    settings = measurement_settings(dev_name, batch=batch, dtype=dtype, channels_last=channels_last,
+                                    threads=threads,
+                                    resolution=resolutions.pop() if len(resolutions) == 1 else None)
     store = device_store(dev_name)
-    keys = [latency_key(c, dev_name, batch, None, dtype, channels_last) for c in configs]
+    keys = [store_key(c, settings) for c in configs]
     found = {k: store.get(k) for k in keys}
     todo = [i for i, k in enumerate(keys) if found[k] is None]
     reused, t0 = len(configs) - len(todo), time.monotonic()
@@ -165,9 +162,6 @@ def fit_command(source, measurements, device, resolution, batch, dtype, channels
         click.echo(f"measured {start + len(chunk)}/{len(todo)}: {values} ms  {time.monotonic() - t0:.0f} s",
                    err=True)
     latencies = [float(found[k]["latency_ms"]) for k in keys]
-    resolutions = {tuple(c.resolution) for c in configs}
-    settings = {"device": dev_name, "resolution": list(resolutions.pop()) if len(resolutions) == 1 else None,
-                "batch": batch, "dtype": dtype, "channels_last": channels_last, "threads": threads}
     model = latency_model.fit(configs, latencies, settings)
     path = out or latency_model.model_path(dev_name, settings)
     kept = _keep_previous(path) if out is None else None   # --out names its file; the default is shared
@@ -223,8 +217,8 @@ def _report(model, path, measured: int, reused: int, as_json: bool) -> None:
 def predict_command(model_file, config_file, as_json):
     """Predicted latency (ms) of one architecture by a fitted latency model."""
     from overlock import ConfigError
-    from nas import latency_model
     from nas.commands.profile import load_config_file
+    from nas.latency import model as latency_model
 
     try:
         model = latency_model.load(model_file)

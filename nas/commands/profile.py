@@ -63,7 +63,7 @@ def profile_config(config, *, batch: int = 1, dtype: str = "fp32", device: str =
                    channels_last: bool = False, stages: bool = False, latency: bool = True,
                    fvcore: bool = True) -> dict:
     """The profile of `config` at its resolution as a JSON-able dict (see the module docstring).
-    `repeats` / `warmup` None: the measuring protocol's defaults (`nas.measure`), the same a
+    `repeats` / `warmup` None: the measuring protocol's defaults (`nas.latency.measure`), the same a
     study and `latency fit` use, so a reading here is comparable with theirs."""
     import torch
 
@@ -97,10 +97,10 @@ def profile_config(config, *, batch: int = 1, dtype: str = "fp32", device: str =
         doc["analytic_matches_fvcore"] = (counted.total == cost.flops and counted.paper == cost.flops_paper)
         del model
     if latency:
-        from nas.measure import measure_latency
+        from nas.latency.device import resolve_device
+        from nas.latency.measure import measure_latency
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(device)
         protocol = {k: v for k, v in (("warmup", warmup), ("repeats", repeats)) if v is not None}
         doc["latency"] = measure_latency(config, device=device, batch=batch, dtype=dtype,
                                          channels_last=channels_last, threads=threads,
@@ -163,9 +163,9 @@ def render(doc: dict, name: str) -> str:
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the latency (default: torch's).")
 @click.option("--repeats", type=click.IntRange(min=2), default=None,
-              help="Timed forwards [the measuring protocol's, as a study measures: nas.measure.REPEATS].")
+              help="Timed forwards [the measuring protocol's, as a study measures: nas.latency.measure.REPEATS].")
 @click.option("--warmup", type=click.IntRange(min=0), default=None,
-              help="Untimed forwards first [nas.measure.WARMUP].")
+              help="Untimed forwards first [nas.latency.measure.WARMUP].")
 @click.option("--channels-last", is_flag=True, help="Measure latency in channels_last memory format.")
 @click.option("--stages", is_flag=True, help="Also break latency down per stage (torch.profiler).")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")

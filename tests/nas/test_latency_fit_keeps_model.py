@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from nas import latency_model as lm
+from nas.latency import model as lm
 from nas.cli import main
 
 FAST = ["--resolution", "32", "--threads", "1", "--warmup", "1", "--repeats", "3"]

@@ -1,4 +1,4 @@
-"""nas.latency_model: fit / predict / save / load, its cross-validated statistics, and the
+"""nas.latency.model: fit / predict / save / load, its cross-validated statistics, and the
 `overlock-nas latency fit | predict` commands end to end on a tiny space."""
 
 import json
@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import space
-from nas import latency_model as lm
+from nas.latency import model as lm
 from nas.cli import main
 
 SETTINGS = dict(device="synthetic device", resolution=None, batch=1, dtype="fp32",
@@ -119,7 +119,7 @@ def test_bad_input_is_one_line(tmp_path, configs):
 
 
 def test_model_path_is_beside_the_device_store(tmp_path, monkeypatch):
-    from nas.measure import device_cache_dir
+    from nas.latency.store import device_cache_dir
 
     monkeypatch.setenv("OVERLOCK_NAS_CACHE", str(tmp_path))
     dev = "cpu: AMD EPYC x1 threads, torch 2.13.0, na2d_av pure PyTorch"
@@ -183,7 +183,7 @@ def test_cli_errors(tmp_path):
 
 # ------------------------------------------------------------------------ measurement protocol
 def test_protocol_statistic_is_the_median_of_round_minima():
-    from nas.measure import _stats
+    from nas.latency.measure import _stats
 
     stats = _stats([[10.0, 50.0, 60.0], [11.0, 12.0, 90.0], [30.0, 40.0, 35.0]])
     assert stats["latency"] == 11.0          # minima 10, 11, 30: a round disturbed throughout is ignored
@@ -196,7 +196,7 @@ def test_single_thread_measurement_uses_the_thread_cpu_clock_and_restores_affini
 
     import torch
 
-    from nas.measure import measure_latency
+    from nas.latency.measure import measure_latency
 
     affinity, threads = os.sched_getaffinity(0), torch.get_num_threads()
     r = measure_latency(tiny_config.replace(resolution=(32, 32)), threads=1, warmup=1, repeats=6, rounds=3)
@@ -212,7 +212,7 @@ def test_single_thread_measurement_uses_the_thread_cpu_clock_and_restores_affini
 
 
 def test_measure_latencies_interleaves_rounds_with_the_same_result_keys(tiny_config):
-    from nas.measure import measure_latencies, measure_latency
+    from nas.latency.measure import measure_latencies, measure_latency
 
     configs = [tiny_config.replace(resolution=(32, 32)), tiny_config.replace(resolution=(32, 32), region_count=2)]
     results = measure_latencies(configs, group=2, threads=1, warmup=1, repeats=4, rounds=2)
