@@ -108,7 +108,6 @@ def fit_command(source, measurements, device, resolution, batch, dtype, channels
     from nas.commands.profile import parse_resolution
     from nas.latency import model as latency_model
     from nas.latency.device import device_string, resolve_device
-    from nas.latency.measure import GROUP, measure_latencies
     from nas.latency.store import device_store, measurement_settings, store_key
 
     if out is not None and os.path.isfile(out):
@@ -142,25 +141,16 @@ def fit_command(source, measurements, device, resolution, batch, dtype, channels
                                     resolution=resolutions.pop() if len(resolutions) == 1 else None)
     store = device_store(dev_name)
     keys = [store_key(c, settings) for c in configs]
-    found = {k: store.get(k) for k in keys}
+    stored = store.entries()          # one read of the store, however many keys it is asked
+    found = {k: stored.get(k) for k in keys}
     todo = [i for i, k in enumerate(keys) if found[k] is None]
-    reused, t0 = len(configs) - len(todo), time.monotonic()
+    reused = len(configs) - len(todo)
     if reused:
         click.echo(f"{reused} of {len(configs)} architectures already in the device's store", err=True)
-    for start in range(0, len(todo), GROUP):
-        chunk = todo[start:start + GROUP]
-        try:   # rounds interleaved over the chunk: the machine's load falls on all of them alike
-            results = measure_latencies([configs[i] for i in chunk], group=GROUP, device=device,
-                                        batch=batch, dtype=dtype, channels_last=channels_last,
-                                        threads=threads, **protocol)
-        except (ValueError, RuntimeError) as e:
-            raise click.ClickException(f"measuring {', '.join(configs[i].config_hash() for i in chunk)}: "
-                                       f"{' '.join(str(e).split())}") from None
-        for i, result in zip(chunk, results):
-            found[keys[i]] = store.put(keys[i], result)
-        values = " ".join(f"{r['latency_ms']:.2f}" for r in results)
-        click.echo(f"measured {start + len(chunk)}/{len(todo)}: {values} ms  {time.monotonic() - t0:.0f} s",
-                   err=True)
+    measured = _measure(store, [configs[i] for i in todo], [keys[i] for i in todo],
+                        dict(device=device, batch=batch, dtype=dtype, channels_last=channels_last,
+                             threads=threads, **protocol))
+    found.update(measured)
     latencies = [float(found[k]["latency_ms"]) for k in keys]
     model = latency_model.fit(configs, latencies, settings)
     path = out or latency_model.model_path(dev_name, settings)
@@ -169,6 +159,37 @@ def fit_command(source, measurements, device, resolution, batch, dtype, channels
     if kept is not None:
         click.echo(f"the previous model for these settings is kept as {kept}", err=True)
     _report(model, path, len(configs) - reused, reused, as_json)
+
+
+def _measure(store, configs: list, keys: list[str], settings: dict) -> dict[str, dict]:
+    """Measure `configs` GROUP at a time (their rounds interleaved, so the machine's load falls on
+    all of them alike), each group's readings put in `store` at once; progress and an estimate of
+    the time left on stderr. Returns {key: reading}."""
+    from nas.commands._progress import MeasuringProgress, duration, protocol_line
+    from nas.latency.measure import GROUP, REPEATS, ROUNDS, WARMUP, measure_latencies
+
+    if not configs:
+        return {}
+    click.echo("latency fit: " + protocol_line(len(configs), settings.get("warmup", WARMUP),
+                                               settings.get("repeats", REPEATS), ROUNDS, GROUP,
+                                               settings["device"].startswith("cuda")), err=True)
+    progress, out, t0 = MeasuringProgress(len(configs), "latency fit"), {}, time.monotonic()
+    for start in range(0, len(configs), GROUP):
+        chunk, chunk_keys = configs[start:start + GROUP], keys[start:start + GROUP]
+        progress.begin(len(chunk))
+        try:
+            results = measure_latencies(chunk, group=GROUP, progress=progress, **settings)
+        except (ValueError, RuntimeError) as e:
+            raise click.ClickException(f"measuring {', '.join(c.config_hash() for c in chunk)}: "
+                                       f"{' '.join(str(e).split())}") from None
+        store.put_many(dict(zip(chunk_keys, results)))
+        out.update(zip(chunk_keys, results))
+        progress.end()
+        values = " ".join(f"{r['latency_ms']:.2f}" for r in results)
+        left = f", about {duration(progress.left_s())} left" if start + GROUP < len(configs) else ""
+        click.echo(f"measured {start + len(chunk)}/{len(configs)}: {values} ms  "
+                   f"{time.monotonic() - t0:.0f} s{left}", err=True)
+    return out
 
 
 def _keep_previous(path) -> "Path | None":

@@ -49,7 +49,8 @@ import copy
 import os
 import statistics
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -57,8 +58,8 @@ from torch import nn
 from ._malloc import settle_large_blocks
 from .device import device_string
 
-__all__ = ["measure_latency", "measure_latencies", "DTYPES", "SPREAD_REMEASURE", "WARMUP", "REPEATS",
-           "ROUNDS", "GROUP", "PROTOCOL"]
+__all__ = ["measure_latency", "measure_latencies", "Progress", "DTYPES", "SPREAD_REMEASURE", "WARMUP",
+           "REPEATS", "ROUNDS", "GROUP", "PROTOCOL"]
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SPREAD_REMEASURE = 0.10   # one more set of rounds when the round minima spread > 10 %
@@ -180,20 +181,48 @@ def _stats(rounds_ms: list[list[float]]) -> dict:
             "iqr": q3 - q1, "min": ordered[0], "round_range": max(minima) - min(minima)}
 
 
-def _time_rounds(pairs, repeats: int, warmup: int, rounds: int, clock: str) -> list[tuple[list, list]]:
+@dataclass(frozen=True)
+class Progress:
+    """Where one set of rounds stands: handed to `progress=` after the warm-up and after each
+    round (with its pause), never inside a timed round, so reporting costs the readings nothing.
+
+    Attributes:
+        configs: configs whose rounds are interleaved in this set.
+        done: rounds finished (0: the warm-up has just finished).
+        rounds: rounds in the set.
+        elapsed_s: wall seconds since the set's warm-up began.
+        left_s: estimated wall seconds until the set ends: the rounds left at the forward time
+            seen so far, and the pauses between them.
+        remeasure: the set is the second one, for configs whose first rounds disagreed.
+    """
+
+    configs: int
+    done: int
+    rounds: int
+    elapsed_s: float
+    left_s: float
+    remeasure: bool = False
+
+
+def _time_rounds(pairs, repeats: int, warmup: int, rounds: int, clock: str,
+                 progress: Callable[[Progress], None] | None = None,
+                 remeasure: bool = False) -> list[tuple[list, list]]:
     """For each (model, input) of `pairs`: (per round: ms of each timed forward by `clock`, wall ms
     of every timed forward). The rounds are interleaved across the pairs: round r of every model
     runs before round r + 1 of any, so a stretch of interference is shared, not one model's.
     Fewer than GROUP pairs are paced (`_pause_after_round`): every reading, of one config or of
-    eight, has its rounds spread over the same span of time."""
+    eight, has its rounds spread over the same span of time. `progress` is told where the set
+    stands between rounds (`Progress`)."""
     per_round = [repeats // rounds + (1 if i < repeats % rounds else 0) for i in range(rounds)]
     per_round = [n for n in per_round if n > 0]
     out = [([], []) for _ in pairs]
+    tell = _Teller(progress, per_round, len(pairs), clock, remeasure)
     with torch.inference_mode():
         # warm-up interleaved like the rounds: switching models is part of the steady state
         for _ in range(warmup):
             for model, x in pairs:
                 model(x)
+        tell.warmed_up(warmup)
         for r, n in enumerate(per_round):
             round_start = time.perf_counter()
             for (model, x), (timed, walls) in zip(pairs, out):
@@ -201,9 +230,44 @@ def _time_rounds(pairs, repeats: int, warmup: int, rounds: int, clock: str) -> l
                 timed.append(times)
                 if clock == "cuda":
                     walls.extend(times)
+            round_s = time.perf_counter() - round_start
             if r < len(per_round) - 1:
-                _pause_after_round(time.perf_counter() - round_start, len(pairs), clock)
+                _pause_after_round(round_s, len(pairs), clock)
+            tell.round_done(r, round_s)
     return out
+
+
+class _Teller:
+    """Tells `progress` where a set of rounds stands and how long it has left: the rounds left
+    at the wall time per forward seen so far (the warm-up's, then the timed rounds'), each
+    followed by the pause `_pause_after_round` would take (none after the last)."""
+
+    def __init__(self, progress, per_round: list[int], configs: int, clock: str, remeasure: bool):
+        self.progress, self.per_round, self.configs = progress, per_round, configs
+        self.clock, self.remeasure = clock, remeasure
+        self.start = time.perf_counter()
+        self.timed_s = self.timed_forwards = 0.0
+
+    def warmed_up(self, warmup: int) -> None:
+        if self.progress is not None and warmup > 0:
+            self._tell(0, (time.perf_counter() - self.start) / (warmup * self.configs))
+
+    def round_done(self, r: int, round_s: float) -> None:
+        if self.progress is None:
+            return
+        self.timed_s += round_s
+        self.timed_forwards += self.per_round[r] * self.configs
+        self._tell(r + 1, self.timed_s / self.timed_forwards)
+
+    def _tell(self, done: int, forward_s: float) -> None:
+        left = 0.0
+        for r in range(done, len(self.per_round)):
+            round_s = self.per_round[r] * self.configs * forward_s
+            last = r == len(self.per_round) - 1
+            left += round_s + (0.0 if last else _pause_s(round_s, self.configs, self.clock))
+        self.progress(Progress(configs=self.configs, done=done, rounds=len(self.per_round),
+                               elapsed_s=time.perf_counter() - self.start, left_s=left,
+                               remeasure=self.remeasure))
 
 
 def _cpu_round(model, x, n: int, clock: str, walls: list) -> list[float]:
@@ -232,6 +296,13 @@ def _cuda_round(model, x, n: int) -> list[float]:
     return [s.elapsed_time(e) for s, e in events]
 
 
+def _pause_s(round_s: float, measured: int, clock: str) -> float:
+    """The pause after a round of `measured` configs that took `round_s` (`_pause_after_round`)."""
+    if clock == "cuda" or measured >= GROUP or round_s <= 0:
+        return 0.0
+    return min(PACE_MAX_S, round_s * (GROUP - measured) / measured)
+
+
 def _pause_after_round(round_s: float, measured: int, clock: str) -> None:
     """Idle after a round of `measured` configs that took `round_s` of wall time, for the time
     the missing configs of a GROUP would have taken at the same load (at most PACE_MAX_S).
@@ -240,12 +311,10 @@ def _pause_after_round(round_s: float, measured: int, clock: str) -> None:
     sample the machine (co-runners, the host's other tenants) at GROUP times as many moments as
     a lone config's rounds run back to back; a lone reading was the noisier one across
     processes (docs/explanation/latency.md). Idling, not measuring more, keeps the CPU cost. CPU only:
-    an idle GPU lowers its clocks, and CUDA rounds are milliseconds long.
+    an idle GPU lowers its clocks, and CUDA rounds are milliseconds long. Without pacing it
+    sleeps 0: a yield, so the next round starts on a fresh time slice.
     """
-    if clock == "cuda" or measured >= GROUP or round_s <= 0:
-        time.sleep(0)   # yield between rounds: the next round starts on a fresh time slice
-        return
-    time.sleep(min(PACE_MAX_S, round_s * (GROUP - measured) / measured))
+    time.sleep(_pause_s(round_s, measured, clock))
 
 
 # ---------------------------------------------------------------------------------- stages
@@ -359,7 +428,7 @@ def measure_latency(config_or_model, *, device: str = "cpu", batch: int = 1, dty
                     channels_last: bool = False, warmup: int = WARMUP, repeats: int = REPEATS,
                     threads: int | None = None, profile_stages: bool = False,
                     resolution: int | tuple[int, int] | None = None, rounds: int = ROUNDS,
-                    pin: bool = True) -> dict[str, Any]:
+                    pin: bool = True, progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
     """Measure the deploy model's forward latency (`measure_latencies` of one config: the same
     protocol, its rounds paced to a group's time span).
 
@@ -378,6 +447,8 @@ def measure_latency(config_or_model, *, device: str = "cpu", batch: int = 1, dty
         profile_stages: also return `latency_stages_ms` (median ms per stage, plus "other" for what
             runs between stages) from a separate, instrumented run.
         resolution: input (H, W) or int; default the config's.
+        progress: called with a `Progress` after the warm-up and after each round (between
+            rounds: it never runs inside a timed one).
 
     Returns:
         dict with latency_ms (median of round minima), latency_p90_ms, latency_spread_ms (IQR), latency_min_ms,
@@ -393,7 +464,7 @@ def measure_latency(config_or_model, *, device: str = "cpu", batch: int = 1, dty
     return _measure_group([config_or_model], device=device, batch=batch, dtype=dtype,
                           channels_last=channels_last, warmup=warmup, repeats=repeats,
                           threads=threads, profile_stages=profile_stages, resolution=resolution,
-                          rounds=rounds, pin=pin)[0]
+                          rounds=rounds, pin=pin, progress=progress)[0]
 
 
 def measure_latencies(configs, *, group: int = GROUP, **settings) -> list[dict[str, Any]]:
@@ -403,7 +474,8 @@ def measure_latencies(configs, *, group: int = GROUP, **settings) -> list[dict[s
     machine is spread evenly over the group's configs instead of falling on whichever config was
     being measured at the time (the protocol that agreed best across processes,
     docs/explanation/latency.md). Same settings and result keys as `measure_latency`; `group` bounds the
-    models held in memory at once. `profile_stages` is not supported here.
+    models held in memory at once. `profile_stages` is not supported here. `progress` hears from
+    each group in turn (`Progress.configs` is that group's size).
     """
     if settings.get("profile_stages"):
         raise ValueError("measure_latencies: profile_stages is per config; use measure_latency")
@@ -439,13 +511,15 @@ def _build(items, device: str, dtype: str, channels_last: bool, resolution, batc
     return built
 
 
-def _timed_with_recheck(pairs, repeats: int, warmup: int, rounds: int, clock: str) -> list[dict]:
+def _timed_with_recheck(pairs, repeats: int, warmup: int, rounds: int, clock: str,
+                        progress=None) -> list[dict]:
     """Per pair: {"timed": round times, "walls": wall ms, "first_spread": the first set's round
     range when its rounds disagreed and one more set was measured and pooled, else None}."""
-    timings = _time_rounds(pairs, repeats, warmup, rounds, clock)
+    timings = _time_rounds(pairs, repeats, warmup, rounds, clock, progress)
     first = [_stats(timed) for timed, _ in timings]
     again = [i for i, st in enumerate(first) if st["round_range"] > SPREAD_REMEASURE * st["latency"]]
-    more = _time_rounds([pairs[i] for i in again], repeats, min(warmup, 1), rounds, clock) if again else []
+    more = _time_rounds([pairs[i] for i in again], repeats, min(warmup, 1), rounds, clock, progress,
+                        remeasure=True) if again else []
     out = []
     for i, (timed, walls) in enumerate(timings):
         entry = {"timed": timed, "walls": walls, "first_spread": None}
@@ -460,7 +534,7 @@ def _timed_with_recheck(pairs, repeats: int, warmup: int, rounds: int, clock: st
 def _measure_group(items, *, device: str = "cpu", batch: int = 1, dtype: str = "fp32",
                    channels_last: bool = False, warmup: int = WARMUP, repeats: int = REPEATS,
                    threads: int | None = None, profile_stages: bool = False, resolution=None,
-                   rounds: int = ROUNDS, pin: bool = True) -> list[dict[str, Any]]:
+                   rounds: int = ROUNDS, pin: bool = True, progress=None) -> list[dict[str, Any]]:
     """The one protocol, for every caller: settings checked, allocator settled, threads set,
     models built, the measuring thread pinned, rounds timed (and re-timed when they disagree)."""
     cuda = _check_settings(device, dtype, batch, repeats, warmup, rounds)
@@ -471,7 +545,8 @@ def _measure_group(items, *, device: str = "cpu", batch: int = 1, dtype: str = "
         n_threads = None if cuda else torch.get_num_threads()
         clock = "cuda" if cuda else ("thread_cpu" if n_threads == 1 else "wall")
         with _pinned_cores(n_threads if pin else None) as cores:
-            timings = _timed_with_recheck([(m, x) for m, x, _ in built], repeats, warmup, rounds, clock)
+            timings = _timed_with_recheck([(m, x) for m, x, _ in built], repeats, warmup, rounds, clock,
+                                          progress)
         common = {"latency_device": device_string(device, threads), "latency_batch": batch,
                   "latency_dtype": dtype, "latency_channels_last": bool(channels_last),
                   "latency_repeats": repeats, "latency_clock": clock, "latency_rounds": rounds,

@@ -2,6 +2,7 @@
 `overlock-nas latency fit | predict` commands end to end on a tiny space."""
 
 import json
+import re
 import math
 
 import numpy as np
@@ -160,6 +161,23 @@ def test_cli_fit_predict_and_store_reuse(tmp_path, monkeypatch, configs):
     assert pred.exit_code == 0, pred.output
     assert float(pred.output.strip()) == pytest.approx(model.predict(configs[3].replace(resolution=(32, 32))),
                                                        abs=1e-3)
+
+
+def test_cli_fit_says_how_far_it_is_and_how_long_is_left_on_stderr(tmp_path, monkeypatch):
+    """Measuring is slow (a paced protocol); `latency fit` says what it involves, where it stands
+    after every round, and about how long is left - on stderr, so --json stays one document."""
+    monkeypatch.setenv("OVERLOCK_NAS_CACHE", str(tmp_path / "cache"))
+    result = _run("fit", QUICKSTART, "--measurements", "9", "--json", "--out", str(tmp_path / "m.json"), *FAST)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["measured"] == 9              # stdout: the JSON document alone
+    err = result.stderr
+    assert "latency fit: measuring 9 configs: 1 warm-up and 3 timed forwards each, in 3 rounds, 8 configs " \
+           "at a time, the last 1 paced to 8 configs' time" in err
+    assert "latency fit: configs 1-8 of 9, warm-up done;" in err
+    assert "latency fit: configs 1-8 of 9, round 3/3;" in err and "latency fit: config 9 of 9, round 3/3;" in err
+    assert re.search(r"measured 8/9: [\d. ]+ ms  \d+ s, about \d+ s left", err), err
+    assert all(re.search(r"elapsed, about \d+ (s|min \d\d s) left$", line)
+               for line in err.splitlines() if line.startswith("latency fit: config")), err
 
 
 def test_cli_errors(tmp_path):

@@ -366,3 +366,27 @@ def test_a_lone_config_is_paced_to_a_groups_time_span(monkeypatch):
     monkeypatch.setattr(nas.latency.measure, "PACE_MAX_S", 0.05)
     nas.latency.measure._time_rounds([(model, None)], repeats=4, warmup=0, rounds=2, clock="thread_cpu")
     assert pauses == [0.05]                              # a long round is not paced for minutes
+
+
+def test_progress_is_told_between_rounds_with_the_time_left(monkeypatch):
+    """After the warm-up and after each round (its pause included), `progress` hears how far the
+    set is and how long it has left: the rounds left at the forward time seen so far, with the
+    pauses between them. A fake clock: each forward takes 10 ms, each pause what it asks."""
+    import nas.latency.measure
+
+    now = [0.0]
+    monkeypatch.setattr(nas.latency.measure.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(nas.latency.measure.time, "sleep", lambda s: now.__setitem__(0, now[0] + s))
+
+    def model(x):
+        now[0] += 0.01
+
+    events = []
+    nas.latency.measure._time_rounds([(model, None)], repeats=6, warmup=2, rounds=3, clock="wall",
+                                     progress=events.append)
+    assert [(e.done, e.rounds, e.configs, e.remeasure) for e in events] == [(d, 3, 1, False) for d in range(4)]
+    # after the warm-up (0.02 s): 3 rounds of 2 forwards, 2 pauses of GROUP - 1 rounds' time
+    assert events[0].left_s == pytest.approx(3 * 0.02 + 2 * (nas.latency.measure.GROUP - 1) * 0.02)
+    for e in events:
+        assert e.elapsed_s + e.left_s == pytest.approx(now[0])          # exact for steady forwards
+    assert events[-1].left_s == 0
