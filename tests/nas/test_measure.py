@@ -162,6 +162,8 @@ def test_cache_round_trip_across_instances(tmp_path, small):
     assert again.get(small, "cpu: test", 1, None, "fp32", False) == result
     again.put(small, "cpu: test", 2, None, "fp32", False, {"latency_ms": 2.5})
     assert cache.get(latency_key(small, "cpu: test", 2, None, "fp32", False)) == {"latency_ms": 2.5}
+    cache.put_many({"a": {"latency_ms": 3.0}, "b": {"latency_ms": 4.0}})     # one write, merged
+    assert len(LatencyCache(path)) == 4 and LatencyCache(path).get("b") == {"latency_ms": 4.0}
     assert not list(path.parent.glob("*.tmp*"))
 
 

@@ -39,7 +39,7 @@ def test_profile_json_parses_and_counts_agree(config_file, tiny_config):
 
     result = _run("--config", config_file, "--resolution", "32x64", "--json", "--stages", *FAST)
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.output)
+    doc = json.loads(result.stdout)       # progress goes to stderr
     cost = space.complexity(tiny_config, resolution=(32, 64))
     assert doc["input"] == {"batch": 1, "channels": 3, "resolution": [32, 64]}
     assert doc["flops"] == {"analytic": cost.flops, "fvcore": cost.flops}
