@@ -101,7 +101,8 @@ def command():
 def fit_command(source, measurements, device, resolution, batch, dtype, channels_last, threads,
                 warmup, repeats, seed, out, as_json):
     """Measure up to --measurements architectures of SOURCE (a space or study file), fit a latency
-    model and print its cross-validated accuracy."""
+    model and print its cross-validated accuracy. Progress and an estimate of the time left go to
+    stderr."""
     import torch
 
     from nas.commands._options import check_device

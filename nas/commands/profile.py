@@ -196,7 +196,8 @@ def render(doc: dict, name: str) -> str:
 def command(preset, config_file, resolution, batch, dtype, device, threads, repeats, warmup,
             channels_last, stages, no_latency, no_fvcore, as_json):
     """Params, GMACs (analytic and fvcore), activation memory and measured latency of one
-    architecture (--preset NAME or --config FILE)."""
+    architecture (--preset NAME or --config FILE). Progress and an estimate of the time left go
+    to stderr."""
     from overlock import PRESETS, ConfigError
 
     from nas.commands._options import check_device
