@@ -691,11 +691,11 @@ def nvidia_smi_facts() -> dict:
 
 
 def use_driver_version(driver: str) -> None:
-    """Give nas.measure the driver version asked once, so its device strings (one per latency
-    measurement) do not start nvidia-smi again."""
-    import nas.measure
+    """Give nas.latency.device the driver version asked once, so its device strings (one per
+    latency measurement) do not start nvidia-smi again."""
+    import nas.latency.device
 
-    nas.measure._cuda_driver = lambda: driver
+    nas.latency.device._cuda_driver = lambda: driver
 
 
 def environment(plan: Plan, device: torch.device, budget: Budget) -> dict:

@@ -41,14 +41,12 @@ def _cached_evaluator(name: str, settings: dict):
 
 
 def _resolve_device(device: str) -> str:
-    """The torch device this worker uses for the study's `device` (auto, cpu, cuda, cuda:N)."""
-    if device == "auto":
-        import torch
+    """The torch device this worker uses for the study's `device` (auto, cpu, cuda, cuda:N):
+    `auto` decided here (`nas.latency.device.resolve_device`), `cuda:N` as Ray numbers it."""
+    from nas.latency.device import resolve_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        return visible_cuda(device)
-    return device
+    local = resolve_device(device)
+    return visible_cuda(local) if local.startswith("cuda") else local
 
 
 def visible_cuda(device: str, visible: str | None = None) -> str:
@@ -79,11 +77,11 @@ def describe_device(device: str, threads: int | None) -> dict:
     """Runs on the measuring worker: which device its latencies are measured on.
 
     Returns {"ok", "device" (the torch device used here), "device_string" (the latency store's
-    key, `nas.measure.device_string`), "node" (Ray node id), "host", "visible" (CUDA_VISIBLE_DEVICES)};
+    key, `nas.latency.device.device_string`), "node" (Ray node id), "host", "visible" (CUDA_VISIBLE_DEVICES)};
     only this process touches CUDA, never the driver.
     """
     try:
-        from nas.measure import device_string
+        from nas.latency.device import device_string
 
         local = _resolve_device(device)
         if local.startswith("cuda"):
@@ -169,7 +167,7 @@ def run_latency(config: dict, *, device: str, latency: dict, num_threads: int | 
     from overlock import OverLoCKConfig
 
     try:
-        from nas.measure import measure_latency
+        from nas.latency.measure import measure_latency
 
         t0 = time.perf_counter()
         with time_limit(latency.get("timeout_s"), "measurement"):

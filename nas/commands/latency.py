@@ -5,11 +5,11 @@
     overlock-nas latency predict model.json --config trial.json
 
 `fit` samples distinct architectures from the space (a study file's space and latency settings, or
-a space file), measures each with `nas.measure.measure_latency` unless the device's latency store
-already holds it (every measurement goes into that store, shared with every study on the device),
-fits `nas.latency_model` and prints its leave-one-out Spearman rho, share within +-10 % and stated
-margin beside a FLOPs-alone line. The model is written to --out, or beside the latency store
-(`nas.latency_model.model_path`), where `latency: {model: auto}` finds it.
+a space file), measures each with `nas.latency.measure.measure_latencies` unless the device's
+latency store already holds it (every measurement goes into that store, shared with every study on
+the device), fits `nas.latency.model` and prints its leave-one-out Spearman rho, share within
++-10 % and stated margin beside a FLOPs-alone line. The model is written to --out, or beside the
+latency store (`nas.latency.model.model_path`), where `latency: {model: auto}` finds it.
 """
 
 from __future__ import annotations
@@ -71,14 +71,6 @@ def _sample(space, n: int, seed: int, resolution) -> list:
     return out
 
 
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 @click.group("latency")
 def command():
     """Per-device latency models: fit from measurements, predict in under a millisecond."""
@@ -109,14 +101,15 @@ def command():
 def fit_command(source, measurements, device, resolution, batch, dtype, channels_last, threads,
                 warmup, repeats, seed, out, as_json):
     """Measure up to --measurements architectures of SOURCE (a space or study file), fit a latency
-    model and print its cross-validated accuracy."""
+    model and print its cross-validated accuracy. Progress and an estimate of the time left go to
+    stderr."""
     import torch
 
-    from nas import latency_model
     from nas.commands._options import check_device
     from nas.commands.profile import parse_resolution
-    from nas.latency_store import device_store, latency_key
-    from nas.measure import GROUP, device_string, measure_latencies
+    from nas.latency import model as latency_model
+    from nas.latency.device import device_string, resolve_device
+    from nas.latency.store import device_store, measurement_settings, store_key
 
     if out is not None and os.path.isfile(out):
         try:     # refuse before measuring: --out replaces only an earlier model
@@ -125,7 +118,7 @@ def fit_command(source, measurements, device, resolution, batch, dtype, channels
             raise click.ClickException(f"--out {out} exists and is not a latency model: fit never "
                                        "replaces another file; choose another --out") from None
     space, study_latency, study_device = _load_source(source)
-    device = _resolve_device(check_device(device or study_device or "cpu"))
+    device = resolve_device(check_device(device or study_device or "cpu"))
     res = parse_resolution(resolution)
     batch = batch or study_latency.get("batch") or 1
     dtype = dtype or study_latency.get("dtype") or "fp32"
@@ -143,31 +136,23 @@ def fit_command(source, measurements, device, resolution, batch, dtype, channels
         click.echo(f"note: the space has {len(configs)} distinct architectures; fitting on all of them",
                    err=True)
     dev_name = device_string(device, threads)
+    resolutions = {tuple(c.resolution) for c in configs}
+    settings = measurement_settings(dev_name, batch=batch, dtype=dtype, channels_last=channels_last,
+                                    threads=threads,
+                                    resolution=resolutions.pop() if len(resolutions) == 1 else None)
     store = device_store(dev_name)
-    keys = [latency_key(c, dev_name, batch, None, dtype, channels_last) for c in configs]
-    found = {k: store.get(k) for k in keys}
+    keys = [store_key(c, settings) for c in configs]
+    stored = store.entries()          # one read of the store, however many keys it is asked
+    found = {k: stored.get(k) for k in keys}
     todo = [i for i, k in enumerate(keys) if found[k] is None]
-    reused, t0 = len(configs) - len(todo), time.monotonic()
+    reused = len(configs) - len(todo)
     if reused:
         click.echo(f"{reused} of {len(configs)} architectures already in the device's store", err=True)
-    for start in range(0, len(todo), GROUP):
-        chunk = todo[start:start + GROUP]
-        try:   # rounds interleaved over the chunk: the machine's load falls on all of them alike
-            results = measure_latencies([configs[i] for i in chunk], group=GROUP, device=device,
-                                        batch=batch, dtype=dtype, channels_last=channels_last,
-                                        threads=threads, **protocol)
-        except (ValueError, RuntimeError) as e:
-            raise click.ClickException(f"measuring {', '.join(configs[i].config_hash() for i in chunk)}: "
-                                       f"{' '.join(str(e).split())}") from None
-        for i, result in zip(chunk, results):
-            found[keys[i]] = store.put(keys[i], result)
-        values = " ".join(f"{r['latency_ms']:.2f}" for r in results)
-        click.echo(f"measured {start + len(chunk)}/{len(todo)}: {values} ms  {time.monotonic() - t0:.0f} s",
-                   err=True)
+    measured = _measure(store, [configs[i] for i in todo], [keys[i] for i in todo],
+                        dict(device=device, batch=batch, dtype=dtype, channels_last=channels_last,
+                             threads=threads, **protocol))
+    found.update(measured)
     latencies = [float(found[k]["latency_ms"]) for k in keys]
-    resolutions = {tuple(c.resolution) for c in configs}
-    settings = {"device": dev_name, "resolution": list(resolutions.pop()) if len(resolutions) == 1 else None,
-                "batch": batch, "dtype": dtype, "channels_last": channels_last, "threads": threads}
     model = latency_model.fit(configs, latencies, settings)
     path = out or latency_model.model_path(dev_name, settings)
     kept = _keep_previous(path) if out is None else None   # --out names its file; the default is shared
@@ -175,6 +160,37 @@ def fit_command(source, measurements, device, resolution, batch, dtype, channels
     if kept is not None:
         click.echo(f"the previous model for these settings is kept as {kept}", err=True)
     _report(model, path, len(configs) - reused, reused, as_json)
+
+
+def _measure(store, configs: list, keys: list[str], settings: dict) -> dict[str, dict]:
+    """Measure `configs` GROUP at a time (their rounds interleaved, so the machine's load falls on
+    all of them alike), each group's readings put in `store` at once; progress and an estimate of
+    the time left on stderr. Returns {key: reading}."""
+    from nas.commands._progress import MeasuringProgress, duration, protocol_line
+    from nas.latency.measure import GROUP, REPEATS, ROUNDS, WARMUP, measure_latencies
+
+    if not configs:
+        return {}
+    click.echo("latency fit: " + protocol_line(len(configs), settings.get("warmup", WARMUP),
+                                               settings.get("repeats", REPEATS), ROUNDS, GROUP,
+                                               settings["device"].startswith("cuda")), err=True)
+    progress, out, t0 = MeasuringProgress(len(configs), "latency fit"), {}, time.monotonic()
+    for start in range(0, len(configs), GROUP):
+        chunk, chunk_keys = configs[start:start + GROUP], keys[start:start + GROUP]
+        progress.begin(len(chunk))
+        try:
+            results = measure_latencies(chunk, group=GROUP, progress=progress, **settings)
+        except (ValueError, RuntimeError) as e:
+            raise click.ClickException(f"measuring {', '.join(c.config_hash() for c in chunk)}: "
+                                       f"{' '.join(str(e).split())}") from None
+        store.put_many(dict(zip(chunk_keys, results)))
+        out.update(zip(chunk_keys, results))
+        progress.end()
+        values = " ".join(f"{r['latency_ms']:.2f}" for r in results)
+        left = f", about {duration(progress.left_s())} left" if start + GROUP < len(configs) else ""
+        click.echo(f"measured {start + len(chunk)}/{len(configs)}: {values} ms  "
+                   f"{time.monotonic() - t0:.0f} s{left}", err=True)
+    return out
 
 
 def _keep_previous(path) -> "Path | None":
@@ -223,8 +239,8 @@ def _report(model, path, measured: int, reused: int, as_json: bool) -> None:
 def predict_command(model_file, config_file, as_json):
     """Predicted latency (ms) of one architecture by a fitted latency model."""
     from overlock import ConfigError
-    from nas import latency_model
     from nas.commands.profile import load_config_file
+    from nas.latency import model as latency_model
 
     try:
         model = latency_model.load(model_file)

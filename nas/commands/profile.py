@@ -61,13 +61,17 @@ def load_config_file(path: str):
 def profile_config(config, *, batch: int = 1, dtype: str = "fp32", device: str = "auto",
                    threads: int | None = None, repeats: int | None = None, warmup: int | None = None,
                    channels_last: bool = False, stages: bool = False, latency: bool = True,
-                   fvcore: bool = True) -> dict:
+                   fvcore: bool = True, progress: bool = False) -> dict:
     """The profile of `config` at its resolution as a JSON-able dict (see the module docstring).
-    `repeats` / `warmup` None: the measuring protocol's defaults (`nas.measure`), the same a
-    study and `latency fit` use, so a reading here is comparable with theirs."""
+    `repeats` / `warmup` None: the measuring protocol's defaults (`nas.latency.measure`), the same a
+    study and `latency fit` use, so a reading here is comparable with theirs. `progress`: say on
+    stderr how the latency measurement goes and about how long it has left."""
+    import time
+
     import torch
 
     import space
+    from nas.commands._progress import duration
     from overlock import OverLoCK
     from overlock.flops import count_macs
 
@@ -87,9 +91,14 @@ def profile_config(config, *, batch: int = 1, dtype: str = "fp32", device: str =
         "latency": None,
     }
     if fvcore:
+        started = time.monotonic()
+        if progress:
+            click.echo("fvcore: tracing the model to count its multiply-adds (--no-fvcore skips it)", err=True)
         torch.manual_seed(0)
         model = OverLoCK(config)
         counted = count_macs(model, res, batch=batch, in_chans=config.in_chans)
+        if progress:
+            click.echo(f"fvcore: traced in {duration(time.monotonic() - started)}", err=True)
         doc["flops"]["fvcore"] = counted.total
         doc["flops_paper"]["fvcore"] = counted.paper
         doc["params_train_counted"] = sum(p.numel() for p in model.parameters())
@@ -97,15 +106,28 @@ def profile_config(config, *, batch: int = 1, dtype: str = "fp32", device: str =
         doc["analytic_matches_fvcore"] = (counted.total == cost.flops and counted.paper == cost.flops_paper)
         del model
     if latency:
-        from nas.measure import measure_latency
+        from nas.latency.device import resolve_device
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         protocol = {k: v for k, v in (("warmup", warmup), ("repeats", repeats)) if v is not None}
-        doc["latency"] = measure_latency(config, device=device, batch=batch, dtype=dtype,
-                                         channels_last=channels_last, threads=threads,
-                                         profile_stages=stages, **protocol)
+        doc["latency"] = _measure(config, resolve_device(device), progress, batch=batch, dtype=dtype,
+                                  channels_last=channels_last, threads=threads, profile_stages=stages,
+                                  **protocol)
     return doc
+
+
+def _measure(config, device: str, progress: bool, **settings) -> dict:
+    """`measure_latency` of `config` on `device`; with `progress`, what it involves and then
+    where it stands and about how long it has left, on stderr."""
+    from nas.commands._progress import MeasuringProgress, protocol_line
+    from nas.latency.measure import GROUP, REPEATS, ROUNDS, WARMUP, measure_latency
+
+    tell = None
+    if progress:
+        line = protocol_line(1, settings.get("warmup", WARMUP), settings.get("repeats", REPEATS), ROUNDS,
+                             GROUP, device.startswith("cuda"))
+        click.echo(f"latency: {line}", err=True)
+        tell = MeasuringProgress(1, "latency")
+    return measure_latency(config, device=device, progress=tell, **settings)
 
 
 def _g(value) -> str:
@@ -163,9 +185,9 @@ def render(doc: dict, name: str) -> str:
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the latency (default: torch's).")
 @click.option("--repeats", type=click.IntRange(min=2), default=None,
-              help="Timed forwards [the measuring protocol's, as a study measures: nas.measure.REPEATS].")
+              help="Timed forwards [the measuring protocol's, as a study measures: nas.latency.measure.REPEATS].")
 @click.option("--warmup", type=click.IntRange(min=0), default=None,
-              help="Untimed forwards first [nas.measure.WARMUP].")
+              help="Untimed forwards first [nas.latency.measure.WARMUP].")
 @click.option("--channels-last", is_flag=True, help="Measure latency in channels_last memory format.")
 @click.option("--stages", is_flag=True, help="Also break latency down per stage (torch.profiler).")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
@@ -174,7 +196,8 @@ def render(doc: dict, name: str) -> str:
 def command(preset, config_file, resolution, batch, dtype, device, threads, repeats, warmup,
             channels_last, stages, no_latency, no_fvcore, as_json):
     """Params, GMACs (analytic and fvcore), activation memory and measured latency of one
-    architecture (--preset NAME or --config FILE)."""
+    architecture (--preset NAME or --config FILE). Progress and an estimate of the time left go
+    to stderr."""
     from overlock import PRESETS, ConfigError
 
     from nas.commands._options import check_device
@@ -190,7 +213,7 @@ def command(preset, config_file, resolution, batch, dtype, device, threads, repe
             config = config.replace(resolution=res)
         doc = profile_config(config, batch=batch, dtype=dtype, device=device, threads=threads,
                              repeats=repeats, warmup=warmup, channels_last=channels_last,
-                             stages=stages, latency=not no_latency, fvcore=not no_fvcore)
+                             stages=stages, latency=not no_latency, fvcore=not no_fvcore, progress=True)
     except (ConfigError, ValueError, OSError) as e:
         raise click.ClickException(" ".join(str(e).split())) from None
     doc["source"] = preset or os.path.abspath(config_file)

@@ -34,7 +34,7 @@ FORMAT = 1
 def cache_root() -> Path:
     """`$OVERLOCK_NAS_CACHE` if set, else `~/.cache/overlock-nas` (shared with the latency store,
     whose torch-free module owns the rule)."""
-    from nas.latency_store import cache_root as store_root
+    from nas.latency.store import cache_root as store_root
 
     return Path(store_root())
 

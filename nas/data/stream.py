@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._malloc import release_large_blocks
+from ..latency._malloc import release_large_blocks
 from .cache import CachedSplit
 from .decode import UnreadableImage, read_base, read_image
 from .folder import FileTable

@@ -139,7 +139,7 @@ class LatencyPricer:
     def start(self) -> None:
         """Start the measuring worker, learn from it the device string of its latencies, and
         open that device's store (read first), the latency model and this run's record."""
-        from nas.latency_store import LatencyCache, device_store
+        from nas.latency.store import LatencyCache, device_store
 
         self._start_measurer()
         self.store = device_store(self.device)
@@ -195,39 +195,47 @@ class LatencyPricer:
 
     def _open_predictor(self):
         """`latency.model` (auto or a file): predictions that spare measuring configs far over
-        the latency budget (`nas.latency_predictor`)."""
+        the latency budget (`nas.latency.predictor`)."""
         s = self.settings
         if not s.model:
             return None
-        from nas.latency_predictor import LatencyPredictor, LatencyPredictorError
+        from nas.latency.predictor import LatencyPredictor, LatencyPredictorError
 
         source = s.model
         if source != "auto" and not Path(source).is_absolute() and self.spec.path is not None:
             source = str(Path(self.spec.path).parent / source)
-        settings = {"device": self.device, "resolution": None, "batch": s.batch,
-                    "dtype": s.dtype, "channels_last": s.channels_last, "threads": self.threads}
         try:
-            return LatencyPredictor(source, settings, self.store, self.budget)
+            return LatencyPredictor(source, self._settings(), self.store, self.budget)
         except LatencyPredictorError as e:
             raise SearchError(f"{self.spec.label}: {e}") from None
 
     # ------------------------------------------------------------------------------ pricing
-    def _key(self, config, device: str | None = None) -> tuple:
+    def _settings(self, device: str | None = None) -> dict:
+        """The study's measurement settings on `device` (default: the measuring worker's)."""
+        from nas.latency.store import measurement_settings
+
         s = self.settings
-        return (config, device or self.device, s.batch, None, s.dtype, s.channels_last)
+        return measurement_settings(device or self.device, batch=s.batch, dtype=s.dtype,
+                                    channels_last=s.channels_last, threads=self.threads)
+
+    def _key(self, config, device: str | None = None) -> str:
+        """The store key of `config`'s reading at the study's settings on `device`."""
+        from nas.latency.store import store_key
+
+        return store_key(config, self._settings(device))
 
     def lookup(self, config) -> dict | None:
         """A latency known already: the device store first (every study on this device), then
         this run's own record (given back to a store that was cleared)."""
         if self.record is None or self.device is None:
             return None
-        found = self.store.get(*self._key(config))
+        found = self.store.get(self._key(config))
         if found is None:
-            found = self.record.get(*self._key(config))
+            found = self.record.get(self._key(config))
             if found is not None:
-                self.store.put(*self._key(config), found)
-        elif self.record.get(*self._key(config)) is None:
-            self.record.put(*self._key(config), found)
+                self.store.put(self._key(config), found)
+        elif self.record.get(self._key(config)) is None:
+            self.record.put(self._key(config), found)
         return found
 
     def predict(self, config) -> dict | None:
@@ -338,13 +346,13 @@ class LatencyPricer:
     def learned(self, config, result: dict) -> None:
         """A measurement to keep: in the store of the device it reports (a restarted worker on
         another node stores under its own), this run's record, and the latency model."""
-        from nas.latency_store import device_store
+        from nas.latency.store import device_store
 
         name = result.get("latency_device") or self.device
         store = self.store if name == self.device else device_store(name)
         result = {**result, "config": config.to_dict()}     # a latency model fits on these
-        store.put(*self._key(config, name), result)
-        self.record.put(*self._key(config, name), result)
+        store.put(self._key(config, name), result)
+        self.record.put(self._key(config, name), result)
         if self.predictor is not None:
             self.predictor.learn(config, float(result["latency_ms"]))
 

@@ -169,11 +169,11 @@ def test_nvidia_smi_is_asked_once_and_the_parts_reuse_its_answer(tmp_path, monke
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
     assert gpu_check.nvidia_smi_facts() == {"driver": "555.42", "nvidia_smi_gpus": ["NVIDIA H200"]}
-    import nas.measure
+    import nas.latency.device
 
-    monkeypatch.setattr(nas.measure, "_cuda_driver", nas.measure._cuda_driver)   # restored after
+    monkeypatch.setattr(nas.latency.device, "_cuda_driver", nas.latency.device._cuda_driver)   # restored after
     gpu_check.use_driver_version("555.42")
-    assert [nas.measure._cuda_driver() for _ in range(3)] == ["555.42"] * 3
+    assert [nas.latency.device._cuda_driver() for _ in range(3)] == ["555.42"] * 3
     assert log.read_text().count("called") == 1
 
 

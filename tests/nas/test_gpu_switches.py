@@ -3,7 +3,7 @@ without a GPU: the switch, not the kernels; benchmarks/gpu_check.py runs them on
 
 import torch
 
-from nas import measure
+from nas.latency import measure
 from nas.evaluators.train import TrainEvaluator
 
 

@@ -6,8 +6,8 @@ import json
 
 from click.testing import CliRunner
 
-from nas import latency_model as lm
 from nas.cli import main
+from nas.latency import model as lm
 
 FAST = ["--resolution", "32", "--threads", "1", "--warmup", "1", "--repeats", "3"]
 QUICKSTART = "studies/spaces/quickstart.yaml"

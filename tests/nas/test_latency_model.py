@@ -1,7 +1,8 @@
-"""nas.latency_model: fit / predict / save / load, its cross-validated statistics, and the
+"""nas.latency.model: fit / predict / save / load, its cross-validated statistics, and the
 `overlock-nas latency fit | predict` commands end to end on a tiny space."""
 
 import json
+import re
 import math
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import space
-from nas import latency_model as lm
+from nas.latency import model as lm
 from nas.cli import main
 
 SETTINGS = dict(device="synthetic device", resolution=None, batch=1, dtype="fp32",
@@ -119,7 +120,7 @@ def test_bad_input_is_one_line(tmp_path, configs):
 
 
 def test_model_path_is_beside_the_device_store(tmp_path, monkeypatch):
-    from nas.measure import device_cache_dir
+    from nas.latency.store import device_cache_dir
 
     monkeypatch.setenv("OVERLOCK_NAS_CACHE", str(tmp_path))
     dev = "cpu: AMD EPYC x1 threads, torch 2.13.0, na2d_av pure PyTorch"
@@ -162,6 +163,23 @@ def test_cli_fit_predict_and_store_reuse(tmp_path, monkeypatch, configs):
                                                        abs=1e-3)
 
 
+def test_cli_fit_says_how_far_it_is_and_how_long_is_left_on_stderr(tmp_path, monkeypatch):
+    """Measuring is slow (a paced protocol); `latency fit` says what it involves, where it stands
+    after every round, and about how long is left - on stderr, so --json stays one document."""
+    monkeypatch.setenv("OVERLOCK_NAS_CACHE", str(tmp_path / "cache"))
+    result = _run("fit", QUICKSTART, "--measurements", "9", "--json", "--out", str(tmp_path / "m.json"), *FAST)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["measured"] == 9              # stdout: the JSON document alone
+    err = result.stderr
+    assert "latency fit: measuring 9 configs: 1 warm-up and 3 timed forwards each, in 3 rounds, 8 configs " \
+           "at a time, the last 1 paced to 8 configs' time" in err
+    assert "latency fit: configs 1-8 of 9, warm-up done;" in err
+    assert "latency fit: configs 1-8 of 9, round 3/3;" in err and "latency fit: config 9 of 9, round 3/3;" in err
+    assert re.search(r"measured 8/9: [\d. ]+ ms  \d+ s, about \d+ s left", err), err
+    assert all(re.search(r"elapsed, about \d+ (s|min \d\d s) left$", line)
+               for line in err.splitlines() if line.startswith("latency fit: config")), err
+
+
 def test_cli_errors(tmp_path):
     config_file = tmp_path / "c.json"
     config_file.write_text("{}")
@@ -183,7 +201,7 @@ def test_cli_errors(tmp_path):
 
 # ------------------------------------------------------------------------ measurement protocol
 def test_protocol_statistic_is_the_median_of_round_minima():
-    from nas.measure import _stats
+    from nas.latency.measure import _stats
 
     stats = _stats([[10.0, 50.0, 60.0], [11.0, 12.0, 90.0], [30.0, 40.0, 35.0]])
     assert stats["latency"] == 11.0          # minima 10, 11, 30: a round disturbed throughout is ignored
@@ -196,7 +214,7 @@ def test_single_thread_measurement_uses_the_thread_cpu_clock_and_restores_affini
 
     import torch
 
-    from nas.measure import measure_latency
+    from nas.latency.measure import measure_latency
 
     affinity, threads = os.sched_getaffinity(0), torch.get_num_threads()
     r = measure_latency(tiny_config.replace(resolution=(32, 32)), threads=1, warmup=1, repeats=6, rounds=3)
@@ -212,7 +230,7 @@ def test_single_thread_measurement_uses_the_thread_cpu_clock_and_restores_affini
 
 
 def test_measure_latencies_interleaves_rounds_with_the_same_result_keys(tiny_config):
-    from nas.measure import measure_latencies, measure_latency
+    from nas.latency.measure import measure_latencies, measure_latency
 
     configs = [tiny_config.replace(resolution=(32, 32)), tiny_config.replace(resolution=(32, 32), region_count=2)]
     results = measure_latencies(configs, group=2, threads=1, warmup=1, repeats=4, rounds=2)

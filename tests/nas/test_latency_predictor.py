@@ -3,9 +3,9 @@
 import pytest
 
 import space
-from nas import latency_model
-from nas.latency_predictor import MIN_AUTO, LatencyPredictor, LatencyPredictorError
-from nas.latency_store import device_store, latency_key
+from nas.latency import model as latency_model
+from nas.latency.predictor import MIN_AUTO, LatencyPredictor, LatencyPredictorError
+from nas.latency.store import device_store, latency_key
 
 DEVICE = "cpu: Test CPU x1 threads, torch 0, na2d_av pure PyTorch"
 SETTINGS = {"device": DEVICE, "resolution": None, "batch": 1, "dtype": "fp32",

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 import nas.engine
 from nas.engine import SearchEngine, SearchError, open_storage
-from nas.measure import cache_root, device_cache_dir, device_store
+from nas.latency.store import cache_root, device_cache_dir, device_store
 from nas.study import parse_study
 from nas.worker import visible_cuda
 from nas_testing import HERE, study_dict
@@ -239,8 +239,8 @@ def test_a_latency_model_spares_measuring_configs_far_over_budget(tmp_path, gpu_
     rejects such a draw on the prediction (rejected_draws: latency_predicted): it never becomes a
     trial and is never measured; the others are measured, their prediction recorded."""
     import space
-    from nas import latency_model
-    from nas.measure import device_string
+    from nas.latency import model as latency_model
+    from nas.latency.device import device_string
     from nas_testing import TINY_SPACE
 
     monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:sleeping_latency")
@@ -311,8 +311,8 @@ def test_a_measurement_the_model_contradicts_is_measured_again_and_the_faster_ke
     over a 20 ms budget; the model (margin < 10 %) contradicts it, so the config is measured once
     more and the faster reading kept: no config within budget is lost to one disturbed reading."""
     import space
-    from nas import latency_model
-    from nas.measure import device_string
+    from nas.latency import model as latency_model
+    from nas.latency.device import device_string
     from nas_testing import TINY_SPACE
 
     monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:disturbed_latency")

@@ -39,7 +39,7 @@ def test_profile_json_parses_and_counts_agree(config_file, tiny_config):
 
     result = _run("--config", config_file, "--resolution", "32x64", "--json", "--stages", *FAST)
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.output)
+    doc = json.loads(result.stdout)       # progress goes to stderr
     cost = space.complexity(tiny_config, resolution=(32, 64))
     assert doc["input"] == {"batch": 1, "channels": 3, "resolution": [32, 64]}
     assert doc["flops"] == {"analytic": cost.flops, "fvcore": cost.flops}
@@ -48,6 +48,21 @@ def test_profile_json_parses_and_counts_agree(config_file, tiny_config):
     assert doc["compute_label"].startswith("GMACs (fvcore; the paper's FLOPs)")
     assert doc["latency"]["latency_resolution"] == [32, 64] and doc["latency"]["latency_ms"] > 0
     assert "focus3" in doc["latency"]["latency_stages_ms"]
+
+
+def test_profile_says_how_long_measuring_takes_on_stderr(config_file):
+    """The measurement is paced (about a minute for a small model): `profile` says what it
+    involves and, after every round, about how long is left - on stderr: --json stays clean."""
+    result = CliRunner().invoke(main, ["profile", "--config", config_file, "--json", "--no-fvcore", *FAST])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["latency"]["latency_ms"] > 0
+    lines = result.stderr.splitlines()
+    assert lines[0] == ("latency: measuring 1 config: 1 warm-up and 3 timed forwards each, in 3 rounds, "
+                        "paced to 8 configs' time")
+    rounds = [line for line in lines if line.startswith("latency: round ")]
+    assert [line.split(";")[0] for line in rounds[:3]] == [f"latency: round {r}/3" for r in (1, 2, 3)]
+    assert "latency: warm-up done;" in lines[1] and lines[1].endswith(" left")
+    assert rounds[2].endswith("about 0 s left")
 
 
 def test_profile_accepts_a_trial_record_and_skips_work_on_request(tmp_path, tiny_config):

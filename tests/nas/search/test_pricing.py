@@ -1,5 +1,5 @@
 """Pricing returns what it learned and decides re-measurements by a pure rule; the driver reads
-the latency store without torch (nas.latency_store, not nas.measure)."""
+the latency store without torch (nas.latency.store, not nas.latency.measure)."""
 
 import math
 import re
@@ -37,9 +37,10 @@ def test_fvcore_checks_trial_0_and_every_nth():
 
 def test_the_driver_reads_the_latency_store_without_torch():
     source = (REPO / "nas" / "search" / "pricing.py").read_text()
-    assert "nas.latency_store import" in source and not re.search(r"from nas\.measure import|import nas\.measure", source)
-    code = ("import sys, nas.engine, nas.search.pricing, nas.latency_store; "
-            "print(sorted({'torch', 'nas.measure'} & set(sys.modules)))")
+    assert "nas.latency.store import" in source
+    assert not re.search(r"from nas\.(latency\.)?measure import|import nas\.(latency\.)?measure", source)
+    code = ("import sys, nas.engine, nas.search.pricing, nas.latency.store; "
+            "print(sorted({'torch', 'nas.latency.measure'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=REPO).stdout.strip()
     assert out == "[]"
