@@ -606,8 +606,8 @@ def first_rung_sample(sd: StudyData, columns: list[str]) -> Sample | None:
     base = trained.assign(**{col: [r[first] for r in rungs]}).dropna(subset=columns)
     stopped = int((~base["category"].isin(["feasible", "infeasible"])).sum())
     return Sample(base, f"all {len(base)} trained trials at the first successive-halving rung "
-                        f"({first:g} epochs; {stopped} of them were stopped there), scored after "
-                        f"{first:g} epochs: one fidelity for every trial")
+                        f"(their accuracy after {first:g} epochs; {stopped} of them were stopped there): "
+                        "one fidelity for every trial")
 
 
 def _rung_dict(value) -> dict[float, float]:
