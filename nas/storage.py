@@ -362,9 +362,9 @@ def open_for_driver(run_dir, url: str | None, label: str, *, buffered: bool = Fa
         if journal.is_file():
             check_journal(journal)
         if buffered:       # the driver: one append and fsync per step, not per record
-            from nas.search.journal import BufferedJournalFileBackend
+            from nas.search.journal import buffered_storage
 
-            return JournalStorage(BufferedJournalFileBackend(str(journal)))
+            return buffered_storage(str(journal))
         return JournalStorage(JournalFileBackend(str(journal)))
     try:
         if url.startswith("sqlite"):

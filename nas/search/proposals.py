@@ -22,10 +22,9 @@ Where the draws come from (`make_proposer`):
     COMPLETE trials). Its objective values are the exact costs where an objective is one and,
     for the others, the values of the nearest finished trial (a "believer": the objective model
     is barely moved, the constraint model learns where the budget lies).
-  - `nsga2`: COMPLETE with its constraint values, in the generation it was drawn for, so the
-    constrained-domination ranking reads it (below every feasible trial); a generation still
-    counts only real trials (`_NSGAIIWithRejected`), so rejected children never shorten it.
-    What NSGA-II gains is that every generation is made of feasible children only.
+  - `nsga2`: FAIL, which no GA sampler counts: every generation is made of real trials, all of
+    them within the exact budgets, with Optuna's plain `NSGAIISampler` (its generation and
+    population are read from COMPLETE trials only, in Optuna 5.0 and 5.1 alike).
   - `random`: PRUNED (it learns nothing); drawing uniformly and rejecting is `space.sample_feasible`.
 - `frontier` (nas.search.frontier): the project's own strategy; it prices candidates itself.
 
@@ -60,7 +59,7 @@ INVALID_REASON = "invalid"               # the space's rules refused the combina
 EXACT_METRICS = tuple(REASONS)           # metrics known exactly before training
 # how each sampler's shadow is told a rejected draw (the module docstring says why)
 REJECTED_FORM = {"tpe": TrialState.PRUNED, "random": TrialState.PRUNED,
-                 "gp": TrialState.COMPLETE, "nsga2": TrialState.COMPLETE}
+                 "gp": TrialState.COMPLETE, "nsga2": TrialState.FAIL}
 MAX_DRAWS = 2_000        # draws for one trial before falling back to uniform rejection sampling
 # proposals in a row that repeat an architecture of the study before the next one is drawn
 # uniformly among new ones: GPSampler leaves a parameter whose range moves with the depth split
@@ -181,45 +180,13 @@ def count(rejected: dict[str, int], reason: str) -> None:
 
 
 # --------------------------------------------------------------------------- the shadow study
-class _RealTrialsOnly:
-    """A study view without rejected draws: what an NSGA-II generation counts."""
-
-    def __init__(self, study: optuna.Study):
-        self._study = study
-
-    def __getattr__(self, name: str):
-        return getattr(self._study, name)
-
-    def _get_trials(self, *args, **kwargs):
-        return [t for t in self._study._get_trials(*args, **kwargs)
-                if SHADOW_REJECTED_KEY not in t.system_attrs]
-
-
-class _NSGAIIWithRejected(optuna.samplers.NSGAIISampler):
-    """NSGA-II whose generations count only the trials that reached the study. Rejected children
-    are in their generation's population (COMPLETE, infeasible: ranked below every feasible one),
-    so the selection reads them, but a generation is `population_size` real trials. Keys are
-    NSGA-II's own, so generations stored by studies begun with plain NSGA-II carry on."""
-
-    @classmethod
-    def _get_generation_key(cls) -> str:
-        return optuna.samplers.NSGAIISampler._get_generation_key()
-
-    @classmethod
-    def _get_parent_cache_key_prefix(cls) -> str:
-        return optuna.samplers.NSGAIISampler._get_parent_cache_key_prefix()
-
-    def get_trial_generation(self, study, trial: FrozenTrial) -> int:
-        return super().get_trial_generation(_RealTrialsOnly(study), trial)
-
-
 def shadow_sampler(name: str, options: dict, seed: int) -> BaseSampler:
-    """The Optuna sampler a shadow study samples with (`nsga2` learns from rejected children)."""
+    """The Optuna sampler a shadow study samples with."""
     options = dict(options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if name == "nsga2":
-            return _NSGAIIWithRejected(seed=seed, **options)
+            return optuna.samplers.NSGAIISampler(seed=seed, **options)
         if name == "tpe":
             return optuna.samplers.TPESampler(seed=seed, **options)
         if name == "gp":
@@ -230,7 +197,7 @@ def shadow_sampler(name: str, options: dict, seed: int) -> BaseSampler:
 
 
 def _generation_attrs(system_attrs: dict) -> dict:
-    key = optuna.samplers.NSGAIISampler._get_generation_key()
+    key = _optuna.NSGA2_GENERATION_KEY
     return {key: system_attrs[key]} if key in system_attrs else {}
 
 
@@ -395,7 +362,7 @@ class ShadowProposer:
     def _reject(self, trial: optuna.Trial, reason: str, known: dict, metrics: dict) -> None:
         """Tell the shadow a rejected draw in the form its sampler learns from."""
         _optuna.set_system_attr(self.shadow, trial, SHADOW_REJECTED_KEY, reason)
-        if reason == INVALID_REASON:
+        if reason == INVALID_REASON or REJECTED_FORM[self.name] == TrialState.FAIL:
             self.shadow.tell(trial, state=TrialState.FAIL)
             return
         for key, value in self.pricer.constraint_attrs(known, self.named).items():
@@ -410,22 +377,16 @@ class ShadowProposer:
                 self.shadow.tell(trial, values)
 
     def _stand_in_values(self, trial: optuna.Trial, metrics: dict) -> list[float] | None:
-        """Objective values for a rejected draw told COMPLETE: exact costs where an objective is
-        one; otherwise the value of the nearest finished real trial (`gp`) or the worst one
-        (`nsga2`: only its constraint decides its rank). None before any real trial finished."""
+        """Objective values for a rejected draw told COMPLETE (`gp`): exact costs where an
+        objective is one; otherwise the value of the nearest finished real trial (a believer).
+        None before any real trial finished (then it is told PRUNED, which GP does not read)."""
         done = [t for t in self.shadow.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if SHADOW_REJECTED_KEY not in t.system_attrs]
-        if not done and self.name == "gp":
-            return None          # GP: PRUNED (not read) until a believer value exists
-        if self.name == "gp":
-            params = trial.params
-            ref = min(done, key=lambda t: sum(t.params.get(k) != v for k, v in params.items()))
-            fill = list(ref.values)
-        else:
-            signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1
-                     for d in self.shadow.directions]
-            fill = [s * min(s * t.values[i] for t in done) if done else 0.0
-                    for i, s in enumerate(signs)]
+        if not done:
+            return None
+        params = trial.params
+        ref = min(done, key=lambda t: sum(t.params.get(k) != v for k, v in params.items()))
+        fill = list(ref.values)
         return [float(metrics[m]) if m in metrics else fill[i] for i, m in enumerate(self.objectives)]
 
 
@@ -456,7 +417,7 @@ class ProposalSampler(BaseSampler):
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._current = None
-        if "fixed_params" in trial.system_attrs or trial.params:   # queued, or created with params
+        if _optuna.is_queued(trial) or trial.params:   # queued, or created with params
             return
         if self.proposer.fed:     # the driver creates its new trials itself (Proposals.ask): this
             return                # is a trial it resumes, whose params are stored or re-queued
