@@ -6,7 +6,10 @@
 - `write_atomic(path, data)`: a file a reader sees whole or not at all.
 - `preview(value)`: a value as JSON, cut to part of a line (messages about settings).
 - `space_size(space)`: how many architectures a space holds, or None when it cannot say.
-- `derived_seed(*values)`: a 31-bit seed mixed from integers, the same in every process.
+- `derived_seed(*values)`: a 31-bit seed mixed from integers, the same in every process (the
+  driver's: trial seeds, sampler seeds); `seed_mix(*values)`: a 63-bit one (FNV-1a; the data
+  pipeline's and the training loop's per-step seeds). Two mixings, because each is what stored
+  studies and trained weights were made with.
 
 Standard library and numpy only (imported by the CLI before anything heavy).
 
@@ -82,3 +85,11 @@ def derived_seed(*values: int) -> int:
     import numpy as np
 
     return int(np.random.SeedSequence([int(v) & 0xFFFFFFFF for v in values]).generate_state(1)[0] >> 1)
+
+
+def seed_mix(*values: int) -> int:
+    """A deterministic 63-bit seed from integers (FNV-1a; no Python hash randomisation)."""
+    h = 1469598103934665603
+    for v in values:
+        h = ((h ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) % (1 << 64)
+    return h & ((1 << 63) - 1)

@@ -53,3 +53,10 @@ def test_preview_and_space_size():
 def test_derived_seed_is_the_seed_earlier_versions_gave(values, seed):
     """Pinned: a resumed study and a trial's stored `seed` depend on these values."""
     assert util.derived_seed(*values) == seed
+
+
+@pytest.mark.parametrize("values, seed", [((0,), 4953163356653287321), ((7, 3), 1904033085222789437),
+                                         ((-1, 2 ** 70, 5), 5625625614381066683)])
+def test_seed_mix_is_the_data_pipelines_and_training_loops(values, seed):
+    """Pinned: the values nas.data.transforms.seed_mix and the training loop give (FNV-1a)."""
+    assert util.seed_mix(*values) == seed
