@@ -61,13 +61,13 @@ from .search.ledger import (FINISHED, MAX_DRAWS_WITHOUT_TRAINING, Dedup, Live, P
 from .search.pricing import LatencyPricer, predicted_over, price, trial_gpus, verdict_attrs, wants_check
 from .search.recorder import IDENTITY_ATTRS, Recorder, broken, set_constraints  # noqa: F401
 from .search.session import (CostModelMismatch, DriverBusy, DriverLock, SearchError, Session,  # noqa: F401
-                             StudyMismatch, check_latency_device, derived_seed,
-                             open_session, open_storage, save_wall_time)
+                             StudyMismatch, check_latency_device, open_session, open_storage,
+                             save_wall_time)
 from .search.journal import flush as flush_journal
 from .search.proposals import ProposalError
 from .search.proposals import for_study as proposals_for
 from .search.weights import WeightsDir, stem
-from .util import first_line, folded, preview, space_size
+from .util import derived_seed, first_line, folded, preview, space_size
 from .storage import (DIRECTIONS, ERROR_LOG_NAME, Objective, format_value as _fmt,  # noqa: F401
                       is_feasible, named_constraints, pareto_front)
 
