@@ -78,6 +78,7 @@ from space import budgets
 # metric names, directions and kinds: the stored-study contract owns them (docs/reference/storage.md)
 from .storage import (CONSTRAINT_METRICS, DIRECTIONS, SCORE_METRICS)
 from .util import folded
+
 # built-in evaluator -> the metric it produces
 EVALUATOR_METRICS = {"train": "accuracy", "synflow": "synflow", "naswot": "naswot", "zico": "zico",
                      "supernet": "accuracy"}
