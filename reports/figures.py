@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from nas.util import one_line
+
 from .data import Objective, StudyData
 from .metrics import MetricView, metric_view
 from .pareto import hypervolume_history, pareto_mask
@@ -771,7 +773,7 @@ def importance_figure(sd: StudyData) -> Figure | Note:
     try:
         scores = _importances(sd, base, params, names)
     except Exception as exc:  # noqa: BLE001  (a degenerate study: say so, keep the page)
-        return Note(key, title, f"Skipped: optuna.importance failed: {type(exc).__name__}: {exc}")
+        return Note(key, title, f"Skipped: optuna.importance failed: {one_line(exc)}")
     v = views(sd)
     order = sorted(params, key=lambda p: -max(scores[n].get(p, 0.0) for n in names))
     fig = go.Figure()
