@@ -42,7 +42,6 @@ optimiser state), an adopted one from its own. Optuna internals: only through `n
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -62,12 +61,13 @@ from .search.ledger import (FINISHED, MAX_DRAWS_WITHOUT_TRAINING, Dedup, Live, P
 from .search.pricing import LatencyPricer, predicted_over, price, trial_gpus, verdict_attrs, wants_check
 from .search.recorder import IDENTITY_ATTRS, Recorder, broken, set_constraints  # noqa: F401
 from .search.session import (CostModelMismatch, DriverBusy, DriverLock, SearchError, Session,  # noqa: F401
-                             StudyMismatch, check_latency_device, derived_seed,
-                             open_session, open_storage, save_wall_time)
+                             StudyMismatch, check_latency_device, open_session, open_storage,
+                             save_wall_time)
 from .search.journal import flush as flush_journal
 from .search.proposals import ProposalError
 from .search.proposals import for_study as proposals_for
 from .search.weights import WeightsDir, stem
+from .util import derived_seed, first_line, folded, preview, space_size
 from .storage import (DIRECTIONS, ERROR_LOG_NAME, Objective, format_value as _fmt,  # noqa: F401
                       is_feasible, named_constraints, pareto_front)
 
@@ -231,7 +231,7 @@ class SearchEngine:
             if self.session.kept_settings:
                 self._emit("evaluator settings the study file leaves unset keep the stored study's "
                            "values (this version's defaults differ): " + ", ".join(
-                               f"{k}={_brief(v)}" for k, v in self.session.kept_settings.items()))
+                               f"{k}={preview(v, 60)}" for k, v in self.session.kept_settings.items()))
         try:
             self._adopt(running)
             if running:      # adoption may have re-queued trials
@@ -253,7 +253,7 @@ class SearchEngine:
             log.write_text("".join(traceback.format_exception(e)))
             with contextlib.suppress(Exception):
                 self._interrupt()
-            first = (str(e).strip().splitlines() or [""])[0][:200]
+            first = first_line(e, 200, empty="")
             raise SearchError(f"the search stopped on an unexpected error ({type(e).__name__}: {first}); "
                               f"trials in flight were re-queued, details in {log}; run the same "
                               "command to continue") from None
@@ -288,7 +288,7 @@ class SearchEngine:
 
     def _remember(self, trials: list[FrozenTrial]) -> None:
         """The stored trials, read once: architectures, rung scores, counts, the budget."""
-        self.budget = TrialBudget(self.target, self.session.trials_count, _space_size(self.spec))
+        self.budget = TrialBudget(self.target, self.session.trials_count, space_size(self.spec.space))
         self.tally = Tally(self.progress, lambda t: is_feasible(t, self.budgets))
         for t in trials:
             ua = t.user_attrs
@@ -400,7 +400,7 @@ class SearchEngine:
         try:
             config = self.spec.space.suggest(trial)
         except (space_pkg.SpaceError, ValueError) as e:
-            self._fail(lv, f"invalid config: {' '.join(str(e).split())[:240]}", "")
+            self._fail(lv, f"invalid config: {folded(e)[:240]}", "")
             return
         self._begin(lv, config)
 
@@ -813,20 +813,8 @@ class SearchEngine:
 
 
 # ======================================================================================= helpers
-def _space_size(spec) -> int | None:
-    try:
-        return int(spec.space.size())
-    except Exception:  # noqa: BLE001 - too large to enumerate: only the run of misses counts
-        return None
-
-
 def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
 
-
-def _brief(value, limit: int = 60) -> str:
-    """A setting's value as JSON on part of one line."""
-    text = json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= limit else text[:limit] + "..."

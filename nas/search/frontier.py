@@ -32,8 +32,10 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from .proposals import (EXACT_METRICS, INVALID_REASON, MAX_UNIFORM_DRAWS, Pricer, Proposal,
-                        ProposalError, count)
+from space.budgets import within
+
+from .contract import (EXACT_METRICS, INVALID_REASON, MAX_UNIFORM_DRAWS, Pricer, Proposal,
+                       ProposalError, count)
 
 DEFAULTS = {"n_startup": 10, "candidates": 16, "pool": 192, "explore": 0.0, "scored": 4096}
 REFIT_EVERY = 10          # finished trials between two optimisations of a GP's kernel parameters
@@ -489,7 +491,8 @@ def _size(space) -> int | None:
 
 
 def _feasible(t) -> bool:
-    return all(v <= 0 for v in t.constraints.values())
+    """No stored constraint of `t` is over its budget (`space.budgets`)."""
+    return within(t.constraints)
 
 
 def _front(done: list, sign: np.ndarray, smoothed: dict | None = None) -> list:

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
@@ -28,6 +26,7 @@ from nas import _optuna
 from nas.storage import (DIRECTIONS, JOURNAL_NAME, LockHeld, StorageError, jsonable,
                          open_for_driver, release_driver_lock, take_driver_lock)
 from nas.study import StudySpec, sampler_class
+from nas.util import derived_seed, preview, space_size
 from nas.worker import make_evaluator
 
 # latency settings a resume may change: they schedule measurements or pick which configs to skip,
@@ -82,11 +81,6 @@ def open_storage(spec: StudySpec, run_dir: Path, *, buffered: bool = False):
         return open_for_driver(run_dir, spec.storage, spec.label, buffered=buffered)
     except StorageError as e:
         raise SearchError(str(e)) from None
-
-
-def derived_seed(*values: int) -> int:
-    """A 31-bit seed mixed from several integers (stable across processes)."""
-    return int(np.random.SeedSequence([int(v) & 0xFFFFFFFF for v in values]).generate_state(1)[0] >> 1)
 
 
 @dataclass(frozen=True)
@@ -183,7 +177,7 @@ def _check_stored_study(spec: StudySpec, study: optuna.Study, label_storage: str
     for key, old, new in checks:
         if old is not None and jsonable(old) != jsonable(new):
             raise StudyMismatch(f"{label}: {key} differ from those the stored study was run with "
-                                f"(stored: {_short(old)}); restore them or use another --run-dir")
+                                f"(stored: {preview(old)}); restore them or use another --run-dir")
     _check_latency_settings(spec, attrs)
     names = list(budgets)
     if isinstance(attrs.get("constraints"), dict):   # constraint values keep the stored order
@@ -289,10 +283,10 @@ def _same_evaluator(stored, now) -> bool:
 def _differences(stored, now) -> str:
     """`key: stored X, now Y` for each scored setting that differs (one line, shortened)."""
     if not isinstance(stored, dict) or not isinstance(now, dict):
-        return f"stored: {_short(stored)}"
+        return f"stored: {preview(stored)}"
     old, new = jsonable(stored), jsonable(now)
     keys = sorted(k for k in (set(old) | set(new)) - SETTINGS_NOT_SCORED if old.get(k) != new.get(k))
-    return "; ".join(f"{k}: stored {_short(old.get(k), 60)}, now {_short(new.get(k), 60)}" for k in keys)
+    return "; ".join(f"{k}: stored {preview(old.get(k), 60)}, now {preview(new.get(k), 60)}" for k in keys)
 
 
 def _store_study_attrs(spec: StudySpec, study: optuna.Study, resumed: bool, evaluator,
@@ -308,10 +302,7 @@ def _store_study_attrs(spec: StudySpec, study: optuna.Study, resumed: bool, eval
                             "them or use another --run-dir")
     if resumed and "objectives" in attrs:
         return
-    try:
-        size = spec.space.size()
-    except Exception:  # noqa: BLE001 - the size is informative only
-        size = None
+    size = space_size(spec.space)
     values = {
         "overlock_nas_version": _version(),
         "study_file": spec.text,
@@ -355,11 +346,6 @@ def _flatten(value, prefix: str = "") -> dict:
     for k, v in value.items():
         out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
     return out
-
-
-def _short(value, limit: int = 120) -> str:
-    text = json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _dump_yaml(data: dict) -> str:
