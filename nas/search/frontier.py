@@ -131,7 +131,7 @@ def config_features(config, metrics: dict) -> list[float]:
 
 class GaussianProcess:
     """GP regression of one objective on config features: Optuna's ARD Matern-5/2 regressor
-    (`optuna._gp`, through `nas._optuna`), one length scale per feature and the noise variance
+    (the one GPSampler uses, through `nas._optuna`), one length scale per feature and the noise variance
     learned by maximum a posteriori, on features scaled to [0, 1] and the objective standardised.
 
     `fit(x, y, previous)` optimises the kernel parameters, warm-started from `previous` (a fitted
