@@ -13,9 +13,15 @@ point is the worst feasible accuracy and the largest feasible value of each cost
 
 Each strategy is a study-file `sampler:` setting (`default` = no `sampler` key); each is run for
 `--seeds` seeds through `SearchEngine` (one local Ray for the whole process, studies sequential,
-`parallel: 1` so a seed's run is reproducible), with an evaluator that returns the landscape's
+`parallel: 1` so a seed's run is reproducible; `--parallel N`: N trials at once), with an evaluator that returns the landscape's
 accuracy at once. A study's hypervolume after k trials is that of its first k trained (counted)
 trials' feasible results, against the exact one. Random search is always run beside the others.
+
+`--noise` adds seeded Gaussian noise to every trained value, its variance a given share of the
+variance of the feasible accuracies (`0.25`, `1`), or `real`: the seed-to-seed noise of the real
+trainings behind the surrogate (two seeds per architecture in benchmarks/data/surrogate_trainings.jsonl).
+A noisy run is scored as a user would see it: the configs on its *observed* front, at their
+*true* (noise-free) accuracies, against the exact front (`hv_ratio_true`).
 
 One JSON line per run goes to `--results` (default bench_out/search_efficiency/results.jsonl); a run
 already there is not run again, so an interrupted benchmark continues where it stopped.
@@ -197,12 +203,16 @@ def strategy_label(sampler: dict | None) -> str:
 
 # ----------------------------------------------------------------------------------- one run
 def study_mapping(scenario: Scenario, landscape: str, sampler: dict | None, seed: int, trials: int,
-                  out: Path) -> dict:
+                  out: Path, noise_sd: float = 0.0, parallel: int = 1, cpus: float = 2.0) -> dict:
     name = re.sub(r"[^A-Za-z0-9_.-]", ".", f"se-{scenario.name}-{landscape}-{seed}")
+    evaluator = {"name": EVALUATOR, "landscape": landscape}
+    if noise_sd:
+        evaluator["noise_sd"] = noise_sd
     data = {"name": name, "space": str(REPO / scenario.space),
             "objectives": list(scenario.objectives), "constraints": dict(scenario.constraints),
-            "evaluator": {"name": EVALUATOR, "landscape": landscape}, "seed": seed,
-            "trials": trials, "trials_count": "trained", "parallel": 1, "resources": {"cpus": 1},
+            "evaluator": evaluator, "seed": seed,
+            "trials": trials, "trials_count": "trained", "parallel": parallel,
+            "resources": {"cpus": 1 if parallel == 1 else cpus / parallel},
             "fvcore_check_every": 0, "output_dir": str(out)}
     if sampler is not None:
         data["sampler"] = dict(sampler)
@@ -237,7 +247,8 @@ def fvcore_check_off(off: bool = True):
 
 
 def run_study(scenario: Scenario, landscape: str, sampler: dict | None, seed: int, trials: int,
-              exact: ExactFront, workdir: str | None = None) -> dict:
+              exact: ExactFront, workdir: str | None = None, noise_sd: float = 0.0, parallel: int = 1,
+              cpus: float = 2.0) -> dict:
     """Run one study through the engine and measure it against the exact front."""
     import optuna
 
@@ -246,12 +257,14 @@ def run_study(scenario: Scenario, landscape: str, sampler: dict | None, seed: in
 
     out = Path(tempfile.mkdtemp(prefix="bench-se-", dir=workdir))
     try:
-        spec = parse_study(study_mapping(scenario, landscape, sampler, seed, trials, out), label="bench")
+        spec = parse_study(study_mapping(scenario, landscape, sampler, seed, trials, out, noise_sd,
+                                         parallel, cpus),
+                           label="bench")
         t0 = time.perf_counter()
         _search_engine()(spec).run()
         wall = time.perf_counter() - t0
         stored = optuna.load_study(study_name=spec.name, storage=open_storage(spec, out)).get_trials()
-        return summarise(stored, scenario, exact, wall)
+        return summarise(stored, scenario, exact, wall, landscape if noise_sd else None)
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -272,8 +285,11 @@ def draw_reasons(trials, budgets: dict) -> dict:
     return reasons
 
 
-def summarise(trials, scenario: Scenario, exact: ExactFront, wall_s: float) -> dict:
-    """Hypervolume ratio after each trained trial, draws and their fate, engine speed."""
+def summarise(trials, scenario: Scenario, exact: ExactFront, wall_s: float,
+              true_landscape: str | None = None) -> dict:
+    """Hypervolume ratio after each trained trial, draws and their fate, engine speed; with
+    `true_landscape` (a noisy run) also `hv_ratio_true`, that of the observed front's configs at
+    their noise-free accuracies."""
     from optuna.trial import TrialState
 
     trials = sorted(trials, key=lambda t: t.number)
@@ -292,7 +308,47 @@ def summarise(trials, scenario: Scenario, exact: ExactFront, wall_s: float) -> d
             "rejected_draws": rejected, "repeats": repeats, "repeats_over_budget": repeats_over,
             "reasons": draw_reasons(trials, scenario.constraints),
             "hv_ratio": [round(float(r), 5) for r in ratio], "wall_s": round(wall_s, 2),
+            **({"hv_ratio_true": [round(float(r), 5) for r in true_front_ratio(
+                trained, scenario, exact, true_landscape)]} if true_landscape else {}),
             "trials_per_s": round(len(trials) / wall_s, 2), "trained_per_s": round(len(trained) / wall_s, 2)}
+
+
+def true_front_ratio(trained, scenario: Scenario, exact: ExactFront, landscape: str) -> np.ndarray:
+    """After each of the first k trained trials: the hypervolume of the configs on the front of the
+    values observed so far, taken at their true (noise-free) accuracies, over the exact one."""
+    from overlock.config import OverLoCKConfig
+    from reports.pareto import hypervolume, pareto_mask
+
+    fn = landscapes.get_landscape(landscape)
+    observed = minimised([t.values for t in trained], scenario.objectives)
+    true = observed.copy()
+    column = list(scenario.objectives).index("accuracy")
+    for i, t in enumerate(trained):
+        true[i, column] = -landscapes.score(fn, OverLoCKConfig.from_dict(t.user_attrs["config"]))
+    out = np.zeros(len(trained))
+    for k in range(1, len(trained) + 1):
+        on_front = pareto_mask(observed[:k])
+        out[k - 1] = hypervolume(np.minimum(true[:k][on_front], exact.reference), exact.reference)
+    return out / exact.hypervolume
+
+
+def noise_sd(table: dict, scenario: Scenario, landscape: str, level: str) -> float:
+    """The noise's standard deviation: `level` x the variance of the feasible accuracies, or
+    `real`, the seed-to-seed standard deviation of the real trainings (two seeds each)."""
+    if level == "real":
+        pairs = [json.loads(line)["accuracy"] for line in
+                 (HERE / "data" / "surrogate_trainings.jsonl").read_text().splitlines() if line.strip()]
+        diffs = np.array([a[0] - a[1] for a in pairs if len(a) >= 2])
+        return float(diffs.std() / np.sqrt(2))
+    ok = np.ones(len(table["flops"]), dtype=bool)
+    for name, budget in scenario.constraints.items():
+        ok &= table[name] <= budget
+    return float(np.sqrt(float(level) * table[f"acc:{landscape}"][ok].var()))
+
+
+def variant(landscape: str, level: str) -> str:
+    """A landscape's label in the results: `ridge`, or `ridge~0.25` with noise."""
+    return landscape if level in ("0", "0.0") else f"{landscape}~{level}"
 
 
 # ------------------------------------------------------------------------------------ tables
@@ -345,8 +401,9 @@ def table(rows: list[dict], trials: int) -> str:
         for strategy in sorted(by_strategy, key=lambda s: (s == "random", s)):
             runs = by_strategy[strategy]
             cells = [strategy, str(len(runs))]
-            cells += [_median_iqr([ratio_at(r["hv_ratio"], k) for r in runs]) for k in marks]
-            cells += [_median_trials([trials_to_reach(r["hv_ratio"][:trials], t) for r in runs], trials)
+            scored = [r.get("hv_ratio_true", r["hv_ratio"]) for r in runs]
+            cells += [_median_iqr([ratio_at(ratio, k) for ratio in scored]) for k in marks]
+            cells += [_median_trials([trials_to_reach(ratio[:trials], t) for ratio in scored], trials)
                       for t in TARGETS]
             # trials PRUNED over a budget (of the study's trials); draws the proposer rejected
             # before a trial was created (of all draws)
@@ -364,6 +421,31 @@ def table(rows: list[dict], trials: int) -> str:
             lines.append("draws over budget by reason (all runs): " +
                          ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
     return "\n".join(lines)
+
+
+def write_summary(rows: list[dict], args, path: Path) -> None:
+    """One line per (scenario, landscape, strategy) of `rows`: what the docs quote."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["scenario"], r["landscape"], r["strategy"]), []).append(r)
+    argv = [a for a in (args.argv or []) if a != "--table-only"]
+    command = "python benchmarks/bench_search_efficiency.py " + " ".join(
+        a for i, a in enumerate(argv) if a != "--summary" and (i == 0 or argv[i - 1] != "--summary"))
+    with open(path, "a") as fh:
+        for (scenario, landscape, strategy), runs in groups.items():
+            scored = [r.get("hv_ratio_true", r["hv_ratio"]) for r in runs]
+            at = [ratio_at(ratio, args.trials) for ratio in scored]
+            line = {"scenario": scenario, "landscape": landscape, "strategy": strategy,
+                    "noise_sd": round(float(runs[0].get("noise_sd", 0.0)), 5), "seeds": len(runs),
+                    f"hv_{args.trials}": round(float(np.nanmedian(at)), 3),
+                    f"hv_{args.trials}_min": round(float(np.nanmin(at)), 3),
+                    "trials_to_0.90": _median_trials([trials_to_reach(x, 0.90) for x in scored], args.trials).split()[0],
+                    "trials_to_0.95": _median_trials([trials_to_reach(x, 0.95) for x in scored], args.trials).split()[0],
+                    "scored_by": "true accuracy of the observed front" if "hv_ratio_true" in runs[0] else "observed values",
+                    "command": command, "date": f"{min(r['date'] for r in runs)} - {max(r['date'] for r in runs)}",
+                    "load": f"{min(r['load'] for r in runs)}-{max(r['load'] for r in runs)}",
+                    "commit": sorted({r['commit'] for r in runs})}
+            fh.write(json.dumps(line) + "\n")
 
 
 # -------------------------------------------------------------------------------------- main
@@ -411,20 +493,25 @@ def _run_studies(args, results: Path, done: dict, strategies: list, fvcore_off: 
             for landscape, exact in fronts.items():
                 print(f"{scenario.name} / {landscape}: {exact.size} configs, {exact.feasible} feasible, exact "
                       f"front {len(exact.front)} configs, HV {exact.hypervolume:.6g}", flush=True)
+            variants = [(variant(n, level), n, noise_sd(table_data, scenario, n, level) if level != "0" else 0.0)
+                        for n in args.landscapes for level in args.noise]
             # seed-major, so an interrupted benchmark has every strategy and landscape for its seeds
             for seed in range(args.seeds):
-                for landscape, exact in fronts.items():
+                for label, landscape, sd in variants:
+                    exact = fronts[landscape]
                     for sampler in strategies:
-                        key = (scenario.name, landscape, strategy_label(sampler), seed, args.trials)
+                        key = (scenario.name, label, strategy_label(sampler) + (
+                            f"|parallel={args.parallel}" if args.parallel > 1 else ""), seed, args.trials)
                         if key in done:
                             rows.append(done[key])
                             continue
                         if executor is None:            # one local Ray for every study of the process
                             executor = Executor(num_cpus=args.cpus)
                             executor.start()
-                        r = run_study(scenario, landscape, sampler, seed, args.trials, exact, args.workdir)
+                        r = run_study(scenario, landscape, sampler, seed, args.trials, exact, args.workdir, sd,
+                                      args.parallel, args.cpus)
                         r.update(fvcore_check=not fvcore_off, workdir=args.workdir or tempfile.gettempdir(),
-                                 scenario=scenario.name, landscape=landscape, strategy=key[2], seed=seed,
+                                 scenario=scenario.name, landscape=label, noise_sd=sd, strategy=key[2], seed=seed,
                                  target_trials=args.trials, exact_hv=exact.hypervolume,
                                  front_size=len(exact.front), feasible=exact.feasible,
                                  space_size=exact.size, commit=_commit(),
@@ -433,7 +520,8 @@ def _run_studies(args, results: Path, done: dict, strategies: list, fvcore_off: 
                         with open(results, "a") as fh:
                             fh.write(json.dumps(r) + "\n")
                         rows.append(r)
-                        print(f"  {key[2]:<28} seed {seed}: HV {r['hv_ratio'][-1] if r['hv_ratio'] else 0:.3f} "
+                        final = r.get("hv_ratio_true", r["hv_ratio"])
+                        print(f"  {label} {key[2]:<28} seed {seed}: HV {final[-1] if final else 0:.3f} "
                               f"after {r['trained']} trained / {r['draws']} draws ({r['over_budget']} over "
                               f"budget), {r['wall_s']:.1f} s, {r['trials_per_s']:.1f} trials/s", flush=True)
     finally:
@@ -451,7 +539,11 @@ def main(argv=None) -> None:
     ap.add_argument("--strategies", nargs="+",
                     default=["default", "{name: tpe, multivariate: true}", "random"],
                     help="`default` (no sampler key), a sampler name, or a YAML sampler mapping")
+    ap.add_argument("--noise", nargs="+", default=["0"],
+                    help="noise levels: a share of the feasible accuracies' variance (0, 0.25, 1) or `real`")
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--parallel", type=int, default=1,
+                    help="trials running at once (each holds --cpus / --parallel CPUs of the local Ray)")
     ap.add_argument("--trials", type=int, default=300)
     ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
     ap.add_argument("--results", default=str(OUT / "results.jsonl"))
@@ -464,7 +556,12 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: the 72-config quickstart space, 3 seeds, 20 trials")
     ap.add_argument("--table-only", action="store_true", help="print the tables of --results, run nothing")
+    ap.add_argument("--summary", default=None,
+                    help="append one line per scenario, landscape and strategy (median hypervolume after "
+                         "--trials, trials to 0.90 / 0.95, seeds, the command, dates and loads) to this "
+                         "file, e.g. benchmarks/results/search_efficiency.jsonl")
     args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.quick:
         args.scenarios, args.seeds, args.trials = ["quickstart"], 3, 20
         if args.results == str(OUT / "results.jsonl"):
@@ -476,10 +573,12 @@ def main(argv=None) -> None:
     if args.table_only:
         rows = [r for r in _done(Path(args.results)).values()
                 if r["target_trials"] == args.trials and r["scenario"] in args.scenarios
-                and r["landscape"] in args.landscapes]
+                and r["landscape"] in [variant(n, level) for n in args.landscapes for level in args.noise]]
     else:
         rows = run_all(args)
     print(table(rows, args.trials))
+    if args.summary:
+        write_summary(rows, args, Path(args.summary))
     print(f"\nwall {time.perf_counter() - t0:.0f} s, load average at end {os.getloadavg()[0]:.2f}")
 
 

@@ -116,3 +116,74 @@ def has_named_constraints(trial: FrozenTrial) -> bool:
     as studies written before the single-format change do."""
     prefix = CONSTRAINTS_KEY + ":"
     return any(key.startswith(prefix) for key in trial.system_attrs)
+
+
+# ------------------------------------------------------------------------------------------
+# Optuna's Gaussian process and box decomposition, for the `frontier` sampler
+# (nas.search.frontier). Both are private modules of Optuna (`optuna._gp`, `optuna._hypervolume`),
+# maintained there for GPSampler and unchanged between 5.0 and 5.1; frontier uses them through
+# these four functions only, and tests/nas/test_optuna_private.py pins what it relies on.
+def gp_fit(x, y, previous=None):
+    """An ARD Matern-5/2 GP with a learned noise variance fitted to `x` (n, d) in [0, 1] and `y`
+    (n,) standardised, its kernel parameters chosen by maximum a posteriori (Optuna's priors) by
+    L-BFGS, starting from `previous` (a regressor of the same width) when given."""
+    import numpy as np
+    from optuna._gp import gp as optuna_gp
+    from optuna._gp import prior
+
+    cache = previous if previous is not None and previous.inverse_squared_lengthscales.shape[0] == x.shape[1] \
+        else None
+    return optuna_gp.fit_kernel_params(
+        X=np.ascontiguousarray(x, dtype=np.float64), Y=np.ascontiguousarray(y, dtype=np.float64),
+        is_categorical=np.zeros(x.shape[1], dtype=bool), log_prior=prior.default_log_prior,
+        minimum_noise=prior.DEFAULT_MINIMUM_NOISE_VAR, deterministic_objective=False,
+        gpr_cache=cache)
+
+
+def gp_refit_data(fitted, x, y):
+    """A regressor with `fitted`'s kernel parameters on new data (no optimisation: one Cholesky)."""
+    import numpy as np
+    import torch
+    from optuna._gp import gp as optuna_gp
+
+    gpr = optuna_gp.GPRegressor(
+        is_categorical=torch.zeros(x.shape[1], dtype=torch.bool),
+        X_train=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)),
+        y_train=torch.from_numpy(np.ascontiguousarray(y, dtype=np.float64)),
+        inverse_squared_lengthscales=fitted.inverse_squared_lengthscales.detach().clone(),
+        kernel_scale=fitted.kernel_scale.detach().clone(), noise_var=fitted.noise_var.detach().clone())
+    gpr._cache_matrix()
+    return gpr
+
+
+def gp_posterior(gpr, x, chunk: int = 256):
+    """Posterior mean and variance of the latent function at `x` (n, d), in chunks of `chunk` rows
+    (Optuna's kernel holds an (n, n_train, d) tensor of squared differences)."""
+    import numpy as np
+    import torch
+
+    means, variances = [], []
+    with torch.no_grad():
+        for i in range(0, len(x), chunk):
+            m, v = gpr.posterior(torch.from_numpy(np.ascontiguousarray(x[i:i + chunk], dtype=np.float64)))
+            means.append(m.numpy())
+            variances.append(v.numpy())
+    if not means:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(means), np.concatenate(variances)
+
+
+def gp_parameters(gpr) -> dict:
+    """The fitted kernel parameters, as plain numbers (length scales per feature, noise)."""
+    return {"length_scales": [float(v) for v in gpr.length_scales],
+            "kernel_scale": float(gpr.kernel_scale), "noise_var": float(gpr.noise_var)}
+
+
+def nondominated_boxes(points, ref):
+    """Disjoint boxes (lower, upper), each (B, d), whose union is the region below `ref` that no
+    point of `points` (n, d; minimised; each strictly below `ref`) dominates (Lacour et al. 2017,
+    Optuna's port of BoTorch's). Lower bounds may be -inf."""
+    import numpy as np
+    from optuna._hypervolume import get_non_dominated_box_bounds
+
+    return get_non_dominated_box_bounds(np.asarray(points, dtype=float), np.asarray(ref, dtype=float))

@@ -171,3 +171,49 @@ def test_benchmark_runs_through_the_engine_and_resumes(tmp_path, capsys):
     assert "| default | 1 |" in out and "| random | 1 |" in out and "trials over budget" in out
     bse.main(argv)                                   # everything is in the results file already
     assert len(results.read_text().splitlines()) == 2
+
+
+def test_noise_is_a_seeded_standard_normal():
+    draws = np.array([landscapes.noise(7, f"{i:016x}") for i in range(4000)])
+    assert abs(draws.mean()) < 0.06 and abs(draws.std() - 1) < 0.05
+    assert landscapes.noise(7, "ab") == landscapes.noise(7, "ab") != landscapes.noise(8, "ab")
+
+
+def test_a_noisy_evaluator_adds_noise_of_the_given_size():
+    import space
+
+    config = space.load_space(REPO / QUICK).sample(seed=1)
+    clean = landscapes.LandscapeEvaluator({"landscape": "ridge"})
+    noisy = landscapes.LandscapeEvaluator({"landscape": "ridge", "noise_sd": 0.02})
+    kw = dict(budget_epochs=1, device="cpu", workdir=None, resume_from=None)
+    truth = clean.evaluate(config, seed=3, **kw)["score"]
+    got = noisy.evaluate(config, seed=3, **kw)["score"]
+    assert got == pytest.approx(truth + 0.02 * landscapes.noise(3, config.config_hash()))
+    with pytest.raises(ValueError, match="noise_sd"):
+        landscapes.LandscapeEvaluator({"landscape": "ridge", "noise_sd": -1})
+
+
+def test_a_noisy_run_is_scored_by_the_true_accuracy_of_its_observed_front():
+    """Two configs: the worse one (true) reads better (a lucky draw) at the same cost, so it alone
+    is on the observed front; the ratio is its true accuracy's hypervolume, not the reading's."""
+    import space
+    from optuna.distributions import IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    sp = space.load_space(REPO / QUICK)
+    configs = [sp.sample(seed=s) for s in range(40)]
+    truth = {c.config_hash(): landscapes.ridge(c) for c in configs}
+    good, bad = max(configs, key=lambda c: truth[c.config_hash()]), min(configs, key=lambda c: truth[c.config_hash()])
+    scenario = bse.Scenario("t", QUICK, ("accuracy", "flops"), {})
+    ref = np.array([-0.0, 10.0])
+    exact = bse.ExactFront(ref, np.array([[-truth[good.config_hash()], 1.0]]), 0.0, 2, 2)
+    exact.hypervolume = truth[good.config_hash()] * 9.0
+
+    def trial(config, observed):
+        return create_trial(state=TrialState.COMPLETE, values=[observed, 1.0], params={"x": 1},
+                            distributions={"x": IntDistribution(0, 2)}, user_attrs={"config": config.to_dict()})
+
+    trials = [trial(good, truth[good.config_hash()]), trial(bad, 0.999)]
+    ratio = bse.true_front_ratio(trials, scenario, exact, "ridge")
+    assert ratio[0] == pytest.approx(1.0)
+    assert ratio[1] == pytest.approx(truth[bad.config_hash()] / truth[good.config_hash()])

@@ -156,3 +156,48 @@ def test_the_guard_finds_each_kind_of_private_use(line, tmp_path):
     pattern = _guard(attributes)
     assert pattern.search(line), line
     assert not pattern.search("self._rng = rng; trial.system_attrs['constraints']; study.trials")
+
+
+def test_the_box_decomposition_covers_exactly_the_undominated_region():
+    """`nondominated_boxes` (Optuna's box decomposition, for frontier's acquisition): disjoint
+    boxes whose volume, clipped at a floor below every point, is the box [floor, ref] minus the
+    hypervolume the points dominate."""
+    import numpy as np
+
+    def hypervolume(points, ref):                # by grid cells, any dimension
+        edges = [np.unique(np.r_[points[:, j], ref[j]]) for j in range(points.shape[1])]
+        lows = np.stack(np.meshgrid(*[e[:-1] for e in edges], indexing="ij"), -1).reshape(-1, len(ref))
+        sizes = np.stack(np.meshgrid(*[np.diff(e) for e in edges], indexing="ij"), -1).reshape(-1, len(ref))
+        covered = np.any(np.all(points[None] <= lows[:, None], axis=2), axis=1)
+        return float(np.prod(sizes[covered], axis=1).sum())
+
+    rng = np.random.default_rng(0)
+    for d in (2, 3, 4):
+        points = rng.random((12, d))
+        ref, floor = np.full(d, 1.2), np.full(d, -0.5)
+        lower, upper = _optuna.nondominated_boxes(points, ref)
+        volume = np.prod(np.clip(upper - np.maximum(lower, floor), 0, None), axis=1).sum()
+        assert volume == pytest.approx(1.7 ** d - hypervolume(points, ref), rel=1e-9)
+
+
+def test_the_gaussian_process_fits_and_reconditions_with_the_same_parameters():
+    """`gp_fit` (Optuna's GP regressor) learns from data; `gp_refit_data` keeps its kernel
+    parameters on new data; `gp_posterior` chunks without changing a value."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    x = rng.random((40, 3))
+    y = np.sin(4 * x[:, 0]) + x[:, 1]
+    y = (y - y.mean()) / y.std()
+    fitted = _optuna.gp_fit(x, y)
+    params = _optuna.gp_parameters(fitted)
+    assert len(params["length_scales"]) == 3 and params["noise_var"] > 0
+    again = _optuna.gp_refit_data(fitted, x, y)
+    assert _optuna.gp_parameters(again) == params
+    test = rng.random((30, 3))
+    m1, v1 = _optuna.gp_posterior(fitted, test)
+    m2, v2 = _optuna.gp_posterior(again, test, chunk=7)
+    np.testing.assert_allclose(m1, m2, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(v1, v2, rtol=1e-9, atol=1e-12)
+    mean, _ = _optuna.gp_posterior(fitted, x)
+    assert np.abs(mean - y).max() < 0.05
