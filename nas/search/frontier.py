@@ -32,6 +32,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from nas.util import space_size
 from space.budgets import within
 
 from .contract import (EXACT_METRICS, INVALID_REASON, MAX_UNIFORM_DRAWS, Pricer, Proposal,
@@ -288,7 +289,7 @@ class FrontierProposer:
         self.enumerated = False                   # the pool holds the whole space within budget
         self.fed = False      # the driver calls `observe` for every trial: never read the study
         self._trials: dict[int, Any] = {}         # number -> the trial as last observed
-        self.space_size = _size(space)
+        self.space_size = space_size(space)
 
     def bind(self, real_number: int, proposal: Proposal) -> None:
         pass                                      # the trial itself comes through `observe`
@@ -481,13 +482,6 @@ def _weigh(acquisition: np.ndarray, odds: np.ndarray) -> np.ndarray:
     if np.all(acquisition >= 0):
         return acquisition * odds
     return np.where(odds >= 0.5, acquisition, -np.inf)
-
-
-def _size(space) -> int | None:
-    try:
-        return space.size()
-    except Exception:  # noqa: BLE001 - too many paths to count, or continuous
-        return None
 
 
 def _feasible(t) -> bool:
