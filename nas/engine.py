@@ -42,12 +42,10 @@ optimiser state), an adopted one from its own. Optuna internals: only through `n
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
 import traceback
-import warnings
 from typing import Any, Callable
 
 import optuna
@@ -58,8 +56,8 @@ from .executor import Executor, TaskLost
 from .rundir import RunDirError, claim_run_dir
 from .search.halving import COMPLETE, CONTINUE, Rungs
 from .search.ledger import (FINISHED, MAX_DRAWS_WITHOUT_TRAINING, Dedup, Live, Progress, Queues,  # noqa: F401
-                            SearchResult, Tally, TrialBudget, counts)
-from .search.pricing import LatencyPricer, predicted_over, price, trial_gpus, verdict_attrs, wants_check
+                            Reporter, SearchResult, Tally, TrialBudget, counts)
+from .search.pricing import AGAIN, FAILED, MEASURE, OVER, LatencyPricer, LatencyStep, price, trial_gpus, wants_check
 from .search.recorder import IDENTITY_ATTRS, Recorder, broken, set_constraints  # noqa: F401
 from .search.session import (CostModelMismatch, DriverBusy, DriverLock, SearchError, Session,  # noqa: F401
                              StudyMismatch, check_latency_device, derived_seed,
@@ -128,21 +126,23 @@ class SearchEngine:
         self.pricer: LatencyPricer | None = None
         self.proposals = None             # nas.search.proposals.Proposals, once the loop starts
         self.budget: TrialBudget | None = None
-        self.tally: Tally | None = None
         self.weights = WeightsDir(self.run_dir)
         self.queues = Queues()
         self.dedup = Dedup()
-        self.progress = Progress(target=self.target, counts=spec.trials_count)
+        self.report = Reporter(Progress(target=self.target, counts=spec.trials_count),
+                               self.objectives, self.budgets, self.queues)
         self.parallel, self.trial_gpus = 0, 0.0
         self._gate = None
         self._warming: list = []
-        self._warm_until = self._t0 = self._wall_mark = self._last_tick = self._last_sync = 0.0
-        self._session_done = 0
-        self._session_counted = 0             # finished this session and counted in the budget
+        self._warm_until = self._wall_mark = self._last_tick = self._last_sync = 0.0
 
     @property
     def study(self) -> optuna.Study | None:
         return self.session.study if self.session is not None else None
+
+    @property
+    def progress(self) -> Progress:
+        return self.report.progress
 
     @property
     def evaluator(self):
@@ -170,7 +170,7 @@ class SearchEngine:
         except RunDirError as e:
             raise SearchError(str(e)) from None
         with DriverLock(self.run_dir):
-            self._t0 = self._wall_mark = time.monotonic()
+            self.report.t0 = self._wall_mark = time.monotonic()
             self._open()
             self.executor.start()
             try:
@@ -214,24 +214,14 @@ class SearchEngine:
         fits = self._plan_slots(nodes)
         self._remember(trials)
         running = [t for t in trials if t.state == TrialState.RUNNING]
-        self._emit(f"Ray ({self.executor.mode}): {len(nodes)} node(s), "
-                   f"{sum(n['cpus'] for n in nodes):g} CPUs, {sum(n['gpus'] for n in nodes):g} GPUs; "
-                   f"up to {self.parallel} trial(s) at a time")
-        if self.pricer is not None and self.pricer.note:
-            self._emit(self.pricer.note)
+        for line in self.report.started(self.executor.mode, nodes, self.parallel, self.pricer and self.pricer.note,
+                                        self.session, trials, running):
+            self._emit(line)
         # training workers start while the measuring worker prices the first configs; evaluations
         # wait for them, so the slots start together, not one process start-up apart
         self._warming = self.executor.warm(min(self.parallel, fits), self.spec.resources.cpus,
                                            self.trial_gpus) if self.evaluator is not None else []
         self._warm_until = time.monotonic() + _WARM_S
-        if self.session.resumed:
-            waiting = sum(t.state == TrialState.WAITING for t in trials)
-            self._emit(f"resuming {self.session.storage_label}: {self.progress.done} trials finished, "
-                       f"{len(running)} left running, {waiting} queued")
-            if self.session.kept_settings:
-                self._emit("evaluator settings the study file leaves unset keep the stored study's "
-                           "values (this version's defaults differ): " + ", ".join(
-                               f"{k}={_brief(v)}" for k, v in self.session.kept_settings.items()))
         try:
             self._adopt(running)
             if running:      # adoption may have re-queued trials
@@ -289,13 +279,11 @@ class SearchEngine:
     def _remember(self, trials: list[FrozenTrial]) -> None:
         """The stored trials, read once: architectures, rung scores, counts, the budget."""
         self.budget = TrialBudget(self.target, self.session.trials_count, _space_size(self.spec))
-        self.tally = Tally(self.progress, lambda t: is_feasible(t, self.budgets))
+        self.report.open(self.study, self.budget, self.spec.score_metric, trials)
         for t in trials:
             ua = t.user_attrs
             self.dedup.remember(t)
             self.rungs.remember(ua, ua.get("config_hash") or f"#{t.number}")
-            if t.state not in (TrialState.RUNNING, TrialState.WAITING):
-                self.tally.account(t)
         self.budget.resync(trials)
 
     def _budget_left(self) -> bool:
@@ -306,26 +294,27 @@ class SearchEngine:
         `latency.ahead` more, so their latency is priced before a slot frees)."""
         ahead = self.pricer.ahead(self.parallel) if self.pricer is not None else 0
         while self.queues.occupancy() < self.parallel + ahead and self._budget_left():
-            trial = self._ask_next()
+            trial, proposal = self._ask_next()
             if trial is None:
                 break
             self.budget.asked(trial.number)
-            self._start_trial(trial)
+            self._start_trial(trial, proposal)
             self._count_draw(trial.number)
 
-    def _ask_next(self) -> optuna.Trial | None:
+    def _ask_next(self) -> tuple[optuna.Trial | None, Any]:
         """The one place a new trial is asked for: a queued trial (e.g. a re-queued one) first,
         else one created with the params the proposer drew within every exact budget, so a
-        config over one never becomes a trial (nas.search.proposals). None, and asking stops,
-        when no config within the budgets is left to draw."""
+        config over one never becomes a trial (nas.search.proposals); with it, its `Proposal`
+        (its exact cost priced). None, and asking stops, when no config within the budgets is
+        left to draw."""
         if self.budget.waiting:
-            return self.study.ask()
+            return self.study.ask(), None
         try:
-            return self.proposals.ask(self.study)
+            return self.proposals.ask(self.study), self.proposals.sampler.last
         except ProposalError as e:
             self.budget.stopped = str(e)
             self._emit(f"stopped asking: {e}")
-            return None
+            return None, None
 
     def _count_draw(self, number: int) -> None:
         # architectures drawn: the trials' and those the proposer found over a budget
@@ -363,7 +352,7 @@ class SearchEngine:
                 result = {"ok": False, "reason": e.reason, "error": e.error}
             kind, lv = self.queues.take(handle)
             if kind == "latency":
-                self._after_latency(lv, result)
+                self._latency(lv, self.pricer.measured(lv, result))
             else:
                 self._after_eval(lv, result)
 
@@ -382,13 +371,12 @@ class SearchEngine:
             self.executor.cancel(handle)
             kind, _ = self.queues.take(handle)
             if kind == "latency":
-                self._fail(lv, f"latency: timeout: no result after {limit:g} s (latency.timeout_s "
-                               f"{self.spec.latency.timeout_s:g}); the measuring worker was restarted", "")
+                self._fail(lv, self.pricer.timed_out(limit), "")
             else:
                 self._fail(lv, f"timeout: evaluation ran longer than {limit:g} s", "")
 
     # ------------------------------------------------------------------------- one trial
-    def _start_trial(self, trial: optuna.Trial) -> None:
+    def _start_trial(self, trial: optuna.Trial, proposal=None) -> None:
         import space as space_pkg
 
         lv = Live(trial=trial, seed=derived_seed(self.spec.seed, trial.number, 7))
@@ -402,6 +390,8 @@ class SearchEngine:
         except (space_pkg.SpaceError, ValueError) as e:
             self._fail(lv, f"invalid config: {' '.join(str(e).split())[:240]}", "")
             return
+        if proposal is not None and proposal.config == config:   # priced when it was drawn
+            lv.priced = proposal.metrics
         self._begin(lv, config)
 
     def _begin(self, lv: Live, config) -> None:
@@ -434,7 +424,7 @@ class SearchEngine:
     def _price(self, lv: Live) -> None:
         """3. The analytic cost (checked against fvcore on a sample), the budgets, the screens;
         4. latency before training: the device's store, else the measuring worker's queue."""
-        cost = price(lv.config, wants_check(lv.number, self.spec.fvcore_check_every))
+        cost = price(lv.config, wants_check(lv.number, self.spec.fvcore_check_every), lv.priced)
         self.recorder.update(lv.trial, cost.metrics)
         if cost.flops_fvcore is not None:
             self.recorder.set(lv.trial, "flops_fvcore", cost.flops_fvcore)
@@ -451,9 +441,10 @@ class SearchEngine:
             self._infeasible(lv, [f"{n} {_fmt(n, v)} (estimated) > {_fmt(n, self.budgets[n])}"
                                   for n, v in estimated.items()], estimated=estimated)
             return
-        if self.pricer is not None and self._price_latency(lv):
-            return
-        self._to_evaluation(lv)
+        if self.pricer is not None:
+            self._latency(lv, self.pricer.place(lv))
+        else:
+            self._to_evaluation(lv)
 
     def _screen(self, config) -> dict:
         """{budget: estimated value} of the budgets the screens expect `config` to break."""
@@ -464,60 +455,25 @@ class SearchEngine:
                     out[name] = float(value)
         return out
 
-    def _price_latency(self, lv: Live) -> bool:
-        """The latency from the store (then its budget is checked), else a place in the
-        measuring worker's queue, or PRUNED on the model's verdict. True when it took the trial."""
-        probed = self.pricer.probed.pop(lv.chash, None)
-        known = self.pricer.lookup(lv.config)
-        # the prediction made before it was measured (a probed config's model may know it now)
-        verdict = lv.verdict = probed["verdict"] if probed else self.pricer.predict(lv.config)
-        if verdict:      # recorded on every trial, so predicted and measured can be compared
-            self.recorder.update(lv.trial, verdict_attrs(verdict))
-        if probed is not None:           # measured for this trial just before it was created
-            if probed["first"] is not None:
-                self.recorder.update(lv.trial, {
-                    "latency_first_ms": round(float(probed["first"]["latency_ms"]), 4),
-                    "latency_recheck": probed["why"]})
-            self._record_latency(lv, probed["result"], source="measured")
+    def _latency(self, lv: Live, step: LatencyStep) -> None:
+        """4. Apply the latency pricer's decision on `lv` (`LatencyPricer.place`, `.measured`)."""
+        self.recorder.update(lv.trial, step.attrs)
+        if step.action == FAILED:
+            self._fail(lv, step.reason, step.error)
+        elif step.action == MEASURE:
+            self.queues.latency.append(lv)
+        elif step.action == AGAIN:
+            self._emit(f"#{lv.number} latency {step.reading['latency_ms']:.4g} ms is {step.reason}: "
+                       "measuring it again")
+            self.queues.latency.appendleft(lv)
+        elif step.action == OVER:            # neither measured nor trained
+            lv.metrics["latency_ms"] = step.predicted_ms     # its constraint value: an estimate
+            self._infeasible(lv, [step.reason])
+        else:
+            self.recorder.latency(lv.trial, step.reading, step.source)
+            lv.metrics["latency_ms"] = float(step.reading["latency_ms"])
             if not self._over_budget(lv):
                 self._to_evaluation(lv)
-            return True
-        if known is not None:
-            self._record_latency(lv, known, source="store")
-            return self._over_budget(lv)
-        if verdict and verdict["skip"]:
-            # over the budget by more than the model's margin: neither measured nor trained
-            self.recorder.set(lv.trial, "latency_source", "predicted")
-            lv.metrics["latency_ms"] = verdict["predicted_ms"]     # its constraint value: an estimate
-            self._infeasible(lv, [predicted_over(verdict, self.budgets["latency_ms"])])
-        else:
-            self.queues.latency.append(lv)
-        return True
-
-    def _after_latency(self, lv: Live, result: dict) -> None:
-        if not result.get("ok"):
-            self._fail(lv, f"latency: {result.get('reason')}", result.get("error", ""))
-            return
-        why = self.pricer.recheck(result, lv.verdict) if lv.first_latency is None else None
-        if why is not None:
-            # interference only ever adds time: a reading the model contradicts, or one so close
-            # to the budget that noise decides its side, is measured once more, the faster kept
-            lv.first_latency = result
-            self.recorder.update(lv.trial, {"latency_first_ms": round(float(result["latency_ms"]), 4),
-                                            "latency_recheck": why})
-            self._emit(f"#{lv.number} latency {result['latency_ms']:.4g} ms is {why}: measuring it again")
-            self.queues.latency.appendleft(lv)
-            return
-        if lv.first_latency is not None:
-            result = min(lv.first_latency, result, key=lambda r: float(r["latency_ms"]))
-        self.pricer.learned(lv.config, result)
-        self._record_latency(lv, result, source="measured")
-        if not self._over_budget(lv):
-            self._to_evaluation(lv)
-
-    def _record_latency(self, lv: Live, result: dict, source: str) -> None:
-        self.recorder.latency(lv.trial, result, source)
-        lv.metrics["latency_ms"] = float(result["latency_ms"])
 
     def _over_budget(self, lv: Live) -> bool:
         """PRUNED `infeasible` when the metrics known so far break a budget."""
@@ -677,16 +633,12 @@ class SearchEngine:
         final = self.recorder.finish(lv.trial, state, values, reason=reason, error=error)
         if self.proposals is not None:
             self.proposals.observe(final)
-        self._session_done += 1
-        if counts(final, self.session.trials_count):
-            self._session_counted += 1
         self.budget.update(final)
         if not reused:
             self.dedup.finished(lv, final.state, self.queues)
             if final.state in FINISHED and lv.chash:
                 self.weights.drop_state(lv.number, lv.chash)
-        self.tally.account(final)
-        self._emit(self._line(final))
+        self.report.finished(final, counts(final, self.session.trials_count), self.on_progress)
 
     # ---------------------------------------------------------------------- resume and stop
     def _adopt(self, running: list[FrozenTrial]) -> None:
@@ -733,39 +685,8 @@ class SearchEngine:
                 signal.signal(signal.SIGINT, previous)
 
     # ----------------------------------------------------------------------------- progress
-    def _snapshot(self) -> Progress:
-        p = self.progress
-        p.counted = self.budget.counted if self.budget is not None else 0
-        p.stopped = self.budget.stopped if self.budget is not None else ""
-        p.running = self.queues.in_progress()
-        p.elapsed_s = time.monotonic() - self._t0
-        p.session_done = self._session_done
-        if self._session_counted and p.elapsed_s > 0:
-            rate = self._session_counted / p.elapsed_s
-            p.eta_s = max(0, self.target - self.budget.finished) / rate
-        return p
-
-    def _refresh_front(self) -> None:
-        """The front's size and the best trial on it (by the score, ties as `export --best`)."""
-        from .selection import rank
-
-        p = self.progress
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            front = [t for t in pareto_front(self.study) if t.user_attrs.get("reused_from") is None]
-        p.pareto = len(front)
-        metric = self.spec.score_metric or self.objectives[0]
-        if front:
-            objectives = [Objective(n, DIRECTIONS[n]) for n in self.objectives]
-            value, pick = rank(front, objectives, metric, DIRECTIONS[metric])[0]
-            p.best = f"{metric} {_fmt(metric, value)} (#{pick.number})"
-
     def _emit(self, line: str | None) -> None:
-        if self.on_progress is None:
-            return
-        if line is not None:
-            self._refresh_front()
-        self.on_progress(self._snapshot(), line)
+        self.report.emit(line, self.on_progress)
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -784,32 +705,12 @@ class SearchEngine:
             return
         now = time.monotonic()
         save_wall_time(self.study, now - self._wall_mark,
-                       self.progress.infeasible if self.tally is not None else None)
+                       self.progress.infeasible if self.report.tally is not None else None)
         self._wall_mark = now
-
-    def _line(self, t: FrozenTrial) -> str:
-        ua = t.user_attrs
-        head = f"#{t.number} {t.state.name}"
-        if t.state == TrialState.COMPLETE:
-            parts = [f"{o} {_fmt(o, v)}" for o, v in zip(self.objectives, t.values)]
-            feas = "" if is_feasible(t, self.budgets) else " (infeasible)"
-            body = ", ".join(parts) + feas
-        else:
-            body = ua.get("reason", "")
-        if ua.get("reused_from") is not None:
-            body += f" [reused #{ua['reused_from']}]"
-        return f"{head}: {body}"
 
     def _result(self, interrupted: bool) -> SearchResult:
         self.budget.resync(self.study.get_trials(deepcopy=False))   # re-queued trials included
-        self._refresh_front()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            front = pareto_front(self.study)   # nas.storage's rule, as the report and export
-        return SearchResult(run_dir=self.run_dir, study_name=self.spec.name,
-                            storage=self.session.storage_label, objectives=self.objectives,
-                            progress=self._snapshot(), pareto=front, interrupted=interrupted,
-                            wall_time_s=float(self.study.user_attrs.get("wall_time_s", 0.0)))
+        return self.report.result(self.run_dir, self.spec.name, self.session.storage_label, interrupted)
 
 
 # ======================================================================================= helpers
@@ -824,9 +725,3 @@ def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def _brief(value, limit: int = 60) -> str:
-    """A setting's value as JSON on part of one line."""
-    text = json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= limit else text[:limit] + "..."
