@@ -38,6 +38,10 @@ class Cost:
     flops_fvcore: int | None = None  # fvcore's count, when cross-checked
     problems: tuple = ()            # where the analytic model and fvcore disagree
 
+    def mismatch(self, number: int) -> str:
+        """Why the study stops: the analytic model and fvcore disagree on trial `number`."""
+        return f"cost model disagrees with fvcore on trial {number}: {'; '.join(self.problems)}"
+
 
 def price(config, check: bool, metrics: dict | None = None) -> Cost:
     """The config's analytic cost; with `check`, fvcore's count and the built model's parameters
@@ -67,6 +71,17 @@ def price(config, check: bool, metrics: dict | None = None) -> Cost:
     if n_params != cost.params:
         problems.append(f"params analytic {cost.params} != model {n_params}")
     return Cost(metrics, int(counted.total), tuple(problems))
+
+
+def screened(screens, budgets: dict, config) -> dict:
+    """{budget: estimated value} of the budgets the `screens` (`nas.engine.Screen`) expect
+    `config` to break, the first screen's estimate of each."""
+    out = {}
+    for screen in screens:
+        for name, value in (screen(config) or {}).items():
+            if name in budgets and name not in out and float(value) > budgets[name]:
+                out[name] = float(value)
+    return out
 
 
 def wants_check(number: int, every: int) -> bool:
