@@ -19,6 +19,11 @@ each behaviour relied on).
   `Trial` or a `FrozenTrial` (a sampler's `before_trial` gets the latter, which has no setter):
   Optuna 5 removed `Trial.set_system_attr`; the proposer's shadow study marks rejected draws and
   sets their constraints this way, and a proposed trial gets NSGA-II's generation.
+- `NSGA2_GENERATION_KEY`: the system attribute in which `NSGAIISampler` stores a trial's
+  generation (`BaseGASampler._get_generation_key()`); a proposed trial carries it onto the real
+  study, so the shadow study rebuilt on resume keeps the generations.
+- `is_queued(trial)`: a trial `study.enqueue_trial` queued (its params are fixed already); Optuna
+  keeps them in the system attribute `fixed_params`, which has no public reader.
 - `write_constraints(study, trial, values)`: constraints as the list `system_attrs["constraints"]`,
   the one place both readers look: Optuna 5's samplers read it (as constraints named '0', '1', ...)
   and optuna-dashboard (0.21 and later) reads *only* it to grey out infeasible trials. Optuna 5
@@ -30,6 +35,8 @@ each behaviour relied on).
   same constraints (GPSampler refuses trials whose constraint counts differ).
 
 Readers never need this module: the stored format is read by `nas.storage.named_constraints`.
+Everywhere else the product uses Optuna's public API only; tests/nas/test_optuna_private.py
+finds a private name outside this module.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ from optuna.trial import FrozenTrial
 # optuna.study._constrained_optimization._CONSTRAINTS_KEY: the legacy list, and the prefix of
 # named constraints ("constraints:<name>")
 CONSTRAINTS_KEY = "constraints"
+# NSGAIISampler._get_generation_key(): a trial's generation (stored on real trials since 0.1)
+NSGA2_GENERATION_KEY = "NSGAIISampler:generation"
 
 
 def stored_trial(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> FrozenTrial:
@@ -86,6 +95,11 @@ def set_system_attr(study: optuna.Study, trial, key: str, value) -> None:
 def set_user_attr(study: optuna.Study, trial, key: str, value) -> None:
     """A user attribute of a `Trial` or a stored `FrozenTrial` of `study`."""
     study._storage.set_trial_user_attr(trial._trial_id, key, value)
+
+
+def is_queued(trial: FrozenTrial) -> bool:
+    """Whether `trial` was queued by `study.enqueue_trial` (its params are fixed already)."""
+    return "fixed_params" in trial.system_attrs
 
 
 def write_constraints(study: optuna.Study, trial: optuna.Trial, values: Sequence[float]) -> None:

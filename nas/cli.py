@@ -6,6 +6,8 @@ import importlib
 
 import click
 
+from nas.util import one_line
+
 # subcommand name -> module under nas.commands exposing a click command named `command`
 SUBCOMMANDS = {
     "search": "search",
@@ -56,12 +58,6 @@ def debug_enabled(ctx: click.Context | None = None) -> bool:
     root = ctx.find_root() if ctx is not None else click.get_current_context(silent=True)
     root = root.find_root() if root is not None else None
     return env_debug() or bool(root is not None and (root.obj or {}).get("debug"))
-
-
-def one_line(exc: BaseException) -> str:
-    from nas.storage import one_line as _one_line
-
-    return _one_line(exc)
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

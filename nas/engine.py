@@ -63,13 +63,14 @@ from .search.pricing import (AGAIN, FAILED, MEASURE, OVER, LatencyPricer, Latenc
                              wants_check)
 from .search.recorder import IDENTITY_ATTRS, Recorder, broken, set_constraints  # noqa: F401
 from .search.session import (CostModelMismatch, DriverBusy, DriverLock, SearchError, Session,  # noqa: F401
-                             StudyMismatch, check_latency_device, crashed, derived_seed, left_running,
-                             open_session, open_storage, save_wall_time)
+                             StudyMismatch, check_latency_device, crashed, left_running, open_session,
+                             open_storage, save_wall_time)
 from .search.journal import flush as flush_journal
 from .search.slots import EVAL_TARGET, Slots  # noqa: F401 - EVAL_TARGET: its old import path
 from .search.proposals import ProposalError
 from .search.proposals import for_study as proposals_for
 from .search.weights import WeightsDir
+from .util import derived_seed, folded, space_size
 from .storage import (DIRECTIONS, ERROR_LOG_NAME, Objective, format_value as _fmt,  # noqa: F401
                       is_feasible, named_constraints, pareto_front)
 
@@ -262,7 +263,7 @@ class SearchEngine:
 
     def _remember(self, trials: list[FrozenTrial]) -> None:
         """The stored trials, read once: architectures, rung scores, counts, the budget."""
-        self.budget = TrialBudget(self.target, self.session.trials_count, _space_size(self.spec))
+        self.budget = TrialBudget(self.target, self.session.trials_count, space_size(self.spec.space))
         self.report.open(self.study, self.budget, self.spec.score_metric, trials)
         for t in trials:
             ua = t.user_attrs
@@ -332,7 +333,7 @@ class SearchEngine:
         try:
             config = self.spec.space.suggest(trial)
         except (space_pkg.SpaceError, ValueError) as e:
-            self._fail(lv, f"invalid config: {' '.join(str(e).split())[:240]}", "")
+            self._fail(lv, f"invalid config: {folded(e)[:240]}", "")
             return
         if proposal is not None and proposal.config == config:   # priced when it was drawn
             lv.priced = proposal.metrics
@@ -572,13 +573,6 @@ class SearchEngine:
 
 
 # ======================================================================================= helpers
-def _space_size(spec) -> int | None:
-    try:
-        return int(spec.space.size())
-    except Exception:  # noqa: BLE001 - too large to enumerate: only the run of misses counts
-        return None
-
-
 @contextlib.contextmanager
 def _sigint_ignored():
     """Ctrl-C ignored while a stop re-queues the trials (in the main thread, where it lands)."""

@@ -27,6 +27,7 @@ from pathlib import Path
 
 __all__ = ["RunDirError", "MARKER_NAME", "claim_run_dir", "made_by_tool"]
 
+from .util import folded
 from .storage import JOURNAL_NAME, LOCK_NAME, RUN_DIR_MARKERS, RUN_MARKER_NAME as MARKER_NAME, \
     STUDY_FILE_COPY as STUDY_COPY_NAME
 _JOURNAL_HEAD_BYTES = 64 * 1024     # the engine stores its version among the study's first records
@@ -63,7 +64,7 @@ def claim_run_dir(path: str | os.PathLike, study_file: str | os.PathLike | None 
         _write_marker(run_dir)
     except OSError as e:
         raise RunDirError(f"run directory {run_dir}: cannot write there "
-                          f"({' '.join(str(e).split())})") from None
+                          f"({folded(e)})") from None
     return run_dir
 
 

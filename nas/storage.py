@@ -33,6 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
+from nas.util import first_line, one_line  # noqa: F401  (one_line: importable from here as before)
+from space.budgets import EXACT_METRICS, broken as _broken, trial_violations
+
 # ------------------------------------------------------------------------------- run directory
 JOURNAL_NAME = "study.log"          # the Optuna journal (default storage)
 LOCK_NAME = "driver.lock"           # the one driver's fcntl lock
@@ -149,7 +152,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 )}
 DIRECTIONS: dict[str, str] = {n: m.direction for n, m in METRICS.items()}
 SCORE_METRICS = tuple(n for n, m in METRICS.items() if m.kind == "score")       # produced by an evaluator
-COST_METRICS = tuple(n for n, m in METRICS.items() if m.kind == "cost")         # analytic, before training
+COST_METRICS = EXACT_METRICS                                                    # analytic, before training
 MEASURED_METRICS = tuple(n for n, m in METRICS.items() if m.kind == "measured")  # measured before training
 CONSTRAINT_METRICS = COST_METRICS + MEASURED_METRICS                            # can carry a budget
 
@@ -236,7 +239,7 @@ def check_journal(path, *, driver_lock=None) -> int:
                 record = json.loads(line)
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
                 raise StorageError(f"{path} is corrupt: line {number} (byte {start}) is not a journal "
-                                   f"record ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+                                   f"record ({type(e).__name__}: {first_line(e)})") from None
             if not isinstance(record, dict) or "op_code" not in record:
                 raise StorageError(f"{path} is corrupt: line {number} (byte {start}) is not an Optuna "
                                    "journal operation (no op_code)")
@@ -362,9 +365,9 @@ def open_for_driver(run_dir, url: str | None, label: str, *, buffered: bool = Fa
         if journal.is_file():
             check_journal(journal)
         if buffered:       # the driver: one append and fsync per step, not per record
-            from nas.search.journal import BufferedJournalFileBackend
+            from nas.search.journal import buffered_storage
 
-            return JournalStorage(BufferedJournalFileBackend(str(journal)))
+            return buffered_storage(str(journal))
         return JournalStorage(JournalFileBackend(str(journal)))
     try:
         if url.startswith("sqlite"):
@@ -372,7 +375,7 @@ def open_for_driver(run_dir, url: str | None, label: str, *, buffered: bool = Fa
             return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
         return optuna.storages.RDBStorage(url)
     except Exception as e:  # noqa: BLE001
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise StorageError(f"{label}: storage: cannot open {url!r}: {first}") from None
 
 
@@ -384,12 +387,6 @@ def redact(url: str) -> str:
         if ":" in creds:
             return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
     return url
-
-
-def one_line(error: BaseException, limit: int = 300) -> str:
-    """`Type: first words of the message` on one line."""
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:limit]}" if text else type(error).__name__
 
 
 def jsonable(value):
@@ -519,16 +516,8 @@ def is_preset(trial) -> bool:
     return isinstance(preset, str) and bool(preset)
 
 
-def named_constraints(trial, budgets: Mapping[str, float]) -> dict[str, float]:
-    """{metric: value - budget} of a trial. Named constraints (`set_constraint`) when present;
-    else the legacy `system_attrs["constraints"]` tuple, in the order of the study's budgets."""
-    stored = trial.constraints
-    named = {k: float(v) for k, v in stored.items() if not str(k).isdigit()}
-    if named:
-        return named
-    legacy = [float(v) for k, v in sorted(stored.items(), key=lambda kv: int(kv[0]))]
-    return dict(zip(budgets, legacy)) if len(legacy) == len(budgets) else \
-        {str(k): float(v) for k, v in stored.items()}
+# {metric: value - budget} of a stored trial: named constraints, else the list in budget order
+named_constraints = trial_violations
 
 
 def feasibility(trial, budgets: Mapping[str, float], objectives: Sequence[Objective] = ()) -> tuple[bool, str]:
@@ -539,10 +528,10 @@ def feasibility(trial, budgets: Mapping[str, float], objectives: Sequence[Object
     for makes it infeasible ("has no latency_ms to check against its budget"): a trial is never
     feasible by omission.
     """
-    constraints = named_constraints(trial, budgets)
-    broken = [k for k, v in constraints.items() if v > 0]
-    if broken:
-        return False, f"breaks {', '.join(broken)}"
+    constraints = trial_violations(trial, budgets)
+    over = _broken(constraints)
+    if over:
+        return False, f"breaks {', '.join(over)}"
     if trial.user_attrs.get("infeasible"):
         return False, "marked infeasible"
     for name, budget in budgets.items():

@@ -73,8 +73,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from space import budgets
+
 # metric names, directions and kinds: the stored-study contract owns them (docs/reference/storage.md)
 from .storage import (CONSTRAINT_METRICS, DIRECTIONS, SCORE_METRICS)
+from .util import folded
+
 # built-in evaluator -> the metric it produces
 EVALUATOR_METRICS = {"train": "accuracy", "synflow": "synflow", "naswot": "naswot", "zico": "zico",
                      "supernet": "accuracy"}
@@ -366,7 +370,7 @@ class StudyFile(_Model):
 
 
 # metrics the cost model gives exactly before training (the `frontier` strategy needs no model of them)
-EXACT_METRICS = ("flops", "flops_paper", "params", "memory_mb")
+EXACT_METRICS = budgets.EXACT_METRICS
 
 
 def default_sampler(objectives: list[str]) -> tuple[str, dict]:
@@ -579,7 +583,7 @@ def _check_sampler_options(file: StudyFile, label: str) -> None:
             warnings.simplefilter("ignore")
             sampler_class(name)(seed=0, **file.sampler.options)
     except (ValueError, TypeError) as e:
-        text = " ".join(str(e).split()).replace("`", "")
+        text = folded(e).replace("`", "")
         keys = [k for k in file.sampler.options if k in text] or list(file.sampler.options)
         raise StudyFileError(f"{label}: sampler.{keys[0]}: {text}") from None
 
@@ -619,7 +623,7 @@ def _load_space(value: str | dict, label: str, base_dir: Path):
     try:
         loaded = space_pkg.load_space(source)
     except space_pkg.SpaceError as e:
-        text = " ".join(str(e).split())
+        text = folded(e)
         raise StudyFileError(f"{label}: {text}" if text.startswith("space")
                              else f"{label}: space: {text}") from None
     return loaded, loaded.to_dict()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nas.util import one_line, write_atomic
+
 from .data import ReportError, StudyData, load_study_data, load_trials
 
 __all__ = ["build_report", "render_report", "load_trials", "load_study_data", "ReportError",
@@ -82,11 +84,7 @@ def build_report(run_dir=None, storage: str | None = None, study_name: str | Non
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         text = render_report(sd, out)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out)  # a reader never sees half a page
+        write_atomic(out, text)  # a reader never sees half a page
     except OSError as e:
-        from nas.storage import one_line
-
         raise ReportError(f"--out {out}: cannot write there ({one_line(e)})") from None
     return out

@@ -35,6 +35,7 @@ import pandas as pd
 
 from nas import storage as _storage
 from nas.storage import Objective
+from nas.util import one_line
 
 from .metrics import SCORE_METRICS
 
@@ -255,7 +256,7 @@ def load_study_data(run_dir=None, storage=None, study_name=None) -> StudyData:
     try:
         trials = study.get_trials(deepcopy=False)
     except Exception as exc:  # noqa: BLE001
-        raise ReportError(f"cannot read study {name!r} from {label}: {_storage.one_line(exc)}") from None
+        raise ReportError(f"cannot read study {name!r} from {label}: {one_line(exc)}") from None
     from nas.selection import picks
 
     objectives = _storage.study_objectives(study)

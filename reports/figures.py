@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from nas.util import one_line
+
 from .data import Objective, StudyData
 from .metrics import MetricView, metric_view
 from .pareto import hypervolume_history, pareto_mask
@@ -606,8 +608,8 @@ def first_rung_sample(sd: StudyData, columns: list[str]) -> Sample | None:
     base = trained.assign(**{col: [r[first] for r in rungs]}).dropna(subset=columns)
     stopped = int((~base["category"].isin(["feasible", "infeasible"])).sum())
     return Sample(base, f"all {len(base)} trained trials at the first successive-halving rung "
-                        f"({first:g} epochs; {stopped} of them were stopped there), scored after "
-                        f"{first:g} epochs: one fidelity for every trial")
+                        f"(their accuracy after {first:g} epochs; {stopped} of them were stopped there): "
+                        "one fidelity for every trial")
 
 
 def _rung_dict(value) -> dict[float, float]:
@@ -771,7 +773,7 @@ def importance_figure(sd: StudyData) -> Figure | Note:
     try:
         scores = _importances(sd, base, params, names)
     except Exception as exc:  # noqa: BLE001  (a degenerate study: say so, keep the page)
-        return Note(key, title, f"Skipped: optuna.importance failed: {type(exc).__name__}: {exc}")
+        return Note(key, title, f"Skipped: optuna.importance failed: {one_line(exc)}")
     v = views(sd)
     order = sorted(params, key=lambda p: -max(scores[n].get(p, 0.0) for n in names))
     fig = go.Figure()

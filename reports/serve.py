@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from nas.util import one_line
+
 from .data import JOURNAL_NAME, ReportError
 
 MAX_DEPTH = 6
@@ -95,7 +97,7 @@ class StudyIndex:
                 entries.append(Entry(rel, s.study_name, s.n_trials, states, names, str(started), stamp[0] / 1e9))
             return entries
         except Exception as exc:  # noqa: BLE001  (an unreadable journal is listed, not fatal)
-            why = str(exc) if isinstance(exc, _storage.StorageError) else _storage.one_line(exc)
+            why = str(exc) if isinstance(exc, _storage.StorageError) else one_line(exc)
             return [Entry(rel, "(unreadable)", 0, {}, why, "", stamp[0] / 1e9)]
 
     def find(self, run: str, study: str) -> Entry | None:
@@ -186,7 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
             except ReportError as exc:
                 return self._error(500, str(exc))
             except Exception as exc:  # noqa: BLE001  (one line for the browser, keep serving)
-                return self._error(500, f"building the report failed: {type(exc).__name__}: {exc}")
+                return self._error(500, f"building the report failed: {one_line(exc)}")
         return self._error(404, f"nothing at {url.path}")
 
 

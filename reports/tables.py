@@ -10,6 +10,8 @@ from collections import Counter
 
 import pandas as pd
 
+from nas.util import first_line
+
 from .data import StudyData
 from .metrics import metric_view
 
@@ -131,7 +133,7 @@ def _reason_key(reason: str) -> str:
     """Reasons that differ only in their numbers count as one ("... 0.41 after 2 epochs")."""
     import re
 
-    reason = str(reason).strip().splitlines()[0] if str(reason).strip() else "(no reason stored)"
+    reason = first_line(reason, empty="(no reason stored)")
     if " > budget " in reason:
         return f"{reason.split()[0]} over budget (not trained)"
     if reason.startswith("successive halving"):

@@ -1,4 +1,5 @@
-"""Budgets, the feasible fraction of a space, and constraint-aware sampling."""
+"""The feasible fraction of a space under its budgets, and constraint-aware sampling (what a
+budget is and what a config breaks: `space.budgets`)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,10 @@ from dataclasses import dataclass
 
 from overlock.config import OverLoCKConfig
 
-from .cost import complexity
+from .budgets import EXACT_METRICS, config_violations, exact_budgets, within
 from .spec import SearchSpace, SpaceError
 
-# budget name -> Cost.as_metrics() key; only budgets known before training are checked here
-PRICED_METRICS = ("flops", "flops_paper", "params", "memory_mb")
+PRICED_METRICS = EXACT_METRICS       # only budgets known before training are checked here
 
 
 @dataclass(frozen=True)
@@ -30,19 +30,12 @@ class FeasibleFraction:
                 f"95% CI {lo:.1%}-{hi:.1%})")
 
 
-def priced_budgets(budgets: dict | None) -> dict:
-    """The budgets the analytic cost model can check (flops, params, memory)."""
-    return {k: float(v) for k, v in (budgets or {}).items() if k in PRICED_METRICS}
-
-
-def violations(config: OverLoCKConfig, budgets: dict, batch: int = 1) -> dict:
-    """{metric: value - budget} for each priced budget (feasible iff every value <= 0)."""
-    metrics = complexity(config, batch=batch).as_metrics()
-    return {k: metrics[k] - v for k, v in priced_budgets(budgets).items()}
+priced_budgets = exact_budgets       # the budgets the analytic cost model can check
+violations = config_violations       # {metric: value - budget} of a config's exact budgets
 
 
 def is_feasible(config: OverLoCKConfig, budgets: dict) -> bool:
-    return all(v <= 0 for v in violations(config, budgets).values())
+    return within(config_violations(config, budgets))
 
 
 def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:

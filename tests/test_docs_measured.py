@@ -52,8 +52,10 @@ def test_every_results_line_says_how_to_regenerate_it():
         for row in _rows(path):
             assert {"command", "date", "load"} <= set(row), (path.name, row)
             argv = shlex.split(row["command"])
-            script = next(a for a in argv if a.endswith(".py"))
-            assert (REPO / script).is_file(), (path.name, script)
+            scripts = [a for a in argv if a.endswith(".py")]
+            assert scripts or "overlock-nas" in argv, (path.name, row["command"])
+            for script in scripts:
+                assert (REPO / script).is_file(), (path.name, script)
 
 
 def test_quoted_figures_match_the_result_files():

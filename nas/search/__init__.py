@@ -17,6 +17,9 @@
     recorder  the only code that writes a trial: attributes (named in `nas.storage.TRIAL_ATTRS`),
               constraint values, the tell, one read-back
     weights   the run directory's weights files: names, write, move, delete
+    contract  what a proposer hands the driver (`Proposal`), prices draws with (`Pricer`, over
+              `space.budgets`) and rejects them for; `proposals` (the Optuna shadow proposer
+              and the factory) and `frontier` (the project's strategy) keep it
 
 Nothing here imports torch at module level.
 """

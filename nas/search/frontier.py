@@ -30,8 +30,10 @@ from scipy.linalg import cho_solve, solve_triangular
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from .proposals import (EXACT_METRICS, INVALID_REASON, MAX_UNIFORM_DRAWS, Pricer, Proposal,
-                        ProposalError, count)
+from space.budgets import within
+
+from .contract import (EXACT_METRICS, INVALID_REASON, MAX_UNIFORM_DRAWS, Pricer, Proposal,
+                       ProposalError, count)
 
 DEFAULTS = {"n_startup": 10, "candidates": 16, "pool": 192, "explore": 0.0}
 ENUMERATE_UP_TO = 5_000   # a space this small is priced whole: the pool is every config within budget
@@ -442,7 +444,8 @@ def _size(space) -> int | None:
 
 
 def _feasible(t) -> bool:
-    return all(v <= 0 for v in t.constraints.values())
+    """No stored constraint of `t` is over its budget (`space.budgets`)."""
+    return within(t.constraints)
 
 
 def _front(done: list, sign: np.ndarray) -> list:

@@ -19,7 +19,11 @@ import time
 import weakref
 from typing import Any, Generator
 
+from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
+
+# storage -> its buffered backend (`JournalStorage` has no public reader of its backend)
+_BUFFERED: "weakref.WeakKeyDictionary[JournalStorage, BufferedJournalFileBackend]" = weakref.WeakKeyDictionary()
 
 
 class BufferedJournalFileBackend(JournalFileBackend):
@@ -65,8 +69,20 @@ class BufferedJournalFileBackend(JournalFileBackend):
             self._in_file += len(pending)
 
 
+def buffered_storage(file_path: str, max_delay_s: float = 1.0) -> JournalStorage:
+    """A `JournalStorage` on `file_path` whose records wait in memory until `flush(storage)`
+    (or `max_delay_s`)."""
+    backend = BufferedJournalFileBackend(file_path, max_delay_s=max_delay_s)
+    storage = JournalStorage(backend)
+    _BUFFERED[storage] = backend
+    return storage
+
+
 def flush(storage) -> None:
-    """Flush `storage` when it is a journal kept by `BufferedJournalFileBackend` (else nothing)."""
-    backend = getattr(storage, "_backend", None)
-    if isinstance(backend, BufferedJournalFileBackend):
+    """Flush `storage` when `buffered_storage` opened it (else nothing)."""
+    try:
+        backend = _BUFFERED.get(storage)
+    except TypeError:             # not hashable: not one of ours
+        return
+    if backend is not None:
         backend.flush()

@@ -14,7 +14,6 @@ and progress.
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from collections import deque
@@ -24,6 +23,7 @@ from typing import Any, Iterable
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.storage import DIRECTIONS, Objective, format_value as _fmt, is_feasible, pareto_front
+from nas.util import preview
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # With `trials_count: trained`, asking stops after this many draws in a row that train nothing
@@ -335,7 +335,7 @@ class Reporter:
             if session.kept_settings:
                 lines.append("evaluator settings the study file leaves unset keep the stored study's "
                              "values (this version's defaults differ): " + ", ".join(
-                                 f"{k}={_brief(v)}" for k, v in session.kept_settings.items()))
+                                 f"{k}={preview(v, 60)}" for k, v in session.kept_settings.items()))
         return lines
 
     def finished(self, t: FrozenTrial, counted: bool, on_progress) -> None:
@@ -403,9 +403,3 @@ class Reporter:
                             objectives=self.objectives, progress=self.snapshot(), pareto=front,
                             interrupted=interrupted,
                             wall_time_s=float(self.study.user_attrs.get("wall_time_s", 0.0)))
-
-
-def _brief(value, limit: int = 60) -> str:
-    """A setting's value as JSON on part of one line."""
-    text = json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= limit else text[:limit] + "..."

@@ -24,7 +24,7 @@ from pathlib import Path
 from nas.executor import TaskLost, wants_gpu
 from nas.storage import LATENCY_RECORD_NAME, format_value as _fmt
 
-from .proposals import LATENCY_REASON, MEASURED_LATENCY_REASON, STORED_LATENCY_REASON
+from .contract import LATENCY_REASON, MEASURED_LATENCY_REASON, STORED_LATENCY_REASON
 from .session import SearchError
 
 DESCRIBE_TARGET = "nas.worker:describe_device"

@@ -22,12 +22,15 @@ Where the draws come from (`make_proposer`):
     COMPLETE trials). Its objective values are the exact costs where an objective is one and,
     for the others, the values of the nearest finished trial (a "believer": the objective model
     is barely moved, the constraint model learns where the budget lies).
-  - `nsga2`: COMPLETE with its constraint values, in the generation it was drawn for, so the
-    constrained-domination ranking reads it (below every feasible trial); a generation still
-    counts only real trials (`_NSGAIIWithRejected`), so rejected children never shorten it.
-    What NSGA-II gains is that every generation is made of feasible children only.
+  - `nsga2`: FAIL, which no GA sampler counts: every generation is made of real trials, all of
+    them within the exact budgets, with Optuna's plain `NSGAIISampler` (its generation and
+    population are read from COMPLETE trials only, in Optuna 5.0 and 5.1 alike).
   - `random`: PRUNED (it learns nothing); drawing uniformly and rejecting is `space.sample_feasible`.
 - `frontier` (nas.search.frontier): the project's own strategy; it prices candidates itself.
+
+The contract every proposer keeps (`Proposal`, `Pricer`, the rejection reasons, `ProposalError`)
+is `nas.search.contract` (its names are importable from here too); `make_proposer` here is the
+one module that imports the proposers.
 
 Resume: the shadow is rebuilt from storage (every finished trial, with its constraints and its
 NSGA-II generation, which the real trial carries). Draws rejected by an earlier process are lost
@@ -38,188 +41,41 @@ from __future__ import annotations
 
 import random
 import warnings
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from nas import _optuna
+from nas.util import derived_seed
+
+# the proposal contract, importable from here as before (nas.search.contract)
+from .contract import (EXACT_METRICS, INVALID_REASON, LATENCY_REASON, MAX_UNIFORM_DRAWS,  # noqa: F401
+                       MEASURED_LATENCY_REASON, REASONS, STORED_LATENCY_REASON, Pricer, Proposal,
+                       ProposalError, count)
 
 REJECTED_ATTR = "rejected_draws"         # user attr of a trial: {reason: draws rejected before it}
 SHADOW_REJECTED_KEY = "nas:rejected"     # system attr of a shadow trial that never reached the study
-# budget -> the reason a draw over it is rejected for
-REASONS = {"flops": "flops", "flops_paper": "flops", "params": "params", "memory_mb": "memory"}
-LATENCY_REASON = "latency_predicted"    # the latency model is sure it is over the budget
-STORED_LATENCY_REASON = "latency_stored"   # measured over it on this device by an earlier study
-MEASURED_LATENCY_REASON = "latency_measured"   # measured over it just now, before it was a trial
-INVALID_REASON = "invalid"               # the space's rules refused the combination drawn
-EXACT_METRICS = tuple(REASONS)           # metrics known exactly before training
 # how each sampler's shadow is told a rejected draw (the module docstring says why)
 REJECTED_FORM = {"tpe": TrialState.PRUNED, "random": TrialState.PRUNED,
-                 "gp": TrialState.COMPLETE, "nsga2": TrialState.COMPLETE}
+                 "gp": TrialState.COMPLETE, "nsga2": TrialState.FAIL}
 MAX_DRAWS = 2_000        # draws for one trial before falling back to uniform rejection sampling
 # proposals in a row that repeat an architecture of the study before the next one is drawn
 # uniformly among new ones: GPSampler leaves a parameter whose range moves with the depth split
 # out of its model and redraws it at random, so once its few values are all trained it can keep
 # proposing them (635 of 798 draws in one measured study; docs/explanation/search.md)
 MAX_REPEATS = 10
-MAX_UNIFORM_DRAWS = 20_000
-_CONSTRAINTS_KEY = "constraints"         # the list Optuna's samplers read (nas._optuna)
-
-
-class ProposalError(RuntimeError):
-    """No config within the budgets could be drawn; the message is one line for the user."""
-
-
-@dataclass
-class Proposal:
-    """The params of the next trial, the config they build, and what was rejected before it."""
-
-    params: dict[str, Any]
-    distributions: dict[str, BaseDistribution]
-    config: Any
-    metrics: dict[str, float]
-    rejected: dict[str, int] = field(default_factory=dict)
-    system_attrs: dict[str, Any] = field(default_factory=dict)   # copied onto the real trial
-    shadow_trial: Any = None     # the shadow study's RUNNING trial it was drawn as
-
-
-# ------------------------------------------------------------------------------------- pricing
-class Pricer:
-    """Prices a config exactly and says which budget, if any, it breaks.
-
-    Args:
-        budgets: {metric: budget} in the study's order (the order constraints are stored in).
-        latency_screen: `config -> (reason, latency ms)` when the config is known to be over the
-            latency budget before it is measured: `latency_predicted` (the latency model's
-            prediction less its margin is above it) or `latency_stored` (a latency measured on
-            this device by an earlier study); else None.
-        latency_confirm: the same for the one config about to become a trial, which may measure
-            it first (`latency_measured`, `latency.measure_first`); called by `confirm`.
-        latency_odds: `config -> probability` that the config is within the latency budget, by
-            what is known before measuring it (`frontier` weighs its candidates by it).
-    """
-
-    def __init__(self, budgets: dict[str, float], latency_screen: Callable | None = None,
-                 latency_confirm: Callable | None = None, latency_odds: Callable | None = None):
-        self.budgets = dict(budgets)
-        self.latency_screen = latency_screen
-        self.latency_confirm = latency_confirm
-        self._latency_odds = latency_odds
-        self._cache: dict[str, dict] = {}
-        self.rejected_hashes: set[str] = set()     # architectures found over a budget
-        # hash -> (reason, ms, config) of the ones rejected on their latency (benchmarks check them)
-        self.latency_rejections: dict[str, tuple] = {}
-
-    def metrics(self, config) -> dict[str, float]:
-        """flops, flops_paper, params, memory_mb of `config` (cached by its hash)."""
-        key = config.config_hash()
-        found = self._cache.get(key)
-        if found is None:
-            import space
-
-            found = self._cache[key] = {k: float(v) for k, v in
-                                        space.complexity(config).as_metrics().items()}
-        return found
-
-    def judge(self, config) -> tuple[str | None, dict[str, float], dict[str, float]]:
-        """(reason or None, {budget: value - budget} of the values known, metrics)."""
-        metrics = self.metrics(config)
-        known = {n: metrics[n] - b for n, b in self.budgets.items() if n in metrics}
-        for name, excess in known.items():
-            if excess > 0:
-                self.rejected_hashes.add(config.config_hash())
-                return REASONS[name], known, metrics
-        if self.latency_screen is not None and "latency_ms" in self.budgets:
-            reason = self._over_latency(config, self.latency_screen(config), known)
-            if reason is not None:
-                return reason, known, metrics
-        return None, known, metrics
-
-    def _over_latency(self, config, found: tuple | None, known: dict[str, float]) -> str | None:
-        """The reason of `found` ((reason, ms) from a latency check) when it is over the latency
-        budget, recorded as a rejection (with its excess in `known`); else None."""
-        if found is None or found[1] <= self.budgets["latency_ms"]:
-            return None
-        self.rejected_hashes.add(config.config_hash())
-        self.latency_rejections[config.config_hash()] = (found[0], float(found[1]), config)
-        known["latency_ms"] = float(found[1]) - self.budgets["latency_ms"]
-        return found[0]
-
-    def latency_odds(self, config) -> float:
-        """The probability that `config` is within the latency budget (1.0 without one)."""
-        if self._latency_odds is None or "latency_ms" not in self.budgets:
-            return 1.0
-        return float(self._latency_odds(config))
-
-    def confirm(self, config, known: dict[str, float]) -> str | None:
-        """The last check of a config `judge` accepted, before it becomes a trial: its latency
-        known or measured now (`latency_confirm`). The reason when it is over the latency budget
-        (then `known` gets its excess), else None."""
-        if self.latency_confirm is None or "latency_ms" not in self.budgets:
-            return None
-        return self._over_latency(config, self.latency_confirm(config), known)
-
-    def constraint_attrs(self, known: dict[str, float], named: bool) -> dict[str, Any]:
-        """System attrs holding these constraint values as the engine stores them (the list in
-        budget order, an unknown value 0.0; plus named ones for studies that have them)."""
-        names = list(self.budgets)
-        if not names:
-            return {}
-        attrs: dict[str, Any] = {_CONSTRAINTS_KEY: [float(known.get(n, 0.0)) for n in names]}
-        if named:
-            attrs.update({f"{_CONSTRAINTS_KEY}:{n}": float(v) for n, v in known.items()})
-        return attrs
-
-
-def count(rejected: dict[str, int], reason: str) -> None:
-    rejected[reason] = rejected.get(reason, 0) + 1
 
 
 # --------------------------------------------------------------------------- the shadow study
-class _RealTrialsOnly:
-    """A study view without rejected draws: what an NSGA-II generation counts."""
-
-    def __init__(self, study: optuna.Study):
-        self._study = study
-
-    def __getattr__(self, name: str):
-        return getattr(self._study, name)
-
-    def _get_trials(self, *args, **kwargs):
-        return [t for t in self._study._get_trials(*args, **kwargs)
-                if SHADOW_REJECTED_KEY not in t.system_attrs]
-
-
-class _NSGAIIWithRejected(optuna.samplers.NSGAIISampler):
-    """NSGA-II whose generations count only the trials that reached the study. Rejected children
-    are in their generation's population (COMPLETE, infeasible: ranked below every feasible one),
-    so the selection reads them, but a generation is `population_size` real trials. Keys are
-    NSGA-II's own, so generations stored by studies begun with plain NSGA-II carry on."""
-
-    @classmethod
-    def _get_generation_key(cls) -> str:
-        return optuna.samplers.NSGAIISampler._get_generation_key()
-
-    @classmethod
-    def _get_parent_cache_key_prefix(cls) -> str:
-        return optuna.samplers.NSGAIISampler._get_parent_cache_key_prefix()
-
-    def get_trial_generation(self, study, trial: FrozenTrial) -> int:
-        return super().get_trial_generation(_RealTrialsOnly(study), trial)
-
-
 def shadow_sampler(name: str, options: dict, seed: int) -> BaseSampler:
-    """The Optuna sampler a shadow study samples with (`nsga2` learns from rejected children)."""
+    """The Optuna sampler a shadow study samples with."""
     options = dict(options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if name == "nsga2":
-            return _NSGAIIWithRejected(seed=seed, **options)
+            return optuna.samplers.NSGAIISampler(seed=seed, **options)
         if name == "tpe":
             return optuna.samplers.TPESampler(seed=seed, **options)
         if name == "gp":
@@ -230,13 +86,13 @@ def shadow_sampler(name: str, options: dict, seed: int) -> BaseSampler:
 
 
 def _generation_attrs(system_attrs: dict) -> dict:
-    key = optuna.samplers.NSGAIISampler._get_generation_key()
+    key = _optuna.NSGA2_GENERATION_KEY
     return {key: system_attrs[key]} if key in system_attrs else {}
 
 
 def _constraint_keys(system_attrs: dict) -> dict:
     return {k: v for k, v in system_attrs.items()
-            if k == _CONSTRAINTS_KEY or k.startswith(_CONSTRAINTS_KEY + ":")}
+            if k == _optuna.CONSTRAINTS_KEY or k.startswith(_optuna.CONSTRAINTS_KEY + ":")}
 
 
 class ShadowProposer:
@@ -395,7 +251,7 @@ class ShadowProposer:
     def _reject(self, trial: optuna.Trial, reason: str, known: dict, metrics: dict) -> None:
         """Tell the shadow a rejected draw in the form its sampler learns from."""
         _optuna.set_system_attr(self.shadow, trial, SHADOW_REJECTED_KEY, reason)
-        if reason == INVALID_REASON:
+        if reason == INVALID_REASON or REJECTED_FORM[self.name] == TrialState.FAIL:
             self.shadow.tell(trial, state=TrialState.FAIL)
             return
         for key, value in self.pricer.constraint_attrs(known, self.named).items():
@@ -410,22 +266,16 @@ class ShadowProposer:
                 self.shadow.tell(trial, values)
 
     def _stand_in_values(self, trial: optuna.Trial, metrics: dict) -> list[float] | None:
-        """Objective values for a rejected draw told COMPLETE: exact costs where an objective is
-        one; otherwise the value of the nearest finished real trial (`gp`) or the worst one
-        (`nsga2`: only its constraint decides its rank). None before any real trial finished."""
+        """Objective values for a rejected draw told COMPLETE (`gp`): exact costs where an
+        objective is one; otherwise the value of the nearest finished real trial (a believer).
+        None before any real trial finished (then it is told PRUNED, which GP does not read)."""
         done = [t for t in self.shadow.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if SHADOW_REJECTED_KEY not in t.system_attrs]
-        if not done and self.name == "gp":
-            return None          # GP: PRUNED (not read) until a believer value exists
-        if self.name == "gp":
-            params = trial.params
-            ref = min(done, key=lambda t: sum(t.params.get(k) != v for k, v in params.items()))
-            fill = list(ref.values)
-        else:
-            signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1
-                     for d in self.shadow.directions]
-            fill = [s * min(s * t.values[i] for t in done) if done else 0.0
-                    for i, s in enumerate(signs)]
+        if not done:
+            return None
+        params = trial.params
+        ref = min(done, key=lambda t: sum(t.params.get(k) != v for k, v in params.items()))
+        fill = list(ref.values)
         return [float(metrics[m]) if m in metrics else fill[i] for i, m in enumerate(self.objectives)]
 
 
@@ -456,7 +306,7 @@ class ProposalSampler(BaseSampler):
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._current = None
-        if "fixed_params" in trial.system_attrs or trial.params:   # queued, or created with params
+        if _optuna.is_queued(trial) or trial.params:   # queued, or created with params
             return
         if self.proposer.fed:     # the driver creates its new trials itself (Proposals.ask): this
             return                # is a trial it resumes, whose params are stored or re-queued
@@ -536,7 +386,7 @@ def for_study(spec, n_stored: int, budgets: dict[str, float], *, latency_screen=
               latency_confirm=None, latency_odds=None, named_constraints: bool = False) -> Proposals:
     """The proposals of a study file's `sampler`, seeded from (seed, stored trials) so a resumed
     study never replays. `budgets`: {metric: budget} in the order the study stores them."""
-    seed = int(np.random.SeedSequence([spec.seed & 0xFFFFFFFF, n_stored]).generate_state(1)[0] >> 1)
+    seed = derived_seed(spec.seed, n_stored)
     return Proposals(make_proposer(spec.space, spec.sampler_name, dict(spec.sampler_options), seed,
                                    spec.directions, spec.objectives, budgets,
                                    latency_screen=latency_screen, latency_confirm=latency_confirm,

@@ -5,8 +5,8 @@ Every attribute key written is one `nas.storage.TRIAL_ATTRS` names (or a measure
 and reads the trial back once. Copies of another stored trial's records (a reused result, a
 re-queued copy taking over its original's rungs) are written as they were stored.
 
-Constraint values (`value - budget`, feasible iff <= 0) are computed here, once: `broken` and
-`violations` of a trial's known metrics.
+Constraint values (`value - budget`, feasible iff <= 0) are `space.budgets.violations` of a
+trial's known metrics; `broken` says in words which budgets they break.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas import _optuna
 from nas.storage import LATENCY_PREFIX, TRIAL_ATTRS, format_value, jsonable
+from space.budgets import broken as _broken, violations
 
 
 # a trial's identity: written when its config is sampled, never copied from another trial
@@ -32,13 +33,8 @@ EVAL_RESULT_KEYS = ("score", "epochs", "history", "fidelity", "train_loss", "val
 
 def broken(metrics: Mapping[str, float], budgets: Mapping[str, float]) -> list[str]:
     """The budgets `metrics` break, in words: `flops 2.4 GMACs > 2 GMACs`."""
-    return [f"{name} {format_value(name, metrics[name])} > {format_value(name, budget)}"
-            for name, budget in budgets.items() if name in metrics and metrics[name] > budget]
-
-
-def violations(metrics: Mapping[str, float], budgets: Mapping[str, float]) -> dict[str, float]:
-    """{budget: value - budget} of the budgets whose metric is known."""
-    return {n: metrics[n] - b for n, b in budgets.items() if n in metrics}
+    return [f"{name} {format_value(name, metrics[name])} > {format_value(name, budgets[name])}"
+            for name in _broken(violations(metrics, budgets))]
 
 
 def tellable(values, n: int) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import socket
 import traceback
 import warnings
@@ -21,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
@@ -29,6 +27,7 @@ from nas import _optuna
 from nas.storage import (DIRECTIONS, ERROR_LOG_NAME, JOURNAL_NAME, LockHeld, StorageError, jsonable,
                          open_for_driver, release_driver_lock, take_driver_lock)
 from nas.study import StudySpec, sampler_class
+from nas.util import derived_seed, first_line, preview, space_size
 from nas.worker import make_evaluator
 
 # latency settings a resume may change: they schedule measurements or pick which configs to skip,
@@ -83,11 +82,6 @@ def open_storage(spec: StudySpec, run_dir: Path, *, buffered: bool = False):
         return open_for_driver(run_dir, spec.storage, spec.label, buffered=buffered)
     except StorageError as e:
         raise SearchError(str(e)) from None
-
-
-def derived_seed(*values: int) -> int:
-    """A 31-bit seed mixed from several integers (stable across processes)."""
-    return int(np.random.SeedSequence([int(v) & 0xFFFFFFFF for v in values]).generate_state(1)[0] >> 1)
 
 
 @dataclass(frozen=True)
@@ -184,7 +178,7 @@ def _check_stored_study(spec: StudySpec, study: optuna.Study, label_storage: str
     for key, old, new in checks:
         if old is not None and jsonable(old) != jsonable(new):
             raise StudyMismatch(f"{label}: {key} differ from those the stored study was run with "
-                                f"(stored: {_short(old)}); restore them or use another --run-dir")
+                                f"(stored: {preview(old)}); restore them or use another --run-dir")
     _check_latency_settings(spec, attrs)
     names = list(budgets)
     if isinstance(attrs.get("constraints"), dict):   # constraint values keep the stored order
@@ -290,10 +284,10 @@ def _same_evaluator(stored, now) -> bool:
 def _differences(stored, now) -> str:
     """`key: stored X, now Y` for each scored setting that differs (one line, shortened)."""
     if not isinstance(stored, dict) or not isinstance(now, dict):
-        return f"stored: {_short(stored)}"
+        return f"stored: {preview(stored)}"
     old, new = jsonable(stored), jsonable(now)
     keys = sorted(k for k in (set(old) | set(new)) - SETTINGS_NOT_SCORED if old.get(k) != new.get(k))
-    return "; ".join(f"{k}: stored {_short(old.get(k), 60)}, now {_short(new.get(k), 60)}" for k in keys)
+    return "; ".join(f"{k}: stored {preview(old.get(k), 60)}, now {preview(new.get(k), 60)}" for k in keys)
 
 
 def _store_study_attrs(spec: StudySpec, study: optuna.Study, resumed: bool, evaluator,
@@ -309,10 +303,7 @@ def _store_study_attrs(spec: StudySpec, study: optuna.Study, resumed: bool, eval
                             "them or use another --run-dir")
     if resumed and "objectives" in attrs:
         return
-    try:
-        size = spec.space.size()
-    except Exception:  # noqa: BLE001 - the size is informative only
-        size = None
+    size = space_size(spec.space)
     values = {
         "overlock_nas_version": _version(),
         "study_file": spec.text,
@@ -344,7 +335,7 @@ def crashed(run_dir: Path, error: Exception) -> SearchError:
     went away); its traceback goes to RUN_DIR/driver-error.log (`ERROR_LOG_NAME`)."""
     log = Path(run_dir) / ERROR_LOG_NAME
     log.write_text("".join(traceback.format_exception(error)))
-    first = (str(error).strip().splitlines() or [""])[0][:200]
+    first = first_line(error, 200, empty="")
     return SearchError(f"the search stopped on an unexpected error ({type(error).__name__}: {first}); "
                        f"trials in flight were re-queued, details in {log}; run the same "
                        "command to continue")
@@ -377,11 +368,6 @@ def _flatten(value, prefix: str = "") -> dict:
     for k, v in value.items():
         out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
     return out
-
-
-def _short(value, limit: int = 120) -> str:
-    text = json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _dump_yaml(data: dict) -> str:

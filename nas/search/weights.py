@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from nas.storage import WEIGHTS_DIR
+from nas.util import write_atomic
 
 WEIGHTS_SUFFIX = ".safetensors"
 STATE_SUFFIX = ".state.pt"
@@ -45,9 +46,7 @@ class WeightsDir:
         """Write one file a worker sent back (atomically); returns its path relative to RUN_DIR."""
         path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".part")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomic(path, data, suffix=".part")
         return str(path.relative_to(self.run_dir))
 
     def move(self, number: int, to_number: int, chash: str) -> str | None:

@@ -8,7 +8,7 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from nas.search.journal import BufferedJournalFileBackend, flush
+from nas.search.journal import buffered_storage, flush
 from nas_testing import HERE
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -16,7 +16,7 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 def test_writes_wait_for_the_flush_and_read_back_the_same(tmp_path):
     path = str(tmp_path / "study.log")
-    storage = JournalStorage(BufferedJournalFileBackend(path, max_delay_s=3600))
+    storage = buffered_storage(path, max_delay_s=3600)
     study = optuna.create_study(study_name="s", storage=storage, directions=["maximize"])
     size = os.path.getsize(path)
     for i in range(5):
@@ -40,7 +40,7 @@ def test_one_append_per_flush(tmp_path, monkeypatch):
     original = JournalFileBackend.append_logs
     monkeypatch.setattr(JournalFileBackend, "append_logs",
                         lambda self, logs: (appends.append(len(logs)), original(self, logs)))
-    storage = JournalStorage(BufferedJournalFileBackend(str(tmp_path / "j.log"), max_delay_s=3600))
+    storage = buffered_storage(str(tmp_path / "j.log"), max_delay_s=3600)
     study = optuna.create_study(study_name="s", storage=storage)
     appends.clear()
     for _ in range(3):
@@ -58,6 +58,6 @@ def test_a_pinned_run_reads_the_same_through_the_buffer(tmp_path):
     name = optuna.get_all_study_names(JournalStorage(JournalFileBackend(str(src))))[0]
     plain = optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(src))))
     buffered = optuna.load_study(study_name=name,
-                                 storage=JournalStorage(BufferedJournalFileBackend(str(path))))
+                                 storage=buffered_storage(str(path)))
     assert [(t.number, t.state, t.params, t.user_attrs) for t in buffered.get_trials()] == \
         [(t.number, t.state, t.params, t.user_attrs) for t in plain.get_trials()]

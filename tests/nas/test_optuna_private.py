@@ -57,20 +57,102 @@ def test_another_driver_resumes_a_running_trial_by_number(study):
         live.set_user_attr("reason", "too late")
 
 
-def test_the_product_reaches_optuna_internals_only_through_nas_optuna():
+def test_the_generation_key_and_the_queue_are_optunas():
+    assert _optuna.NSGA2_GENERATION_KEY == optuna.samplers.NSGAIISampler._get_generation_key()
+    study = optuna.create_study(sampler=optuna.samplers.NSGAIISampler(population_size=2, seed=0))
+    study.enqueue_trial({"x": 1})
+    queued = study.ask()
+    fresh = study.ask()
+    queued.suggest_int("x", 0, 3)
+    assert _optuna.is_queued(_optuna.stored_trial(study, queued)) and queued.params == {"x": 1}
+    fresh.suggest_int("x", 0, 3)
+    study.tell(fresh, 1.0)
+    stored = _optuna.stored_trial(study, fresh)
+    assert not _optuna.is_queued(stored) and _optuna.NSGA2_GENERATION_KEY in stored.system_attrs
+
+
+# found anywhere (an override, a getattr): what earlier versions reached
+PRIVATE_NAMES = ("_get_trials", "_get_generation_key", "_get_parent_cache_key_prefix", "_backend")
+# found as `x._name` whatever the product defines (a leading-underscore attribute of an Optuna
+# object is found by name too, read from the objects; a key Optuna keeps private has none)
+PRIVATE_ATTRIBUTES = ("_storage", "_trial_id", "_study_id")
+PRIVATE_PATTERN = (r"optuna\.Trial\(|\bfixed_params\b"           # a trial by its private id; the queue key
+                   r"|\bfrom\s+optuna(?:\.\w+)*\._\w+"                # from a private module
+                   r"|\bfrom\s+optuna(?:\.\w+)*\s+import\s+\(?\s*_\w+"  # a private name of a public one
+                   r"|\boptuna(?:\.\w+)*\._\w+")                       # optuna.x._private
+
+
+def _optuna_private_attributes(tmp_path) -> set[str]:
+    """Leading-underscore attributes of Optuna's objects (a study, a trial, a frozen trial,
+    storages, every built-in sampler, a distribution), read from the objects themselves."""
+    import warnings
+
+    from optuna.storages import InMemoryStorage
+
+    study = optuna.create_study(directions=["minimize"])
+    trial = study.ask()
+    trial.suggest_int("x", 0, 3)
+    study.tell(trial, 1.0)
+    backend = JournalFileBackend(str(tmp_path / "guard.log"))
+    objects = [study, trial, study.trials[0], InMemoryStorage(), backend, JournalStorage(backend),
+               optuna.distributions.IntDistribution(0, 3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        objects += [cls() for cls in (optuna.samplers.NSGAIISampler, optuna.samplers.NSGAIIISampler,
+                                      optuna.samplers.TPESampler, optuna.samplers.GPSampler,
+                                      optuna.samplers.RandomSampler, optuna.samplers.QMCSampler,
+                                      optuna.samplers.BruteForceSampler)]
+    return {name for obj in objects for name in set(dir(obj)) | set(getattr(obj, "__dict__", {}))
+            if name.startswith("_") and not name.startswith("__")}
+
+
+def _guard(attributes: set[str]):
+    """The pattern of a private use: PRIVATE_PATTERN, a name of PRIVATE_NAMES anywhere, or
+    `x._name` for `_name` in `attributes` where x is not `self` or `cls`."""
+    import re
+
+    names = "|".join(sorted(map(re.escape, attributes), key=len, reverse=True))
+    return re.compile(PRIVATE_PATTERN + r"|\b(?:" + "|".join(PRIVATE_NAMES) + r")\b"
+                      + r"|(?<!\bself)(?<!\bcls)\.(?:" + names + r")\b")
+
+
+def test_the_product_reaches_optuna_internals_only_through_nas_optuna(tmp_path):
     """Every product module (nas/, reports/, overlock/, space/), not only the driver: an Optuna
-    upgrade is checked in nas._optuna and the tests above."""
+    upgrade is checked in nas._optuna and the tests above. Found: the names in PRIVATE_NAMES,
+    any leading-underscore attribute of an Optuna object (`x._name` where `_name` is one; of the
+    names the product defines itself, `_validate` say, only PRIVATE_ATTRIBUTES), Optuna's private
+    modules and names, and `fixed_params`."""
     import re
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
     modules = [p for folder in ("nas", "reports", "overlock", "space") for p in (root / folder).rglob("*.py")]
     assert len(modules) > 60 and root / "nas" / "engine.py" in modules
+    texts = {p: p.read_text() for p in modules}
+    own = {name for text in texts.values() for found in re.findall(
+        r"(?:def|class)\s+(_\w+)|self\.(_\w+)\s*[:=]|^(_\w+)\s*[:=]", text, re.M) for name in found if name}
+    attributes = (_optuna_private_attributes(tmp_path) - own) | set(PRIVATE_ATTRIBUTES)
+    assert {"_storage", "_cached_frozen_trial", "_elite_population_selection_strategy"} <= attributes
+    pattern = _guard(attributes)
     found = {}
-    for path in modules:
+    for path, text in texts.items():
         if path == root / "nas" / "_optuna.py":
             continue
-        uses = re.findall(r"\._storage\b|\._trial_id\b|\._study_id\b|optuna\.Trial\(", path.read_text())
+        uses = [m.group(0) for m in pattern.finditer(text)]
         if uses:
-            found[str(path.relative_to(root))] = len(uses)
+            found[str(path.relative_to(root))] = uses
     assert found == {}
+
+
+@pytest.mark.parametrize("line", [
+    "study._storage.get_trial(1)", "trials = study._get_trials(deepcopy=False)",
+    "key = NSGAIISampler._get_generation_key()", "backend = storage._backend",
+    "sampler._elite_population_selection_strategy(study, population)", "rng = sampler._rng",
+    'if "fixed_params" in trial.system_attrs:', "from optuna.study._constrained_optimization import x",
+    "from optuna._gp import gp", "from optuna.samplers import _tpe", "optuna.samplers._tpe.sampler",
+    "getattr(storage, '_backend', None)", "optuna.Trial(study, 3)"])
+def test_the_guard_finds_each_kind_of_private_use(line, tmp_path):
+    attributes = _optuna_private_attributes(tmp_path) | set(PRIVATE_ATTRIBUTES)
+    pattern = _guard(attributes)
+    assert pattern.search(line), line
+    assert not pattern.search("self._rng = rng; trial.system_attrs['constraints']; study.trials")

@@ -8,6 +8,7 @@ import pytest
 from optuna.trial import TrialState
 
 import space
+from nas import _optuna
 from nas.search.frontier import DecisionTrial
 from nas.search.proposals import (REJECTED_ATTR, SHADOW_REJECTED_KEY, Proposals, ProposalSampler,
                                   ShadowProposer, describe_rejected, make_proposer)
@@ -21,7 +22,7 @@ OBJECTIVES = ["accuracy", "flops"]
 DIRECTIONS = ["maximize", "minimize"]
 SAMPLERS = {"nsga2": {"population_size": 4}, "tpe": {"n_startup_trials": 4, "multivariate": True},
             "random": {}, "gp": {"n_startup_trials": 4}, "frontier": {"n_startup": 4, "pool": 64}}
-GENERATION = optuna.samplers.NSGAIISampler._get_generation_key()
+GENERATION = _optuna.NSGA2_GENERATION_KEY
 
 
 def accuracy(config) -> float:
@@ -143,36 +144,25 @@ def shadow_rejected(proposer: ShadowProposer) -> list:
             if SHADOW_REJECTED_KEY in t.system_attrs]
 
 
-def test_nsga2_reads_rejected_children_without_shortening_a_generation():
+def test_nsga2_generations_are_made_of_real_trials_only():
+    """A rejected child is told FAIL, which Optuna's plain NSGAIISampler never counts: every
+    generation is population_size real trials, and so is every population it selects from."""
     study, proposer = new_study("nsga2")
+    assert type(proposer.shadow.sampler) is optuna.samplers.NSGAIISampler
     run_trials(study, 10)
     proposer.sync(study)
     rejected = shadow_rejected(proposer)
     assert rejected, "no draw was rejected"
-    for t in rejected:     # the form NSGA-II's constrained domination reads
-        assert t.state == TrialState.COMPLETE and GENERATION in t.system_attrs
-        assert sum(v for v in t.constraints.values() if v > 0) > 0
-    sampler = proposer.shadow.sampler
-    population = sampler.get_population(proposer.shadow, 0)
-    assert any(SHADOW_REJECTED_KEY in t.system_attrs for t in population)
+    assert all(t.state == TrialState.FAIL for t in rejected)
     # a generation is population_size (4) real trials: 0-3 generation 0, 4-7 generation 1
     generations = [t.system_attrs[GENERATION] for t in study.trials]
     assert generations[:8] == [0] * 4 + [1] * 4, generations
-    # the selection of generation 1's parents ranks the rejected children below every real one
-    parents = sampler.select_parent(proposer.shadow, 1)
-    assert all(SHADOW_REJECTED_KEY not in t.system_attrs for t in parents)
-
-
-def test_nsga2_parents_include_rejected_children_when_too_few_trials_are_feasible():
-    """With fewer real trials than the population (a generation cut short), the selection keeps
-    the rejected children closest to the budget: NSGA-II gets their information."""
-    study, proposer = new_study("nsga2")
-    run_trials(study, 2)
-    proposer.sync(study)
     sampler = proposer.shadow.sampler
-    population = sampler.get_population(proposer.shadow, 0)
-    elite = sampler._elite_population_selection_strategy(proposer.shadow, population)
-    assert any(SHADOW_REJECTED_KEY in t.system_attrs for t in elite)
+    for generation in (0, 1):
+        population = sampler.get_population(proposer.shadow, generation)
+        assert len(population) == 4 and not any(SHADOW_REJECTED_KEY in t.system_attrs for t in population)
+    parents = sampler.get_parent_population(proposer.shadow, 1)
+    assert len(parents) == 4 and all(SHADOW_REJECTED_KEY not in t.system_attrs for t in parents)
 
 
 @pytest.mark.parametrize("sampler, state", [("tpe", TrialState.PRUNED), ("gp", TrialState.COMPLETE),

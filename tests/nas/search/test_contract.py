@@ -94,9 +94,43 @@ def test_the_recorder_refuses_a_key_nobody_named():
 
 
 def test_one_list_of_the_metrics_priced_before_training():
-    """`space` prices configs below `nas` (it cannot import the contract): its list of the metrics
-    the analytic cost model gives must be the contract's `COST_METRICS`."""
+    """`space.budgets` (below `nas`: `space` cannot import the contract) names the metrics the
+    analytic cost model gives; every other name for them is that very tuple."""
     import space
+    from nas import study
+    from nas.search import contract, proposals
 
-    assert set(space.feasibility.PRICED_METRICS) == set(storage.COST_METRICS)
+    exact = space.budgets.EXACT_METRICS
+    for other in (space.feasibility.PRICED_METRICS, storage.COST_METRICS, study.EXACT_METRICS,
+                  contract.EXACT_METRICS, proposals.EXACT_METRICS):
+        assert other is exact
+    assert exact == tuple(n for n, m in storage.METRICS.items() if m.kind == "cost")
+    assert set(contract.REASONS) == set(exact)
     assert set(storage.CONSTRAINT_METRICS) == set(storage.COST_METRICS) | set(storage.MEASURED_METRICS)
+
+
+def test_no_import_cycle_among_the_search_modules():
+    """nas.search's modules import each other one way, imports inside functions included (the
+    proposers import `contract`, the factory in `proposals` imports the proposers)."""
+    import ast
+
+    folder = REPO / "nas" / "search"
+    names = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+    graph = {}
+    for name in names:
+        found = set()
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level == 1 or module.startswith("nas.search"):
+                    found.add(module.rsplit(".", 1)[-1] if module else "")
+                    found |= {a.name for a in node.names} if not module or module == "nas.search" else set()
+            elif isinstance(node, ast.Import):
+                found |= {a.name.rsplit(".", 1)[-1] for a in node.names if a.name.startswith("nas.search.")}
+        graph[name] = found & names - {name}
+    assert "contract" in graph["frontier"] and "proposals" not in graph["frontier"]
+
+    def reaches(start, goal, seen=()):
+        return any(n == goal or (n not in seen and reaches(n, goal, seen + (n,))) for n in graph[start])
+
+    assert [n for n in sorted(names) if reaches(n, n)] == []
