@@ -23,9 +23,12 @@ One trial, in the driver (every fact recorded as a user attribute, docs/referenc
    `fidelity` < 1. COMPLETE always means full fidelity.
 
 Where each part lives (`nas/search/`, one concept each): `session` opens the study and checks a
-resume, `ledger` keeps the books (queues, duplicates, the trial budget, progress), `pricing` the
-exact cost and latency, `halving` the rung decisions, `recorder` every write to a trial and the
-tell, `weights` the weights files. This module is the loop and the trial's steps between them.
+resume, `ledger` keeps the books (queues, duplicates, the trial budget) and reports progress
+(`Reporter`), `pricing` the exact cost and the latency policy (`LatencyPricer.place` /
+`.measured` decide, this module applies), `slots` starts queued work on the executor and hands
+finished tasks back, `evaluation` reads an evaluation's result and where a continued trial picks
+up, `halving` the rung decisions, `recorder` every write to a trial and the tell, `weights` the
+weights files. This module is the loop and the trial's steps between them.
 
 Reliability: one driver per run directory (fcntl lock); on start, RUNNING trials left by a dead
 driver are re-run under their number (their config was recorded) or failed and re-queued (it was
@@ -42,32 +45,32 @@ optimiser state), an adopted one from its own. Optuna internals: only through `n
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
-import traceback
-import warnings
 from typing import Any, Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from . import _optuna
-from .executor import Executor, TaskLost
+from .executor import Executor
 from .rundir import RunDirError, claim_run_dir
-from .search.halving import COMPLETE, CONTINUE, Rungs
+from .search.evaluation import COMPLETE, CONTINUE, FAIL, Evaluations, Step
+from .search.halving import Rungs
 from .search.ledger import (FINISHED, MAX_DRAWS_WITHOUT_TRAINING, Dedup, Live, Progress, Queues,  # noqa: F401
-                            SearchResult, Tally, TrialBudget, counts)
-from .search.pricing import LatencyPricer, predicted_over, price, trial_gpus, verdict_attrs, wants_check
+                            Reporter, SearchResult, Tally, TrialBudget, counts)
+from .search.pricing import (AGAIN, FAILED, MEASURE, OVER, LatencyPricer, LatencyStep, price, screened,
+                             wants_check)
 from .search.recorder import IDENTITY_ATTRS, Recorder, broken, set_constraints  # noqa: F401
 from .search.session import (CostModelMismatch, DriverBusy, DriverLock, SearchError, Session,  # noqa: F401
-                             StudyMismatch, check_latency_device, open_session, open_storage,
-                             save_wall_time)
+                             StudyMismatch, check_latency_device, crashed, left_running, open_session,
+                             open_storage, save_wall_time)
 from .search.journal import flush as flush_journal
+from .search.slots import EVAL_TARGET, Slots  # noqa: F401 - EVAL_TARGET: its old import path
 from .search.proposals import ProposalError
 from .search.proposals import for_study as proposals_for
-from .search.weights import WeightsDir, stem
-from .util import derived_seed, first_line, folded, preview, space_size
+from .search.weights import WeightsDir
+from .util import derived_seed, folded, space_size
 from .storage import (DIRECTIONS, ERROR_LOG_NAME, Objective, format_value as _fmt,  # noqa: F401
                       is_feasible, named_constraints, pareto_front)
 
@@ -75,10 +78,8 @@ __all__ = ["SearchEngine", "SearchResult", "Progress", "SearchError", "DriverBus
            "CostModelMismatch", "DriverLock", "open_storage", "derived_seed", "set_constraints",
            "DIRECTIONS", "Screen", "MAX_DRAWS_WITHOUT_TRAINING"]
 
-EVAL_TARGET = "nas.worker:run_evaluation"
 LATENCY_TARGET = "nas.worker:run_latency"     # read when a run starts (tests put a stand-in here)
 _LATENCY_GRACE_S = 30.0   # past latency.timeout_s before the driver restarts the measuring worker
-_WARM_S = 120.0           # evaluations wait at most this long for the training workers' warm-up
 _SHARED_RESYNC_S = 10.0   # how often the budget is recounted from a storage other drivers may share
 _COLLECT_S = 0.25         # how long one turn of the loop waits for a task to finish
 
@@ -125,24 +126,26 @@ class SearchEngine:
         self.session: Session | None = None
         self.recorder: Recorder | None = None
         self.rungs: Rungs | None = None
+        self.evaluations: Evaluations | None = None
         self.pricer: LatencyPricer | None = None
         self.proposals = None             # nas.search.proposals.Proposals, once the loop starts
+        self.slots: Slots | None = None
         self.budget: TrialBudget | None = None
-        self.tally: Tally | None = None
         self.weights = WeightsDir(self.run_dir)
         self.queues = Queues()
         self.dedup = Dedup()
-        self.progress = Progress(target=self.target, counts=spec.trials_count)
-        self.parallel, self.trial_gpus = 0, 0.0
+        self.report = Reporter(Progress(target=self.target, counts=spec.trials_count),
+                               self.objectives, self.budgets, self.queues)
         self._gate = None
-        self._warming: list = []
-        self._warm_until = self._t0 = self._wall_mark = self._last_tick = self._last_sync = 0.0
-        self._session_done = 0
-        self._session_counted = 0             # finished this session and counted in the budget
+        self._wall_mark = self._last_tick = self._last_sync = 0.0
 
     @property
     def study(self) -> optuna.Study | None:
         return self.session.study if self.session is not None else None
+
+    @property
+    def progress(self) -> Progress:
+        return self.report.progress
 
     @property
     def evaluator(self):
@@ -170,7 +173,7 @@ class SearchEngine:
         except RunDirError as e:
             raise SearchError(str(e)) from None
         with DriverLock(self.run_dir):
-            self._t0 = self._wall_mark = time.monotonic()
+            self.report.t0 = self._wall_mark = time.monotonic()
             self._open()
             self.executor.start()
             try:
@@ -196,6 +199,7 @@ class SearchEngine:
         sh = self.spec.successive_halving
         self.rungs = Rungs(list(s.rung_budgets), eta=sh.eta, min_trials=sh.min_trials,
                            signal=sh.signal, metric=self.spec.score_metric or "")
+        self.evaluations = Evaluations(self.rungs, self.weights, self.recorder, self.spec.score_metric)
 
     # ---------------------------------------------------------------------------- main loop
     def _loop(self) -> bool:
@@ -211,27 +215,15 @@ class SearchEngine:
         study.sampler = self.proposals.sampler
         self.proposals.start(trials)
         nodes = self.executor.nodes()
-        fits = self._plan_slots(nodes)
+        self.slots = Slots(self.spec, self.executor, self.queues, self.rungs, self.weights, self.pricer)
+        fits = self.slots.plan(nodes)
         self._remember(trials)
         running = [t for t in trials if t.state == TrialState.RUNNING]
-        self._emit(f"Ray ({self.executor.mode}): {len(nodes)} node(s), "
-                   f"{sum(n['cpus'] for n in nodes):g} CPUs, {sum(n['gpus'] for n in nodes):g} GPUs; "
-                   f"up to {self.parallel} trial(s) at a time")
-        if self.pricer is not None and self.pricer.note:
-            self._emit(self.pricer.note)
-        # training workers start while the measuring worker prices the first configs; evaluations
-        # wait for them, so the slots start together, not one process start-up apart
-        self._warming = self.executor.warm(min(self.parallel, fits), self.spec.resources.cpus,
-                                           self.trial_gpus) if self.evaluator is not None else []
-        self._warm_until = time.monotonic() + _WARM_S
-        if self.session.resumed:
-            waiting = sum(t.state == TrialState.WAITING for t in trials)
-            self._emit(f"resuming {self.session.storage_label}: {self.progress.done} trials finished, "
-                       f"{len(running)} left running, {waiting} queued")
-            if self.session.kept_settings:
-                self._emit("evaluator settings the study file leaves unset keep the stored study's "
-                           "values (this version's defaults differ): " + ", ".join(
-                               f"{k}={preview(v, 60)}" for k, v in self.session.kept_settings.items()))
+        for line in self.report.started(self.executor.mode, nodes, self.slots.parallel,
+                                        self.pricer and self.pricer.note, self.session, trials, running):
+            self._emit(line)
+        if self.evaluator is not None:
+            self.slots.warm(fits)
         try:
             self._adopt(running)
             if running:      # adoption may have re-queued trials
@@ -249,22 +241,18 @@ class SearchEngine:
             self._interrupt()
             raise
         except Exception as e:  # noqa: BLE001 - e.g. the Ray cluster went away
-            log = self.run_dir / ERROR_LOG_NAME
-            log.write_text("".join(traceback.format_exception(e)))
+            error = crashed(self.run_dir, e)      # its traceback logged first
             with contextlib.suppress(Exception):
                 self._interrupt()
-            first = first_line(e, 200, empty="")
-            raise SearchError(f"the search stopped on an unexpected error ({type(e).__name__}: {first}); "
-                              f"trials in flight were re-queued, details in {log}; run the same "
-                              "command to continue") from None
+            raise error from None
 
     def _step(self) -> bool:
         """One turn: duplicates whose original finished go on, a freed slot takes a priced trial
         before new ones are asked, then wait a moment for a task. False when all is done."""
         self._release_duplicates()
-        self._pump()
+        self.slots.pump()
         self._fill()
-        self._pump()
+        self.slots.pump()
         if not self.queues.busy() and not self._budget_left():
             return False
         flush_journal(self.session.storage)     # one append per step (nas.search.journal)
@@ -273,59 +261,43 @@ class SearchEngine:
         self._tick()
         return True
 
-    def _plan_slots(self, nodes: list[dict]) -> int:
-        """How many trials train at once (`parallel`, else as many as fit); how many fit."""
-        self.trial_gpus = gpus = trial_gpus(self.spec, nodes)
-        held = self.pricer.held if self.pricer is not None else {}
-        fits = self.executor.capacity(self.spec.resources.cpus, gpus, held=held)
-        if fits == 0:      # a task nothing can run would wait forever
-            have = ", ".join(f"{n['ip']}: {n['cpus']:g} CPUs {n['gpus']:g} GPUs" for n in nodes)
-            raise SearchError(f"{self.spec.label}: resources: one trial needs {self.spec.resources.cpus:g} "
-                              f"CPUs and {gpus:g} GPUs (device {self.spec.device}), but no Ray node "
-                              f"has them ({have})")
-        self.parallel = self.spec.parallel or fits
-        return fits
-
     def _remember(self, trials: list[FrozenTrial]) -> None:
         """The stored trials, read once: architectures, rung scores, counts, the budget."""
         self.budget = TrialBudget(self.target, self.session.trials_count, space_size(self.spec.space))
-        self.tally = Tally(self.progress, lambda t: is_feasible(t, self.budgets))
+        self.report.open(self.study, self.budget, self.spec.score_metric, trials)
         for t in trials:
             ua = t.user_attrs
             self.dedup.remember(t)
             self.rungs.remember(ua, ua.get("config_hash") or f"#{t.number}")
-            if t.state not in (TrialState.RUNNING, TrialState.WAITING):
-                self.tally.account(t)
         self.budget.resync(trials)
 
     def _budget_left(self) -> bool:
         return not self._stop and self.budget.left()
 
     def _fill(self) -> None:
-        """Ask new trials while slots are free and budget is left (with a measuring worker, up to
-        `latency.ahead` more, so their latency is priced before a slot frees)."""
-        ahead = self.pricer.ahead(self.parallel) if self.pricer is not None else 0
-        while self.queues.occupancy() < self.parallel + ahead and self._budget_left():
-            trial = self._ask_next()
+        """Ask new trials while there is room (`Slots.room`) and budget is left."""
+        while self.slots.room() and self._budget_left():
+            trial, proposal = self._ask_next()
             if trial is None:
                 break
             self.budget.asked(trial.number)
-            self._start_trial(trial)
+            self._start_trial(trial, proposal)
             self._count_draw(trial.number)
 
-    def _ask_next(self) -> optuna.Trial | None:
+    def _ask_next(self) -> tuple[optuna.Trial | None, Any]:
         """The one place a new trial is asked for: a queued trial (e.g. a re-queued one) first,
         else one created with the params the proposer drew within every exact budget, so a
-        config over one never becomes a trial (nas.search.proposals). None, and asking stops,
-        when no config within the budgets is left to draw."""
+        config over one never becomes a trial (nas.search.proposals); with it, its `Proposal`
+        (its exact cost priced). None, and asking stops, when no config within the budgets is
+        left to draw."""
         if self.budget.waiting:
-            return self.study.ask()
+            return self.study.ask(), None
         try:
-            return self.proposals.ask(self.study)
+            return self.proposals.ask(self.study), self.proposals.sampler.last
         except ProposalError as e:
             self.budget.stopped = str(e)
             self._emit(f"stopped asking: {e}")
-            return None
+            return None, None
 
     def _count_draw(self, number: int) -> None:
         # architectures drawn: the trials' and those the proposer found over a budget
@@ -335,60 +307,21 @@ class SearchEngine:
         if why:
             self._emit(f"stopped asking: {why}")
 
-    def _pump(self) -> None:
-        """Start queued work: the next measurement on the measuring worker (one at a time, so
-        each has its device alone and its own timeout), and evaluations while slots are free.
-        Neither waits for the other; a trial waits only for its own latency."""
-        q = self.queues
-        if q.latency and not q.running("latency"):
-            lv = q.latency.popleft()
-            q.start(lv, self.pricer.submit(lv.config), "latency", time.monotonic())
-        if self._warming:
-            self._warming = [] if time.monotonic() > self._warm_until else \
-                [h for h in self._warming if h not in self.executor.wait(self._warming, timeout=0)]
-            if self._warming:
-                return
-        evals = q.running("eval")
-        while q.ready and evals < self.parallel:
-            self._submit_eval(q.next_ready())
-            evals += 1
-
     def _collect(self, timeout: float) -> None:
-        for handle in self.executor.wait(list(self.queues.inflight), timeout=timeout):
-            try:
-                result = self.executor.result(handle)
-            except TaskLost as e:
-                if self._stop:   # lost to the stop itself (Ctrl-C reaches Ray's processes too)
-                    continue     # left in flight: _interrupt() re-queues it
-                result = {"ok": False, "reason": e.reason, "error": e.error}
-            kind, lv = self.queues.take(handle)
+        for kind, lv, result in self.slots.collect(timeout, lambda: self._stop):
             if kind == "latency":
-                self._after_latency(lv, result)
+                self._latency(lv, self.pricer.measured(lv, result))
             else:
                 self._after_eval(lv, result)
 
     def _check_timeouts(self) -> None:
-        """A measurement stuck past `latency.timeout_s` (in native code: the worker's own timer
-        could not stop it) restarts the measuring worker; an evaluation past `trial_timeout_s`
-        is cancelled. Either trial is FAIL."""
-        now = time.monotonic()
-        limits = {"latency": self.pricer.timeout_s() if self.pricer is not None else None,
-                  "eval": self.spec.trial_timeout_s or None}
-        for handle, lv in list(self.queues.inflight.items()):
-            limit = limits[lv.kind]
-            spent = now - lv.started + (lv.eval_s if lv.kind == "eval" else 0.0)
-            if limit is None or spent <= limit:
-                continue
-            self.executor.cancel(handle)
-            kind, _ = self.queues.take(handle)
-            if kind == "latency":
-                self._fail(lv, f"latency: timeout: no result after {limit:g} s (latency.timeout_s "
-                               f"{self.spec.latency.timeout_s:g}); the measuring worker was restarted", "")
-            else:
-                self._fail(lv, f"timeout: evaluation ran longer than {limit:g} s", "")
+        """A task past its limit (`Slots.overdue`, cancelled) fails its trial."""
+        for kind, lv, limit in self.slots.overdue():
+            self._fail(lv, self.pricer.timed_out(limit) if kind == "latency"
+                       else f"timeout: evaluation ran longer than {limit:g} s", "")
 
     # ------------------------------------------------------------------------- one trial
-    def _start_trial(self, trial: optuna.Trial) -> None:
+    def _start_trial(self, trial: optuna.Trial, proposal=None) -> None:
         import space as space_pkg
 
         lv = Live(trial=trial, seed=derived_seed(self.spec.seed, trial.number, 7))
@@ -402,6 +335,8 @@ class SearchEngine:
         except (space_pkg.SpaceError, ValueError) as e:
             self._fail(lv, f"invalid config: {folded(e)[:240]}", "")
             return
+        if proposal is not None and proposal.config == config:   # priced when it was drawn
+            lv.priced = proposal.metrics
         self._begin(lv, config)
 
     def _begin(self, lv: Live, config) -> None:
@@ -434,90 +369,47 @@ class SearchEngine:
     def _price(self, lv: Live) -> None:
         """3. The analytic cost (checked against fvcore on a sample), the budgets, the screens;
         4. latency before training: the device's store, else the measuring worker's queue."""
-        cost = price(lv.config, wants_check(lv.number, self.spec.fvcore_check_every))
+        cost = price(lv.config, wants_check(lv.number, self.spec.fvcore_check_every), lv.priced)
         self.recorder.update(lv.trial, cost.metrics)
         if cost.flops_fvcore is not None:
             self.recorder.set(lv.trial, "flops_fvcore", cost.flops_fvcore)
         if cost.problems:
-            msg = f"cost model disagrees with fvcore on trial {lv.number}: {'; '.join(cost.problems)}"
+            msg = cost.mismatch(lv.number)
             self._fail(lv, msg, "")
             raise CostModelMismatch(msg + f" (config {lv.chash}); constraints would be wrong, "
                                     "so the study stops")
         lv.metrics.update(cost.metrics)
         if self._over_budget(lv):
             return
-        estimated = self._screen(lv.config)      # estimates of budgets not known yet
+        estimated = screened(self.screens, self.budgets, lv.config)   # budgets not known yet
         if estimated:
             self._infeasible(lv, [f"{n} {_fmt(n, v)} (estimated) > {_fmt(n, self.budgets[n])}"
                                   for n, v in estimated.items()], estimated=estimated)
             return
-        if self.pricer is not None and self._price_latency(lv):
-            return
-        self._to_evaluation(lv)
-
-    def _screen(self, config) -> dict:
-        """{budget: estimated value} of the budgets the screens expect `config` to break."""
-        out = {}
-        for screen in self.screens:
-            for name, value in (screen(config) or {}).items():
-                if name in self.budgets and name not in out and float(value) > self.budgets[name]:
-                    out[name] = float(value)
-        return out
-
-    def _price_latency(self, lv: Live) -> bool:
-        """The latency from the store (then its budget is checked), else a place in the
-        measuring worker's queue, or PRUNED on the model's verdict. True when it took the trial."""
-        probed = self.pricer.probed.pop(lv.chash, None)
-        known = self.pricer.lookup(lv.config)
-        # the prediction made before it was measured (a probed config's model may know it now)
-        verdict = lv.verdict = probed["verdict"] if probed else self.pricer.predict(lv.config)
-        if verdict:      # recorded on every trial, so predicted and measured can be compared
-            self.recorder.update(lv.trial, verdict_attrs(verdict))
-        if probed is not None:           # measured for this trial just before it was created
-            if probed["first"] is not None:
-                self.recorder.update(lv.trial, {
-                    "latency_first_ms": round(float(probed["first"]["latency_ms"]), 4),
-                    "latency_recheck": probed["why"]})
-            self._record_latency(lv, probed["result"], source="measured")
-            if not self._over_budget(lv):
-                self._to_evaluation(lv)
-            return True
-        if known is not None:
-            self._record_latency(lv, known, source="store")
-            return self._over_budget(lv)
-        if verdict and verdict["skip"]:
-            # over the budget by more than the model's margin: neither measured nor trained
-            self.recorder.set(lv.trial, "latency_source", "predicted")
-            lv.metrics["latency_ms"] = verdict["predicted_ms"]     # its constraint value: an estimate
-            self._infeasible(lv, [predicted_over(verdict, self.budgets["latency_ms"])])
+        if self.pricer is not None:
+            self._latency(lv, self.pricer.place(lv))
         else:
-            self.queues.latency.append(lv)
-        return True
-
-    def _after_latency(self, lv: Live, result: dict) -> None:
-        if not result.get("ok"):
-            self._fail(lv, f"latency: {result.get('reason')}", result.get("error", ""))
-            return
-        why = self.pricer.recheck(result, lv.verdict) if lv.first_latency is None else None
-        if why is not None:
-            # interference only ever adds time: a reading the model contradicts, or one so close
-            # to the budget that noise decides its side, is measured once more, the faster kept
-            lv.first_latency = result
-            self.recorder.update(lv.trial, {"latency_first_ms": round(float(result["latency_ms"]), 4),
-                                            "latency_recheck": why})
-            self._emit(f"#{lv.number} latency {result['latency_ms']:.4g} ms is {why}: measuring it again")
-            self.queues.latency.appendleft(lv)
-            return
-        if lv.first_latency is not None:
-            result = min(lv.first_latency, result, key=lambda r: float(r["latency_ms"]))
-        self.pricer.learned(lv.config, result)
-        self._record_latency(lv, result, source="measured")
-        if not self._over_budget(lv):
             self._to_evaluation(lv)
 
-    def _record_latency(self, lv: Live, result: dict, source: str) -> None:
-        self.recorder.latency(lv.trial, result, source)
-        lv.metrics["latency_ms"] = float(result["latency_ms"])
+    def _latency(self, lv: Live, step: LatencyStep) -> None:
+        """4. Apply the latency pricer's decision on `lv` (`LatencyPricer.place`, `.measured`)."""
+        self.recorder.update(lv.trial, step.attrs)
+        if step.action == FAILED:
+            self._fail(lv, step.reason, step.error)
+        elif step.action == MEASURE:
+            self.queues.latency.append(lv)
+        elif step.action == AGAIN:
+            self._emit(f"#{lv.number} latency {step.reading['latency_ms']:.4g} ms is {step.reason}: "
+                       "measuring it again")
+            self.queues.latency.appendleft(lv)
+        elif step.action == OVER:            # neither measured nor trained
+            lv.metrics["latency_ms"] = step.predicted_ms     # its constraint value: an estimate
+            self._infeasible(lv, [step.reason])
+        else:
+            self.recorder.latency(lv.trial, step.reading, step.source)
+            lv.metrics["latency_ms"] = float(step.reading["latency_ms"])
+            if not self._over_budget(lv):
+                self._to_evaluation(lv)
 
     def _over_budget(self, lv: Live) -> bool:
         """PRUNED `infeasible` when the metrics known so far break a budget."""
@@ -534,112 +426,46 @@ class SearchEngine:
         if gated is not None:           # proxy_gate: not worth training (nas.gate)
             self.recorder.constraints(lv.trial, lv.metrics)
             self._finish(lv, TrialState.PRUNED, reason=gated)
-        elif not self._continue_rungs(lv):
-            self.queues.ready.append(lv)
+        else:
+            step = self.evaluations.continued(lv)   # from a stored trial's last finished rung
+            if step is None:
+                self.queues.ready.append(lv)
+            else:
+                self._next_rung(lv, step)
 
     def _gated(self, lv: Live) -> str | None:
         """`proxy_gate`: score the config's zero-cost proxy; why not to train it, or None."""
-        settings = self.spec.proxy_gate
-        if settings is None or "gate_score" in lv.trial.user_attrs:   # off, or decided before
+        if self.spec.proxy_gate is None or "gate_score" in lv.trial.user_attrs:   # off, or decided
             return None
         if self._gate is None:
             from .gate import ProxyGate
 
-            self._gate = ProxyGate(settings.proxy, settings.drop_bottom, settings.min_trials,
-                                   self.spec.evaluator.settings.get("dataset"), settings.batch_size,
-                                   self.spec.evaluator.settings.get("resolution"), settings.weights)
-            self._gate.remember(self.study.get_trials(deepcopy=False))
+            self._gate = ProxyGate.for_study(self.spec, self.study.get_trials(deepcopy=False))
         score, reason = self._gate.check(lv.config, lv.seed)
         self.recorder.set(lv.trial, "gate_score", score)
         return reason
 
-    def _continue_rungs(self, lv: Live) -> bool:
-        """Continue from `lv.resume_from`'s last finished rung (its weights and optimiser state in
-        RUN_DIR/weights): decide that rung again, then go on. False when there is nothing to
-        continue from (the trial then starts from epoch 0; files nobody will read are deleted)."""
-        src, lv.resume_from = lv.resume_from, None
-        if src is None or src.user_attrs.get("config_hash") != lv.chash:
-            return False
-        rung_scores = src.user_attrs.get("rung_scores") or {}
-        done = [i for i, b in enumerate(self.rungs.keys) if b in rung_scores]
-        if not done or "weights" not in self.weights.paths(src.number, lv.chash):
-            if src.number != lv.number:
-                self.weights.delete(src.number, lv.chash)
-            return False
-        if src.number != lv.number:      # a re-queued copy takes over the original's files
-            self.weights.move(src.number, lv.number, lv.chash)
-            self.recorder.copy(lv.trial, src.user_attrs, skip=set(IDENTITY_ATTRS) | {
-                "reason", "error", "superseded", "requeued_from", "weights"})
-            self.recorder.set(lv.trial, "continued_from", src.number)
-        self.recorder.set(lv.trial, "weights", self.weights.relative(lv.number, lv.chash))
-        lv.rung = done[-1]
-        lv.eval_s = float(src.user_attrs.get("eval_wall_s", 0.0))
-        key = self.rungs.keys[lv.rung]
-        lv.metrics[self.spec.score_metric] = float(rung_scores[key])
-        ranked = self.rungs.signal_of(src.user_attrs, key)
-        self._emit(f"#{lv.number} continues from {key} epochs (trained by #{src.number})")
-        if ranked is None:    # trained under the other signal: go on, unranked, rather than lose it
+    # ------------------------------------------------------------------------------ evaluation
+    def _after_eval(self, lv: Live, result: dict) -> None:
+        self._next_rung(lv, self.evaluations.evaluated(lv, result))
+
+    def _next_rung(self, lv: Live, step: Step) -> None:
+        """Apply what a finished rung means (`nas.search.evaluation`): fail, complete, prune, or
+        continue to the next rung (started trials first)."""
+        if step.said:
+            self._emit(step.said)
+        if step.action == FAIL:
+            self._fail(lv, step.reason, step.error)
+        elif step.action == COMPLETE:
+            self._complete(lv)
+        elif step.action == CONTINUE:
             lv.rung += 1
             self.queues.ready.appendleft(lv)
-            return True
-        self.rungs.record(key, lv.chash, ranked)
-        self._after_rung(lv, ranked)
-        return True
-
-    # ------------------------------------------------------------------------------ evaluation
-    def _submit_eval(self, lv: Live) -> None:
-        e = self.spec.evaluator
-        handle = self.executor.submit(
-            EVAL_TARGET, e.name, e.settings, lv.config.to_dict(),
-            budget_epochs=self.rungs.budgets[lv.rung], device=self.spec.device, seed=lv.seed,
-            weights_name=stem(lv.number, lv.chash),
-            resume_files=self.weights.read(lv.number, lv.chash) if lv.rung > 0 else None,
-            cpus=self.spec.resources.cpus, gpus=self.trial_gpus, max_retries=self.spec.max_retries)
-        self.queues.start(lv, handle, "eval", time.monotonic())
-
-    def _after_eval(self, lv: Live, result: dict) -> None:
-        if not result.get("ok"):
-            self._fail(lv, result.get("reason") or "evaluation failed", result.get("error", ""))
-            return
-        score = result.get("score")
-        if not isinstance(score, (int, float)) or not math.isfinite(score):
-            self._fail(lv, f"score is {score!r} (not a finite number)", "")
-            return
-        lv.eval_s += float(result.get("wall_s") or 0.0)
-        for key, (name, data) in (result.get("files") or {}).items():
-            path = self.weights.write(name, data)
-            if key == "weights":
-                self.recorder.set(lv.trial, "weights", path)
-        self.recorder.evaluation(lv.trial, result, lv.config.to_dict(), lv.eval_s)
-        lv.metrics[self.spec.score_metric] = float(score)
-        budget = self.rungs.budgets[lv.rung]
-        if budget is None:
-            self._after_rung(lv, float(score))
-            return
-        key = str(budget)
-        records = self.recorder.rung(lv.trial, key, score, (result.get("val_loss") or [None])[-1])
-        ranked = self.rungs.signal_of(records, key)
-        if ranked is None and not self.rungs.is_last(lv.rung):   # a last rung completes unranked
-            self._fail(lv, "successive_halving.signal=val_loss: the evaluator returned no finite "
-                           "val_loss", "")
-            return
-        if ranked is not None:
-            self.rungs.record(key, lv.chash, ranked)
-        self._after_rung(lv, float(score) if ranked is None else ranked)
-
-    def _after_rung(self, lv: Live, signal: float) -> None:
-        """Finished rung `lv.rung`: continue, prune or complete (`halving.decide`)."""
-        decision = self.rungs.decide(lv.rung, signal)
-        if decision.action == COMPLETE:
-            self._complete(lv)
-        elif decision.action == CONTINUE:
-            lv.rung += 1
-            self.queues.ready.appendleft(lv)     # finish started trials first
-            self._emit(f"#{lv.number} continues to {self.rungs.budgets[lv.rung]} epochs "
-                       f"({decision.reason})")
+            if step.reason:      # (unsaid: a continued rung that goes on unranked)
+                self._emit(f"#{lv.number} continues to {self.rungs.budgets[lv.rung]} epochs ({step.reason})")
         else:
             self.recorder.constraints(lv.trial, lv.metrics)
-            self._finish(lv, TrialState.PRUNED, reason=decision.reason)
+            self._finish(lv, TrialState.PRUNED, reason=step.reason)
 
     # ------------------------------------------------------------------------------- endings
     def _complete(self, lv: Live) -> None:
@@ -677,29 +503,20 @@ class SearchEngine:
         final = self.recorder.finish(lv.trial, state, values, reason=reason, error=error)
         if self.proposals is not None:
             self.proposals.observe(final)
-        self._session_done += 1
-        if counts(final, self.session.trials_count):
-            self._session_counted += 1
         self.budget.update(final)
         if not reused:
             self.dedup.finished(lv, final.state, self.queues)
             if final.state in FINISHED and lv.chash:
                 self.weights.drop_state(lv.number, lv.chash)
-        self.tally.account(final)
-        self._emit(self._line(final))
+        self.report.finished(final, counts(final, self.session.trials_count), self.on_progress)
 
     # ---------------------------------------------------------------------- resume and stop
     def _adopt(self, running: list[FrozenTrial]) -> None:
         """RUNNING trials left by a dead driver of this run directory."""
         from overlock import OverLoCKConfig
 
-        for ft in running:
-            owner = ft.user_attrs.get("driver")
-            if self.spec.storage and owner not in (None, self.session.driver_id):
-                continue        # another driver's trial in a shared RDB study
-            trial = _optuna.resume_trial(self.study, ft)
-            lv = Live(trial=trial, seed=int(ft.user_attrs.get("seed", derived_seed(
-                self.spec.seed, ft.number, 7))))
+        for ft, seed in left_running(self.spec, self.session.driver_id, running):
+            lv = Live(trial=_optuna.resume_trial(self.study, ft), seed=seed)
             if "config" not in ft.user_attrs:
                 self._requeue(lv, ft, "interrupted before its config was recorded")
                 continue
@@ -718,54 +535,17 @@ class SearchEngine:
 
     def _interrupt(self) -> None:
         """Stop: every trial this driver holds is failed as interrupted and re-queued."""
-        import signal
-
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
-        try:
+        with _sigint_ignored():
             for handle in list(self.queues.inflight):
                 self.executor.cancel(handle)
             for lv in self.queues.drain():
                 ft = self.recorder.stored(lv.trial)
                 if ft.state == TrialState.RUNNING:
                     self._requeue(lv, ft, "interrupted")
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
 
     # ----------------------------------------------------------------------------- progress
-    def _snapshot(self) -> Progress:
-        p = self.progress
-        p.counted = self.budget.counted if self.budget is not None else 0
-        p.stopped = self.budget.stopped if self.budget is not None else ""
-        p.running = self.queues.in_progress()
-        p.elapsed_s = time.monotonic() - self._t0
-        p.session_done = self._session_done
-        if self._session_counted and p.elapsed_s > 0:
-            rate = self._session_counted / p.elapsed_s
-            p.eta_s = max(0, self.target - self.budget.finished) / rate
-        return p
-
-    def _refresh_front(self) -> None:
-        """The front's size and the best trial on it (by the score, ties as `export --best`)."""
-        from .selection import rank
-
-        p = self.progress
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            front = [t for t in pareto_front(self.study) if t.user_attrs.get("reused_from") is None]
-        p.pareto = len(front)
-        metric = self.spec.score_metric or self.objectives[0]
-        if front:
-            objectives = [Objective(n, DIRECTIONS[n]) for n in self.objectives]
-            value, pick = rank(front, objectives, metric, DIRECTIONS[metric])[0]
-            p.best = f"{metric} {_fmt(metric, value)} (#{pick.number})"
-
     def _emit(self, line: str | None) -> None:
-        if self.on_progress is None:
-            return
-        if line is not None:
-            self._refresh_front()
-        self.on_progress(self._snapshot(), line)
+        self.report.emit(line, self.on_progress)
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -784,37 +564,25 @@ class SearchEngine:
             return
         now = time.monotonic()
         save_wall_time(self.study, now - self._wall_mark,
-                       self.progress.infeasible if self.tally is not None else None)
+                       self.progress.infeasible if self.report.tally is not None else None)
         self._wall_mark = now
-
-    def _line(self, t: FrozenTrial) -> str:
-        ua = t.user_attrs
-        head = f"#{t.number} {t.state.name}"
-        if t.state == TrialState.COMPLETE:
-            parts = [f"{o} {_fmt(o, v)}" for o, v in zip(self.objectives, t.values)]
-            feas = "" if is_feasible(t, self.budgets) else " (infeasible)"
-            body = ", ".join(parts) + feas
-        else:
-            body = ua.get("reason", "")
-        if ua.get("reused_from") is not None:
-            body += f" [reused #{ua['reused_from']}]"
-        return f"{head}: {body}"
 
     def _result(self, interrupted: bool) -> SearchResult:
         self.budget.resync(self.study.get_trials(deepcopy=False))   # re-queued trials included
-        self._refresh_front()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            front = pareto_front(self.study)   # nas.storage's rule, as the report and export
-        return SearchResult(run_dir=self.run_dir, study_name=self.spec.name,
-                            storage=self.session.storage_label, objectives=self.objectives,
-                            progress=self._snapshot(), pareto=front, interrupted=interrupted,
-                            wall_time_s=float(self.study.user_attrs.get("wall_time_s", 0.0)))
+        return self.report.result(self.run_dir, self.spec.name, self.session.storage_label, interrupted)
 
 
 # ======================================================================================= helpers
-def _main_thread() -> bool:
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ctrl-C ignored while a stop re-queues the trials (in the main thread, where it lands)."""
+    import signal
     import threading
 
-    return threading.current_thread() is threading.main_thread()
-
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)

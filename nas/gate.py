@@ -50,6 +50,16 @@ class ProxyGate:
         self.evaluator = get_evaluator(proxy, {k: v for k, v in settings.items() if v is not None})
         self.scores: list[float] = []
 
+    @classmethod
+    def for_study(cls, spec, trials) -> "ProxyGate":
+        """The gate of a study's `proxy_gate` (its batch from the train evaluator's data set),
+        remembering the scores of its stored `trials`."""
+        s, evaluator = spec.proxy_gate, spec.evaluator.settings
+        gate = cls(s.proxy, s.drop_bottom, s.min_trials, evaluator.get("dataset"), s.batch_size,
+                   evaluator.get("resolution"), s.weights)
+        gate.remember(trials)
+        return gate
+
     def remember(self, trials) -> None:
         """Add the `gate_score` of stored trials (a resumed study)."""
         for t in trials:

@@ -3,11 +3,16 @@
     session   open the run directory's study (lock, storage, resume checks, stored study
               attributes, evaluator, sampler) into one frozen `Session`
     ledger    the driver's books: live trials and their queues, duplicates parked on a live
-              trial, the trial budget (counted incrementally), progress and the result; `ask_next`
-              is where a new trial is asked for (the seam for sampling)
+              trial, the trial budget (counted incrementally); `Reporter`: progress, the front,
+              a line per event and the result
     pricing   what a config costs before training: the exact cost (fvcore cross-check) and its
-              latency (device store, latency model, measuring worker, recheck, timeout); it
+              latency (device store, latency model, measuring worker, recheck, timeout) with the
+              policy for one trial (`LatencyPricer.place` / `.measured` -> `LatencyStep`); it
               returns what it learned and writes nothing to Optuna
+    slots     the executor's side of the loop: how many trials train at once, warm-up, queued
+              work started on free slots, finished and overdue tasks handed back
+    evaluation  an evaluation's result checked and recorded, where a continued trial picks up,
+              then the rung's decision (a `Step` the driver applies)
     halving   successive halving: rung scores and `decide(...)`, pure (no Optuna, Ray or torch)
     recorder  the only code that writes a trial: attributes (named in `nas.storage.TRIAL_ATTRS`),
               constraint values, the tell, one read-back

@@ -7,16 +7,23 @@ and progress.
 - `TrialBudget`: how many stored trials count against `trials` (`trials_count`), kept per trial
   as the driver changes them (one scan of storage at the start, and every few seconds only when
   other drivers may share the study), and why asking stopped early, if it did.
-- `Tally` / `Progress`: the counts a progress display shows.
+- `Tally` / `Progress`: the counts a progress display shows; `Reporter` keeps them, refreshes the
+  front and its best trial, writes one line per event and hands both to `on_progress`, and
+  builds the `SearchResult`. It reads the books and the study and writes nothing.
 """
 
 from __future__ import annotations
 
+import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from optuna.trial import FrozenTrial, TrialState
+
+from nas.storage import DIRECTIONS, Objective, format_value as _fmt, is_feasible, pareto_front
+from nas.util import preview
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # With `trials_count: trained`, asking stops after this many draws in a row that train nothing
@@ -34,6 +41,7 @@ class Live:
     seed: int = 0
     rung: int = 0                     # index into the rung budgets
     metrics: dict = field(default_factory=dict)   # known objective/constraint values
+    priced: dict | None = None        # its exact cost, when its proposal was priced (not again)
     eval_s: float = 0.0               # evaluation time of the rungs already run
     started: float = 0.0              # monotonic start of the current task
     handle: Any = None
@@ -280,3 +288,118 @@ class SearchResult:
     pareto: list[FrozenTrial]
     interrupted: bool = False
     wall_time_s: float = 0.0
+
+
+class Reporter:
+    """What a progress display is shown: `progress` kept up to date (the counts, the rate, the
+    front and its best trial), and a line per event, both handed to `on_progress(progress,
+    line)` (`line` None: a periodic tick).
+
+    Args:
+        progress: the `Progress` to keep (its `target` is the trial budget).
+        objectives: the study's objective names, in order; budgets: {metric: budget}.
+        queues: the driver's `Queues` (how many trials are in progress).
+    """
+
+    def __init__(self, progress: Progress, objectives: list[str], budgets: dict, queues: Queues):
+        self.progress, self.queues = progress, queues
+        self.objectives, self.budgets = list(objectives), dict(budgets)
+        self.study = self.budget = self.tally = None
+        self.score_metric = ""
+        self.t0 = 0.0                   # monotonic start of this session
+        self.session_done = 0           # trials finished this session
+        self.session_counted = 0        # ... and counted in the budget
+
+    def open(self, study, budget: TrialBudget, score_metric: str | None,
+             trials: Iterable[FrozenTrial]) -> None:
+        """The study, its trial budget and its stored `trials` (counted once; then `finished`)."""
+        self.study, self.budget = study, budget
+        self.score_metric = score_metric or self.objectives[0]
+        self.tally = Tally(self.progress, lambda t: is_feasible(t, self.budgets))
+        for t in trials:
+            if t.state not in (TrialState.RUNNING, TrialState.WAITING):
+                self.tally.account(t)
+
+    def started(self, mode: str, nodes: list[dict], parallel: int, note: str | None, session,
+                trials: list[FrozenTrial], running: list[FrozenTrial]) -> list[str]:
+        """The lines said when the loop starts: the cluster, the latency pricer's `note`, and
+        what a resume found."""
+        lines = [f"Ray ({mode}): {len(nodes)} node(s), {sum(n['cpus'] for n in nodes):g} CPUs, "
+                 f"{sum(n['gpus'] for n in nodes):g} GPUs; up to {parallel} trial(s) at a time"]
+        if note:
+            lines.append(note)
+        if session.resumed:
+            waiting = sum(t.state == TrialState.WAITING for t in trials)
+            lines.append(f"resuming {session.storage_label}: {self.progress.done} trials finished, "
+                         f"{len(running)} left running, {waiting} queued")
+            if session.kept_settings:
+                lines.append("evaluator settings the study file leaves unset keep the stored study's "
+                             "values (this version's defaults differ): " + ", ".join(
+                                 f"{k}={preview(v, 60)}" for k, v in session.kept_settings.items()))
+        return lines
+
+    def finished(self, t: FrozenTrial, counted: bool, on_progress) -> None:
+        """Trial `t` was told (`counted`: against the budget): counted, and its line shown."""
+        self.session_done += 1
+        self.session_counted += counted
+        self.tally.account(t)
+        self.emit(self.line(t), on_progress)
+
+    def emit(self, line: str | None, on_progress) -> None:
+        if on_progress is None:
+            return
+        if line is not None:
+            self.refresh_front()
+        on_progress(self.snapshot(), line)
+
+    def snapshot(self) -> Progress:
+        p, budget = self.progress, self.budget
+        p.counted = budget.counted if budget is not None else 0
+        p.stopped = budget.stopped if budget is not None else ""
+        p.running = self.queues.in_progress()
+        p.elapsed_s = time.monotonic() - self.t0
+        p.session_done = self.session_done
+        if self.session_counted and p.elapsed_s > 0:
+            rate = self.session_counted / p.elapsed_s
+            p.eta_s = max(0, p.target - budget.finished) / rate
+        return p
+
+    def refresh_front(self) -> None:
+        """The front's size and the best trial on it (by the score, ties as `export --best`)."""
+        from nas.selection import rank
+
+        p = self.progress
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            front = [t for t in pareto_front(self.study) if t.user_attrs.get("reused_from") is None]
+        p.pareto = len(front)
+        metric = self.score_metric
+        if front:
+            objectives = [Objective(n, DIRECTIONS[n]) for n in self.objectives]
+            value, pick = rank(front, objectives, metric, DIRECTIONS[metric])[0]
+            p.best = f"{metric} {_fmt(metric, value)} (#{pick.number})"
+
+    def line(self, t: FrozenTrial) -> str:
+        """One line for a told trial: its objectives, or why it ended."""
+        ua = t.user_attrs
+        head = f"#{t.number} {t.state.name}"
+        if t.state == TrialState.COMPLETE:
+            parts = [f"{o} {_fmt(o, v)}" for o, v in zip(self.objectives, t.values)]
+            feas = "" if is_feasible(t, self.budgets) else " (infeasible)"
+            body = ", ".join(parts) + feas
+        else:
+            body = ua.get("reason", "")
+        if ua.get("reused_from") is not None:
+            body += f" [reused #{ua['reused_from']}]"
+        return f"{head}: {body}"
+
+    def result(self, run_dir, study_name: str, storage: str, interrupted: bool) -> SearchResult:
+        """The run's result (the budget resynced from storage first, by the driver)."""
+        self.refresh_front()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            front = pareto_front(self.study)   # nas.storage's rule, as the report and export
+        return SearchResult(run_dir=run_dir, study_name=study_name, storage=storage,
+                            objectives=self.objectives, progress=self.snapshot(), pareto=front,
+                            interrupted=interrupted,
+                            wall_time_s=float(self.study.user_attrs.get("wall_time_s", 0.0)))

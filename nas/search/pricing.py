@@ -8,7 +8,8 @@
   measuring worker (a Ray actor holding the latency device alone), one config at a time, with a
   timeout; a reading the study's latency model contradicts, or one within `latency.recheck_near`
   of the budget, is measured once more and the faster kept; the model's verdict may spare
-  measuring a config far over the budget.
+  measuring a config far over the budget. Its policy for one trial (`place`, then `measured`
+  for each reading) is a `LatencyStep`: what to record and what the trial does next.
 
 Nothing here writes to Optuna: each step returns what it learned, and the driver records it
 (`nas.search.recorder`).
@@ -17,7 +18,7 @@ Nothing here writes to Optuna: each step returns what it learned, and the driver
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nas.executor import TaskLost, wants_gpu
@@ -37,14 +38,23 @@ class Cost:
     flops_fvcore: int | None = None  # fvcore's count, when cross-checked
     problems: tuple = ()            # where the analytic model and fvcore disagree
 
+    def mismatch(self, number: int) -> str:
+        """Why the study stops: the analytic model and fvcore disagree on trial `number`."""
+        return f"cost model disagrees with fvcore on trial {number}: {'; '.join(self.problems)}"
 
-def price(config, check: bool) -> Cost:
+
+def price(config, check: bool, metrics: dict | None = None) -> Cost:
     """The config's analytic cost; with `check`, fvcore's count and the built model's parameters
-    compared with it (torch is imported only then)."""
+    compared with it (torch is imported only then). `metrics`: the cost a proposer priced the
+    config at already (`space.complexity(config).as_metrics()`, `Proposal.metrics`), so an
+    unchecked trial is priced once; the check needs the training parameters, so it prices again."""
     import space
 
-    cost = space.complexity(config)
-    metrics = {k: (float(v) if k == "memory_mb" else int(v)) for k, v in cost.as_metrics().items()}
+    cost = None
+    if metrics is None or check:
+        cost = space.complexity(config)
+        metrics = cost.as_metrics()
+    metrics = {k: (float(v) if k == "memory_mb" else int(v)) for k, v in metrics.items()}
     if not check:
         return Cost(metrics)
     from overlock import create_model
@@ -61,6 +71,17 @@ def price(config, check: bool) -> Cost:
     if n_params != cost.params:
         problems.append(f"params analytic {cost.params} != model {n_params}")
     return Cost(metrics, int(counted.total), tuple(problems))
+
+
+def screened(screens, budgets: dict, config) -> dict:
+    """{budget: estimated value} of the budgets the `screens` (`nas.engine.Screen`) expect
+    `config` to break, the first screen's estimate of each."""
+    out = {}
+    for screen in screens:
+        for name, value in (screen(config) or {}).items():
+            if name in budgets and name not in out and float(value) > budgets[name]:
+                out[name] = float(value)
+    return out
 
 
 def wants_check(number: int, every: int) -> bool:
@@ -98,6 +119,33 @@ def recheck(ms: float, verdict: dict | None, budget: float | None, near: float |
     if budget and near and abs(ms / budget - 1.0) <= near:
         return f"within {near:.0%} of the {budget:.4g} ms budget"
     return None
+
+
+# what the driver does with a trial once its latency step is decided (`LatencyStep.action`)
+KNOWN = "known"      # record `reading` (from `source`), check the budgets, evaluate within them
+MEASURE = "measure"  # queue it for the measuring worker
+AGAIN = "again"      # a first reading to measure once more, first in the queue (`reason`: why)
+OVER = "over"        # the model puts it over the budget by more than its margin: PRUNED, not measured
+FAILED = "failed"    # the measurement failed: FAIL with `reason` and `error`
+
+
+@dataclass(frozen=True)
+class LatencyStep:
+    """The latency pricer's decision on one trial (`LatencyPricer.place`, `.measured`), which the
+    driver applies: `attrs` are recorded first (in order), then `action` (see the constants)."""
+
+    action: str
+    attrs: dict = field(default_factory=dict)   # user attrs of the trial to record
+    reading: dict | None = None   # KNOWN: the latency to record
+    source: str = ""              # KNOWN: where `reading` came from (measured, store)
+    predicted_ms: float = 0.0     # OVER: the model's prediction, the trial's latency estimate
+    reason: str = ""
+    error: str = ""
+
+
+def _first_attrs(first: dict, why: str) -> dict:
+    """A first reading measured once more, and why (recorded beside the kept one)."""
+    return {"latency_first_ms": round(float(first["latency_ms"]), 4), "latency_recheck": why}
 
 
 def _wants(want: dict) -> str:
@@ -249,6 +297,49 @@ class LatencyPricer:
             self.target, config.to_dict(), device=s.device or self.spec.device,
             latency=s.model_dump(), num_threads=self.threads,
             threads=self.threads, max_retries=self.spec.max_retries)
+
+    # -------------------------------------------------------------------- one trial's policy
+    def place(self, lv) -> LatencyStep:
+        """A new trial's latency (`lv`: its `nas.search.ledger.Live`; its `verdict` is set): read
+        before it became a trial (`measure_now`), or from the store, else to be measured, or
+        spared on the model's verdict (over the budget by more than its margin)."""
+        probed = self.probed.pop(lv.chash, None)
+        known = self.lookup(lv.config)
+        # the prediction made before it was measured (a probed config's model may know it now)
+        verdict = lv.verdict = probed["verdict"] if probed else self.predict(lv.config)
+        attrs = verdict_attrs(verdict) if verdict else {}   # on every trial: predicted vs measured
+        if probed is not None:           # measured for this trial just before it was created
+            if probed["first"] is not None:
+                attrs.update(_first_attrs(probed["first"], probed["why"]))
+            return LatencyStep(KNOWN, attrs, probed["result"], "measured")
+        if known is not None:
+            return LatencyStep(KNOWN, attrs, known, "store")
+        if verdict and verdict["skip"]:
+            return LatencyStep(OVER, {**attrs, "latency_source": "predicted"},
+                               predicted_ms=verdict["predicted_ms"],
+                               reason=predicted_over(verdict, self.budget))
+        return LatencyStep(MEASURE, attrs)
+
+    def measured(self, lv, result: dict) -> LatencyStep:
+        """A reading of `lv`'s latency from the measuring worker. Interference only ever adds
+        time: a reading the model contradicts, or one so close to the budget that noise decides
+        its side, is measured once more (`lv.first_latency` keeps it) and the faster kept."""
+        if not result.get("ok"):
+            return LatencyStep(FAILED, reason=f"latency: {result.get('reason')}",
+                               error=result.get("error", ""))
+        why = self.recheck(result, lv.verdict) if lv.first_latency is None else None
+        if why is not None:
+            lv.first_latency = result
+            return LatencyStep(AGAIN, _first_attrs(result, why), reading=result, reason=why)
+        if lv.first_latency is not None:
+            result = min(lv.first_latency, result, key=lambda r: float(r["latency_ms"]))
+        self.learned(lv.config, result)
+        return LatencyStep(KNOWN, reading=result, source="measured")
+
+    def timed_out(self, limit: float) -> str:
+        """Why a measurement stopped by the driver after `limit` s failed its trial."""
+        return (f"latency: timeout: no result after {limit:g} s (latency.timeout_s "
+                f"{self.settings.timeout_s:g}); the measuring worker was restarted")
 
     # ------------------------------------------------------------------ for the proposer
     def for_proposals(self) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import socket
+import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,10 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from nas import _optuna
-from nas.storage import (DIRECTIONS, JOURNAL_NAME, LockHeld, StorageError, jsonable,
+from nas.storage import (DIRECTIONS, ERROR_LOG_NAME, JOURNAL_NAME, LockHeld, StorageError, jsonable,
                          open_for_driver, release_driver_lock, take_driver_lock)
 from nas.study import StudySpec, sampler_class
-from nas.util import derived_seed, preview, space_size
+from nas.util import derived_seed, first_line, preview, space_size
 from nas.worker import make_evaluator
 
 # latency settings a resume may change: they schedule measurements or pick which configs to skip,
@@ -327,6 +328,27 @@ def make_sampler(spec: StudySpec, n_stored: int):
     """The study's sampler, seeded from (seed, number of stored trials): a restart never replays."""
     seed = derived_seed(spec.seed, n_stored)
     return sampler_class(spec.sampler_name)(seed=seed, **dict(spec.sampler.options))
+
+
+def crashed(run_dir: Path, error: Exception) -> SearchError:
+    """The one-line error for a search stopped by an unexpected `error` (e.g. the Ray cluster
+    went away); its traceback goes to RUN_DIR/driver-error.log (`ERROR_LOG_NAME`)."""
+    log = Path(run_dir) / ERROR_LOG_NAME
+    log.write_text("".join(traceback.format_exception(error)))
+    first = first_line(error, 200, empty="")
+    return SearchError(f"the search stopped on an unexpected error ({type(error).__name__}: {first}); "
+                       f"trials in flight were re-queued, details in {log}; run the same "
+                       "command to continue")
+
+
+def left_running(spec, driver_id: str, running: list[FrozenTrial]):
+    """(trial, its seed) of each RUNNING trial a dead driver of this run directory left (another
+    driver's trial in a shared RDB study is not ours)."""
+    for ft in running:
+        owner = ft.user_attrs.get("driver")
+        if spec.storage and owner not in (None, driver_id):
+            continue
+        yield ft, int(ft.user_attrs.get("seed", derived_seed(spec.seed, ft.number, 7)))
 
 
 def save_wall_time(study: optuna.Study, seconds: float, skipped: int | None) -> None:

@@ -15,14 +15,15 @@ REPO = Path(__file__).resolve().parents[3]
 # the driver and its parts (nas/search/ also holds the proposers of issue 17, which write nothing
 # to a trial themselves; tests/nas/test_optuna_private.py scans every product module)
 DRIVER = [REPO / "nas" / "engine.py"] + [REPO / "nas" / "search" / f"{name}.py" for name in (
-    "session", "ledger", "pricing", "halving", "recorder", "weights")]
+    "session", "ledger", "pricing", "slots", "evaluation", "halving", "recorder", "weights")]
 
 
 def written_trial_keys() -> set[str]:
     """Every trial attribute key the driver's code writes: `recorder.set(trial, "key", ...)`,
     the dicts it passes to `recorder.update`, the result keys it copies, the latency model's
-    view and the analytic cost metrics."""
-    from nas.search.pricing import price, verdict_attrs
+    view, a rechecked latency reading (the latency pricer's `LatencyStep.attrs`) and the
+    analytic cost metrics."""
+    from nas.search.pricing import _first_attrs, price, verdict_attrs
     from nas_testing import TINY_SPACE
 
     import space
@@ -35,6 +36,8 @@ def written_trial_keys() -> set[str]:
             keys |= set(re.findall(r'"([a-z0-9_]+)":', block))
     keys |= set(recorder.EVAL_RESULT_KEYS) | {f"trained_{k}" for k in ("num_classes", "resolution")}
     keys |= set(verdict_attrs({"predicted_ms": 1.0, "low_ms": 0.9, "margin": 0.1, "n": 3}))
+    keys |= set(_first_attrs({"latency_ms": 1.0}, "near the budget"))   # a reading measured again
+    keys |= {"latency_source"}          # a LatencyStep's attrs when the model spares measuring
     keys |= set(price(next(space.load_space(TINY_SPACE).enumerate()), check=False).metrics)
     keys |= {"requeued_from"}          # written through enqueue_trial(user_attrs=...)
     return keys

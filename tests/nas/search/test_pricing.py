@@ -1,13 +1,16 @@
-"""Pricing returns what it learned and decides re-measurements by a pure rule; the driver reads
-the latency store without torch (nas.latency.store, not nas.latency.measure)."""
+"""Pricing returns what it learned and decides re-measurements by a pure rule; the latency policy
+for one trial is a `LatencyStep` the driver applies; the driver reads the latency store without
+torch (nas.latency.store, not nas.latency.measure)."""
 
 import math
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
-from nas.search.pricing import predicted_over, recheck, verdict_attrs, wants_check
+from nas.search.pricing import (AGAIN, FAILED, KNOWN, MEASURE, OVER, LatencyPricer, LatencyStep, predicted_over,
+                                price, recheck, verdict_attrs, wants_check)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -44,3 +47,105 @@ def test_the_driver_reads_the_latency_store_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=REPO).stdout.strip()
     assert out == "[]"
+
+
+# ------------------------------------------------------------------ the latency policy, one trial
+class _Pricer(LatencyPricer):
+    """A latency pricer without a measuring worker: `stored` stands in for the device store,
+    `verdicts` for the latency model; `learned` keeps what it was given."""
+
+    def __init__(self, budget=20.0, near=0.05, stored=None, verdicts=None):
+        spec = SimpleNamespace(latency=SimpleNamespace(recheck_near=near), constraints={"latency_ms": budget})
+        super().__init__(spec, executor=None, run_dir=Path("."), target="", grace_s=0.0)
+        self.stored, self.verdicts, self.kept = stored or {}, verdicts or {}, []
+
+    def lookup(self, config):
+        return self.stored.get(config)
+
+    def predict(self, config):
+        return self.verdicts.get(config)
+
+    def learned(self, config, result):
+        self.kept.append((config, result))
+
+
+def _live(config="c"):
+    return SimpleNamespace(config=config, chash=config, verdict=None, first_latency=None)
+
+
+def test_a_new_trials_latency_is_stored_measured_or_spared():
+    assert _Pricer().place(_live()) == LatencyStep(MEASURE)
+    stored = {"latency_ms": 12.0, "latency_device": "cpu"}
+    assert _Pricer(stored={"c": stored}).place(_live()) == LatencyStep(KNOWN, reading=stored, source="store")
+    verdict = {"predicted_ms": 40.0, "low_ms": 30.0, "margin": 0.25, "n": 9, "skip": True}
+    lv, pricer = _live(), _Pricer(verdicts={"c": verdict})
+    step = pricer.place(lv)
+    assert lv.verdict is verdict and step.action == OVER and step.predicted_ms == 40.0
+    assert step.attrs == {**verdict_attrs(verdict), "latency_source": "predicted"}
+    assert step.reason == predicted_over(verdict, 20.0)
+
+
+def test_a_reading_made_before_the_trial_is_recorded_with_its_first_reading():
+    pricer, first, kept = _Pricer(), {"latency_ms": 19.5}, {"latency_ms": 18.0}
+    pricer.probed["c"] = {"result": kept, "first": first, "why": "within 5% of the 20 ms budget",
+                          "verdict": None}
+    step = pricer.place(_live())
+    assert step == LatencyStep(KNOWN, {"latency_first_ms": 19.5, "latency_recheck": "within 5% of the 20 ms budget"},
+                               kept, "measured")
+    assert pricer.probed == {}
+
+
+def test_a_reading_near_the_budget_is_measured_again_and_the_faster_kept():
+    pricer, lv = _Pricer(), _live()
+    assert pricer.measured(lv, {"ok": False, "reason": "boom", "error": "tb"}) == \
+        LatencyStep(FAILED, reason="latency: boom", error="tb")
+    first = {"ok": True, "latency_ms": 19.6}
+    again = pricer.measured(lv, first)
+    assert again.action == AGAIN and again.reason == "within 5% of the 20 ms budget"
+    assert again.attrs == {"latency_first_ms": 19.6, "latency_recheck": again.reason} and lv.first_latency is first
+    second = {"ok": True, "latency_ms": 19.9}
+    assert pricer.measured(lv, second) == LatencyStep(KNOWN, reading=first, source="measured")
+    assert pricer.kept == [("c", first)]
+    far = {"ok": True, "latency_ms": 5.0}
+    assert pricer.measured(_live(), far) == LatencyStep(KNOWN, reading=far, source="measured")
+
+
+def test_a_proposals_cost_is_not_priced_again(monkeypatch):
+    """`space.complexity` runs once for a trial whose proposal priced it; the fvcore check
+    (it compares the training parameters) prices it itself."""
+    import space
+    from nas_testing import TINY_SPACE
+
+    config = next(space.load_space(TINY_SPACE).enumerate())
+    cost = space.complexity(config)
+    metrics = cost.as_metrics()
+    calls = []
+    monkeypatch.setattr(space, "complexity", lambda *a, **k: calls.append(1) or cost)
+    assert price(config, check=False, metrics={k: float(v) for k, v in metrics.items()}).metrics == \
+        {k: (float(v) if k == "memory_mb" else int(v)) for k, v in metrics.items()}
+    assert calls == []
+    price(config, check=False)
+    assert calls == [1]
+
+
+def test_the_driver_prices_a_proposed_config_once(tmp_path, local_ray, monkeypatch):
+    """The proposer priced each new trial's config when it drew it; the driver does not again
+    (trial 0 is the fvcore-checked one, which prices itself)."""
+    import collections
+
+    import space
+    from nas.engine import SearchEngine
+    from nas.storage import open_study
+    from nas.study import parse_study
+    from nas_testing import study_dict
+
+    calls, complexity = collections.Counter(), space.complexity
+    monkeypatch.setattr(space, "complexity", lambda config, *a, **k: calls.update([config.config_hash()])
+                        or complexity(config, *a, **k))
+    spec = parse_study(study_dict(tmp_path, objectives=["flops", "params"], evaluator=None, trials=8,
+                                  sampler={"name": "tpe"}, constraints={"flops": 2.0e6}), label="t")
+    SearchEngine(spec).run()
+    study, _ = open_study(tmp_path / "run")
+    priced = [t.user_attrs["config_hash"] for t in study.get_trials()
+              if t.number > 0 and "reused_from" not in t.user_attrs]
+    assert priced and [calls[h] for h in priced] == [1] * len(priced)
