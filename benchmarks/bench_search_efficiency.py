@@ -426,6 +426,10 @@ def table(rows: list[dict], trials: int) -> str:
     return "\n".join(lines)
 
 
+def _rounded(value) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
 def write_summary(rows: list[dict], args, path: Path) -> None:
     """One line per (scenario, landscape, strategy) of `rows`: what the docs quote."""
     groups: dict[tuple, list[dict]] = {}
@@ -440,8 +444,10 @@ def write_summary(rows: list[dict], args, path: Path) -> None:
             at = [ratio_at(ratio, args.trials) for ratio in scored]
             line = {"scenario": scenario, "landscape": landscape, "strategy": strategy,
                     "noise_sd": round(float(runs[0].get("noise_sd", 0.0)), 5), "seeds": len(runs),
-                    f"hv_{args.trials}": round(float(np.nanmedian(at)), 3),
-                    f"hv_{args.trials}_min": round(float(np.nanmin(at)), 3),
+                    f"hv_{args.trials}": _rounded(np.nanmedian(at) if not np.all(np.isnan(at)) else None),
+                    f"hv_{args.trials}_min": _rounded(np.nanmin(at) if not np.all(np.isnan(at)) else None),
+                    "hv_final": _rounded(np.median([x[-1] for x in scored if x])),
+                    "trained": int(np.median([r["trained"] for r in runs])),
                     "trials_to_0.90": _median_trials([trials_to_reach(x, 0.90) for x in scored], args.trials).split()[0],
                     "trials_to_0.95": _median_trials([trials_to_reach(x, 0.95) for x in scored], args.trials).split()[0],
                     "scored_by": "true accuracy of the observed front" if "hv_ratio_true" in runs[0] else "observed values",
