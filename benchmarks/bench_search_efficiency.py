@@ -203,11 +203,14 @@ def strategy_label(sampler: dict | None) -> str:
 
 # ----------------------------------------------------------------------------------- one run
 def study_mapping(scenario: Scenario, landscape: str, sampler: dict | None, seed: int, trials: int,
-                  out: Path, noise_sd: float = 0.0, parallel: int = 1, cpus: float = 2.0) -> dict:
+                  out: Path, noise_sd: float = 0.0, parallel: int = 1, cpus: float = 2.0,
+                  rungs: list | None = None) -> dict:
     name = re.sub(r"[^A-Za-z0-9_.-]", ".", f"se-{scenario.name}-{landscape}-{seed}")
     evaluator = {"name": EVALUATOR, "landscape": landscape}
     if noise_sd:
         evaluator["noise_sd"] = noise_sd
+    if rungs:
+        evaluator["rungs"] = list(rungs)
     data = {"name": name, "space": str(REPO / scenario.space),
             "objectives": list(scenario.objectives), "constraints": dict(scenario.constraints),
             "evaluator": evaluator, "seed": seed,
@@ -248,7 +251,7 @@ def fvcore_check_off(off: bool = True):
 
 def run_study(scenario: Scenario, landscape: str, sampler: dict | None, seed: int, trials: int,
               exact: ExactFront, workdir: str | None = None, noise_sd: float = 0.0, parallel: int = 1,
-              cpus: float = 2.0) -> dict:
+              cpus: float = 2.0, rungs: list | None = None) -> dict:
     """Run one study through the engine and measure it against the exact front."""
     import optuna
 
@@ -258,7 +261,7 @@ def run_study(scenario: Scenario, landscape: str, sampler: dict | None, seed: in
     out = Path(tempfile.mkdtemp(prefix="bench-se-", dir=workdir))
     try:
         spec = parse_study(study_mapping(scenario, landscape, sampler, seed, trials, out, noise_sd,
-                                         parallel, cpus),
+                                         parallel, cpus, rungs),
                            label="bench")
         t0 = time.perf_counter()
         _search_engine()(spec).run()
@@ -423,6 +426,10 @@ def table(rows: list[dict], trials: int) -> str:
     return "\n".join(lines)
 
 
+def _rounded(value) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
 def write_summary(rows: list[dict], args, path: Path) -> None:
     """One line per (scenario, landscape, strategy) of `rows`: what the docs quote."""
     groups: dict[tuple, list[dict]] = {}
@@ -437,8 +444,10 @@ def write_summary(rows: list[dict], args, path: Path) -> None:
             at = [ratio_at(ratio, args.trials) for ratio in scored]
             line = {"scenario": scenario, "landscape": landscape, "strategy": strategy,
                     "noise_sd": round(float(runs[0].get("noise_sd", 0.0)), 5), "seeds": len(runs),
-                    f"hv_{args.trials}": round(float(np.nanmedian(at)), 3),
-                    f"hv_{args.trials}_min": round(float(np.nanmin(at)), 3),
+                    f"hv_{args.trials}": _rounded(np.nanmedian(at) if not np.all(np.isnan(at)) else None),
+                    f"hv_{args.trials}_min": _rounded(np.nanmin(at) if not np.all(np.isnan(at)) else None),
+                    "hv_final": _rounded(np.median([x[-1] for x in scored if x])),
+                    "trained": int(np.median([r["trained"] for r in runs])),
                     "trials_to_0.90": _median_trials([trials_to_reach(x, 0.90) for x in scored], args.trials).split()[0],
                     "trials_to_0.95": _median_trials([trials_to_reach(x, 0.95) for x in scored], args.trials).split()[0],
                     "scored_by": "true accuracy of the observed front" if "hv_ratio_true" in runs[0] else "observed values",
@@ -501,7 +510,8 @@ def _run_studies(args, results: Path, done: dict, strategies: list, fvcore_off: 
                     exact = fronts[landscape]
                     for sampler in strategies:
                         key = (scenario.name, label, strategy_label(sampler) + (
-                            f"|parallel={args.parallel}" if args.parallel > 1 else ""), seed, args.trials)
+                            f"|parallel={args.parallel}" if args.parallel > 1 else "") + (
+                            f"|rungs={','.join(map(str, args.rungs))}" if args.rungs else ""), seed, args.trials)
                         if key in done:
                             rows.append(done[key])
                             continue
@@ -509,7 +519,7 @@ def _run_studies(args, results: Path, done: dict, strategies: list, fvcore_off: 
                             executor = Executor(num_cpus=args.cpus)
                             executor.start()
                         r = run_study(scenario, landscape, sampler, seed, args.trials, exact, args.workdir, sd,
-                                      args.parallel, args.cpus)
+                                      args.parallel, args.cpus, args.rungs)
                         r.update(fvcore_check=not fvcore_off, workdir=args.workdir or tempfile.gettempdir(),
                                  scenario=scenario.name, landscape=label, noise_sd=sd, strategy=key[2], seed=seed,
                                  target_trials=args.trials, exact_hv=exact.hypervolume,
@@ -542,6 +552,9 @@ def main(argv=None) -> None:
     ap.add_argument("--noise", nargs="+", default=["0"],
                     help="noise levels: a share of the feasible accuracies' variance (0, 0.25, 1) or `real`")
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--rungs", nargs="+", type=int, default=None,
+                    help="successive halving at these epoch budgets (the landscape's rungs read lower and "
+                         "noisier than the last; benchmarks/landscapes.py)")
     ap.add_argument("--parallel", type=int, default=1,
                     help="trials running at once (each holds --cpus / --parallel CPUs of the local Ray)")
     ap.add_argument("--trials", type=int, default=300)

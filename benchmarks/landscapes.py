@@ -160,6 +160,9 @@ class LandscapeEvaluator:
     seed-to-seed noise is. The noise is drawn from the trial's seed and the config's hash, so a
     study repeats exactly and two studies (other seeds) see other noise. The benchmark scores a
     study by the noise-free values of the configs on its observed front (what a user exports).
+    `rungs` (default none: one rung): epoch budgets for successive halving; a rung at budget b of
+    the last rung's B reads lower and noisier than the last, as an early epoch does: minus
+    0.05 (1 - b/B), plus `rung_sd` (default 0.01) x (1 - b/B) of seeded noise.
     """
 
     name = "landscape"
@@ -172,6 +175,8 @@ class LandscapeEvaluator:
         self.settings = dict(settings)
         self.landscape = get_landscape(str(settings["landscape"]))
         self.noise_sd = float(settings.get("noise_sd", 0.0))
+        self.rungs = [int(b) for b in settings.get("rungs", [])]
+        self.rung_sd = float(settings.get("rung_sd", 0.01))
         if not self.noise_sd >= 0:
             raise ValueError(f"evaluator.noise_sd: {settings['noise_sd']!r} is not a number >= 0")
 
@@ -179,7 +184,12 @@ class LandscapeEvaluator:
                  weights_name=None):
         accuracy = score(self.landscape, config)
         observed = accuracy + self.noise_sd * noise(seed, config.config_hash())
-        return {"score": observed, "epochs": 1, "history": [observed], "weights": None,
+        full = self.rungs[-1] if self.rungs else 1
+        epochs = budget_epochs or full
+        lag = 1.0 - epochs / full
+        if lag > 0:
+            observed += -0.05 * lag + self.rung_sd * lag * noise(seed * 31 + epochs, config.config_hash())
+        return {"score": observed, "epochs": epochs, "history": [observed], "weights": None,
                 "fidelity": 1.0}
 
 

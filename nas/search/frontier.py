@@ -32,6 +32,8 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from nas.storage import SCORE_METRICS
+from nas.util import space_size
 from space.budgets import within
 
 from .contract import (EXACT_METRICS, INVALID_REASON, MAX_UNIFORM_DRAWS, Pricer, Proposal,
@@ -145,6 +147,7 @@ class GaussianProcess:
             refit: bool = True) -> "GaussianProcess":
         from nas import _optuna
 
+        self.n = len(y)                       # rows it was conditioned on
         self.y_mean, self.y_std = float(y.mean()), float(y.std()) or 1.0
         z = (y - self.y_mean) / self.y_std
         prior = previous.regressor if previous is not None else None
@@ -281,6 +284,8 @@ class FrontierProposer:
         self.sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
         self.objectives = list(objectives)
         self.modelled = [i for i, m in enumerate(self.objectives) if m not in EXACT_METRICS]
+        # the evaluator's score: the objective successive halving's rung scores are readings of
+        self.score = next((i for i, m in enumerate(self.objectives) if m in SCORE_METRICS), None)
         self.pool: dict[str, dict] = {}           # config hash -> candidate within budgets
         self._known: dict[int, dict] = {}         # real trial number -> its config's candidate
         self._hyper: dict[int, tuple] = {}
@@ -288,7 +293,7 @@ class FrontierProposer:
         self.enumerated = False                   # the pool holds the whole space within budget
         self.fed = False      # the driver calls `observe` for every trial: never read the study
         self._trials: dict[int, Any] = {}         # number -> the trial as last observed
-        self.space_size = _size(space)
+        self.space_size = space_size(space)
 
     def bind(self, real_number: int, proposal: Proposal) -> None:
         pass                                      # the trial itself comes through `observe`
@@ -331,8 +336,9 @@ class FrontierProposer:
         trials = self._study_candidates(study)
         seen = {c["hash"] for _, c in trials}
         done = [(t, c) for t, c in trials if t.state == TrialState.COMPLETE and _feasible(t)]
+        stopped = [(t, c) for t, c in trials if _stopped_early(t)] if self.score is not None else []
         rejected: dict[str, int] = {}
-        if len(done) < self.options["n_startup"] or not self.modelled and not done:
+        if len(done) + len(stopped) < self.options["n_startup"] or not self.modelled and not done:
             return self._uniform(seen, rejected)
         self._grow(done, rejected)
         fresh = [c for h, c in self.pool.items() if h not in seen]
@@ -343,7 +349,7 @@ class FrontierProposer:
             order = self.rng.sample(range(len(fresh)), len(fresh))
         else:
             running = [c for t, c in trials if t.state == TrialState.RUNNING]
-            scores = self._score(done, running, fresh)
+            scores = self._score(done, running, fresh, stopped)
             order = np.argsort(-scores, kind="stable")
         for i in order:       # the best one a latency check does not put over the budget
             if self._confirmed(fresh[i], rejected):
@@ -413,8 +419,10 @@ class FrontierProposer:
         want = max(0, self.options["pool"] - len(self.pool))
         n_new = self.options["candidates"]
         parents = [c for _, c in _front(done, self.sign, self._smoothed)]
+        if not parents:                       # every trial so far was stopped early
+            want += n_new - n_new // 4
         draws = [DecisionTrial(self.rng) for _ in range(want + n_new // 4)]
-        for _ in range(n_new - n_new // 4):
+        for _ in range(n_new - n_new // 4 if parents else 0):
             parent = self.rng.choice(parents)["params"]
             names = self.rng.sample(sorted(parent), k=min(len(parent), self.rng.choice((1, 1, 2))))
             draws.append(DecisionTrial(self.rng, parent, names))
@@ -425,25 +433,41 @@ class FrontierProposer:
             elif cand["hash"] not in self.pool:
                 self.pool[cand["hash"]] = cand
 
-    def _score(self, done: list, running: list, fresh: list) -> np.ndarray:
-        """The acquisition of each fresh candidate (larger is better)."""
-        everything = [c for _, c in done] + running + fresh
+    def _score(self, done: list, running: list, fresh: list, stopped: list = ()) -> np.ndarray:
+        """The acquisition of each fresh candidate (larger is better). Trials stopped early by
+        successive halving (`stopped`) teach the score's model at the fidelity they reached
+        (a feature of the model, 1 for every other row), never stand on the front."""
+        n_stop = len(stopped)
+        everything = [c for _, c in done] + [c for _, c in stopped] + running + fresh
         x = np.array([c["x"] for c in everything], dtype=float)
+        if n_stop:
+            reached = [_last_rung(t) for t, _ in stopped]
+            full = max([b for b, _ in reached] + [max((float(k) for k in (t.user_attrs.get("rung_scores") or {})),
+                                                      default=1.0) for t, _ in done])
+            fidelity = np.ones(len(everything))
+            fidelity[len(done):len(done) + n_stop] = [b / full for b, _ in reached]
+            x = np.column_stack([x, fidelity])
         low, high = x.min(0), x.max(0)
         keep = high - low > 1e-9 * (1 + np.abs(x).max(0))
         x = (x[:, keep] - low[keep]) / (high - low)[keep]            # [0, 1], constant features out
         n_done, n_run = len(done), len(running)
-        y = self.sign * np.array([t.values for t, _ in done], dtype=float)     # minimised
+        y = self.sign * np.array([t.values for t, _ in done], dtype=float).reshape(n_done, len(self.sign))
         exact = self.sign * np.array([[c["metrics"].get(m, np.nan) for m in self.objectives]
                                       for c in everything], dtype=float)
         mean, sd = exact.copy(), np.zeros_like(exact)
         for i in self.modelled:
-            gp = self._gp(i, x[:n_done], y[:, i])
+            if i == self.score and n_stop:
+                rows = slice(0, n_done + n_stop)
+                target = np.concatenate([y[:, i], self.sign[i] * np.array([v for _, v in reached])])
+            else:
+                rows, target = slice(0, n_done), y[:, i]
+            gp = self._gp(i, x[rows], target)
             mean[:, i], sd[:, i] = gp.predict(x)
-            sd[:n_done, i] = 0.0
         self._smoothed = {t.number: mean[k] for k, (t, _) in enumerate(done)}
         # the front: finished trials at the model's mean there (noise-aware: a lucky reading does
         # not stand as the front), running ones at their believed values
+        keep = np.r_[np.arange(n_done), np.arange(n_done + n_stop, len(everything))]
+        mean, sd = mean[keep], sd[keep]
         front = mean[:n_done + n_run]
         cand_mean, cand_sd = mean[n_done + n_run:], sd[n_done + n_run:]
         scale = np.maximum(np.nanmax(mean, 0) - np.nanmin(mean, 0), 1e-12)
@@ -483,11 +507,17 @@ def _weigh(acquisition: np.ndarray, odds: np.ndarray) -> np.ndarray:
     return np.where(odds >= 0.5, acquisition, -np.inf)
 
 
-def _size(space) -> int | None:
-    try:
-        return space.size()
-    except Exception:  # noqa: BLE001 - too many paths to count, or continuous
-        return None
+def _stopped_early(t) -> bool:
+    """A trial successive halving stopped: PRUNED within every budget, with a rung score."""
+    return (t.state == TrialState.PRUNED and not t.user_attrs.get("infeasible")
+            and bool(t.user_attrs.get("rung_scores")))
+
+
+def _last_rung(t) -> tuple[float, float]:
+    """(budget, score) of the last rung a trial reached."""
+    scores = {float(k): float(v) for k, v in t.user_attrs["rung_scores"].items()}
+    budget = max(scores)
+    return budget, scores[budget]
 
 
 def _feasible(t) -> bool:
