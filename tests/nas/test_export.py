@@ -286,7 +286,8 @@ def test_fine_tuning_after_an_inference_mode_forward(exported):
 def test_existing_directory_is_kept(exported, run_dir):
     out, _ = exported
     before = (out / "config.json").read_text()
-    result = CliRunner().invoke(main, ["export", str(run_dir), "--trial", "0", "--out", str(out)])
+    # another trial's export there is refused (the same trial with the same content is kept: test_export_atomic)
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--trial", "1", "--out", str(out)])
     assert result.exit_code == 1
     assert "already exists" in result.output and "--overwrite" in result.output
     assert (out / "config.json").read_text() == before

@@ -64,6 +64,7 @@ def _run(home: Path, argv: list[str]) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow   # six exports in four processes: about a minute on an idle 2-core machine
 def test_the_readmes_export_commands_exit_0_in_order_without_onnx(user_dir):
     commands = readme_export_commands()
     assert len(commands) >= 4, commands
