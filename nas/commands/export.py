@@ -79,8 +79,7 @@ def command(run_dir, trial, best, top, knee, objective, under, out, overwrite, t
     from overlock import ConfigError
     from nas.commands._options import check_device
     from nas.export import (ExportError, TrainSpec, default_out_dir, open_study, parse_dataset,
-                            stage_trial, supernet_start)
-    from nas.export.pipeline import weights_tag
+                            stage_trial, supernet_start, weights_tag)
     from nas.selection import parse_budgets, select_trial, top_trials
 
     if from_supernet is not None and dataset and not train:

@@ -35,12 +35,12 @@ from nas.export.card import model_card
 from nas.export.inherit import SupernetStart, supernet_start
 from nas.export.out_dir import WRITTEN_BY, check_out_dir, files_not_written_by_export
 from nas.export.pipeline import (ExportResult, StagedExport, default_out_dir, export_trial, open_study,
-                                 stage_trial)
+                                 stage_trial, weights_tag)
 from nas.export.programs import TOLERANCE
 from nas.export.train import TrainSpec, parse_dataset, train_model
 from nas.selection import ExportError, parse_budgets, select_trial, top_trials
 
 __all__ = ["ExportError", "TrainSpec", "ExportResult", "StagedExport", "SupernetStart", "open_study",
            "parse_budgets", "parse_dataset", "select_trial", "top_trials", "export_trial",
-           "stage_trial", "default_out_dir", "train_model", "supernet_start", "model_card",
+           "stage_trial", "default_out_dir", "weights_tag", "train_model", "supernet_start", "model_card",
            "check_out_dir", "files_not_written_by_export", "WRITTEN_BY", "TOLERANCE"]

@@ -163,3 +163,18 @@ def test_an_explicit_onnx_requires_it(run_dir, tmp_path, monkeypatch):
     errors = _errors(result)
     assert len(errors) == 1 and "--onnx" in errors[0] and "onnx" in errors[0], result.output
     assert not out.exists()
+
+
+def test_weights_made_at_export_time_get_their_own_default_directory(run_dir):
+    """`--from-supernet` / `--train` weights are another model than the trial's own: by default
+    they go to trial-N-<hash8>-supernet / -trained, never onto the trial's own export (the
+    README's `--trial 3 --from-supernet` after `--top 3`)."""
+    from types import SimpleNamespace
+
+    from nas.export import TrainSpec, default_out_dir, weights_tag
+
+    trial = SimpleNamespace(number=3)
+    names = [default_out_dir(run_dir, trial, "abcdef0123", weights_tag(train, start)).name
+             for train, start in ((None, None), (None, "sn"), (TrainSpec(), None), (TrainSpec(), True))]
+    assert names == ["trial-3-abcdef01", "trial-3-abcdef01-supernet", "trial-3-abcdef01-trained",
+                     "trial-3-abcdef01-supernet-trained"]
