@@ -50,6 +50,7 @@ SCHEMA = {
     "val_images": Setting(DEFAULT_VAL_IMAGES, lambda k, v: None if v in (None, "all") else integer(1)(k, v)),
 }
 
+
 def _weights_setting(key: str, value: Any) -> str:
     """A folder written by `overlock-nas supernet train` (or its supernet.safetensors)."""
     from nas.supernet import folder
