@@ -136,7 +136,7 @@ def stage_trial(study, trial, out_dir: str | os.PathLike | None = None, *,
             logged line says it is skipped, and config.json's `skipped` why), True = required
             (ExportError before any work when they do not import), False = no.
         pt2: also write and check `model.pt2`.
-        latency: also measure the deploy model's latency here (`nas.measure`; CPU, batch 1, fp32).
+        latency: also measure the deploy model's latency here (`nas.latency.measure`; CPU, batch 1, fp32).
         seed: seed of freshly initialised weights and of `train`. The batch-norm re-estimation
             sample of `from_supernet` is drawn with the trial's own evaluation seed (its `seed`
             attribute; `seed` for a trial without one), so the inherited-weight accuracy
@@ -278,7 +278,7 @@ def _export_into(tmp: Path, study, trial, config: OverLoCKConfig, *, run_dir, se
     log("measuring params and GMACs (fvcore) ...")
     meta["measured"] = measure(model, deploy_model)
     if latency:
-        from nas.measure import measure_latency
+        from nas.latency.measure import measure_latency
 
         log("measuring latency (CPU, batch 1, fp32) ...")
         meta["latency_export"] = measure_latency(deploy_model, device="cpu", batch=1, dtype="fp32",
