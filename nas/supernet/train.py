@@ -35,9 +35,9 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-WEIGHTS_FILE = "supernet.safetensors"
+from nas.supernet.folder import CARD_JSON, WEIGHTS_FILE
+
 STATE_FILE = "train-state.pt"
-CARD_JSON = "card.json"
 CARD_MD = "card.md"
 RULES = ("sandwich", "max-first")
 

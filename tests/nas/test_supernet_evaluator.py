@@ -73,7 +73,7 @@ def test_bn_re_estimation_changes_the_statistics(trained):
 
 @pytest.mark.parametrize("settings, needle", [
     ({}, "weights is required"),
-    ({"weights": "/nonexistent/supernet"}, "holds no supernet.safetensors"),
+    ({"weights": "/nonexistent/supernet"}, "no supernet.safetensors and no card.json"),
     ({"weights": "SN", "bn_recalibration_batches": -1}, "bn_recalibration_batches=-1"),
     ({"weights": "SN", "epochs": 3}, "unknown setting 'epochs'"),
 ])
