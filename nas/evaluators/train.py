@@ -26,7 +26,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from . import (Evaluator, Setting, TrialError, boolean, choice, dataset, dataset_record, fit_to_data,
+from .base import (Evaluator, Setting, TrialError, boolean, choice, dataset, dataset_record, fit_to_data,
                integer, number, resolution, resolve_settings)
 
 SCHEMA = {
