@@ -30,8 +30,9 @@ hand it here, and keep what they need.
     ...     train_loss, accuracy, val_loss = recipe.run_epoch(model, optimizer, data, epoch,
     ...                                                       seed=0, schedule=schedule)
 
-Bad settings raise a one-line ValueError naming the key; a loss that stops being finite raises
-`TrialError` (`nas.evaluators.base`).
+Bad settings raise a one-line ValueError naming the key (`nas.settings`); a loss that stops
+being finite raises `NonFiniteLoss`. This module imports `nas.data` and `nas.settings`, never an
+evaluator: the evaluators build on it.
 """
 
 from __future__ import annotations
@@ -44,10 +45,15 @@ import torch
 import torch.nn.functional as F
 
 from nas.data.transforms import seed_mix
-from nas.evaluators.base import (Setting, TrialError, boolean, choice, integer, number,
-                                 resolve_settings)
+from nas.settings import Setting, choice, integer, number, resolve_settings
 
-__all__ = ["SCHEMA", "Recipe", "Schedule", "lr_at", "reestimate_bn", "resolved_augment", "seed_mix"]
+__all__ = ["SCHEMA", "Recipe", "Schedule", "NonFiniteLoss", "lr_at", "reestimate_bn", "resolved_augment",
+           "seed_mix"]
+
+
+class NonFiniteLoss(ArithmeticError):
+    """The training loss became NaN or infinite; the message is one line naming where. The train
+    evaluator reports it as the trial's `TrialError`."""
 
 
 def _augment_setting(key: str, value: Any):
@@ -202,7 +208,7 @@ class Recipe:
     def train_epoch(self, model, optimizer, split, epoch: int, *, seed: int, schedule: Schedule,
                     device: torch.device | str = "cpu", amp_dtype=None, scaler=None,
                     memory_format=torch.contiguous_format) -> float:
-        """One epoch of training; its mean loss. TrialError when the loss stops being finite."""
+        """One epoch of training; its mean loss. NonFiniteLoss when the loss stops being finite."""
         device = torch.device(device)
         model.train()
         epoch_loss, n = 0.0, 0
@@ -211,7 +217,7 @@ class Recipe:
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = self.loss(model(x), y)
             if not torch.isfinite(loss):
-                raise TrialError(f"loss became {loss.item()} at epoch {epoch + 1} step {i + 1} "
+                raise NonFiniteLoss(f"loss became {loss.item()} at epoch {epoch + 1} step {i + 1} "
                                  f"(lr {lr:.3g})")
             self.step(model, optimizer, scaler, loss)
             epoch_loss += loss.item() * len(y)

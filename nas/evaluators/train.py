@@ -27,7 +27,7 @@ import torch
 
 from nas.files import atomic_write
 from nas.training import SCHEMA as RECIPE_SCHEMA
-from nas.training import Recipe, resolved_augment
+from nas.training import NonFiniteLoss, Recipe, resolved_augment
 
 from .base import (Evaluator, Setting, TrialError, boolean, dataset, dataset_record, fit_to_data, integer,
                    number, resolution, resolve_settings)
@@ -128,6 +128,8 @@ class TrainEvaluator(Evaluator):
                                   init_state)
         except TrialError:
             raise
+        except NonFiniteLoss as e:
+            raise TrialError(str(e)) from e
         except Exception as e:  # noqa: BLE001 - classify, keep one line
             from nas.data import DataError
 

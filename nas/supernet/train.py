@@ -111,7 +111,7 @@ def fingerprint(space_dict: dict, dataset: dict, settings: dict) -> dict:
 def _recipe(dataset: Mapping, train_settings: Mapping | None) -> tuple[Recipe, dict]:
     """(the recipe, the data set settings with defaults filled in), validated (one-line
     ValueError naming a bad key)."""
-    from nas.evaluators.base import dataset as check_dataset
+    from nas.settings import dataset as check_dataset
 
     extra = dict(train_settings or {})
     unknown = sorted(set(extra) - set(TRAIN_KEYS))
@@ -219,7 +219,7 @@ def _now() -> str:
 def _resolution(space, resolution) -> tuple[int, int]:
     if resolution is None:
         return tuple(space.sample(random.Random(0)).resolution)
-    from nas.evaluators.base import resolution as check
+    from nas.settings import resolution as check
 
     return tuple(check("resolution", resolution))
 
@@ -283,7 +283,7 @@ class _Loop:
 
 
 def _new_card(space_source, space, recipe, data_settings, data, res, record, device) -> dict:
-    from nas.evaluators.base import dataset_record
+    from nas.data import dataset_record
 
     source = os.path.abspath(os.fspath(space_source)) if isinstance(space_source, (str, os.PathLike)) else None
     return {

@@ -137,3 +137,11 @@ def test_no_import_cycle_through_the_evaluators_supernet_and_training():
                 if nxt not in seen:
                     seen.add(nxt)
                     stack.append((nxt, trail + [nxt]))
+
+
+def test_the_recipe_and_supernet_training_import_no_evaluator():
+    """docs/architecture.md: the evaluators build on the recipe, never the other way round."""
+    modules = _module_names()
+    for name in [m for m in modules if m == "nas.training" or m.startswith("nas.supernet")]:
+        evaluators = sorted(m for m in _imports(name, modules[name], modules) if m.startswith("nas.evaluators"))
+        assert not evaluators, f"{name} imports {evaluators}"
