@@ -44,8 +44,8 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from nas.data.transforms import seed_mix
 from nas.settings import Setting, choice, integer, number, resolve_settings
+from nas.util import seed_mix
 
 __all__ = ["SCHEMA", "Recipe", "Schedule", "NonFiniteLoss", "lr_at", "reestimate_bn", "resolved_augment",
            "seed_mix"]

@@ -18,6 +18,7 @@ epochs, score) and `<name>.state.pt` (optimiser, grad scaler, history: what resu
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import time
@@ -25,9 +26,9 @@ from typing import Any, Mapping
 
 import torch
 
-from nas.files import atomic_write
 from nas.training import SCHEMA as RECIPE_SCHEMA
 from nas.training import NonFiniteLoss, Recipe, resolved_augment
+from nas.util import write_atomic
 
 from .base import (Evaluator, Setting, TrialError, boolean, dataset, dataset_record, fit_to_data, integer,
                    number, resolution, resolve_settings)
@@ -70,6 +71,12 @@ def _check_rungs(rungs: Any, epochs: int) -> list[int]:
     if out[-1] != epochs:
         out.append(epochs)  # the full budget is always the last rung
     return out
+
+
+def _torch_bytes(payload) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -229,7 +236,7 @@ class TrainEvaluator(Evaluator):
         return out
 
     def _save(self, model, optimizer, scaler, config, workdir, name, epochs, history, losses, val_losses):
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         os.makedirs(workdir, exist_ok=True)
         weights = os.path.join(workdir, f"{name}.safetensors")
@@ -237,11 +244,11 @@ class TrainEvaluator(Evaluator):
         tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         metadata = {"format": "overlock-nas/train", "config": config.to_json(indent=None),
                     "epochs": str(epochs), "score": repr(history[-1] if history else float("nan"))}
-        atomic_write(weights, lambda p: save_file(tensors, p, metadata=metadata))
+        write_atomic(weights, save(tensors, metadata=metadata))
         payload = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                    "epochs": epochs, "history": history, "train_loss": losses, "val_loss": val_losses,
                    "fingerprint": self._fingerprint(), "config_hash": config.config_hash()}
-        atomic_write(state, lambda p: torch.save(payload, p))
+        write_atomic(state, _torch_bytes(payload))
         return weights, state
 
     def _resume(self, path, model, optimizer, scaler, device):

@@ -26,6 +26,7 @@ written by `Supernet.save`), `train-state.pt` (optimiser, epoch, history: what r
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -36,9 +37,9 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-from nas.files import atomic_write
 from nas.supernet.folder import CARD_JSON, WEIGHTS_FILE
-from nas.training import Recipe, resolved_augment, seed_mix
+from nas.training import Recipe, resolved_augment
+from nas.util import seed_mix, write_atomic
 
 STATE_FILE = "train-state.pt"
 CARD_MD = "card.md"
@@ -301,10 +302,12 @@ def _new_card(space_source, space, recipe, data_settings, data, res, record, dev
 
 def _checkpoint(out_dir, supernet, optimizer, card, print_) -> None:
     """Weights, then the state that points at them, then the card (each atomic)."""
-    atomic_write(os.path.join(out_dir, WEIGHTS_FILE), supernet.save)
+    supernet.save(os.path.join(out_dir, WEIGHTS_FILE))   # atomic itself
     payload = {"optimizer": optimizer.state_dict(), "epochs_done": card["epochs_done"],
                "fingerprint": json.dumps(print_, sort_keys=True), "card": json.dumps(card)}
-    atomic_write(os.path.join(out_dir, STATE_FILE), lambda p: torch.save(payload, p))
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(os.path.join(out_dir, STATE_FILE), buffer.getvalue())
     write_card(out_dir, card)
 
 
@@ -336,9 +339,8 @@ def _resume(out_dir, supernet, optimizer, print_, device) -> dict | None:
 
 def write_card(out_dir, card: dict) -> None:
     """card.json (everything) and card.md (the same, for people)."""
-    atomic_write(os.path.join(out_dir, CARD_JSON),
-            lambda p: open(p, "w").write(json.dumps(card, indent=2) + "\n"))
-    atomic_write(os.path.join(out_dir, CARD_MD), lambda p: open(p, "w").write(card_markdown(card)))
+    write_atomic(os.path.join(out_dir, CARD_JSON), json.dumps(card, indent=2) + "\n")
+    write_atomic(os.path.join(out_dir, CARD_MD), card_markdown(card))
 
 
 def card_markdown(card: dict) -> str:
