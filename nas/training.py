@@ -207,19 +207,26 @@ class Recipe:
 
     def train_epoch(self, model, optimizer, split, epoch: int, *, seed: int, schedule: Schedule,
                     device: torch.device | str = "cpu", amp_dtype=None, scaler=None,
-                    memory_format=torch.contiguous_format) -> float:
-        """One epoch of training; its mean loss. NonFiniteLoss when the loss stops being finite."""
+                    memory_format=torch.contiguous_format, max_steps: int | None = None,
+                    step_losses: list | None = None) -> float:
+        """One epoch of training; its mean loss. `max_steps` ends it early (a fine-tuning budget
+        in steps); `step_losses` receives each step's loss. NonFiniteLoss when the loss stops
+        being finite."""
         device = torch.device(device)
         model.train()
         epoch_loss, n = 0.0, 0
         for i, lr, x, y in self.epoch_batches(optimizer, split, epoch, seed=seed, schedule=schedule,
                                               device=device, memory_format=memory_format):
+            if max_steps is not None and i >= max_steps:
+                break
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = self.loss(model(x), y)
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(f"loss became {loss.item()} at epoch {epoch + 1} step {i + 1} "
                                  f"(lr {lr:.3g})")
             self.step(model, optimizer, scaler, loss)
+            if step_losses is not None:
+                step_losses.append(loss.item())
             epoch_loss += loss.item() * len(y)
             n += len(y)
         return epoch_loss / max(n, 1)
