@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 import torch
 
-from . import (Evaluator, Setting, TrialError, dataset, dataset_record, fit_to_data, integer,
+from .base import (Evaluator, Setting, TrialError, dataset, dataset_record, fit_to_data, integer,
                resolution, resolve_settings)
 
 DEFAULT_VAL_IMAGES = 300

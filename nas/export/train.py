@@ -1,6 +1,7 @@
 """Training at export time: `--train` (the study's `train` evaluator, from scratch or from the
-weights `--from-supernet` inherited) and `train_model`, a plain fine-tuning loop for an exported
-model. Kept apart so that one shared training recipe can replace both (issue 25, item 2)."""
+weights `--from-supernet` inherited) and `train_model` (fine-tuning an exported model in Python).
+Both train with the project's one recipe, `nas.training.Recipe`: the evaluator runs it, and
+`train_model` calls it directly with the study's settings or the recipe's defaults."""
 
 from __future__ import annotations
 
@@ -114,47 +115,50 @@ def train_with_evaluator(study, config: OverLoCKConfig, spec: TrainSpec, seed: i
 
 def train_model(model: torch.nn.Module, dataset: Mapping[str, Any] | None = None, *, epochs: int = 1,
                 steps: int | None = None, lr: float = 1e-3, batch_size: int = 32, seed: int = 0,
-                device: str = "cpu") -> dict:
-    """A plain fine-tuning loop (AdamW, cross-entropy, aux loss when the model returns one).
+                device: str = "cpu", settings: Mapping[str, Any] | None = None) -> dict:
+    """Fine-tune `model` in place with the project's training recipe (`nas.training.Recipe`, the
+    `train` evaluator's: its loss with the aux head weighted by `aux_weight`, AdamW, warm-up +
+    cosine over `epochs`, the data set kind's augmentation, batch norm re-estimated before
+    validating).
 
-    Trains `model` in place on `nas.data`'s data set (`dataset` settings; None = procedural) at
-    the model's resolution. `steps` stops early after that many optimiser steps.
+    Trains on `nas.data`'s data set (`dataset` settings; None = procedural) at the model's
+    resolution. `settings`: recipe settings (`nas.training.SCHEMA`), e.g. a study's `train`
+    evaluator settings (its other keys are ignored); a key it leaves out takes the recipe's
+    default (aux_weight 0.4, the weight export has always trained the aux head with). `lr` and
+    `batch_size` override the settings' own. `steps` stops early after that many optimiser steps.
 
     Returns:
-        {"loss": [per-step training loss], "accuracy": validation top-1 after training}.
+        {"loss": [per-step training loss], "accuracy": validation top-1 after training,
+        "val_loss": mean validation cross-entropy}.
+    Raises:
+        ExportError: the data set's classes differ from the model's; a bad setting; a loss that
+        stopped being finite.
     """
-    import torch.nn.functional as F
-
     from nas.data import load_dataset
+    from nas.training import NonFiniteLoss, Recipe
 
     config = model.config
     data = load_dataset(dataset or {"kind": "procedural"}, config.resolution)
     if data.num_classes != config.num_classes:
         raise ExportError(f"the model has {config.num_classes} classes, the data set "
                           f"{data.num_classes}; load it with num_classes={data.num_classes}")
-    torch.manual_seed(seed)
-    model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    try:
+        recipe = Recipe.from_settings({**dict(settings or {}), "lr": lr, "batch_size": batch_size})
+    except ValueError as e:
+        raise ExportError(f"train_model: {e}") from None
+    model.to(device)
+    optimizer = recipe.optimizer(model)
+    schedule = recipe.schedule(data.train.steps(batch_size, drop_last=True), epochs)
     losses: list[float] = []
     for epoch in range(epochs):
-        for x, y in data.train.batches(batch_size, shuffle=True, seed=seed + epoch, device=device,
-                                       drop_last=True):
-            out = model(x)
-            if isinstance(out, dict):
-                loss = F.cross_entropy(out["main"], y) + 0.4 * F.cross_entropy(out["aux"], y)
-            else:
-                loss = F.cross_entropy(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            if steps is not None and len(losses) >= steps:
-                break
-        if steps is not None and len(losses) >= steps:
+        left = None if steps is None else steps - len(losses)
+        if left is not None and left <= 0:
             break
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for x, y in data.val.batches(256, device=device):
-            correct += int((model(x).argmax(1) == y).sum())
-    return {"loss": losses, "accuracy": correct / max(len(data.val), 1)}
+        try:
+            recipe.train_epoch(model, optimizer, data.train, epoch, seed=seed, schedule=schedule,
+                               device=device, max_steps=left, step_losses=losses)
+        except NonFiniteLoss as e:
+            raise ExportError(f"train_model: {e}") from None
+    recipe.reestimate_bn(model, data.train, seed=seed, device=device)
+    accuracy, val_loss = recipe.validate(model, data.val, device=device)
+    return {"loss": losses, "accuracy": accuracy, "val_loss": val_loss}

@@ -266,12 +266,30 @@ def test_model_card(exported):
 
 def test_exported_model_fine_tunes(exported):
     """A short run from the exported directory, on a new 5-class label set of the built-in data:
-    the loss over the same 32 training images falls from the first epoch to the last."""
+    the loss over the same 32 training images falls from the first epoch to the last. (With the
+    recipe's label smoothing, augmentation and cosine decay it falls to 0.83 of the first epoch's
+    here; the plain loop train_model ran before the recipe reached below 0.7.)"""
     model = overlock.create_model(exported[0], num_classes=5)
     data = {"kind": "procedural", "num_classes": 5, "train_size": 32, "val_size": 16}
     losses = train_model(model, data, epochs=8, lr=2e-3, batch_size=16, seed=0)["loss"]
     assert len(losses) == 16 and all(math.isfinite(v) for v in losses)
-    assert sum(losses[-2:]) < 0.7 * sum(losses[:2]), losses
+    assert sum(losses[-2:]) < 0.9 * sum(losses[:2]), losses
+
+
+def test_fine_tuning_weighs_the_aux_head_by_the_settings(exported):
+    """train_model trains with the recipe: the aux head's weight is the settings' (a study's
+    `train` evaluator settings), the recipe's 0.4 when they leave it out."""
+    from nas.training import Recipe
+
+    data = {"kind": "procedural", "num_classes": 5, "train_size": 32, "val_size": 16}
+    first = {}
+    for aux_weight in (None, 0.4, 0.0):
+        torch.manual_seed(0)
+        model = overlock.create_model(exported[0], num_classes=5)
+        settings = {"name": "train", "epochs": 3} if aux_weight is None else {"aux_weight": aux_weight}
+        first[aux_weight] = train_model(model, data, steps=1, batch_size=16, settings=settings)["loss"][0]
+    assert Recipe.from_settings({}).aux_weight == 0.4 and first[None] == first[0.4]
+    assert first[0.0] < first[0.4]
 
 
 def test_fine_tuning_after_an_inference_mode_forward(exported):
