@@ -441,8 +441,8 @@ def _train_step(evaluator, config, device, batch, warm, timed, channels_last) ->
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
     model = OverLoCK(config).to(device).to(memory_format=memory_format).train()
-    optimizer = evaluator._optimizer(model)
-    amp_dtype = evaluator._amp_dtype(device)
+    optimizer = evaluator.recipe.optimizer(model)
+    amp_dtype = evaluator.recipe.amp_dtype(device)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, config.in_chans, *config.resolution, generator=g).to(
@@ -452,7 +452,7 @@ def _train_step(evaluator, config, device, batch, warm, timed, channels_last) ->
 
     def step():
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = evaluator._loss(model(x), y)
+            loss = evaluator.recipe.loss(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -493,7 +493,7 @@ def grad_scaler_check(device: torch.device) -> dict:
     evaluator = TrainEvaluator({"amp": "off"})
     torch.manual_seed(0)
     model = OverLoCK(TINY).to(device).train()
-    optimizer = evaluator._optimizer(model)
+    optimizer = evaluator.recipe.optimizer(model)
     scaler = torch.amp.GradScaler(device.type, init_scale=2.0 ** 10)
     amp_dtype = torch.float16 if device.type == "cuda" else None
     g = torch.Generator().manual_seed(0)
@@ -502,7 +502,7 @@ def grad_scaler_check(device: torch.device) -> dict:
     steps = []
     for poison in (False, True):
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = evaluator._loss(model(x), y)
+            loss = evaluator.recipe.loss(model(x), y)
         if poison:
             loss = loss * float("inf")
         optimizer.zero_grad(set_to_none=True)

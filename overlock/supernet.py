@@ -24,8 +24,8 @@ Public API (what the supernet trainer and the `supernet` evaluator use):
   `create_model` builds by default) whose `state_dict` is `sub_state_dict(config)`;
   `load_state_dict(strict=True)` holds by construction.
 - `sub_state_dict(config)`: the sliced (and, with `kernel_transform`, transformed) tensors.
-- `reset_bn_stats()`; `recalibrate_bn(model, batches)` (module function) re-estimates the
-  batch-norm statistics of an extracted model or of the supernet's active sub-network.
+- `reset_bn_stats()`. Batch-norm re-estimation is the training recipe's
+  (`nas.training.reestimate_bn`), on an extracted sub-network.
 - `save(path, metadata=None)` / `Supernet.load(path)`: safetensors with the space (or config
   list) and the construction options in the metadata (plus the caller's string entries, read back
   as `net.file_metadata`); `state_dict()` / `load_state_dict()` are the ordinary module ones.
@@ -69,7 +69,6 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -79,7 +78,7 @@ from .config import ConfigError, OverLoCKConfig
 from .layers import GRN, LayerScale
 from .model import ContMixBlock, OverLoCK
 
-__all__ = ["Supernet", "sample_config", "recalibrate_bn"]
+__all__ = ["Supernet", "sample_config"]
 
 FORMAT = "overlock-nas/supernet"
 _TEMPLATES_KEPT = 32   # sub-network templates (meta-device modules) cached by architecture
@@ -496,22 +495,6 @@ class Supernet(nn.Module):
                 if slot.buffer:
                     store[name].fill_(1 if name.endswith("running_var") else 0)
 
-    @torch.no_grad()
-    def recalibrate_bn(self, batches: Iterable) -> int:
-        """Re-estimate the active sub-network's batch-norm statistics (its slices) on `batches`;
-        returns the number of images seen. Other sub-networks' statistics share these slices."""
-        template, takes = self._plan(self._active)
-        tensors, writeback = self._materialise(takes)
-        for name, t in tensors.items():
-            if name.endswith(("running_mean", "running_var", "num_batches_tracked")):
-                t.fill_(1 if name.endswith("running_var") else 0)
-        norms = [m for m in template.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        try:
-            return _recalibrate(template, norms, lambda x: functional_call(template, tensors, (x,)),
-                                batches, restore=self.training)
-        finally:
-            _write_back(writeback)
-
     def _plan(self, config: OverLoCKConfig):
         """(meta-device template of `config`, how each of its tensors is read), cached."""
         key = config.architecture_hash()
@@ -799,42 +782,3 @@ def _write_back(writeback) -> None:
     with torch.no_grad():
         for source, index, t in writeback:
             source[index.to(source.device)] = t.detach()
-
-
-def _recalibrate(root: nn.Module, norms, forward, batches, restore: bool) -> int:
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.momentum = None  # cumulative average over the batches
-    root.eval()
-    root.training = True  # the root only: OverLoCK runs its aux head (and its norm) in training
-    for m in norms:
-        m.train()
-    seen = 0
-    try:
-        for batch in batches:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            forward(x)
-            seen += int(x.shape[0])
-    finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        root.train(restore)
-    return seen
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: Iterable) -> int:
-    """Re-estimate every batch norm's running statistics as exact averages over `batches`.
-
-    `batches` yields images or (images, labels). Works on an extracted model and on a `Supernet`
-    (its active sub-network's slices). Only the norms run in training mode (drop path stays off);
-    the root is in training mode so the aux head's norm is re-estimated too; the model is left in
-    the mode it was in. Returns the number of images seen.
-    """
-    if isinstance(model, Supernet):
-        return model.recalibrate_bn(batches)
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    restore = model.training
-    for m in norms:
-        m.reset_running_stats()
-    return _recalibrate(model, norms, model, batches, restore)

@@ -51,10 +51,13 @@ from ._options import yaml_mapping
 @click.option("--device", default="cpu", show_default=True, help="With --train: cpu, cuda or cuda:N.")
 @click.option("--seed", default=0, show_default=True,
               help="Seed of freshly initialised weights and of --train.")
-@click.option("--no-onnx", "no_onnx", is_flag=True,
-              help="Do not write model.onnx (without it, a model.onnx that cannot be written fails the export).")
+@click.option("--onnx/--no-onnx", "onnx", default=None,
+              help="Write model.onnx (it needs onnx and onnxscript: --onnx fails in one line without "
+                   "them) or not. Default: write it when they import, else say in one line that it "
+                   "is skipped.")
 @click.option("--no-pt2", "no_pt2", is_flag=True,
-              help="Do not write model.pt2 (without it, a model.pt2 that cannot be written fails the export).")
+              help="Do not write model.pt2 (without it, a model.pt2 that cannot be written fails the export "
+                   "and nothing is written).")
 @click.option("--latency", "latency", is_flag=True,
               help="Also measure the deploy model's latency on this machine (CPU, batch 1, fp32).")
 @click.option("--storage", default=None, metavar="URL",
@@ -63,18 +66,20 @@ from ._options import yaml_mapping
               help="Study name (needed when the storage holds several).")
 @click.option("--json", "as_json", is_flag=True, help="Print config.json's summary as JSON.")
 def command(run_dir, trial, best, top, knee, objective, under, out, overwrite, train, from_supernet,
-            dataset, epochs, train_settings, device, seed, no_onnx, no_pt2, latency, storage,
+            dataset, epochs, train_settings, device, seed, onnx, no_pt2, latency, storage,
             study_name, as_json):
     """Write a model directory for one trial (or --top K): config.json, weights (safetensors,
-    train and re-parameterised), model.pt2 (torch.export), model.onnx and a model card
-    (README.md); every program checked against the eager model.
+    train and re-parameterised), model.pt2 (torch.export), model.onnx (when onnx is installed)
+    and a model card (README.md); every program checked against the eager model. Nothing is
+    published unless every file was written and checked (--top K: all K or none); exporting a
+    trial again with the same content keeps the earlier export.
     `overlock.create_model(pathlib.Path(DIR))` loads it."""
     from pathlib import Path
 
     from overlock import ConfigError
     from nas.commands._options import check_device
-    from nas.export import (ExportError, TrainSpec, export_trial, open_study, parse_dataset,
-                            supernet_start)
+    from nas.export import (ExportError, TrainSpec, default_out_dir, open_study, parse_dataset,
+                            stage_trial, supernet_start, weights_tag)
     from nas.selection import parse_budgets, select_trial, top_trials
 
     if from_supernet is not None and dataset and not train:
@@ -106,15 +111,22 @@ def command(run_dir, trial, best, top, knee, objective, under, out, overwrite, t
             default_epochs = stored.get("epochs", 10) if stored.get("name", "train") == "train" else 10
             spec = TrainSpec(epochs=epochs or int(default_epochs), dataset=parse_dataset(dataset),
                              device=device, settings=train_settings)
-        for picked, why in chosen:
-            log(f"selected trial {picked.number}: {why}")
-            target = out
-            if top is not None and out is not None:  # one trial-N-<hash8> directory each, under --out
-                target = Path(out) / f"trial-{picked.number}-{str(picked.user_attrs.get('config_hash', ''))[:8]}"
-            results.append(export_trial(study, picked, target, run_dir=run_dir, selection=why,
-                                        storage_label=label, train=spec, onnx=not no_onnx,
-                                        pt2=not no_pt2, latency=latency, seed=seed, overwrite=overwrite,
-                                        from_supernet=start, log=log))
+        staged = []
+        try:   # every trial staged and verified before any is published: all or none
+            for picked, why in chosen:
+                log(f"selected trial {picked.number}: {why}")
+                target = out
+                if top is not None and out is not None:  # one trial-N-<hash8> directory each, under --out
+                    target = Path(out) / default_out_dir(None, picked, str(picked.user_attrs.get("config_hash", "")),
+                                                         weights_tag(spec, start)).name
+                staged.append(stage_trial(study, picked, target, run_dir=run_dir, selection=why,
+                                          storage_label=label, train=spec, onnx=onnx, pt2=not no_pt2,
+                                          latency=latency, seed=seed, overwrite=overwrite,
+                                          from_supernet=start, log=log))
+            results = [s.publish() for s in staged]
+        finally:
+            for s in staged:
+                s.discard()
     except (ExportError, ConfigError, ValueError) as e:  # ValueError: data-set / settings errors
         raise click.ClickException(" ".join(str(e).split())) from None
     _print(results, as_json)
@@ -149,14 +161,15 @@ def _print(results, as_json: bool) -> None:
         docs = [{"out_dir": str(r.out_dir), "trial": r.trial, "config_hash": r.meta["config_hash"],
                  "selection": r.meta["source"]["selection"], "weights": r.meta["weights"]["source"],
                  "checks": r.meta["checks"], "files": sorted(r.meta["files"]),
-                 "ok": r.ok and not r.not_written,
+                 "ok": r.ok and not r.not_written, "kept": r.kept,
                  **({"supernet": r.meta["weights"]["supernet"]} if r.meta["weights"].get("supernet") else {})}
                 for r in results]
         click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
     else:
         for result in results:
             meta = result.meta
-            click.echo(f"wrote {result.out_dir} (trial {result.trial}, {meta['config_hash']}, weights: "
+            verb = "kept (identical)" if result.kept else "wrote"
+            click.echo(f"{verb} {result.out_dir} (trial {result.trial}, {meta['config_hash']}, weights: "
                        f"{meta['weights']['source']})")
             inherited = meta["weights"].get("supernet")
             if inherited:
@@ -170,28 +183,3 @@ def _print(results, as_json: bool) -> None:
                     click.echo(f"  {check['check']}: max abs diff {check['max_abs_diff']:.3g} "
                                f"(tolerance {check['tolerance']:g}) {verdict}")
             click.echo(f"load: {_load_hint(result.out_dir)}")
-    _fail_on_missing(results)
-    bad = [(r, r.mismatched[0]) for r in results if not r.ok]
-    if bad:
-        result, check = bad[0]
-        raise click.ClickException(f"{result.out_dir}: {check['check']}: max abs diff "
-                                   f"{check['max_abs_diff']:.3g} exceeds {check['tolerance']:g} (the "
-                                   "directory is written; see its config.json checks)")
-
-
-# the flag that skips each program, by the file name in its check's label
-_SKIP_FLAGS = {"model.pt2": "--no-pt2", "model.onnx": "--no-onnx"}
-
-
-def _fail_on_missing(results) -> None:
-    """A program the user asked for that could not be written fails the command (one line):
-    exit 1, naming the file, why, and the flag that skips it."""
-    missing = [(r, c) for r in results for c in r.not_written]
-    if not missing:
-        return
-    result, check = missing[0]
-    name = next((f for f in _SKIP_FLAGS if f in check["check"]), check["check"])
-    more = f" (and {len(missing) - 1} more, listed above)" if len(missing) > 1 else ""
-    raise click.ClickException(f"{result.out_dir}: {name} could not be written: {check['error']}{more}; "
-                               f"the rest of the directory is written; pass {_SKIP_FLAGS.get(name, '')} "
-                               "to export without it")

@@ -45,7 +45,8 @@ Split = MemorySplit   # the name before streaming splits existed
 
 __all__ = ["DataError", "DatasetSpec", "Dataset", "MemorySplit", "Split", "load_dataset",
            "parse_dataset_settings", "check_augment", "resolve_augment", "procedural_images",
-           "PROCEDURAL_CLASSES", "DEFAULT_AUGMENT", "AUGMENT_BASE", "KINDS", "LOADER_KEYS", "MEAN", "STD"]
+           "PROCEDURAL_CLASSES", "DEFAULT_AUGMENT", "AUGMENT_BASE", "KINDS", "LOADER_KEYS", "MEAN", "STD",
+           "dataset_record"]
 
 
 def load_dataset(settings: Mapping[str, Any] | DatasetSpec | None, resolution: int | tuple[int, int]) -> Dataset:
@@ -110,3 +111,21 @@ def _stream_split(spec: DatasetSpec, table, resolution, base, num_classes: int, 
     cached = open_or_build(cache_dir(spec.cache_dir), stem, (len(table), *base, 3),
                            lambda: split().decode_base())
     return split(cached)
+
+
+def dataset_record(settings: Mapping[str, Any], data, resolution, augment=None) -> dict:
+    """What a score was measured on, stored with the trial (`dataset` user attr) and shown by the
+    report and the model card: {"description" (one line), "kind", "path" (folders) or "seed"
+    (procedural), "classes", "train_size", "val_size", "resolution" [H, W], "augment" (the
+    resolved training augmentation, or None)}."""
+    h, w = (int(v) for v in resolution)
+    kind = settings.get("kind", "procedural")
+    record = {"kind": kind, "classes": int(data.num_classes), "train_size": len(data.train),
+              "val_size": len(data.val), "resolution": [h, w], "augment": augment}
+    if settings.get("path"):
+        record["path"] = str(settings["path"])
+    else:
+        record["seed"] = int(settings.get("seed", 0) or 0)
+    record["description"] = (f"{data.description}; {len(data.train)} train / {len(data.val)} val "
+                             f"images at {h}x{w}")
+    return record

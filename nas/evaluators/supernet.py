@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 import torch
 
-from . import (Evaluator, Setting, TrialError, dataset, dataset_record, fit_to_data, integer,
+from .base import (Evaluator, Setting, TrialError, dataset, dataset_record, fit_to_data, integer,
                resolution, resolve_settings)
 
 DEFAULT_VAL_IMAGES = 300
@@ -50,21 +50,17 @@ SCHEMA = {
     "val_images": Setting(DEFAULT_VAL_IMAGES, lambda k, v: None if v in (None, "all") else integer(1)(k, v)),
 }
 
-_LOADED: dict[tuple, Any] = {}   # (weights file, mtime, size) -> Supernet, one per process
-
 
 def _weights_setting(key: str, value: Any) -> str:
     """A folder written by `overlock-nas supernet train` (or its supernet.safetensors)."""
-    from nas.supernet.train import CARD_JSON, WEIGHTS_FILE
+    from nas.supernet import folder
 
     if not isinstance(value, (str, os.PathLike)):
         raise ValueError(f"{key}={value!r} must be the folder `overlock-nas supernet train --out` wrote")
-    path = os.path.expanduser(os.fspath(value))
-    folder = os.path.dirname(path) if path.endswith(".safetensors") else path
-    if not os.path.isfile(os.path.join(folder, WEIGHTS_FILE)) or not os.path.isfile(os.path.join(folder, CARD_JSON)):
-        raise ValueError(f"{key}={value!r} holds no {WEIGHTS_FILE} and {CARD_JSON} "
-                         "(train one with `overlock-nas supernet train SPACE --out DIR`)")
-    return os.path.abspath(folder)
+    try:
+        return folder.resolve(value)
+    except folder.SupernetFolderError as e:
+        raise ValueError(f"{key}={value!r}: {e}") from None
 
 
 class SupernetEvaluator(Evaluator):
@@ -99,16 +95,12 @@ class SupernetEvaluator(Evaluator):
 
     def supernet(self):
         """The trained supernet, loaded once per process (reloaded if the file changed)."""
-        from overlock.supernet import Supernet
-        from nas.supernet.train import WEIGHTS_FILE
+        from nas.supernet import folder
 
-        path = os.path.join(self.settings["weights"], WEIGHTS_FILE)
-        stat = os.stat(path)
-        key = (path, stat.st_mtime_ns, stat.st_size)
-        if key not in _LOADED:
-            _LOADED.clear()
-            _LOADED[key] = Supernet.load(path).eval()
-        return _LOADED[key]
+        try:
+            return folder.load(self.settings["weights"])
+        except folder.SupernetFolderError as e:
+            raise TrialError(f"supernet: weights={self.settings['weights']!r}: {e}") from None
 
     def evaluate(self, config, *, budget_epochs: int | None = None, device: str = "cpu", seed: int = 0,
                  workdir: str | None = None, resume_from: str | None = None,
@@ -190,18 +182,10 @@ def _with_val_images(dataset: Mapping[str, Any], count: int) -> dict:
     return out
 
 
-def _read_card(folder: str) -> dict:
-    from nas.supernet.train import CARD_JSON
+def _read_card(weights: str) -> dict:
+    from nas.supernet import folder
 
-    path = os.path.join(folder, CARD_JSON)
     try:
-        with open(path) as fh:
-            card = json.load(fh)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"evaluator 'supernet': weights={folder!r}: cannot read {CARD_JSON}: {e}") from None
-    missing = [k for k in ("dataset_settings", "resolution", "num_classes") if k not in card]
-    if missing:
-        raise ValueError(f"evaluator 'supernet': weights={folder!r}: {CARD_JSON} lacks {missing[0]!r}")
-    if not card.get("epochs_done"):
-        raise ValueError(f"evaluator 'supernet': weights={folder!r} has no finished epoch yet")
-    return card
+        return folder.read_card(weights)
+    except folder.SupernetFolderError as e:
+        raise ValueError(f"evaluator 'supernet': weights={weights!r}: {e}") from None

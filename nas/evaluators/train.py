@@ -1,11 +1,12 @@
 """Proxy training: a short, honest training run whose validation accuracy scores an architecture.
 
-Recipe (the official OverLoCK recipe, shortened): AdamW (no weight decay on norms, biases and
-other 1-D parameters), linear warm-up then cosine decay per step over the *full* budget, label
-smoothing, the auxiliary-head loss `main + aux_weight * aux` (OverLoCK trains with an aux
-classifier on the Overview-Net), AMP (bf16, else fp16 with a grad scaler) on GPU, optional
-channels_last, cuDNN autotuning (`cudnn.benchmark`) on GPU, and top-1 validation accuracy after
-every epoch.
+The recipe is the project's one training recipe, `nas.training.Recipe` (the official OverLoCK
+recipe, shortened): AdamW (no weight decay on norms, biases and other 1-D parameters), linear
+warm-up then cosine decay per step over the *full* budget, label smoothing, the auxiliary-head
+loss `main + aux_weight * aux`, AMP (bf16, else fp16 with a grad scaler) on GPU, batch norm
+re-estimated before top-1 validation after every epoch. This module adds what a trial needs
+around it: the trial's settings (rungs, data set, resolution, threads, channels_last, cuDNN
+autotuning on GPU), checkpoints and resuming, and classifying failures as `TrialError`s.
 
 Successive halving: the learning-rate schedule and the data order depend only on (seed, epoch,
 step) and the full budget, and the optimiser state is saved beside the weights, so training to
@@ -17,63 +18,41 @@ epochs, score) and `<name>.state.pt` (optimiser, grad scaler, history: what resu
 
 from __future__ import annotations
 
-import math
+import io
 import os
 import pickle
 import time
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 
-from . import (Evaluator, Setting, TrialError, boolean, choice, dataset, dataset_record, fit_to_data,
-               integer, number, resolution, resolve_settings)
+from nas.training import SCHEMA as RECIPE_SCHEMA
+from nas.training import NonFiniteLoss, Recipe, resolved_augment
+from nas.util import write_atomic
 
+from .base import (Evaluator, Setting, TrialError, boolean, dataset, dataset_record, fit_to_data, integer,
+                   number, resolution, resolve_settings)
+
+# the trial's keys and the recipe's (nas.training.SCHEMA), in the order settings are stored
 SCHEMA = {
     "dataset": Setting({"kind": "procedural"}, dataset),
     "epochs": Setting(10, integer(1)),
     "rungs": Setting(None, lambda k, v: v),           # checked against epochs below
-    "batch_size": Setting(64, integer(1)),
-    "eval_batch_size": Setting(256, integer(1)),
-    "lr": Setting(1e-3, number(0, low_open=True)),
-    "min_lr": Setting(1e-5, number(0)),
-    "weight_decay": Setting(0.05, number(0)),
-    "warmup_epochs": Setting(1.0, number(0)),
-    "label_smoothing": Setting(0.1, number(0, 1)),
-    "aux_weight": Setting(0.4, number(0)),
+    **{k: RECIPE_SCHEMA[k] for k in ("batch_size", "eval_batch_size", "lr", "min_lr", "weight_decay",
+                                     "warmup_epochs", "label_smoothing", "aux_weight")},
     "drop_path_rate": Setting(0.0, number(0, 1)),
-    "grad_clip": Setting(None, number(0, low_open=True)),
-    "augment": Setting(True, lambda k, v: _augment_setting(k, v)),
-    "amp": Setting("auto", choice("auto", "bf16", "fp16", "off")),
+    **{k: RECIPE_SCHEMA[k] for k in ("grad_clip", "augment", "amp")},
     "channels_last": Setting(False, boolean),
     "threads": Setting(None, integer(1)),
     "resolution": Setting(None, resolution),
     "save_weights": Setting(True, boolean),
-    "bn_recalibration_batches": Setting(4, integer(0)),
+    "bn_recalibration_batches": RECIPE_SCHEMA["bn_recalibration_batches"],
 }
 
 # settings that must not change between the rungs of one trial
 _RESUME_FINGERPRINT = ("dataset", "epochs", "batch_size", "lr", "min_lr", "weight_decay",
                        "warmup_epochs", "label_smoothing", "aux_weight", "drop_path_rate", "augment",
                        "resolution")
-
-
-def _augment_setting(key: str, value: Any):
-    """true (the data set's defaults), false, or a mapping of overrides (nas.data.check_augment)."""
-    from nas.data import DataError, check_augment
-
-    try:
-        return check_augment(value, key)
-    except DataError as e:
-        raise ValueError(str(e)) from None
-
-
-def _resolved_augment(value, data) -> dict | None:
-    """The augmentation training really used (the data set kind's defaults filled in)."""
-    from nas.data import resolve_augment
-
-    aug = resolve_augment(value, getattr(data.train, "kind", "procedural"))
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in aug.items()} if aug else None
 
 
 def _check_rungs(rungs: Any, epochs: int) -> list[int]:
@@ -94,14 +73,10 @@ def _check_rungs(rungs: Any, epochs: int) -> list[int]:
     return out
 
 
-def _atomic_write(path: str, write) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def _torch_bytes(payload) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -135,6 +110,7 @@ class TrainEvaluator(Evaluator):
         resolved["rungs"] = _check_rungs(resolved["rungs"], resolved["epochs"])
         self.settings = resolved
         self.rungs = list(resolved["rungs"])
+        self.recipe = Recipe(**{k: resolved[k] for k in RECIPE_SCHEMA})
 
     # ------------------------------------------------------------------------------- public
     def evaluate(self, config, *, budget_epochs: int | None, device: str = "cpu", seed: int = 0,
@@ -159,6 +135,8 @@ class TrainEvaluator(Evaluator):
                                   init_state)
         except TrialError:
             raise
+        except NonFiniteLoss as e:
+            raise TrialError(str(e)) from e
         except Exception as e:  # noqa: BLE001 - classify, keep one line
             from nas.data import DataError
 
@@ -199,9 +177,10 @@ class TrainEvaluator(Evaluator):
             _load_initial(model, init_state, resume_from)
         memory_format = torch.channels_last if s["channels_last"] else torch.contiguous_format
         model = model.to(memory_format=memory_format)
-        optimizer = self._optimizer(model)
-        amp_dtype = self._amp_dtype(device)
-        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None
+        recipe = self.recipe
+        optimizer = recipe.optimizer(model)
+        amp_dtype = recipe.amp_dtype(device)
+        scaler = recipe.grad_scaler(device, amp_dtype)
 
         history: list[float] = []
         losses: list[float] = []
@@ -214,18 +193,13 @@ class TrainEvaluator(Evaluator):
             raise TrialError(f"resume: {resume_from} is already trained {start_epoch} epochs, "
                              f"more than the budget {target}")
 
-        steps = data.train.steps(s["batch_size"], drop_last=True)
-        schedule = (steps, full * steps, round(s["warmup_epochs"] * steps))   # steps: per epoch, total, warmup
+        schedule = recipe.schedule(data.train.steps(s["batch_size"], drop_last=True), full)
         t0 = time.perf_counter()
         for epoch in range(start_epoch, target):
-            losses.append(self._train_epoch(model, optimizer, scaler, data.train, epoch, seed, schedule,
-                                            device, amp_dtype, memory_format))
-            self._recalibrate_bn(model, data.train, device, amp_dtype, memory_format,
-                                 seed=_mix(seed, epoch, 2))
-            accuracy, val_loss = self._validate(model, data.val, device, amp_dtype, memory_format)
-            # a streamed split's workers restart on its next pass (a fork, well under a second),
-            # so validation's loader processes are not kept alive beside training's all epoch
-            data.val.close()
+            loss, accuracy, val_loss = recipe.run_epoch(model, optimizer, data, epoch, seed=seed,
+                                                        schedule=schedule, device=device, amp_dtype=amp_dtype,
+                                                        scaler=scaler, memory_format=memory_format)
+            losses.append(loss)
             history.append(accuracy)
             val_losses.append(val_loss)
         wall = time.perf_counter() - t0
@@ -247,132 +221,11 @@ class TrainEvaluator(Evaluator):
             "fidelity": target / full,
             "num_classes": data.num_classes,
             "resolution": list(res),
-            "dataset": dataset_record(s["dataset"], data, res, _resolved_augment(s["augment"], data)),
+            "dataset": dataset_record(s["dataset"], data, res, resolved_augment(s["augment"], data)),
             "data_skipped": len(skipped),             # unreadable images left out (never a crash)
             **({"data_skipped_first": next(iter(skipped.items()))} if skipped else {}),
             "wall_s": wall,
         }
-
-    def _train_epoch(self, model, optimizer, scaler, train, epoch: int, seed: int, schedule: tuple,
-                     device, amp_dtype, memory_format) -> float:
-        """One epoch of training (learning rate per step from `schedule`); its mean loss.
-        TrialError when the loss stops being finite."""
-        s = self.settings
-        steps, total_steps, warmup_steps = schedule
-        model.train()
-        torch.manual_seed(_mix(seed, epoch))  # drop path: a function of (seed, epoch) only
-        epoch_loss, n = 0.0, 0
-        batches = train.batches(s["batch_size"], shuffle=True, seed=_mix(seed, epoch, 1),
-                                augment=s["augment"], device=device, drop_last=True,
-                                memory_format=memory_format)
-        for i, (x, y) in enumerate(batches):
-            lr = _lr_at(epoch * steps + i, total_steps, warmup_steps, s["lr"], s["min_lr"])
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                out = model(x)
-                loss = self._loss(out, y)
-            if not torch.isfinite(loss):
-                raise TrialError(f"loss became {loss.item()} at epoch {epoch + 1} step {i + 1} "
-                                 f"(lr {lr:.3g})")
-            self._step(model, optimizer, scaler, loss)
-            epoch_loss += loss.item() * len(y)
-            n += len(y)
-        return epoch_loss / max(n, 1)
-
-    def _step(self, model, optimizer, scaler, loss) -> None:
-        """Back-propagate `loss` and step (loss scaling under fp16 AMP, gradient clipping)."""
-        clip = self.settings["grad_clip"]
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
-
-    def _optimizer(self, model) -> torch.optim.Optimizer:
-        decay, no_decay = [], []
-        for p in model.parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim <= 1 or p.numel() == max(p.shape) else decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.settings["weight_decay"]},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.settings["lr"], betas=(0.9, 0.999))
-
-    def _amp_dtype(self, device: torch.device):
-        amp = self.settings["amp"]
-        if amp == "off" or (amp == "auto" and device.type != "cuda"):
-            return None
-        if amp == "auto":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if amp == "bf16" else torch.float16
-
-    def _loss(self, out, y):
-        smoothing = self.settings["label_smoothing"]
-        if isinstance(out, dict):
-            loss = F.cross_entropy(out["main"].float(), y, label_smoothing=smoothing)
-            if "aux" in out and self.settings["aux_weight"] > 0:
-                loss = loss + self.settings["aux_weight"] * F.cross_entropy(
-                    out["aux"].float(), y, label_smoothing=smoothing)
-            return loss
-        return F.cross_entropy(out.float(), y, label_smoothing=smoothing)
-
-    @torch.no_grad()
-    def _recalibrate_bn(self, model, split, device, amp_dtype, memory_format, seed: int) -> None:
-        """Re-estimate batch-norm statistics on a random sample of training images before validating.
-
-        After a few dozen steps the running averages (momentum 0.1) still carry their initial
-        values, so eval-mode accuracy lags the network (every trial scores ~chance after epoch 1);
-        exact averages over a sample fix that, as in once-for-all's BN calibration. The sample is
-        drawn at random (seeded) from the whole split and preprocessed as validation images are:
-        folders list their images class by class, and statistics taken from the first batches in
-        file order describe one or two classes only (issue 12: -30 points, +-0.2 swings). Only the
-        norms switch to training mode: drop path and dropout stay off, the aux head still runs so
-        its norms are re-estimated too.
-        """
-        n = self.settings["bn_recalibration_batches"]
-        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        if n == 0 or not norms:
-            return
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average
-        model.eval()
-        model.training = True  # the root only: OverLoCK runs its aux head in training mode
-        for m in norms:
-            m.train()
-        try:
-            batches = split.batches(self.settings["batch_size"], shuffle=True, seed=seed, device=device,
-                                    memory_format=memory_format, max_batches=n)
-            for x, _ in batches:
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    model(x)
-        finally:
-            for m, momentum in zip(norms, momenta):
-                m.momentum = momentum
-            model.eval()
-
-    @torch.no_grad()
-    def _validate(self, model, split, device, amp_dtype, memory_format) -> tuple[float, float]:
-        """(top-1 accuracy, mean cross-entropy) on `split`."""
-        model.eval()
-        correct, loss_sum = 0, 0.0
-        for x, y in split.batches(self.settings["eval_batch_size"], device=device,
-                                  memory_format=memory_format):
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(x)
-            correct += int((logits.argmax(1) == y).sum())
-            loss_sum += float(torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
-        n = max(len(split), 1)
-        return correct / n, loss_sum / n
 
     def _fingerprint(self) -> dict:
         from nas.data import LOADER_KEYS
@@ -383,7 +236,7 @@ class TrainEvaluator(Evaluator):
         return out
 
     def _save(self, model, optimizer, scaler, config, workdir, name, epochs, history, losses, val_losses):
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         os.makedirs(workdir, exist_ok=True)
         weights = os.path.join(workdir, f"{name}.safetensors")
@@ -391,11 +244,11 @@ class TrainEvaluator(Evaluator):
         tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         metadata = {"format": "overlock-nas/train", "config": config.to_json(indent=None),
                     "epochs": str(epochs), "score": repr(history[-1] if history else float("nan"))}
-        _atomic_write(weights, lambda p: save_file(tensors, p, metadata=metadata))
+        write_atomic(weights, save(tensors, metadata=metadata))
         payload = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                    "epochs": epochs, "history": history, "train_loss": losses, "val_loss": val_losses,
                    "fingerprint": self._fingerprint(), "config_hash": config.config_hash()}
-        _atomic_write(state, lambda p: torch.save(payload, p))
+        write_atomic(state, _torch_bytes(payload))
         return weights, state
 
     def _resume(self, path, model, optimizer, scaler, device):
@@ -455,19 +308,3 @@ def state_path_for(weights_path: str) -> str:
     """The optimiser-state file saved beside `<name>.safetensors`."""
     base = weights_path[:-len(".safetensors")] if weights_path.endswith(".safetensors") else weights_path
     return base + ".state.pt"
-
-
-def _lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
-    """Linear warm-up to `peak`, then cosine down to `floor` at `total` steps."""
-    if warmup > 0 and step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _mix(*values: int) -> int:
-    """A deterministic 63-bit seed from integers (no Python hash randomisation)."""
-    h = 1469598103934665603
-    for v in values:
-        h = ((h ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) % (1 << 64)
-    return h & ((1 << 63) - 1)

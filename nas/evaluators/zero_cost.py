@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import (Evaluator, Setting, TrialError, dataset, dataset_record, fit_to_data, integer,
+from .base import (Evaluator, Setting, TrialError, dataset, dataset_record, fit_to_data, integer,
                resolution, resolve_settings)
 
 SCHEMA = {

@@ -5,9 +5,9 @@ A sub-network's batch-norm running averages in the supernet were accumulated whi
 sub-network (other widths, depths, region counts) ran through the same norms, so they describe a
 mixture, not this network: OFA and BigNAS re-estimate them per sub-network on a few training
 batches before evaluating. `score_subnet` does that on the *extracted* model (an
-`overlock.OverLoCK` equal to `create_model(config)` with inherited weights), with the train
-evaluator's own re-estimation (a seeded random sample of the training split, preprocessed as
-validation images are), and reports validation accuracy and mean cross-entropy; with
+`overlock.OverLoCK` equal to `create_model(config)` with inherited weights), with the training
+recipe's re-estimation (`nas.training`: a seeded random sample of the training split,
+preprocessed as validation images are), and reports validation accuracy and mean cross-entropy; with
 `bn_batches=0` it keeps the inherited running averages (the "without re-estimation" signal).
 
 A process that scores many architectures (the `supernet` evaluator, loaded once per worker)
@@ -31,16 +31,7 @@ import time
 import torch
 from torch import Tensor
 
-__all__ = ["score_subnet", "rescore", "recipe_for", "KeptSplit", "keep_split"]
-
-
-def recipe_for(settings: dict):
-    """A `TrainEvaluator` used as the recipe: its validated settings, optimiser, loss, batch-norm
-    re-estimation and validation are the ones every trained score of the project uses."""
-    from nas.evaluators.train import TrainEvaluator
-
-    return TrainEvaluator(settings)
-
+__all__ = ["score_subnet", "rescore", "KeptSplit", "keep_split"]
 
 @torch.no_grad()
 def score_subnet(supernet, config, data, *, bn_batches: int, batch_size: int = 64,
@@ -66,13 +57,13 @@ def rescore(model, data, *, bn_batches: int, batch_size: int, eval_batch_size: i
     batch-norm statistics re-estimated in place first on `bn_batches` random training batches
     of `batch_size` drawn with `seed` (0 = keep the inherited ones): what a supernet score is,
     and what `export --from-supernet` writes beside the weights it keeps."""
-    recipe = recipe_for({"batch_size": batch_size, "eval_batch_size": eval_batch_size,
-                         "bn_recalibration_batches": bn_batches, "save_weights": False})
+    from nas.training import Recipe
+
+    recipe = Recipe.from_settings({"batch_size": batch_size, "eval_batch_size": eval_batch_size,
+                                   "bn_recalibration_batches": bn_batches})
     model.eval()
-    device = torch.device(device)
-    if bn_batches > 0:
-        recipe._recalibrate_bn(model, data.train, device, None, torch.contiguous_format, seed=seed)
-    return recipe._validate(model, data.val, device, None, torch.contiguous_format)
+    recipe.reestimate_bn(model, data.train, seed=seed, device=device)
+    return recipe.validate(model, data.val, device=device)
 
 
 class KeptSplit:

@@ -12,9 +12,10 @@ switches to the sandwich rule: the first stage of OFA's progressive shrinking (a
 parent before any child shares its weights), without OFA's per-dimension stages, which need the
 space's dimensions to be typed (kernel / depth / width) while a space file's are free names.
 
-Optimiser, schedule and augmentation are the train evaluator's (`nas/evaluators/train.py`):
-AdamW without decay on norms and biases, warm-up + cosine per step, the data set kind's default
-augmentation. The data order and the sub-networks drawn depend only on (seed, epoch, step), and
+Optimiser, schedule, augmentation, the largest network's loss, the epoch loop, batch-norm
+re-estimation and validation are the project's one training recipe (`nas.training.Recipe`, the
+train evaluator's): AdamW without decay on norms and biases, warm-up + cosine per step, the data
+set kind's default augmentation; this module adds the sandwich step. The data order and the sub-networks drawn depend only on (seed, epoch, step), and
 the optimiser state is saved every epoch, so a resumed run gives the same weights as one that
 was never interrupted.
 
@@ -25,6 +26,7 @@ written by `Supernet.save`), `train-state.pt` (optimiser, epoch, history: what r
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -35,25 +37,21 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-WEIGHTS_FILE = "supernet.safetensors"
+from nas.supernet.folder import CARD_JSON, WEIGHTS_FILE
+from nas.training import Recipe, resolved_augment
+from nas.util import seed_mix, write_atomic
+
 STATE_FILE = "train-state.pt"
-CARD_JSON = "card.json"
 CARD_MD = "card.md"
 RULES = ("sandwich", "max-first")
 
-# train-evaluator settings the supernet's training takes (the rest: trial-only, e.g. rungs)
+# recipe settings (nas.training.SCHEMA) the supernet's training takes; AMP is not used here
 TRAIN_KEYS = ("batch_size", "eval_batch_size", "lr", "min_lr", "weight_decay", "warmup_epochs",
               "label_smoothing", "aux_weight", "grad_clip", "augment", "bn_recalibration_batches")
 
 
 class SupernetTrainError(RuntimeError):
     """Training cannot start or continue; the message is one line naming the cause."""
-
-
-def _mix(*values: int) -> int:
-    from nas.evaluators.train import _mix as mix
-
-    return mix(*values)
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
@@ -70,21 +68,21 @@ def subnets_for_step(supernet, rule: str, epoch: int, step: int, seed: int, rand
     largest = sample_config(supernet, random.Random(0), kind="max")
     if rule == "max-first" and epoch < max_first_epochs:
         return [largest]
-    rng = random.Random(_mix(seed, epoch, step, 7))
+    rng = random.Random(seed_mix(seed, epoch, step, 7))
     return [largest, sample_config(supernet, rng, kind="min"),
             *(sample_config(supernet, rng, kind="random") for _ in range(random_subnets))]
 
 
 def sandwich_step(supernet, recipe, optimizer, x, y, configs, where: str) -> dict:
     """One optimiser step over `configs` (the first is the teacher); {"loss_max", "loss_kd"}."""
-    aux_weight = recipe.settings["aux_weight"]
+    aux_weight = recipe.aux_weight
     optimizer.zero_grad(set_to_none=True)
     teacher, losses = None, []
     for i, config in enumerate(configs):
         supernet.set_active(config)
         out = supernet(x)
         if teacher is None:
-            loss = recipe._loss(out, y)
+            loss = recipe.loss(out, y)
             main = out["main"] if isinstance(out, dict) else out
             teacher = F.softmax(main.detach().float(), dim=1)
         else:
@@ -97,8 +95,8 @@ def sandwich_step(supernet, recipe, optimizer, x, y, configs, where: str) -> dic
                                      f"(sub-network {i}: {config.summary()})")
         loss.backward()
         losses.append(float(loss.detach()))
-    if recipe.settings["grad_clip"]:
-        torch.nn.utils.clip_grad_norm_(supernet.parameters(), recipe.settings["grad_clip"])
+    if recipe.grad_clip:
+        torch.nn.utils.clip_grad_norm_(supernet.parameters(), recipe.grad_clip)
     optimizer.step()
     return {"loss_max": losses[0], "loss_kd": sum(losses[1:]) / max(len(losses) - 1, 1)}
 
@@ -111,28 +109,23 @@ def fingerprint(space_dict: dict, dataset: dict, settings: dict) -> dict:
     return json.loads(json.dumps({"space": space_dict, "dataset": data, **settings}, sort_keys=True))
 
 
-def _atomic(path: str, write: Callable[[str], None]) -> None:
-    from nas.evaluators.train import _atomic_write
-
-    _atomic_write(path, write)
-
-
-def _recipe(dataset: Mapping, epochs: int, train_settings: Mapping | None):
-    """The train evaluator holding the validated settings (one-line ValueError naming a bad key)."""
-    from .score import recipe_for
+def _recipe(dataset: Mapping, train_settings: Mapping | None) -> tuple[Recipe, dict]:
+    """(the recipe, the data set settings with defaults filled in), validated (one-line
+    ValueError naming a bad key)."""
+    from nas.settings import dataset as check_dataset
 
     extra = dict(train_settings or {})
     unknown = sorted(set(extra) - set(TRAIN_KEYS))
     if unknown:
         raise ValueError(f"train settings: unknown key {unknown[0]!r} (known: {', '.join(TRAIN_KEYS)})")
-    return recipe_for({**extra, "dataset": dict(dataset), "epochs": epochs, "save_weights": False})
+    data_settings = check_dataset("dataset", dict(dataset))
+    return Recipe.from_settings(extra), data_settings
 
 
 def _settings_record(recipe, epochs, seed, rule, random_subnets, max_first_epochs, resolution) -> dict:
-    s = recipe.settings
     return {"epochs": epochs, "seed": seed, "rule": rule, "random_subnets": random_subnets,
             "max_first_epochs": max_first_epochs if rule == "max-first" else 0,
-            "resolution": list(resolution), "train_settings": {k: s[k] for k in TRAIN_KEYS}}
+            "resolution": list(resolution), "train_settings": {k: getattr(recipe, k) for k in TRAIN_KEYS}}
 
 
 def _check_rule(rule: str, random_subnets: int, max_first_epochs: int, epochs: int) -> None:
@@ -173,31 +166,31 @@ def train_supernet(space_source, dataset: Mapping, out_dir, *, epochs: int, seed
     from space import load_space
 
     _check_rule(rule, random_subnets, max_first_epochs, epochs)
-    recipe = _recipe(dataset, epochs, train_settings)
+    recipe, data_settings = _recipe(dataset, train_settings)
     space = load_space(space_source)
     threads_before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _train(space_source, space, recipe, out_dir, epochs, seed, rule, random_subnets,
-                      max_first_epochs, resolution, device, command, on_step, on_epoch)
+        return _train(space_source, space, recipe, data_settings, out_dir, epochs, seed, rule,
+                      random_subnets, max_first_epochs, resolution, device, command, on_step, on_epoch)
     finally:
         torch.set_num_threads(threads_before)   # `threads` holds for this training only
 
 
-def _train(space_source, space, recipe, out_dir, epochs, seed, rule, random_subnets, max_first_epochs,
-           resolution, device, command, on_step, on_epoch) -> dict:
+def _train(space_source, space, recipe, data_settings, out_dir, epochs, seed, rule, random_subnets,
+           max_first_epochs, resolution, device, command, on_step, on_epoch) -> dict:
     from nas.data import load_dataset
 
     res = _resolution(space, resolution)
-    data = load_dataset(recipe.settings["dataset"], res)
+    data = load_dataset(data_settings, res)
     supernet = _build_supernet(space, data).to(device)
-    optimizer = recipe._optimizer(supernet)
+    optimizer = recipe.optimizer(supernet)
     record = _settings_record(recipe, epochs, seed, rule, random_subnets, max_first_epochs, res)
-    print_ = fingerprint(space.to_dict(), recipe.settings["dataset"], record)
+    print_ = fingerprint(space.to_dict(), data_settings, record)
     os.makedirs(out_dir, exist_ok=True)
     card = _resume(out_dir, supernet, optimizer, print_, device)
-    card = card or _new_card(space_source, space, recipe, data, res, record, device)
+    card = card or _new_card(space_source, space, recipe, data_settings, data, res, record, device)
     session = {"started": _now(), "from_epoch": card["epochs_done"], "command": command,
                "load_start": [round(v, 2) for v in os.getloadavg()], "torch_threads": torch.get_num_threads()}
     if card["epochs_done"] < epochs:   # a finished run asked again trains nothing: no session
@@ -227,7 +220,7 @@ def _now() -> str:
 def _resolution(space, resolution) -> tuple[int, int]:
     if resolution is None:
         return tuple(space.sample(random.Random(0)).resolution)
-    from nas.evaluators import resolution as check
+    from nas.settings import resolution as check
 
     return tuple(check("resolution", resolution))
 
@@ -246,24 +239,16 @@ class _Loop:
     def __init__(self, supernet, recipe, optimizer, data, record, device, on_step):
         self.supernet, self.recipe, self.optimizer, self.data = supernet, recipe, optimizer, data
         self.record, self.device, self.on_step = record, torch.device(device), on_step
-        s = recipe.settings
-        self.steps = data.train.steps(s["batch_size"], drop_last=True)
-        self.total_steps = record["epochs"] * self.steps
-        self.warmup_steps = round(s["warmup_epochs"] * self.steps)
+        self.steps = data.train.steps(recipe.batch_size, drop_last=True)
+        self.schedule = recipe.schedule(self.steps, record["epochs"])
 
     def epoch(self, epoch: int) -> dict:
-        from nas.evaluators.train import _lr_at
-
-        s, r = self.recipe.settings, self.record
+        r = self.record
         self.supernet.train()
         sums, n = {"loss_max": 0.0, "loss_kd": 0.0}, 0
-        batches = self.data.train.batches(s["batch_size"], shuffle=True, seed=_mix(r["seed"], epoch, 1),
-                                          augment=s["augment"], device=self.device, drop_last=True)
-        for i, (x, y) in enumerate(batches):
-            step = epoch * self.steps + i
-            lr = _lr_at(step, self.total_steps, self.warmup_steps, s["lr"], s["min_lr"])
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+        batches = self.recipe.epoch_batches(self.optimizer, self.data.train, epoch, seed=r["seed"],
+                                            schedule=self.schedule, device=self.device)
+        for i, lr, x, y in batches:
             configs = subnets_for_step(self.supernet, r["rule"], epoch, i, r["seed"],
                                        r["random_subnets"], r["max_first_epochs"])
             losses = sandwich_step(self.supernet, self.recipe, self.optimizer, x, y, configs,
@@ -284,13 +269,13 @@ class _Loop:
 
         from .score import score_subnet
 
-        s, out = self.recipe.settings, {}
+        recipe, out = self.recipe, {}
         for kind in ("max", "min"):
             config = sample_config(self.supernet, random.Random(0), kind=kind)
             result = score_subnet(self.supernet, config, self.data,
-                                  bn_batches=s["bn_recalibration_batches"], batch_size=s["batch_size"],
-                                  eval_batch_size=s["eval_batch_size"], seed=_mix(self.record["seed"], epoch, 2),
-                                  device=str(self.device))
+                                  bn_batches=recipe.bn_recalibration_batches, batch_size=recipe.batch_size,
+                                  eval_batch_size=recipe.eval_batch_size,
+                                  seed=seed_mix(self.record["seed"], epoch, 2), device=str(self.device))
             out[f"{kind}_accuracy"] = round(result["accuracy"], 4)
             out[f"{kind}_val_loss"] = round(result["val_loss"], 4)
         self.data.val.close()
@@ -298,17 +283,15 @@ class _Loop:
         return out
 
 
-def _new_card(space_source, space, recipe, data, res, record, device) -> dict:
-    from nas.evaluators import dataset_record
-    from nas.evaluators.train import _resolved_augment
+def _new_card(space_source, space, recipe, data_settings, data, res, record, device) -> dict:
+    from nas.data import dataset_record
 
     source = os.path.abspath(os.fspath(space_source)) if isinstance(space_source, (str, os.PathLike)) else None
     return {
         "format": "overlock-nas/supernet",
         "space": {"file": source, "definition": space.to_dict()},
-        "dataset": dataset_record(recipe.settings["dataset"], data, res,
-                                  _resolved_augment(recipe.settings["augment"], data)),
-        "dataset_settings": recipe.settings["dataset"],
+        "dataset": dataset_record(data_settings, data, res, resolved_augment(recipe.augment, data)),
+        "dataset_settings": data_settings,
         **record,
         "num_classes": data.num_classes, "in_chans": data.in_chans,
         "epochs_done": 0, "wall_s": 0.0, "cpu_s": 0.0, "history": [], "sessions": [],
@@ -319,10 +302,12 @@ def _new_card(space_source, space, recipe, data, res, record, device) -> dict:
 
 def _checkpoint(out_dir, supernet, optimizer, card, print_) -> None:
     """Weights, then the state that points at them, then the card (each atomic)."""
-    _atomic(os.path.join(out_dir, WEIGHTS_FILE), supernet.save)
+    supernet.save(os.path.join(out_dir, WEIGHTS_FILE))   # atomic itself
     payload = {"optimizer": optimizer.state_dict(), "epochs_done": card["epochs_done"],
                "fingerprint": json.dumps(print_, sort_keys=True), "card": json.dumps(card)}
-    _atomic(os.path.join(out_dir, STATE_FILE), lambda p: torch.save(payload, p))
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(os.path.join(out_dir, STATE_FILE), buffer.getvalue())
     write_card(out_dir, card)
 
 
@@ -354,9 +339,8 @@ def _resume(out_dir, supernet, optimizer, print_, device) -> dict | None:
 
 def write_card(out_dir, card: dict) -> None:
     """card.json (everything) and card.md (the same, for people)."""
-    _atomic(os.path.join(out_dir, CARD_JSON),
-            lambda p: open(p, "w").write(json.dumps(card, indent=2) + "\n"))
-    _atomic(os.path.join(out_dir, CARD_MD), lambda p: open(p, "w").write(card_markdown(card)))
+    write_atomic(os.path.join(out_dir, CARD_JSON), json.dumps(card, indent=2) + "\n")
+    write_atomic(os.path.join(out_dir, CARD_MD), card_markdown(card))
 
 
 def card_markdown(card: dict) -> str:

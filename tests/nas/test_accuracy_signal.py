@@ -15,7 +15,7 @@ pytest.importorskip("sklearn")
 
 from nas.data import MemorySplit, load_dataset, resolve_augment  # noqa: E402
 from nas.evaluators import get_evaluator  # noqa: E402
-from nas.evaluators.train import TrainEvaluator  # noqa: E402
+from nas.training import Recipe  # noqa: E402
 from nas.sample_sets import DIGITS_SIZES, write_digits  # noqa: E402
 
 TINY32 = dict(base_depths=(1, 1, 1), overview_depth=1, focus_depths=(1, 1), widths=(16, 32, 64, 64),
@@ -80,9 +80,8 @@ def test_recalibration_sees_every_class_of_a_sorted_folder():
     light = torch.full((256, 3, 8, 8), 255, dtype=torch.uint8)
     split = MemorySplit(torch.cat([dark, light]), torch.tensor([0] * 256 + [1] * 256), (8, 8), kind="imagefolder")
     bn = torch.nn.BatchNorm2d(3)
-    ev = TrainEvaluator({"batch_size": 32, "bn_recalibration_batches": 4})
-    ev._recalibrate_bn(torch.nn.Sequential(bn), split, torch.device("cpu"), None,
-                       torch.contiguous_format, seed=0)
+    recipe = Recipe.from_settings({"batch_size": 32, "bn_recalibration_batches": 4})
+    recipe.reestimate_bn(torch.nn.Sequential(bn), split, seed=0)
     # dark images normalise to -2, light to +2: a mixed sample averages near 0
     assert bn.running_mean.abs().max() < 0.8, bn.running_mean
 
@@ -93,10 +92,10 @@ def test_recalibration_is_deterministic_and_covers_the_aux_head():
     config = OverLoCKConfig(**TINY32)
     model = OverLoCK(config, drop_path_rate=0.5)
     data = load_dataset({"kind": "procedural", "train_size": 64, "val_size": 16}, 32)
-    ev = TrainEvaluator({"batch_size": 16, "bn_recalibration_batches": 2})
+    recipe = Recipe.from_settings({"batch_size": 16, "bn_recalibration_batches": 2})
     stats = []
     for _ in range(2):
-        ev._recalibrate_bn(model, data.train, torch.device("cpu"), None, torch.contiguous_format, seed=3)
+        recipe.reestimate_bn(model, data.train, seed=3)
         stats.append([m.running_var.clone() for m in _norms(model)])
     for a, b in zip(*stats):
         torch.testing.assert_close(a, b)

@@ -266,12 +266,30 @@ def test_model_card(exported):
 
 def test_exported_model_fine_tunes(exported):
     """A short run from the exported directory, on a new 5-class label set of the built-in data:
-    the loss over the same 32 training images falls from the first epoch to the last."""
+    the loss over the same 32 training images falls from the first epoch to the last. (With the
+    recipe's label smoothing, augmentation and cosine decay it falls to 0.83 of the first epoch's
+    here; the plain loop train_model ran before the recipe reached below 0.7.)"""
     model = overlock.create_model(exported[0], num_classes=5)
     data = {"kind": "procedural", "num_classes": 5, "train_size": 32, "val_size": 16}
     losses = train_model(model, data, epochs=8, lr=2e-3, batch_size=16, seed=0)["loss"]
     assert len(losses) == 16 and all(math.isfinite(v) for v in losses)
-    assert sum(losses[-2:]) < 0.7 * sum(losses[:2]), losses
+    assert sum(losses[-2:]) < 0.9 * sum(losses[:2]), losses
+
+
+def test_fine_tuning_weighs_the_aux_head_by_the_settings(exported):
+    """train_model trains with the recipe: the aux head's weight is the settings' (a study's
+    `train` evaluator settings), the recipe's 0.4 when they leave it out."""
+    from nas.training import Recipe
+
+    data = {"kind": "procedural", "num_classes": 5, "train_size": 32, "val_size": 16}
+    first = {}
+    for aux_weight in (None, 0.4, 0.0):
+        torch.manual_seed(0)
+        model = overlock.create_model(exported[0], num_classes=5)
+        settings = {"name": "train", "epochs": 3} if aux_weight is None else {"aux_weight": aux_weight}
+        first[aux_weight] = train_model(model, data, steps=1, batch_size=16, settings=settings)["loss"][0]
+    assert Recipe.from_settings({}).aux_weight == 0.4 and first[None] == first[0.4]
+    assert first[0.0] < first[0.4]
 
 
 def test_fine_tuning_after_an_inference_mode_forward(exported):
@@ -286,7 +304,8 @@ def test_fine_tuning_after_an_inference_mode_forward(exported):
 def test_existing_directory_is_kept(exported, run_dir):
     out, _ = exported
     before = (out / "config.json").read_text()
-    result = CliRunner().invoke(main, ["export", str(run_dir), "--trial", "0", "--out", str(out)])
+    # another trial's export there is refused (the same trial with the same content is kept: test_export_atomic)
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--trial", "1", "--out", str(out)])
     assert result.exit_code == 1
     assert "already exists" in result.output and "--overwrite" in result.output
     assert (out / "config.json").read_text() == before
@@ -404,13 +423,14 @@ def test_overwrite_refuses_files_a_user_added_to_an_earlier_export(run_dir, tmp_
 def test_a_program_that_could_not_be_written_fails_the_export(run_dir, tmp_path, monkeypatch, flags,
                                                              missing, hint):
     """Before: exit 0 with a warning when model.pt2 / model.onnx could not be written. A program
-    the user asked for is now a failure (one line, naming the flag that skips it)."""
-    from nas import export as export_module
-    from nas.programs import check
+    the user asked for is now a failure (one line, naming the flag that skips it), and nothing is
+    published (issue 27: before, the directory was written without it)."""
+    from nas.export import pipeline
+    from nas.export.programs import check
 
-    monkeypatch.setattr(export_module, "write_pt2", lambda *a: check(
+    monkeypatch.setattr(pipeline, "write_pt2", lambda *a: check(
         "torch.export program (model.pt2) vs eager", error="Unsupported: data-dependent branch"))
-    monkeypatch.setattr(export_module, "write_onnx", lambda *a: check(
+    monkeypatch.setattr(pipeline, "write_onnx", lambda *a: check(
         "ONNX program (model.onnx) vs eager", error="No module named 'onnxscript'"))
     out = tmp_path / "e"
     result = CliRunner().invoke(main, ["export", str(run_dir), "--trial", "1", "-o", str(out), *flags])
@@ -420,7 +440,7 @@ def test_a_program_that_could_not_be_written_fails_the_export(run_dir, tmp_path,
     assert result.exit_code == 1, result.output
     error = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert len(error) == 1 and f"{missing} could not be written" in error[0] and hint in error[0], result.output
-    assert (out / "config.json").is_file() and not (out / missing).exists()
+    assert not out.exists()
 
 
 def test_unwritable_out_is_one_line(run_dir, tmp_path):

@@ -82,15 +82,15 @@ def exported(run_dir, supernet_dir, tmp_path_factory):
 def reference(study, supernet_dir, seed=0):
     """The trial's sub-network extracted by hand, BN re-estimated as the supernet evaluator does."""
     from nas.data import load_dataset
-    from nas.supernet.score import recipe_for
+    from nas.training import Recipe
     from overlock.supernet import Supernet
 
     net = Supernet.load(supernet_dir / "supernet.safetensors").eval()
     sub = net.fit(overlock.OverLoCKConfig.from_dict(study.trials[0].user_attrs["config"]))
     model = net.extract(sub).eval()
     data = load_dataset(SN_DATA, (32, 32))
-    recipe_for({"bn_recalibration_batches": 4, "batch_size": 64})._recalibrate_bn(
-        model, data.train, torch.device("cpu"), None, torch.contiguous_format, seed=seed)
+    Recipe.from_settings({"bn_recalibration_batches": 4, "batch_size": 64}).reestimate_bn(
+        model, data.train, seed=seed)
     return net, sub, model, data
 
 
@@ -144,18 +144,18 @@ def test_config_json_and_card_name_the_supernet(exported, supernet_dir):
 def test_train_starts_from_the_inherited_weights(exported, run_dir, supernet_dir, tmp_path, monkeypatch):
     """--from-supernet --train: the training run's model holds the inherited (BN re-estimated)
     weights before its first step; then it trains (the exported weights moved)."""
-    from nas.evaluators.train import TrainEvaluator
+    from nas.training import Recipe
 
     study, inherited_out, _ = exported
     inherited = load_file(str(inherited_out / "model.safetensors"))
     seen = []
-    real_epoch = TrainEvaluator._train_epoch
+    real_epoch = Recipe.train_epoch
 
     def first_epoch(self, model, *args, **kwargs):
         seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         return real_epoch(self, model, *args, **kwargs)
 
-    monkeypatch.setattr(TrainEvaluator, "_train_epoch", first_epoch)
+    monkeypatch.setattr(Recipe, "train_epoch", first_epoch)
     spec = TrainSpec(epochs=1, dataset={**SN_DATA, "train_size": 16})
     result = export_trial(study, study.trials[0], tmp_path / "tuned", run_dir=run_dir, onnx=False,
                           pt2=False, train=spec, from_supernet=str(supernet_dir))

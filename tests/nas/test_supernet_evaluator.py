@@ -50,7 +50,7 @@ def test_bn_re_estimation_changes_the_statistics(trained):
     """With re-estimation the sub-network's BN statistics are its own: the loss moves."""
     from nas.data import load_dataset
     from nas.evaluators import fit_to_data
-    from nas.supernet.score import recipe_for
+    from nas.training import Recipe
     from overlock.supernet import Supernet
 
     net = Supernet.load(trained / "sn" / "supernet.safetensors")
@@ -59,8 +59,8 @@ def test_bn_re_estimation_changes_the_statistics(trained):
     model = net.extract(net.fit(fit_to_data(config, data)))
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     before = [m.running_mean.clone() for m in norms]
-    recipe = recipe_for({"batch_size": 16, "bn_recalibration_batches": 2})
-    recipe._recalibrate_bn(model, data.train, torch.device("cpu"), None, torch.contiguous_format, seed=0)
+    Recipe.from_settings({"batch_size": 16, "bn_recalibration_batches": 2}).reestimate_bn(
+        model, data.train, seed=0)
     assert any(not torch.allclose(b, m.running_mean) for b, m in zip(before, norms))
 
     scores = {}
@@ -73,7 +73,7 @@ def test_bn_re_estimation_changes_the_statistics(trained):
 
 @pytest.mark.parametrize("settings, needle", [
     ({}, "weights is required"),
-    ({"weights": "/nonexistent/supernet"}, "holds no supernet.safetensors"),
+    ({"weights": "/nonexistent/supernet"}, "no supernet.safetensors and no card.json"),
     ({"weights": "SN", "bn_recalibration_batches": -1}, "bn_recalibration_batches=-1"),
     ({"weights": "SN", "epochs": 3}, "unknown setting 'epochs'"),
 ])
