@@ -50,16 +50,23 @@ def first_line(value, limit: int | None = None, empty: str | None = None) -> str
     return line if limit is None else line[:limit]
 
 
-def write_atomic(path, data: bytes | str, *, suffix: str = ".tmp") -> Path:
-    """Write `data` (bytes, or text as UTF-8) to `path` through `path + suffix` and a rename, so a
-    reader sees the old file or the new one, never half of one. Returns `path`."""
+def write_atomic(path, data: bytes | str, *, suffix: str | None = None, fsync: bool = False) -> Path:
+    """Write `data` (bytes, or text as UTF-8) to `path` through a temporary file beside it
+    (`path + suffix`; by default `.tmp<pid>`, so two processes never share one) and a rename, so a
+    reader sees the old file or the new one, never half of one. `fsync`: the data reaches the disk
+    before the rename. Returns `path`."""
     path = Path(path)
-    tmp = path.with_name(path.name + suffix)
-    if isinstance(data, str):
-        tmp.write_text(data, encoding="utf-8")
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)
+    tmp = path.with_name(path.name + (suffix if suffix is not None else f".tmp{os.getpid()}"))
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path
 
 

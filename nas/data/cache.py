@@ -28,6 +28,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from nas.util import write_atomic
+
 FORMAT = 1
 
 
@@ -131,6 +133,4 @@ def _build(stem: Path, shape, decode) -> None:
             tmp.unlink()
     meta = {"format": FORMAT, "shape": list(shape), "bad": sorted(bad), "errors": errors,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    tmp_meta = stem.with_name(f"{stem.name}.json.tmp{os.getpid()}")
-    tmp_meta.write_text(json.dumps(meta))
-    os.replace(tmp_meta, _file(stem, "json"))
+    write_atomic(_file(stem, "json"), json.dumps(meta))

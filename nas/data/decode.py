@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from nas.util import folded
+
 from .transforms import fit_base
 
 JPEG_MAGIC = b"\xff\xd8"
@@ -87,5 +89,5 @@ def _decode_pillow(path: str, data: bytes, base):
 
 
 def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text[:200]
+    """The error's message on one line (cut to 200 characters), or its type's name."""
+    return (folded(error) or type(error).__name__)[:200]

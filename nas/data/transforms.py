@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nas.util import seed_mix  # noqa: F401 - re-exported: nas.data's callers import it here
+
 MEAN, STD = 0.5, 0.25
 
 
@@ -208,14 +210,6 @@ class _seeded:
 
     def __exit__(self, *exc):
         return self._fork.__exit__(*exc)
-
-
-def seed_mix(*values: int) -> int:
-    """A deterministic 63-bit seed from integers (FNV-1a; no Python hash randomisation)."""
-    h = 1469598103934665603
-    for v in values:
-        h = ((h ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) % (1 << 64)
-    return h & ((1 << 63) - 1)
 
 
 def batch_augment(x: Tensor, y: Tensor, augment: dict | None, num_classes: int, seed: int) -> tuple[Tensor, Tensor]:

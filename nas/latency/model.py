@@ -37,6 +37,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from nas.util import write_atomic
+
 from .store import device_cache_dir
 
 __all__ = ["LatencyModel", "fit", "load", "model_path", "features", "FEATURES", "SETTINGS_KEYS",
@@ -267,9 +269,7 @@ class LatencyModel:
         """Write the model as JSON (atomically: a reader never sees half a file)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(_jsonable(self.to_dict()), indent=1))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(_jsonable(self.to_dict()), indent=1))
 
     def __repr__(self) -> str:
         return (f"LatencyModel(n={self.cv.get('n')}, spearman={self.cv.get('spearman')}, "

@@ -23,6 +23,8 @@ import os
 import re
 from pathlib import Path
 
+from nas.util import write_atomic
+
 __all__ = ["measurement_settings", "store_key", "latency_key", "LatencyCache", "cache_root",
            "device_cache_dir", "device_store", "CACHE_ENV", "STORE_FILE"]
 
@@ -134,12 +136,7 @@ class LatencyCache:
             try:
                 data = self._read()
                 data.update((key, dict(result)) for key, result in results.items())
-                tmp = f"{self.path}.tmp{os.getpid()}"
-                with open(tmp, "w") as f:
-                    json.dump(data, f, indent=1, sort_keys=True)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
+                write_atomic(self.path, json.dumps(data, indent=1, sort_keys=True), fsync=True)
                 self._data = data
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
@@ -188,7 +185,5 @@ def device_store(device_name: str) -> "LatencyCache":
     label = folder / "device.txt"
     if not label.exists():      # what the folder is for, for humans (the slug is lossy)
         with contextlib.suppress(OSError):
-            tmp = folder / f"device.txt.tmp{os.getpid()}"
-            tmp.write_text(device_name + "\n")
-            os.replace(tmp, label)
+            write_atomic(label, device_name + "\n")
     return LatencyCache(folder / STORE_FILE)

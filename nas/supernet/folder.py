@@ -17,6 +17,8 @@ import json
 import os
 from typing import Any
 
+from nas.util import one_line
+
 __all__ = ["WEIGHTS_FILE", "CARD_JSON", "CARD_KEYS", "SupernetFolderError", "resolve", "read_card",
            "load"]
 
@@ -51,7 +53,7 @@ def read_card(folder: str) -> dict:
         with open(os.path.join(folder, CARD_JSON)) as fh:
             card = json.load(fh)
     except (OSError, ValueError) as e:
-        raise SupernetFolderError(f"cannot read {CARD_JSON} ({_one_line(e)})") from None
+        raise SupernetFolderError(f"cannot read {CARD_JSON} ({one_line(e)})") from None
     missing = [k for k in CARD_KEYS if not isinstance(card, dict) or k not in card]
     if missing:
         raise SupernetFolderError(f"{CARD_JSON} lacks {missing[0]!r}")
@@ -75,11 +77,7 @@ def load(folder: str):
             _LOADED.clear()
             _LOADED[key] = net
     except (ConfigError, OSError, ValueError, RuntimeError) as e:
-        raise SupernetFolderError(f"cannot load {WEIGHTS_FILE} ({_one_line(e)})") from None
+        raise SupernetFolderError(f"cannot load {WEIGHTS_FILE} ({one_line(e)})") from None
     return _LOADED[key]
 
 
-def _one_line(error: BaseException) -> str:
-    from nas.storage import one_line
-
-    return one_line(error)
