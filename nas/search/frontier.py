@@ -340,6 +340,8 @@ class FrontierProposer:
         rejected: dict[str, int] = {}
         if len(done) + len(stopped) < self.options["n_startup"] or not self.modelled and not done:
             return self._uniform(seen, rejected)
+        if not done and any(i != self.score for i in self.modelled):
+            return self._uniform(seen, rejected)     # a modelled objective with no reading yet
         self._grow(done, rejected)
         fresh = [c for h, c in self.pool.items() if h not in seen]
         if not fresh:
@@ -362,7 +364,7 @@ class FrontierProposer:
         limit = self.options["scored"]
         if len(fresh) <= limit:
             return fresh
-        newest = self.options["candidates"] * 8
+        newest = min(self.options["candidates"] * 8, limit)
         older = fresh[:-newest]
         return self.rng.sample(older, limit - newest) + fresh[-newest:]
 

@@ -22,9 +22,9 @@ def accuracy(config) -> float:
     return 0.5 + 0.01 * d["widths"][0] + 0.03 * sum(d["base_depths"])
 
 
-def study_with(stop):
+def study_with(stop, objectives=OBJECTIVES):
     """A frontier study whose trials `stop(i)` says are stopped after rung 1 of 2."""
-    proposer = make_proposer(SPACE, "frontier", {"n_startup": 4, "pool": 64}, 0, DIRECTIONS, OBJECTIVES, {})
+    proposer = make_proposer(SPACE, "frontier", {"n_startup": 4, "pool": 64}, 0, DIRECTIONS, objectives, {})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         study = optuna.create_study(directions=DIRECTIONS, sampler=ProposalSampler(proposer))
@@ -56,3 +56,21 @@ def test_a_study_whose_trials_were_all_stopped_still_proposes_new_architectures(
     study, _ = study_with(lambda i: True)
     hashes = [SPACE.suggest(optuna.trial.FixedTrial(t.params)).config_hash() for t in study.trials]
     assert len(set(hashes)) == len(hashes) == 12
+
+
+def test_a_modelled_objective_with_no_reading_yet_gets_uniform_draws():
+    """[accuracy, latency_ms]: every trial stopped early has an accuracy at its rung but no
+    latency to model; the study goes on with uniform draws, not with a model of no data (whose
+    all-NaN scores would pick a candidate at random, with RuntimeWarnings)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        study, _ = study_with(lambda i: True, objectives=["accuracy", "latency_ms"])
+    assert len(study.trials) == 12
+
+
+def test_scoring_fewer_candidates_than_a_proposal_adds_is_allowed():
+    from nas.search.frontier import FrontierProposer
+
+    proposer = make_proposer(SPACE, "frontier", {"scored": 8}, 0, DIRECTIONS, OBJECTIVES, {})
+    assert isinstance(proposer, FrontierProposer)
+    assert len(proposer._sample(list(range(100)))) == 8
