@@ -5,7 +5,7 @@ bench_proxy_fidelity.py trains each architecture under two seeds and compares a 
 noisy, and rows 0.05 apart are within noise of each other. Run the bench again on the same work
 folder with other `--seeds` (trainings are keyed `train/SEED`, everything else is reused), then:
 
-    python benchmarks/fidelity_seeds.py /work/notes/supernet/seeds/digits320 \\
+    python benchmarks/fidelity_seeds.py bench_out/proxy-fidelity/digits320 \\
         --space benchmarks/spaces/fidelity.yaml --n 20 --out table.md
 
 With the k seeds whose trainings are complete, each signal is compared with the mean final

@@ -9,8 +9,8 @@ interrupted or stopped run leaves as many complete pairs as possible; rerunning 
 (the engine resumes a study from its journal).
 
     OMP_NUM_THREADS=1 nohup nice -n 19 python3 benchmarks/run_surrogate_trainings.py \\
-        --work /tmp/surr/work --n 160 > /work/notes/surrogate-trainings.log 2>&1 &
-    python3 benchmarks/run_surrogate_trainings.py --work /tmp/surr/work --table-only
+        --work bench_out/surrogate --n 160 > bench_out/surrogate-trainings.log 2>&1 &
+    python3 benchmarks/run_surrogate_trainings.py --work bench_out/surrogate --table-only
 
 Then `--table-only` writes benchmarks/data/surrogate_trainings.jsonl (one row per architecture:
 config, hash, accuracy per seed, validation loss, epochs, GMACs, params, training seconds).
