@@ -215,6 +215,13 @@ class OverLoCKConfig:
         data.update(changes)
         return OverLoCKConfig.from_dict(data)
 
+    def with_io(self, num_classes: int, in_chans: int) -> "OverLoCKConfig":
+        """This config with the head's classes and the stem's input channels given (itself when
+        they are already those)."""
+        changes = {k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans))
+                   if getattr(self, k) != v}
+        return self.replace(**changes) if changes else self
+
     def config_hash(self) -> str:
         """Stable content id: sha256 of the canonical JSON (sorted keys, schema version)."""
         canonical = json.dumps({"schema": SCHEMA_VERSION, **self.to_dict()}, sort_keys=True,

@@ -317,12 +317,7 @@ class Supernet(nn.Module):
 
     # ------------------------------------------------------------------------- building
     def _adapt(self, config: OverLoCKConfig) -> OverLoCKConfig:
-        changes = {}
-        if config.num_classes != self.num_classes:
-            changes["num_classes"] = self.num_classes
-        if config.in_chans != self.in_chans:
-            changes["in_chans"] = self.in_chans
-        return config.replace(**changes) if changes else config
+        return config.with_io(self.num_classes, self.in_chans)
 
     def _lay_out(self, fitted: list[OverLoCKConfig]) -> None:
         """Every tensor the supernet holds, at the maximum of every axis: the union of the

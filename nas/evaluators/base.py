@@ -65,9 +65,4 @@ def fit_to_data(config, data):
     """The config with `num_classes` / `in_chans` set to the data set's (the head and stem the
     evaluator trains); the study still prices the config it sampled, and the engine records the
     difference (`trained_num_classes`)."""
-    changes = {}
-    if config.num_classes != data.num_classes:
-        changes["num_classes"] = data.num_classes
-    if config.in_chans != data.in_chans:
-        changes["in_chans"] = data.in_chans
-    return config.replace(**changes) if changes else config
+    return config.with_io(data.num_classes, data.in_chans)
