@@ -140,7 +140,8 @@ def test_export_best_reads_the_pinned_run(run, tmp_path):
 # it follows (checked on both studies instead of the key-set comparison).
 CONDITIONAL = {
     "flops_fvcore": "trial 0 and every fvcore_check_every-th trial priced (and trials reusing one)",
-    "latency_first_spread_ms": "only when latency_remeasured",
+    "latency_first_spread_ms": "only when latency_remeasured (protocol 1)",
+    "latency_first_uncertainty_pct": "only when latency_remeasured (protocol 2)",
     "latency_stages_ms": "only when the study's latency.profile_stages",
     "trained_num_classes": "only when the evaluator's data set has another class count than the config",
     "trained_resolution": "only when the evaluator trains at another resolution than the config's",
@@ -185,7 +186,8 @@ def _check_conditional(study) -> None:
     every = yaml.safe_load(study.user_attrs["study_file"]).get("fvcore_check_every", 25)
     for t in study.get_trials():
         ua = t.user_attrs
-        assert ("latency_first_spread_ms" in ua) == bool(ua.get("latency_remeasured")), t.number
+        first = "latency_first_spread_ms" if ua.get("latency_protocol_version", 1) == 1 else "latency_first_uncertainty_pct"
+        assert (first in ua) == bool(ua.get("latency_remeasured")), t.number
         for key in ("num_classes", "resolution"):
             if f"trained_{key}" in ua:
                 assert ua[f"trained_{key}"] != ua["config"][key], (t.number, key)

@@ -7,7 +7,7 @@ command's output, so `--json` stays one document).
     >>> progress.end()                          # the group is measured
 
 The estimate for the group being measured is the protocol's own (`nas.latency.measure.Progress`:
-the rounds left at the forward time seen so far, with their pauses); the groups after it are
+the rounds left at the forward time seen so far); the groups after it are
 estimated at the seconds per config of the groups before (or, for the first, of this one). A set
 of rounds measured again because they disagreed is not foreseen: the estimate grows when it starts.
 """
@@ -17,6 +17,8 @@ from __future__ import annotations
 import time
 
 import click
+
+from nas.latency.protocol import UNCERTAINTY_TARGET_PCT
 
 
 def duration(seconds: float) -> str:
@@ -31,17 +33,13 @@ def duration(seconds: float) -> str:
     return f"{h} h {m:02d} min"
 
 
-def protocol_line(configs: int, warmup: int, repeats: int, rounds: int, group: int, cuda: bool) -> str:
+def protocol_line(configs: int, warmup: int, repeats: int, rounds: int, group: int) -> str:
     """What measuring `configs` configs involves, said before it starts (why it takes a while)."""
     rounds = min(rounds, repeats)
     what = f"{configs} config{'s' if configs != 1 else ''}"
     how = f"{warmup} warm-up and {repeats} timed forwards each, in {rounds} rounds"
     if configs > 1:
         how += f", {min(configs, group)} configs at a time"
-    if not cuda and configs < group:
-        how += f", paced to {group} configs' time"
-    elif not cuda and configs % group:
-        how += f", the last {configs % group} paced to {group} configs' time"
     return f"measuring {what}: {how}"
 
 
@@ -77,7 +75,7 @@ class MeasuringProgress:
             where = f"round {p.done}/{p.rounds}"
         if p.remeasure:
             which = "the config" if p.configs == 1 else f"the {p.configs} configs"
-            where = f"measuring again {which} whose rounds disagreed: {where}"
+            where = f"measuring again {which} whose rounds disagreed (uncertainty over +-{UNCERTAINTY_TARGET_PCT:g} %): {where}"
         elapsed = time.monotonic() - self.group_start + self.spent
         self.echo(f"{self.label}: {self._which()}{where}; {duration(elapsed)} elapsed, "
                   f"about {duration(self.left_s())} left")

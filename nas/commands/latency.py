@@ -172,8 +172,7 @@ def _measure(store, configs: list, keys: list[str], settings: dict) -> dict[str,
     if not configs:
         return {}
     click.echo("latency fit: " + protocol_line(len(configs), settings.get("warmup", WARMUP),
-                                               settings.get("repeats", REPEATS), ROUNDS, GROUP,
-                                               settings["device"].startswith("cuda")), err=True)
+                                               settings.get("repeats", REPEATS), ROUNDS, GROUP), err=True)
     progress, out, t0 = MeasuringProgress(len(configs), "latency fit"), {}, time.monotonic()
     for start in range(0, len(configs), GROUP):
         chunk, chunk_keys = configs[start:start + GROUP], keys[start:start + GROUP]

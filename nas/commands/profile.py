@@ -120,14 +120,20 @@ def _measure(config, device: str, progress: bool, **settings) -> dict:
     where it stands and about how long it has left, on stderr."""
     from nas.commands._progress import MeasuringProgress, protocol_line
     from nas.latency.measure import GROUP, REPEATS, ROUNDS, WARMUP, measure_latency
+    from nas.latency.protocol import UNCERTAINTY_TARGET_PCT
 
     tell = None
     if progress:
         line = protocol_line(1, settings.get("warmup", WARMUP), settings.get("repeats", REPEATS), ROUNDS,
-                             GROUP, device.startswith("cuda"))
+                             GROUP)
         click.echo(f"latency: {line}", err=True)
         tell = MeasuringProgress(1, "latency")
-    return measure_latency(config, device=device, progress=tell, **settings)
+    reading = measure_latency(config, device=device, progress=tell, **settings)
+    if reading.get("latency_uncertainty_pct", 0.0) > UNCERTAINTY_TARGET_PCT:
+        click.echo(f"warning: latency {reading['latency_ms']:.3f} ms +-{reading['latency_uncertainty_pct']:.1f} % "
+                   f"after {reading['latency_sets']} sets of rounds, wider than +-{UNCERTAINTY_TARGET_PCT:g} %: "
+                   "something else was using this machine; measure again when it is quiet", err=True)
+    return reading
 
 
 def _g(value) -> str:
@@ -159,13 +165,15 @@ def render(doc: dict, name: str) -> str:
     rows.append(("activation memory", f"{doc['memory_mb']:.2f} MiB peak (analytic, fp32 inference, {size})"))
     lat = doc.get("latency")
     if lat:
-        rows.append(("latency (median of round minima)", f"{lat['latency_ms']:.3f} ms  ({lat['latency_dtype']}, "
+        rows.append(("latency (median of round minima)", f"{lat['latency_ms']:.3f} ms "
+                     f"+-{lat.get('latency_uncertainty_pct', float('nan')):.1f} % (95 %, from its rounds)  ({lat['latency_dtype']}, "
                      f"batch {lat['latency_batch']}, {h}x{w}"
                      f"{', channels_last' if lat['latency_channels_last'] else ''})"))
         rows.append(("latency p90 / IQR / min", f"{lat['latency_p90_ms']:.3f} / "
                      f"{lat['latency_spread_ms']:.3f} / {lat['latency_min_ms']:.3f} ms over "
                      f"{lat['latency_repeats']} repeats"
-                     f"{' (re-measured: high spread)' if lat.get('latency_remeasured') else ''}"))
+                     f"{' (re-measured: its first rounds disagreed)' if lat.get('latency_remeasured') else ''}"))
+        rows.append(("latency protocol", f"{lat.get('latency_protocol')} (nas.latency.protocol)"))
         rows.append(("latency device", lat["latency_device"]))
         for stage, ms in (lat.get("latency_stages_ms") or {}).items():
             rows.append((f"  stage {stage}", f"{ms:.3f} ms"))

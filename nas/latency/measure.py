@@ -24,20 +24,22 @@ What is timed: the re-parameterised deploy model (dilated branches merged), eval
   `torch.backends.cudnn.benchmark` on (kernels autotuned during warm-up), restored afterwards.
 
 Protocol (one, for every caller: `overlock-nas profile`, the study's measuring worker, `latency
-fit` and the benchmarks; defaults WARMUP 10, REPEATS 30, ROUNDS 5, the study's): `warmup` untimed
-forwards, then `repeats` timed forwards in `rounds` rounds (rounds spread the samples over time,
-so a burst of interference spoils one round, not the result). Configs measured together have
-their rounds interleaved (`measure_latencies`, GROUP 8); fewer than GROUP configs - one config in
-`profile` or in the measuring worker - idle between rounds for the missing configs' share of the
-time, so every reading's rounds span the same time whether one config or eight were measured.
-`latency_ms` is the median of the rounds' minima (interference only ever adds time: a round's
-fastest forward is its least disturbed one, and the median over rounds discards a round that was
-disturbed throughout); p90, interquartile range (`latency_spread_ms`) and min are over all timed
-forwards. When the rounds disagree (their minima's range > 10 % of `latency_ms`) one more set of
-rounds is measured and both sets pooled; `latency_remeasured` and `latency_first_spread_ms` (the
-first set's range) record that. Measured under a load of 13-18 on 2 cores (16 configs, two
-separate processes, docs/explanation/latency.md): wall-clock medians agreed within +-10 % for 0 % of the
-configs, this protocol for 100 %. The per-stage breakdown (`profile_stages=True`) runs
+fit` and the benchmarks; its settings, version and history are `nas.latency.protocol`'s): `warmup`
+untimed forwards, then `repeats` timed forwards in `rounds` rounds, back to back (rounds spread
+the samples over time, so a burst of interference spoils one round, not the result). Configs
+measured together take turns round by round (`measure_latencies`, GROUP at a time), and on CPU the
+yardstick model takes its turn in every round too. A round's fastest forward is its least
+disturbed one (interference only ever adds time). On CPU `latency_ms` is the median over rounds
+of the config's round minimum relative to the yardstick's, times the yardstick's nominal time on
+this device (`nas.latency.store.nominal_yardstick_ms`): the machine's own speed drifts between
+processes, and the ratio does not. `latency_raw_ms` is the median of the config's round minima as
+timed, `latency_yardstick_ms` the yardstick's now and `latency_speed` nominal / now. On CUDA
+`latency_ms` is the median of the round minima. p90, interquartile range (`latency_spread_ms`) and
+min are over all timed forwards, as timed. Each reading states its 95 % uncertainty from its
+rounds (`latency_uncertainty_pct`); while it is wider than +-UNCERTAINTY_TARGET_PCT one more set
+of rounds is taken and pooled, up to MAX_SETS sets (`latency_sets`; `latency_remeasured` when more
+than one). Every reading records the protocol it was taken by (`latency_protocol_version`,
+`latency_protocol`) and its round minima (`latency_round_minima_ms`). The per-stage breakdown (`profile_stages=True`) runs
 separately, after the timing, so its hooks never inflate `latency_ms`; each stage runs inside a
 `record_function("stage:<name>")` range, so it is labelled in any torch.profiler trace.
 """
@@ -57,20 +59,14 @@ from torch import nn
 
 from ._malloc import settle_large_blocks
 from .device import device_string
+from .protocol import (GROUP, MAX_SETS, REPEATS, ROUNDS, STATISTIC, UNCERTAINTY_TARGET_PCT, VERSION,
+                       WARMUP, YARDSTICK, YARDSTICK_INPUT, describe, uncertainty_pct)
 
-__all__ = ["measure_latency", "measure_latencies", "Progress", "DTYPES", "SPREAD_REMEASURE", "WARMUP",
-           "REPEATS", "ROUNDS", "GROUP", "PROTOCOL"]
+__all__ = ["measure_latency", "measure_latencies", "Progress", "DTYPES", "WARMUP", "REPEATS", "ROUNDS",
+           "GROUP", "PROTOCOL"]
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-SPREAD_REMEASURE = 0.10   # one more set of rounds when the round minima spread > 10 %
-# The one protocol: profile, the study's measuring worker (nas.study.LatencySettings' defaults),
-# `latency fit` and the benchmarks all measure with these unless a user asks otherwise.
-WARMUP = 10               # untimed forwards before the rounds
-REPEATS = 30              # timed forwards, taken in ROUNDS rounds
-ROUNDS = 5
-GROUP = 8                 # configs whose rounds are interleaved; fewer are paced to its time span
-PACE_MAX_S = 10.0         # the longest idle pause between two rounds (a big model on a busy host)
-PROTOCOL = "median of round minima"
+PROTOCOL = STATISTIC
 STAGE_REPEATS = 10        # forwards profiled for the per-stage breakdown
 
 
@@ -178,7 +174,16 @@ def _stats(rounds_ms: list[list[float]]) -> dict:
     p90 = statistics.quantiles(ordered, n=10, method="inclusive")[8]
     minima = [min(r) for r in rounds_ms]
     return {"latency": statistics.median(minima), "median": statistics.median(ordered), "p90": p90,
-            "iqr": q3 - q1, "min": ordered[0], "round_range": max(minima) - min(minima)}
+            "iqr": q3 - q1, "min": ordered[0], "minima": minima}
+
+
+def _per_round(entry: dict) -> list[float]:
+    """The values a reading is the median of: its round minima, relative to the yardstick's in
+    the same rounds when it was calibrated."""
+    minima = [min(r) for r in entry["timed"]]
+    if not entry["yardstick"]:
+        return minima
+    return [m / y for m, y in zip(minima, entry["yardstick"])]
 
 
 @dataclass(frozen=True)
@@ -208,15 +213,13 @@ def _time_rounds(pairs, repeats: int, warmup: int, rounds: int, clock: str,
                  progress: Callable[[Progress], None] | None = None,
                  remeasure: bool = False) -> list[tuple[list, list]]:
     """For each (model, input) of `pairs`: (per round: ms of each timed forward by `clock`, wall ms
-    of every timed forward). The rounds are interleaved across the pairs: round r of every model
-    runs before round r + 1 of any, so a stretch of interference is shared, not one model's.
-    Fewer than GROUP pairs are paced (`_pause_after_round`): every reading, of one config or of
-    eight, has its rounds spread over the same span of time. `progress` is told where the set
-    stands between rounds (`Progress`)."""
+    of every timed forward). The rounds run back to back and are interleaved across the pairs:
+    round r of every model runs before round r + 1 of any, so a stretch of interference is shared,
+    not one model's. `progress` is told where the set stands between rounds (`Progress`)."""
     per_round = [repeats // rounds + (1 if i < repeats % rounds else 0) for i in range(rounds)]
     per_round = [n for n in per_round if n > 0]
     out = [([], []) for _ in pairs]
-    tell = _Teller(progress, per_round, len(pairs), clock, remeasure)
+    tell = _Teller(progress, per_round, len(pairs), remeasure)
     with torch.inference_mode():
         # warm-up interleaved like the rounds: switching models is part of the steady state
         for _ in range(warmup):
@@ -230,21 +233,17 @@ def _time_rounds(pairs, repeats: int, warmup: int, rounds: int, clock: str,
                 timed.append(times)
                 if clock == "cuda":
                     walls.extend(times)
-            round_s = time.perf_counter() - round_start
-            if r < len(per_round) - 1:
-                _pause_after_round(round_s, len(pairs), clock)
-            tell.round_done(r, round_s)
+            tell.round_done(r, time.perf_counter() - round_start)
     return out
 
 
 class _Teller:
     """Tells `progress` where a set of rounds stands and how long it has left: the rounds left
-    at the wall time per forward seen so far (the warm-up's, then the timed rounds'), each
-    followed by the pause `_pause_after_round` would take (none after the last)."""
+    at the wall time per forward seen so far (the warm-up's, then the timed rounds')."""
 
-    def __init__(self, progress, per_round: list[int], configs: int, clock: str, remeasure: bool):
+    def __init__(self, progress, per_round: list[int], configs: int, remeasure: bool):
         self.progress, self.per_round, self.configs = progress, per_round, configs
-        self.clock, self.remeasure = clock, remeasure
+        self.remeasure = remeasure
         self.start = time.perf_counter()
         self.timed_s = self.timed_forwards = 0.0
 
@@ -260,11 +259,7 @@ class _Teller:
         self._tell(r + 1, self.timed_s / self.timed_forwards)
 
     def _tell(self, done: int, forward_s: float) -> None:
-        left = 0.0
-        for r in range(done, len(self.per_round)):
-            round_s = self.per_round[r] * self.configs * forward_s
-            last = r == len(self.per_round) - 1
-            left += round_s + (0.0 if last else _pause_s(round_s, self.configs, self.clock))
+        left = sum(self.per_round[done:]) * self.configs * forward_s
         self.progress(Progress(configs=self.configs, done=done, rounds=len(self.per_round),
                                elapsed_s=time.perf_counter() - self.start, left_s=left,
                                remeasure=self.remeasure))
@@ -294,27 +289,6 @@ def _cuda_round(model, x, n: int) -> list[float]:
         e.record()
     torch.cuda.synchronize()
     return [s.elapsed_time(e) for s, e in events]
-
-
-def _pause_s(round_s: float, measured: int, clock: str) -> float:
-    """The pause after a round of `measured` configs that took `round_s` (`_pause_after_round`)."""
-    if clock == "cuda" or measured >= GROUP or round_s <= 0:
-        return 0.0
-    return min(PACE_MAX_S, round_s * (GROUP - measured) / measured)
-
-
-def _pause_after_round(round_s: float, measured: int, clock: str) -> None:
-    """Idle after a round of `measured` configs that took `round_s` of wall time, for the time
-    the missing configs of a GROUP would have taken at the same load (at most PACE_MAX_S).
-
-    Why: in a group, a config's rounds are spread over GROUP configs' worth of time, so they
-    sample the machine (co-runners, the host's other tenants) at GROUP times as many moments as
-    a lone config's rounds run back to back; a lone reading was the noisier one across
-    processes (docs/explanation/latency.md). Idling, not measuring more, keeps the CPU cost. CPU only:
-    an idle GPU lowers its clocks, and CUDA rounds are milliseconds long. Without pacing it
-    sleeps 0: a yield, so the next round starts on a fresh time slice.
-    """
-    time.sleep(_pause_s(round_s, measured, clock))
 
 
 # ---------------------------------------------------------------------------------- stages
@@ -430,7 +404,7 @@ def measure_latency(config_or_model, *, device: str = "cpu", batch: int = 1, dty
                     resolution: int | tuple[int, int] | None = None, rounds: int = ROUNDS,
                     pin: bool = True, progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
     """Measure the deploy model's forward latency (`measure_latencies` of one config: the same
-    protocol, its rounds paced to a group's time span).
+    protocol).
 
     Args:
         config_or_model: an `OverLoCKConfig` (built in deploy structure, seed 0) or a model (copied
@@ -451,12 +425,15 @@ def measure_latency(config_or_model, *, device: str = "cpu", batch: int = 1, dty
             rounds: it never runs inside a timed one).
 
     Returns:
-        dict with latency_ms (median of round minima), latency_p90_ms, latency_spread_ms (IQR), latency_min_ms,
+        dict with latency_ms (median of round minima), latency_uncertainty_pct (its 95 % uncertainty,
+        +-% from the rounds), latency_p90_ms, latency_spread_ms (IQR), latency_min_ms,
         latency_device, latency_batch, latency_dtype, latency_channels_last, latency_repeats,
-        latency_resolution ([H, W]), latency_remeasured (bool), latency_first_spread_ms (when
-        re-measured), latency_stages_ms (when profiled), and the protocol: latency_clock
-        ("thread_cpu", "wall" or "cuda"), latency_rounds, latency_protocol, latency_wall_ms
-        (median wall time of the timed forwards), latency_cores (pinned cores or None).
+        latency_resolution ([H, W]), latency_sets (sets of rounds pooled), latency_remeasured
+        (more than one), latency_first_uncertainty_pct (when re-measured), latency_round_minima_ms,
+        latency_stages_ms (when profiled), and the protocol: latency_clock ("thread_cpu", "wall"
+        or "cuda"), latency_rounds, latency_protocol (in words), latency_protocol_version,
+        latency_wall_ms (median wall time of the timed forwards), latency_cores (pinned cores or
+        None).
 
     Raises:
         ValueError: unknown dtype, bad batch/repeats, or CUDA asked for but absent.
@@ -511,24 +488,56 @@ def _build(items, device: str, dtype: str, channels_last: bool, resolution, batc
     return built
 
 
-def _timed_with_recheck(pairs, repeats: int, warmup: int, rounds: int, clock: str,
-                        progress=None) -> list[dict]:
-    """Per pair: {"timed": round times, "walls": wall ms, "first_spread": the first set's round
-    range when its rounds disagreed and one more set was measured and pooled, else None}."""
-    timings = _time_rounds(pairs, repeats, warmup, rounds, clock, progress)
-    first = [_stats(timed) for timed, _ in timings]
-    again = [i for i, st in enumerate(first) if st["round_range"] > SPREAD_REMEASURE * st["latency"]]
-    more = _time_rounds([pairs[i] for i in again], repeats, min(warmup, 1), rounds, clock, progress,
-                        remeasure=True) if again else []
-    out = []
-    for i, (timed, walls) in enumerate(timings):
-        entry = {"timed": timed, "walls": walls, "first_spread": None}
-        if i in again:
-            extra_timed, extra_walls = more[again.index(i)]
-            entry = {"timed": timed + extra_timed, "walls": walls + extra_walls,
-                     "first_spread": first[i]["round_range"]}
-        out.append(entry)
+def _timed_with_recheck(pairs, repeats: int, warmup: int, rounds: int, clock: str, progress=None,
+                        yardsticks: list | None = None, yardstick_of: list | None = None) -> list[dict]:
+    """Per pair: {"timed": round times, "walls": wall ms, "yardstick": the minima of its
+    yardstick's rounds beside its own (empty when not calibrated), "sets": sets of rounds pooled,
+    "first_uncertainty": the first set's uncertainty (%)}. `yardsticks` are (model, input) pairs
+    taking their turn in every round, `yardstick_of[i]` pair i's. While a pair's uncertainty is
+    wider than UNCERTAINTY_TARGET_PCT one more set of its rounds (and its yardstick's) is taken
+    and pooled, up to MAX_SETS sets."""
+    yardsticks = yardsticks or []
+    out = [{"timed": [], "walls": [], "yardstick": [], "sets": 0} for _ in pairs]
+    todo = list(range(len(pairs)))
+    for n_set in range(MAX_SETS):
+        sticks = sorted({yardstick_of[i] for i in todo}) if yardsticks else []
+        timings = _time_rounds([pairs[i] for i in todo] + [yardsticks[j] for j in sticks], repeats,
+                               warmup if n_set == 0 else min(warmup, 1), rounds, clock, progress,
+                               remeasure=n_set > 0)
+        stick_minima = {j: [min(r) for r in timings[len(todo) + k][0]] for k, j in enumerate(sticks)}
+        for i, (timed, walls) in zip(todo, timings):
+            entry = out[i]
+            entry["timed"] += timed
+            entry["walls"] += walls
+            entry["sets"] += 1
+            if yardsticks:
+                entry["yardstick"] += stick_minima[yardstick_of[i]]
+            if n_set == 0:
+                entry["first_uncertainty"] = uncertainty_pct(_per_round(entry))
+        todo = [i for i in todo if uncertainty_pct(_per_round(out[i])) > UNCERTAINTY_TARGET_PCT]
+        if not todo:
+            break
     return out
+
+
+_YARDSTICKS: dict = {}
+
+
+def _yardstick(device: str, dtype: str, channels_last: bool):
+    """The yardstick (`nas.latency.protocol.YARDSTICK`) and its input, on `device` in `dtype` and
+    memory format; built once a process."""
+    from overlock import PRESETS
+
+    key = (str(device), dtype, bool(channels_last))
+    if key not in _YARDSTICKS:
+        fields = {k: v for k, v in YARDSTICK.items() if k != "preset"}
+        batch, chans, h, w = YARDSTICK_INPUT
+        config = PRESETS[YARDSTICK["preset"]].replace(**fields, resolution=(h, w), in_chans=chans)
+        model, x, _ = _deploy_model(config, torch.device(device), DTYPES[dtype], channels_last, (h, w))
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        x = x.expand(batch, *x.shape[1:]).contiguous(memory_format=memory_format).to(device, DTYPES[dtype])
+        _YARDSTICKS[key] = (model, x)
+    return _YARDSTICKS[key]
 
 
 def _measure_group(items, *, device: str = "cpu", batch: int = 1, dtype: str = "fp32",
@@ -536,7 +545,8 @@ def _measure_group(items, *, device: str = "cpu", batch: int = 1, dtype: str = "
                    threads: int | None = None, profile_stages: bool = False, resolution=None,
                    rounds: int = ROUNDS, pin: bool = True, progress=None) -> list[dict[str, Any]]:
     """The one protocol, for every caller: settings checked, allocator settled, threads set,
-    models built, the measuring thread pinned, rounds timed (and re-timed when they disagree)."""
+    models (and on CPU the yardstick) built, the measuring thread pinned, rounds timed (and
+    re-timed while too uncertain), readings calibrated against the device's nominal yardstick."""
     cuda = _check_settings(device, dtype, batch, repeats, warmup, rounds)
     rounds = min(rounds, repeats)
     settle_large_blocks()
@@ -544,42 +554,59 @@ def _measure_group(items, *, device: str = "cpu", batch: int = 1, dtype: str = "
         built = _build(items, device, dtype, channels_last, resolution, batch)
         n_threads = None if cuda else torch.get_num_threads()
         clock = "cuda" if cuda else ("thread_cpu" if n_threads == 1 else "wall")
+        yardsticks = [] if cuda else [_yardstick(device, dtype, channels_last)]
         with _pinned_cores(n_threads if pin else None) as cores:
             timings = _timed_with_recheck([(m, x) for m, x, _ in built], repeats, warmup, rounds, clock,
-                                          progress)
-        common = {"latency_device": device_string(device, threads), "latency_batch": batch,
+                                          progress, yardsticks, [0] * len(built))
+        name = device_string(device, threads)
+        nominal = None if cuda else _nominal(name, dtype, channels_last, timings)
+        common = {"latency_device": name, "latency_batch": batch,
                   "latency_dtype": dtype, "latency_channels_last": bool(channels_last),
                   "latency_repeats": repeats, "latency_clock": clock, "latency_rounds": rounds,
-                  "latency_protocol": _protocol_text(clock, len(items)), "latency_cores": cores}
+                  "latency_protocol": describe(clock, len(items)), "latency_protocol_version": VERSION,
+                  "latency_cores": cores}
         results = []
         for (model, x, res), timing in zip(built, timings):
-            result = _result(timing) | common | {"latency_resolution": list(res)}
+            result = _result(timing, nominal) | common | {"latency_resolution": list(res)}
             if profile_stages:
                 result["latency_stages_ms"] = _stage_times(model, x, min(repeats, STAGE_REPEATS), cuda)
             results.append(result)
     return results
 
 
-def _protocol_text(clock: str, measured: int) -> str:
-    """`latency_protocol`: the statistic, the clock, and how the rounds were spread over time."""
-    text = f"{PROTOCOL}, {clock} clock"
-    if measured > 1:
-        text += f", rounds interleaved over {measured} configs"
-    if clock != "cuda" and measured < GROUP:
-        text += f", paced to {GROUP} configs' time"
-    return text
+def _nominal(device_name: str, dtype: str, channels_last: bool, timings: list[dict]) -> float:
+    """The yardstick's nominal ms on this device: stored, else what this group measured (the
+    median of its first set's round minima), stored now."""
+    from datetime import datetime, timezone
+
+    from .store import nominal_yardstick_ms
+
+    first_set = timings[0]["yardstick"][:len(timings[0]["timed"]) // timings[0]["sets"]]
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return nominal_yardstick_ms(device_name, dtype, channels_last, statistics.median(first_set), when)["ms"]
 
 
-def _result(timing: dict) -> dict[str, Any]:
-    """The statistics of one config's timed forwards as result keys."""
+def _result(timing: dict, nominal: float | None) -> dict[str, Any]:
+    """The statistics of one config's timed forwards as result keys; calibrated by the yardstick's
+    `nominal` ms when it took its turns beside the config."""
     stats = _stats(timing["timed"])
-    result = {"latency_remeasured": timing["first_spread"] is not None}
-    if timing["first_spread"] is not None:
-        result["latency_first_spread_ms"] = round(timing["first_spread"], 4)
+    per_round = _per_round(timing)
+    result = {"latency_remeasured": timing["sets"] > 1, "latency_sets": timing["sets"]}
+    if timing["sets"] > 1:
+        result["latency_first_uncertainty_pct"] = round(timing["first_uncertainty"], 2)
+    if timing["yardstick"]:
+        now = statistics.median(timing["yardstick"])
+        result |= {"latency_ms": round(statistics.median(per_round) * nominal, 4),
+                   "latency_raw_ms": round(stats["latency"], 4),
+                   "latency_yardstick_ms": round(now, 4), "latency_yardstick_nominal_ms": round(nominal, 4),
+                   "latency_speed": round(nominal / now, 4)}
+    else:
+        result["latency_ms"] = round(stats["latency"], 4)
     return result | {
-        "latency_ms": round(stats["latency"], 4),
+        "latency_uncertainty_pct": round(uncertainty_pct(per_round), 2),
         "latency_p90_ms": round(stats["p90"], 4),
         "latency_spread_ms": round(stats["iqr"], 4),
         "latency_min_ms": round(stats["min"], 4),
         "latency_wall_ms": round(statistics.median(timing["walls"]), 4),
+        "latency_round_minima_ms": [round(m, 4) for m in stats["minima"]],
     }

@@ -373,6 +373,13 @@ def load(path: str | os.PathLike) -> LatencyModel:
                         fitted_at=doc.get("fitted_at"))
 
 
+def _protocol_suffix(settings: dict) -> str:
+    """"" for protocol 1 (files written before versions were recorded keep their names), else
+    "_p<version>": a model fitted on one protocol's readings is never found for another's."""
+    version = int(settings.get("protocol") or 1)
+    return "" if version == 1 else f"_p{version}"
+
+
 def model_path(device_string: str, settings: dict) -> Path:
     """Where the model for `device_string` at `settings` lives: beside the per-device latency
     store, one file per resolution / batch / dtype / memory format / threads."""
@@ -381,5 +388,5 @@ def model_path(device_string: str, settings: dict) -> Path:
                                               if not isinstance(res, int) else f"{res}x{res}")
     name = (f"latency_model_res{res_text}_b{int(settings.get('batch') or 1)}_"
             f"{settings.get('dtype') or 'fp32'}{'_cl' if settings.get('channels_last') else ''}_"
-            f"t{settings.get('threads') or 'all'}.json")
+            f"t{settings.get('threads') or 'all'}{_protocol_suffix(settings)}.json")
     return Path(device_cache_dir(device_string)) / name

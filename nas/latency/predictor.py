@@ -89,9 +89,10 @@ class LatencyPredictor:
             model = latency_model.load(path)
         except latency_model.LatencyModelError as e:
             raise LatencyPredictorError(f"latency.model: {e}") from None
-        differ = [f"{k} {model.settings.get(k)!r} (study: {self.settings[k]!r})"
-                  for k in ("device", "batch", "dtype", "channels_last", "threads")
-                  if model.settings.get(k) != self.settings[k]]
+        fitted, study = ({**s, "protocol": s.get("protocol", 1)} for s in (model.settings, self.settings))
+        differ = [f"{k} {fitted.get(k)!r} (study: {study[k]!r})"
+                  for k in ("device", "batch", "dtype", "channels_last", "threads", "protocol")
+                  if fitted.get(k) != study[k]]
         if differ:
             raise LatencyPredictorError(f"latency.model: {path} was fitted at other settings: "
                                         f"{'; '.join(differ)}; refit it with `overlock-nas latency fit`")

@@ -25,36 +25,44 @@ from pathlib import Path
 
 from nas.util import write_atomic
 
+from .protocol import VERSION
+
 __all__ = ["measurement_settings", "store_key", "latency_key", "LatencyCache", "cache_root",
-           "device_cache_dir", "device_store", "CACHE_ENV", "STORE_FILE"]
+           "device_cache_dir", "device_store", "nominal_yardstick_ms", "CACHE_ENV", "STORE_FILE",
+           "YARDSTICK_FILE"]
 
 
 def measurement_settings(device_name: str, *, batch: int, dtype: str, channels_last: bool,
-                         threads, resolution=None) -> dict:
+                         threads, resolution=None, protocol: int = VERSION) -> dict:
     """The settings readings are made at: {device, resolution, batch, dtype, channels_last,
-    threads}, the form `nas.latency.model.fit` takes and a model file records.
+    threads, protocol}, the form `nas.latency.model.fit` takes and a model file records.
 
     `device_name` is the device string (`nas.latency.device.device_string`); `resolution` is
-    the one every reading shares ([H, W]), or None for each config's own.
+    the one every reading shares ([H, W]), or None for each config's own; `protocol` the measuring
+    protocol's version (`nas.latency.protocol`; today's unless a reading of an older one is meant).
     """
     if isinstance(resolution, int):
         resolution = [resolution, resolution]
     elif resolution is not None:
         resolution = [int(r) for r in resolution]
     return {"device": device_name, "resolution": resolution, "batch": batch, "dtype": dtype,
-            "channels_last": channels_last, "threads": threads}
+            "channels_last": channels_last, "threads": threads, "protocol": int(protocol)}
 
 
 def store_key(config, settings: dict) -> str:
     """The key `config`'s reading at `settings` (`measurement_settings`) is stored under; the
-    resolution is the settings', else the config's own."""
+    resolution is the settings', else the config's own. Settings without a protocol (a model file
+    fitted before versions were recorded) are protocol 1's."""
     return latency_key(config, settings["device"], settings["batch"], settings.get("resolution"),
-                       settings["dtype"], settings["channels_last"])
+                       settings["dtype"], settings["channels_last"], settings.get("protocol", 1))
 
 
 def latency_key(config, device_name: str, batch: int = 1, resolution=None, dtype: str = "fp32",
-                channels_last: bool = False) -> str:
-    """Cache key of one measurement: architecture, device string, batch, resolution, dtype, format.
+                channels_last: bool = False, protocol: int = VERSION) -> str:
+    """Cache key of one measurement: architecture, device string, batch, resolution, dtype, format,
+    and the measuring protocol's version (`nas.latency.protocol`). Protocol 1's keys carry no
+    version (they were written before there was one), so what an earlier study stored is found
+    under the key it was stored under, and never by a lookup for today's protocol.
 
     `config` is an `OverLoCKConfig` (keyed by `architecture_hash()`: the network, not the
     resolution it is priced at; `resolution` defaults to the config's) or a hash string (then
@@ -72,7 +80,8 @@ def latency_key(config, device_name: str, batch: int = 1, resolution=None, dtype
         resolution = (resolution, resolution)
     h, w = (int(r) for r in resolution)
     return (f"{arch}|{device_name}|batch={int(batch)}|res={h}x{w}"
-            f"|dtype={dtype}|channels_last={int(bool(channels_last))}")
+            f"|dtype={dtype}|channels_last={int(bool(channels_last))}"
+            + (f"|protocol={int(protocol)}" if int(protocol) != 1 else ""))
 
 
 class LatencyCache:
@@ -141,6 +150,23 @@ class LatencyCache:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    def setdefault(self, key: str, result: dict) -> dict:
+        """The stored result for `key`; when there is none, `result`, stored. Atomic across
+        processes: of two that race, both get the first one's."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        with open(self.path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                data = self._read()
+                if key not in data:
+                    data[key] = dict(result)
+                    write_atomic(self.path, json.dumps(data, indent=1, sort_keys=True), fsync=True)
+                self._data = data
+                return dict(data[key])
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def __len__(self) -> int:
         self._data = self._read()
         return len(self._data)
@@ -157,6 +183,7 @@ class LatencyCache:
 # ------------------------------------------------------------------------- per-device store
 CACHE_ENV = "OVERLOCK_NAS_CACHE"
 STORE_FILE = "latencies.json"
+YARDSTICK_FILE = "yardstick.json"
 
 
 def cache_root() -> Path:
@@ -187,3 +214,18 @@ def device_store(device_name: str) -> "LatencyCache":
         with contextlib.suppress(OSError):
             write_atomic(label, device_name + "\n")
     return LatencyCache(folder / STORE_FILE)
+
+
+def nominal_yardstick_ms(device_name: str, dtype: str, channels_last: bool, measured_ms: float,
+                         when: str, protocol: int = VERSION) -> dict:
+    """The yardstick's nominal time on a device (`nas.latency.protocol`, version 2): the first
+    time ever measured there at this dtype and memory format, kept in the device's folder
+    (`yardstick.json`), else `measured_ms`, which becomes it. Returns {"ms", "measured_at"}.
+
+    Every calibrated reading on the device is scaled by this one number, so it is never replaced:
+    deleting the file puts later readings on another scale than the store's.
+    """
+    folder = device_store(device_name).path      # the device's folder, made and labelled
+    key = f"v{int(protocol)}|dtype={dtype}|channels_last={int(bool(channels_last))}"
+    return LatencyCache(Path(folder).parent / YARDSTICK_FILE).setdefault(
+        key, {"ms": float(measured_ms), "measured_at": when})

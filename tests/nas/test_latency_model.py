@@ -164,15 +164,15 @@ def test_cli_fit_predict_and_store_reuse(tmp_path, monkeypatch, configs):
 
 
 def test_cli_fit_says_how_far_it_is_and_how_long_is_left_on_stderr(tmp_path, monkeypatch):
-    """Measuring is slow (a paced protocol); `latency fit` says what it involves, where it stands
+    """Measuring takes a while; `latency fit` says what it involves, where it stands
     after every round, and about how long is left - on stderr, so --json stays one document."""
     monkeypatch.setenv("OVERLOCK_NAS_CACHE", str(tmp_path / "cache"))
     result = _run("fit", QUICKSTART, "--measurements", "9", "--json", "--out", str(tmp_path / "m.json"), *FAST)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["measured"] == 9              # stdout: the JSON document alone
     err = result.stderr
-    assert "latency fit: measuring 9 configs: 1 warm-up and 3 timed forwards each, in 3 rounds, 8 configs " \
-           "at a time, the last 1 paced to 8 configs' time" in err
+    assert "latency fit: measuring 9 configs: 1 warm-up and 3 timed forwards each, " \
+           "in 3 rounds, 8 configs at a time" in err
     assert "latency fit: configs 1-8 of 9, warm-up done;" in err
     assert "latency fit: configs 1-8 of 9, round 3/3;" in err and "latency fit: config 9 of 9, round 3/3;" in err
     assert re.search(r"measured 8/9: [\d. ]+ ms  \d+ s, about \d+ s left", err), err
@@ -205,7 +205,7 @@ def test_protocol_statistic_is_the_median_of_round_minima():
 
     stats = _stats([[10.0, 50.0, 60.0], [11.0, 12.0, 90.0], [30.0, 40.0, 35.0]])
     assert stats["latency"] == 11.0          # minima 10, 11, 30: a round disturbed throughout is ignored
-    assert stats["min"] == 10.0 and stats["round_range"] == 20.0
+    assert stats["min"] == 10.0 and stats["minima"] == [10.0, 11.0, 30.0]
     assert stats["median"] == 35.0
 
 
@@ -219,9 +219,10 @@ def test_single_thread_measurement_uses_the_thread_cpu_clock_and_restores_affini
     affinity, threads = os.sched_getaffinity(0), torch.get_num_threads()
     r = measure_latency(tiny_config.replace(resolution=(32, 32)), threads=1, warmup=1, repeats=6, rounds=3)
     assert r["latency_clock"] == "thread_cpu" and r["latency_rounds"] == 3
-    assert r["latency_protocol"].startswith("median of round minima")
+    assert r["latency_protocol"].startswith("v2: median of round minima relative to the yardstick's")
+    assert r["latency_protocol_version"] == 2
     assert len(r["latency_cores"]) == 1 and r["latency_cores"][0] in affinity
-    assert r["latency_min_ms"] <= r["latency_ms"] <= r["latency_p90_ms"] and r["latency_wall_ms"] > 0
+    assert r["latency_min_ms"] <= r["latency_raw_ms"] <= r["latency_p90_ms"] and r["latency_wall_ms"] > 0
     assert os.sched_getaffinity(0) == affinity and torch.get_num_threads() == threads
     if len(affinity) > 1:
         wall = measure_latency(tiny_config.replace(resolution=(32, 32)), threads=2, warmup=1, repeats=4,
@@ -235,8 +236,8 @@ def test_measure_latencies_interleaves_rounds_with_the_same_result_keys(tiny_con
     configs = [tiny_config.replace(resolution=(32, 32)), tiny_config.replace(resolution=(32, 32), region_count=2)]
     results = measure_latencies(configs, group=2, threads=1, warmup=1, repeats=4, rounds=2)
     single = measure_latency(configs[0], threads=1, warmup=1, repeats=4, rounds=2)
-    def keys(r):   # latency_first_spread_ms appears only when a config was re-measured
-        return set(r) - {"latency_first_spread_ms"}
+    def keys(r):   # latency_first_uncertainty_pct appears only when a config was re-measured
+        return set(r) - {"latency_first_uncertainty_pct"}
 
     assert len(results) == 2 and all(keys(single) == keys(r) for r in results)
     assert all("interleaved over 2 configs" in r["latency_protocol"] for r in results)

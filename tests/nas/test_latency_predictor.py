@@ -9,7 +9,7 @@ from nas.latency.store import device_store, latency_key
 
 DEVICE = "cpu: Test CPU x1 threads, torch 0, na2d_av pure PyTorch"
 SETTINGS = {"device": DEVICE, "resolution": None, "batch": 1, "dtype": "fp32",
-            "channels_last": False, "threads": 1}
+            "channels_last": False, "threads": 1, "protocol": 2}
 
 
 def true_ms(config) -> float:

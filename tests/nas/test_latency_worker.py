@@ -247,7 +247,7 @@ def test_a_latency_model_spares_measuring_configs_far_over_budget(tmp_path, gpu_
     gpu_ray.write_text("")
     archs = list(space.load_space(TINY_SPACE).enumerate()) * 2      # 24 points: a finite margin
     settings = {"device": device_string("cpu", 1), "resolution": None, "batch": 1, "dtype": "fp32",
-                "channels_last": False, "threads": 1}
+                "channels_last": False, "threads": 1, "protocol": 2}
     model = latency_model.fit(archs, [sum(c.widths) / 10 for c in archs], settings)
     assert model.margin < 0.1
     model.save(tmp_path / "model.json")
@@ -321,7 +321,7 @@ def test_a_measurement_the_model_contradicts_is_measured_again_and_the_faster_ke
     gpu_ray.write_text("")
     archs = list(space.load_space(TINY_SPACE).enumerate()) * 2
     settings = {"device": device_string("cpu", 1), "resolution": None, "batch": 1, "dtype": "fp32",
-                "channels_last": False, "threads": 1}
+                "channels_last": False, "threads": 1, "protocol": 2}
     latency_model.fit(archs, [sum(c.widths) / 10 for c in archs], settings).save(tmp_path / "model.json")
     spec = parse_study(study_dict(tmp_path, trials=6, constraints={"latency_ms": 20.0},
                                   latency={**LATENCY, "model": str(tmp_path / "model.json")}),

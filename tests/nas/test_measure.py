@@ -19,7 +19,9 @@ from support.benchmarks import load_benchmark
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {"latency_ms", "latency_p90_ms", "latency_spread_ms", "latency_min_ms", "latency_device",
         "latency_batch", "latency_dtype", "latency_channels_last", "latency_repeats",
-        "latency_resolution", "latency_remeasured"}
+        "latency_resolution", "latency_remeasured", "latency_sets", "latency_uncertainty_pct",
+        "latency_round_minima_ms", "latency_protocol", "latency_protocol_version", "latency_raw_ms",
+        "latency_yardstick_ms", "latency_yardstick_nominal_ms", "latency_speed"}
 
 
 @pytest.fixture
@@ -30,7 +32,8 @@ def small(tiny_config) -> OverLoCKConfig:
 def test_latency_result_keys_and_statistics(small):
     r = measure_latency(small, batch=2, warmup=1, repeats=5, threads=1)
     assert KEYS <= set(r) and "latency_stages_ms" not in r
-    assert 0 < r["latency_min_ms"] <= r["latency_ms"] <= r["latency_p90_ms"]
+    assert 0 < r["latency_min_ms"] <= r["latency_raw_ms"] <= r["latency_p90_ms"]   # as timed
+    assert r["latency_ms"] == pytest.approx(r["latency_raw_ms"] * r["latency_speed"], rel=0.25)
     assert r["latency_spread_ms"] >= 0
     assert (r["latency_batch"], r["latency_dtype"], r["latency_channels_last"], r["latency_repeats"]) == \
         (2, "fp32", False, 5)
@@ -83,11 +86,33 @@ def test_latency_key_separates_every_field(small):
                 latency_key(small, dev, 2, None, "fp32", False),
                 latency_key(small, dev, 1, (32, 64), "fp32", False),
                 latency_key(small, dev, 1, None, "bf16", False),
-                latency_key(small, dev, 1, None, "fp32", True)]
-    assert len({base, *variants}) == 7
+                latency_key(small, dev, 1, None, "fp32", True),
+                latency_key(small, dev, 1, None, "fp32", False, protocol=1)]
+    assert len({base, *variants}) == 8
     # the resolution is the measured one: a config priced elsewhere but measured at 32 shares the key
     assert latency_key(small.replace(resolution=(64, 64)), dev, 1, 32, "fp32", False) == base
     assert latency_key(small.architecture_hash(), dev, 1, (32, 32), "fp32", False) == base
+
+
+def test_readings_of_the_first_protocol_keep_their_key_and_are_not_taken_for_todays(tmp_path, small):
+    """A reading an earlier study stored (protocol 1, before keys had a version) stays under its
+    key, readable with the protocol it was taken by; a lookup at today's settings does not find
+    it, and a latency model fitted on it keeps its file name (today's goes to another)."""
+    from nas.latency import model as lm
+    from nas.latency.store import measurement_settings, store_key
+
+    dev = device_string("cpu", 1)
+    old_key = f"{small.architecture_hash()}|{dev}|batch=1|res=32x32|dtype=fp32|channels_last=0"
+    cache = LatencyCache(tmp_path / "latencies.json")
+    cache.put(old_key, {"latency_ms": 3.0, "latency_protocol": "median of round minima, thread_cpu clock"})
+    old = measurement_settings(dev, batch=1, dtype="fp32", channels_last=False, threads=1, protocol=1)
+    today = measurement_settings(dev, batch=1, dtype="fp32", channels_last=False, threads=1)
+    assert store_key(small, old) == old_key and cache.get(store_key(small, old))["latency_ms"] == 3.0
+    assert cache.get(store_key(small, today)) is None
+    legacy = {k: v for k, v in old.items() if k != "protocol"}    # a model file written before versions
+    assert store_key(small, legacy) == old_key
+    assert lm.model_path(dev, legacy) == lm.model_path(dev, old) != lm.model_path(dev, today)
+    assert lm.model_path(dev, old).name == "latency_model_resconfig_b1_fp32_t1.json"
 
 
 def test_a_reading_is_stored_under_one_key_that_fit_the_pricer_and_the_model_share(
@@ -109,9 +134,9 @@ def test_a_reading_is_stored_under_one_key_that_fit_the_pricer_and_the_model_sha
     dev = device_string("cpu", 1)
     settings = measurement_settings(dev, batch=1, dtype="fp32", channels_last=False, threads=1)
     assert settings == {"device": dev, "resolution": None, "batch": 1, "dtype": "fp32",
-                        "channels_last": False, "threads": 1}
+                        "channels_last": False, "threads": 1, "protocol": 2}
     assert store_key(small, settings) == (f"{small.architecture_hash()}|{dev}|batch=1|res=32x32"
-                                          "|dtype=fp32|channels_last=0")
+                                          "|dtype=fp32|channels_last=0|protocol=2")
 
     def fake_group(items, **kwargs):
         return [{"latency_ms": 1.0 + i, "latency_device": dev, "config": c.to_dict()}
@@ -211,7 +236,7 @@ nas.latency.measure._time_rounds = counted
 space = load_space("studies/spaces/xt_t.yaml")
 nas.latency.measure.measure_latencies([space.sample(seed=s) for s in (1, 2)], warmup=1, repeats=4,
                                       threads=1, resolution=64)
-print(sum(faults[2:8]))   # the first group's timed forwards, past one warm-up forward each
+print(sum(faults[3:9]))   # the first group's timed forwards (2 configs, the yardstick), past one warm-up each
 """
 
 
@@ -247,9 +272,9 @@ def test_the_latency_store_is_read_without_importing_torch():
 # what each old module offered (its __all__ and the private names tests and benchmarks used)
 _OLD_PATHS = {
     "nas.measure": ("measure_latency", "measure_latencies", "device_string", "latency_key",
-                    "LatencyCache", "DTYPES", "SPREAD_REMEASURE", "cache_root", "device_cache_dir",
+                    "LatencyCache", "DTYPES", "cache_root", "device_cache_dir",
                     "device_store", "CACHE_ENV", "STORE_FILE", "WARMUP", "REPEATS", "ROUNDS", "GROUP",
-                    "PACE_MAX_S", "PROTOCOL", "STAGE_REPEATS", "settle_large_blocks", "_stats",
+                    "PROTOCOL", "STAGE_REPEATS", "settle_large_blocks", "_stats",
                     "_time_rounds", "_measure_group", "_cudnn_autotune", "_cuda_driver"),
     "nas.latency_store": ("latency_key", "LatencyCache", "cache_root", "device_cache_dir",
                           "device_store", "CACHE_ENV", "STORE_FILE"),
@@ -338,36 +363,95 @@ def test_profile_the_worker_latency_fit_and_the_benchmark_measure_with_one_proto
     assert protocols["profile"]["warmup"] == nas.latency.measure.WARMUP == LatencySettings().warmup
 
 
-def test_a_lone_config_is_paced_to_a_groups_time_span(monkeypatch):
-    """In a group of GROUP configs, one config's rounds are spread over GROUP configs' time; a
-    lone config (profile, the measuring worker) idles between its rounds for the others' share,
-    so its rounds sample the machine at as many moments. Before: its rounds ran back to back."""
+def test_rounds_run_back_to_back(monkeypatch):
+    """Protocol 2: nothing idles between rounds (protocol 1 slept up to 10 s after each round of a
+    lone config, and the forwards after each pause read slower, by an amount that differed from
+    process to process)."""
     import nas.latency.measure
 
-    pauses = []
+    pauses, forwards = [], []
     monkeypatch.setattr(nas.latency.measure.time, "sleep", pauses.append)
+    [(timed, walls)] = nas.latency.measure._time_rounds([(forwards.append, None)], repeats=6, warmup=2,
+                                                        rounds=3, clock="wall")
+    assert pauses == [] and len(forwards) == 2 + 6
+    assert [len(r) for r in timed] == [2, 2, 2]
 
-    def model(x):     # 20 ms of this thread's CPU per forward
-        end = time_cpu() + 0.02
-        while time_cpu() < end:
-            pass
 
-    from time import thread_time as time_cpu
+class _Machine:
+    """A fake thread clock whose speed drifts: a forward of `cost` ms takes cost / speed."""
 
-    [(timed, walls)] = nas.latency.measure._time_rounds([(model, None)], repeats=6, warmup=0, rounds=3,
-                                                 clock="thread_cpu")
-    assert len(pauses) == 2                              # between rounds, not after the last
-    for r, pause in enumerate(pauses):                   # a round: 2 forwards, by the wall clock
-        round_s = sum(walls[2 * r:2 * r + 2]) / 1e3
-        assert pause == pytest.approx((nas.latency.measure.GROUP - 1) * round_s, rel=0.2)
-    pauses.clear()
-    nas.latency.measure._time_rounds([(model, None)] * nas.latency.measure.GROUP, repeats=2, warmup=0, rounds=2,
-                             clock="thread_cpu")
-    assert pauses == [0]                                 # a full group: its own rounds spread it
-    pauses.clear()
-    monkeypatch.setattr(nas.latency.measure, "PACE_MAX_S", 0.05)
-    nas.latency.measure._time_rounds([(model, None)], repeats=4, warmup=0, rounds=2, clock="thread_cpu")
-    assert pauses == [0.05]                              # a long round is not paced for minutes
+    def __init__(self):
+        self.now, self.speed = 0.0, 1.0
+
+    def clock(self):
+        return self.now
+
+    def model(self, cost_ms):
+        def forward(x):
+            self.now += cost_ms / 1e3 / self.speed
+        return forward
+
+
+def test_a_calibrated_reading_does_not_move_with_the_machines_speed(monkeypatch):
+    """The yardstick takes its turn in every round; the reading is the config's round minimum
+    relative to the yardstick's, times the yardstick's nominal ms on the device (the first one
+    measured there, stored). A machine 25 % slower reads 25 % more as timed (`latency_raw_ms`)
+    and the same calibrated `latency_ms`; without the yardstick it would have read 25 % more."""
+    import nas.latency.measure as m
+    from nas.latency.store import nominal_yardstick_ms
+
+    machine = _Machine()
+    monkeypatch.setattr(m.time, "thread_time", machine.clock)
+    monkeypatch.setattr(m.time, "perf_counter", machine.clock)
+    config, stick = (machine.model(40.0), None), (machine.model(20.0), None)
+
+    def reading(speed):
+        machine.speed = speed
+        [timing] = m._timed_with_recheck([config], 6, 1, 3, "thread_cpu", None, [stick], [0])
+        nominal = m._nominal("cpu: fake", "fp32", False, [timing])
+        return m._result(timing, nominal)
+
+    first, slower = reading(1.0), reading(0.8)
+    assert first["latency_yardstick_nominal_ms"] == slower["latency_yardstick_nominal_ms"] == pytest.approx(20.0)
+    assert nominal_yardstick_ms("cpu: fake", "fp32", False, 99.0, "later")["ms"] == pytest.approx(20.0)
+    assert slower["latency_raw_ms"] == pytest.approx(1.25 * first["latency_raw_ms"])
+    assert slower["latency_ms"] == pytest.approx(first["latency_ms"]) == pytest.approx(40.0)
+    assert slower["latency_speed"] == pytest.approx(0.8) and first["latency_speed"] == pytest.approx(1.0)
+    assert first["latency_uncertainty_pct"] == 0 and not first["latency_remeasured"]
+    uncalibrated = m._result(m._timed_with_recheck([config], 6, 1, 3, "thread_cpu")[0], None)
+    assert uncalibrated["latency_ms"] == pytest.approx(50.0) and "latency_raw_ms" not in uncalibrated
+
+
+def test_a_reading_states_its_uncertainty_and_wide_ones_are_measured_again(monkeypatch):
+    """Each reading's 95 % uncertainty comes from its rounds; while it is wider than the target,
+    one more set of rounds (and its yardstick's) is pooled in, up to MAX_SETS sets, and the
+    reading says so. Configs whose rounds agree are not measured again."""
+    import nas.latency.measure as m
+    from nas.latency.protocol import MAX_SETS, UNCERTAINTY_TARGET_PCT, uncertainty_pct
+
+    assert uncertainty_pct([10.0] * 10) == 0
+    assert uncertainty_pct([10.0] * 9 + [30.0]) == 0                       # one disturbed round
+    assert uncertainty_pct([9.0, 9.5, 10.0, 10.5, 11.0] * 2) == pytest.approx(10.0)
+    assert uncertainty_pct([10.0]) == float("inf")
+
+    noisy, steady, stick = object(), object(), object()
+    calls = []
+
+    def fake_rounds(pairs, repeats, warmup, rounds, clock, progress=None, remeasure=False):
+        calls.append([p[0] for p in pairs])
+        rounds_of = {noisy: [[9.0], [11.0]] * 5, steady: [[10.0]] * 10, stick: [[5.0]] * 10}
+        return [(rounds_of[p[0]], [1.0]) for p in pairs]
+
+    monkeypatch.setattr(m, "_time_rounds", fake_rounds)
+    out = m._timed_with_recheck([(noisy, None), (steady, None)], 10, 1, 10, "thread_cpu", None,
+                                [(stick, None)], [0, 0])
+    assert calls == [[noisy, steady, stick]] + [[noisy, stick]] * (MAX_SETS - 1)
+    assert [e["sets"] for e in out] == [MAX_SETS, 1]
+    result = m._result(out[0], 5.0)
+    assert result["latency_remeasured"] and result["latency_sets"] == MAX_SETS
+    assert result["latency_uncertainty_pct"] > UNCERTAINTY_TARGET_PCT
+    assert result["latency_first_uncertainty_pct"] == pytest.approx(10.0)
+    assert not m._result(out[1], 5.0)["latency_remeasured"]
 
 
 def test_progress_is_told_between_rounds_with_the_time_left(monkeypatch):
@@ -387,8 +471,7 @@ def test_progress_is_told_between_rounds_with_the_time_left(monkeypatch):
     nas.latency.measure._time_rounds([(model, None)], repeats=6, warmup=2, rounds=3, clock="wall",
                                      progress=events.append)
     assert [(e.done, e.rounds, e.configs, e.remeasure) for e in events] == [(d, 3, 1, False) for d in range(4)]
-    # after the warm-up (0.02 s): 3 rounds of 2 forwards, 2 pauses of GROUP - 1 rounds' time
-    assert events[0].left_s == pytest.approx(3 * 0.02 + 2 * (nas.latency.measure.GROUP - 1) * 0.02)
+    assert events[0].left_s == pytest.approx(3 * 0.02)   # after the warm-up: 3 rounds of 2 forwards
     for e in events:
         assert e.elapsed_s + e.left_s == pytest.approx(now[0])          # exact for steady forwards
     assert events[-1].left_s == 0

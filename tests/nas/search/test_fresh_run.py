@@ -27,7 +27,7 @@ BY_ARCHITECTURE = ("config", "config_hash", "summary", "resolution", "evaluator"
                    "latency_dtype", "latency_channels_last", "latency_repeats", "latency_resolution",
                    "latency_rounds", "latency_clock", "latency_protocol", "latency_source", "dataset")
 # keys written only under a condition two runs need not share (tests/test_pinned_runs.py CONDITIONAL)
-CONDITIONAL = {"flops_fvcore", "latency_first_spread_ms", "error", "data_skipped_first",
+CONDITIONAL = {"flops_fvcore", "latency_first_spread_ms", "latency_first_uncertainty_pct", "error", "data_skipped_first",
                "latency_first_ms", "latency_recheck"}
 
 
