@@ -61,6 +61,14 @@ FACTS = {
         "reused": {4: 0}, "front": [0, 1, 2, 4], "best": 2,
         "best_hash": "e4b9bdc2400e25bb",
     },
+    # latency protocol 2: readings beside the yardstick (latency_raw_ms, latency_speed, ...), each
+    # with its uncertainty, sets and protocol version
+    "tiny-0.1.0+091fdf8": {
+        "objectives": ["accuracy", "flops", "latency_ms"], "budgets": {"params": 51500.0},
+        "complete": [0, 1, 2, 3, 4, 5], "over_budget": [], "stopped_early": [],
+        "reused": {4: 0}, "front": [0, 1, 2, 4], "best": 2,
+        "best_hash": "e4b9bdc2400e25bb",
+    },
 }
 
 

@@ -271,19 +271,26 @@ class _Writer:
         return out
 
     def _latency(self, config, metrics: dict) -> dict:
-        from nas.measure import PROTOCOL, ROUNDS
+        from nas.latency.protocol import ROUNDS, VERSION, describe
 
         s = self.spec.latency
         g = metrics["flops"] / 1e9
         ms = max(3.2 * g ** 0.92 + 0.12 * config.depth + self.rng.normal(0, 0.25), 0.5)
         spread = abs(self.rng.normal(0.08, 0.03))
-        out = {"latency_remeasured": False, "latency_ms": round(ms, 4),
+        speed = float(np.clip(self.rng.normal(1.0, 0.08), 0.7, 1.3))     # the machine's drift
+        out = {"latency_remeasured": False, "latency_sets": 1, "latency_ms": round(ms, 4),
+               "latency_raw_ms": round(ms / speed, 4), "latency_yardstick_ms": round(25.0 / speed, 4),
+               "latency_yardstick_nominal_ms": 25.0, "latency_speed": round(speed, 4),
+               "latency_uncertainty_pct": round(abs(self.rng.normal(1.5, 0.8)), 2),
+               "latency_round_minima_ms": [round(ms / speed * (1 + abs(self.rng.normal(0, 0.01))), 4)
+                                           for _ in range(ROUNDS)],
+               "latency_protocol_version": VERSION,
                "latency_p90_ms": round(ms * 1.06, 4), "latency_spread_ms": round(spread, 4),
                "latency_min_ms": round(ms * 0.97, 4), "latency_device": self.device_name,
                "latency_batch": s.batch, "latency_dtype": s.dtype, "latency_channels_last": s.channels_last,
                "latency_repeats": s.repeats, "latency_resolution": list(config.resolution),
                "latency_clock": "thread_cpu", "latency_rounds": ROUNDS,
-               "latency_protocol": f"{PROTOCOL}, thread_cpu clock", "latency_wall_ms": round(ms * 1.02, 4),
+               "latency_protocol": describe("thread_cpu", 1), "latency_wall_ms": round(ms * 1.02, 4),
                "latency_cores": [0]}
         if s.profile_stages:
             out["latency_stages_ms"] = {k: round(ms * v / 0.8, 4) for k, v in _STAGE_SHARES.items()}
