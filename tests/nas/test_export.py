@@ -392,7 +392,8 @@ def test_overwrite_replaces_only_what_export_wrote(run_dir, tmp_path):
     assert first.exit_code == 0, first.output
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
     assert meta["written_by"] == "overlock-nas export"
-    again = CliRunner().invoke(main, [*args, "--seed", "4", "-o", str(tmp_path / "m")])
+    # the earlier export holds model.pt2; replacing it needs no second torch.export
+    again = CliRunner().invoke(main, [*args, "--seed", "4", "--no-pt2", "-o", str(tmp_path / "m")])
     assert again.exit_code == 0, again.output
 
 
@@ -502,7 +503,7 @@ def test_knee_of_the_front(tmp_path):
     distances = [(1 - (x + y)) / math.sqrt(2) for x, y in z]
     assert trial.number == distances.index(max(distances)) == 1, (z, why)
     assert "knee of the feasible Pareto front (3 trials" in why and "Das 1999" in why
-    result = CliRunner().invoke(main, ["export", str(tmp_path), "--knee", "--no-onnx", "-o",
+    result = CliRunner().invoke(main, ["export", str(tmp_path), "--knee", "--no-onnx", "--no-pt2", "-o",
                                        str(tmp_path / "knee")])
     assert result.exit_code == 0 and "selected trial 1: knee" in result.output, result.output
 
@@ -518,7 +519,7 @@ def test_top_k_in_order(study):
 
 
 def test_cli_top_writes_one_directory_each(run_dir, tmp_path):
-    result = CliRunner().invoke(main, ["export", str(run_dir), "--top", "2", "--no-onnx",
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--top", "2", "--no-onnx", "--no-pt2",
                                        "-o", str(tmp_path / "top"), "--json"])
     assert result.exit_code == 0, result.output
     docs = json.loads(result.output[result.output.index("["):])
