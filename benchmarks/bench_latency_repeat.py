@@ -108,7 +108,7 @@ def _model_agreement(configs, readings: np.ndarray, args) -> dict | None:
     measured = readings.mean(axis=1)
     return {"model_rank_agreement": float(spearmanr(predicted, measured)[0]),
             "model_within_10pct": float(np.mean(np.abs(predicted / measured - 1) <= 0.10)),
-            "model_measurements": int(model.cv.get("n", 0)) if isinstance(model.cv, dict) else None,
+            "model_measurements": len(model.latencies_ms or []),
             "model_protocol": model.settings.get("protocol")}
 
 

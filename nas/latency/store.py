@@ -220,12 +220,14 @@ def nominal_yardstick_ms(device_name: str, dtype: str, channels_last: bool, meas
                          when: str, protocol: int = VERSION) -> dict:
     """The yardstick's nominal time on a device (`nas.latency.protocol`, version 2): the first
     time ever measured there at this dtype and memory format, kept in the device's folder
-    (`yardstick.json`), else `measured_ms`, which becomes it. Returns {"ms", "measured_at"}.
+    (`yardstick.json`), else `measured_ms`, which becomes it (with when it was measured and the
+    load average then). Returns {"ms", "measured_at", "load"}.
 
     Every calibrated reading on the device is scaled by this one number, so it is never replaced:
     deleting the file puts later readings on another scale than the store's.
     """
     folder = device_store(device_name).path      # the device's folder, made and labelled
     key = f"v{int(protocol)}|dtype={dtype}|channels_last={int(bool(channels_last))}"
+    load = "/".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else None
     return LatencyCache(Path(folder).parent / YARDSTICK_FILE).setdefault(
-        key, {"ms": float(measured_ms), "measured_at": when})
+        key, {"ms": float(measured_ms), "measured_at": when, "load": load})
