@@ -5,8 +5,8 @@
   constraint would be wrong).
 - `LatencyPricer`: latency from the device's store (shared by every study on that device, keyed
   by architecture, device string, batch, resolution, dtype, memory format), else measured by the
-  measuring worker (a Ray actor holding the latency device alone), one config at a time, with a
-  timeout; a reading the study's latency model contradicts, or one within `latency.recheck_near`
+  measuring worker (a Ray actor holding the latency device alone), the configs queued for it
+  measured together (up to `MEASURE_SET` at a time, their rounds interleaved), with a timeout; a reading the study's latency model contradicts, or one within `latency.recheck_near`
   of the budget, is measured once more and the faster kept; the model's verdict may spare
   measuring a config far over the budget. Its policy for one trial (`place`, then `measured`
   for each reading) is a `LatencyStep`: what to record and what the trial does next.
@@ -29,6 +29,18 @@ from .session import SearchError
 
 DESCRIBE_TARGET = "nas.worker:describe_device"
 WORKER_START_S = 300.0   # for the measuring worker to be placed and answer (or latency.timeout_s)
+# Configs the measuring worker measures together, their rounds interleaved: the protocol's group
+# (nas.latency.measure.GROUP, not imported here: the driver never imports torch; a test holds
+# them equal). A set costs the time span of one paced reading, so a queue of N configs is
+# measured in ceil(N / 8) such spans instead of N.
+MEASURE_SET = 8
+
+
+def measuring_limit_s(timeout_s: float, configs: int) -> float:
+    """How long one measuring call of `configs` configs may take in all (`nas.worker:run_latencies`):
+    `timeout_s` per config, and for a set as much again, so that a set whose one config fails
+    or hangs can be halved and measured again until that config is alone."""
+    return timeout_s * configs * (2 if configs > 1 else 1)
 
 
 # ------------------------------------------------------------------------------- exact cost
@@ -290,13 +302,25 @@ class LatencyPricer:
         """The latency model's verdict on `config`, or None without a model."""
         return self.predictor.judge(config) if self.predictor is not None else None
 
-    def submit(self, config):
-        """Start measuring `config` on the measuring worker; returns the handle."""
+    def submit(self, configs: list):
+        """Start measuring `configs` together on the measuring worker (their rounds interleaved);
+        returns the handle, whose result is one reading per config, in their order."""
         s = self.settings
         return self.measurer.submit(
-            self.target, config.to_dict(), device=s.device or self.spec.device,
+            self.target, [c.to_dict() for c in configs], device=s.device or self.spec.device,
             latency=s.model_dump(), num_threads=self.threads,
+            limit_s=measuring_limit_s(s.timeout_s, len(configs)),
             threads=self.threads, max_retries=self.spec.max_retries)
+
+    def readings(self, configs: list, result) -> list[dict]:
+        """One reading per config from a measuring task's `result` (a list), or the task's failure
+        for each (a dict: the task itself failed, e.g. its worker died)."""
+        if isinstance(result, list) and len(result) == len(configs):
+            return result
+        if isinstance(result, dict):
+            return [result] * len(configs)
+        return [{"ok": False, "reason": f"the measuring worker returned {type(result).__name__} "
+                 f"for {len(configs)} configs", "error": ""}] * len(configs)
 
     # -------------------------------------------------------------------- one trial's policy
     def place(self, lv) -> LatencyStep:
@@ -340,6 +364,13 @@ class LatencyPricer:
         """Why a measurement stopped by the driver after `limit` s failed its trial."""
         return (f"latency: timeout: no result after {limit:g} s (latency.timeout_s "
                 f"{self.settings.timeout_s:g}); the measuring worker was restarted")
+
+    def lost_set(self, lives: list, reason: str) -> str:
+        """What the driver says when a set measured together produced no readings (its worker
+        died, or it ran past its time): each of its configs is measured again alone."""
+        numbers = ", ".join(f"#{lv.number}" for lv in lives)
+        return f"latency: the set of {len(lives)} measured together ({numbers}) was lost ({reason}); " \
+               "measuring each alone"
 
     # ------------------------------------------------------------------ for the proposer
     def for_proposals(self) -> dict:
@@ -419,14 +450,14 @@ class LatencyPricer:
         return kept
 
     def _measure_once(self, config) -> dict | None:
-        handle = self.submit(config)
+        handle = self.submit([config])
         limit = self.timeout_s()
         limit = limit if limit is not None else self.settings.timeout_s + WORKER_START_S
         try:
             if not self.executor.wait([handle], timeout=limit):
                 self.executor.cancel(handle)
                 return None
-            result = self.executor.result(handle)
+            result = self.readings([config], self.executor.result(handle))[0]
         except TaskLost:
             return None
         return result if result.get("ok") else None
@@ -447,12 +478,12 @@ class LatencyPricer:
         if self.predictor is not None:
             self.predictor.learn(config, float(result["latency_ms"]))
 
-    def timeout_s(self) -> float | None:
-        """After how long the driver stops a measurement (None: a task waits for its resources
-        first, so its own timer is the worker's)."""
+    def timeout_s(self, configs: int = 1) -> float | None:
+        """After how long the driver stops a measurement of `configs` configs measured together
+        (None: a task waits for its resources first, so its own timer is the worker's)."""
         if self.measurer is None or not self.measurer.dedicated:
             return None
-        return self.settings.timeout_s + self.grace_s
+        return measuring_limit_s(self.settings.timeout_s, configs) + self.grace_s
 
     def ahead(self, parallel: int) -> int:
         """Trials asked beyond the training slots, for the measuring worker to price ahead."""
