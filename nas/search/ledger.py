@@ -52,6 +52,7 @@ class Live:
     verdict: dict | None = None       # the latency model's prediction, when the study has one
     first_latency: dict | None = None  # a measurement the model disagreed with, measured again
     alone: bool = False               # measured alone: the set it was measured in was lost
+    resent: int = 0                   # measurements sent again: the measuring worker was restarting
 
     @property
     def number(self) -> int:

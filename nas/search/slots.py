@@ -25,6 +25,7 @@ from .weights import stem
 
 EVAL_TARGET = "nas.worker:run_evaluation"
 WARM_S = 120.0           # evaluations wait at most this long for the training workers' warm-up
+RESEND = 2               # times one config's measurement is sent again to an unavailable worker
 
 
 class Slots:
@@ -116,6 +117,8 @@ class Slots:
             except TaskLost as e:
                 if stopping():   # lost to the stop itself (Ctrl-C reaches Ray's processes too)
                     continue
+                if e.transient and self._resend(handle):
+                    continue
                 result = {"ok": False, "reason": e.reason, "error": e.error}
             kind, lives = self.queues.take(handle)
             if kind != "latency":
@@ -125,6 +128,19 @@ class Slots:
             else:
                 for lv, reading in zip(lives, self.pricer.readings([lv.config for lv in lives], result)):
                     yield kind, lv, reading
+
+    def _resend(self, handle) -> bool:
+        """One config's measurement found its worker unavailable: sent while it restarted after
+        a crash (it never ran), or it crashed the worker itself. It goes first in the queue
+        again, at most `RESEND` times (a set goes back one config at a time, `_measure_alone`)."""
+        lives = self.queues.measuring.get(handle)
+        if lives is None or len(lives) > 1 or lives[0].resent >= RESEND:
+            return False
+        self.queues.take(handle)
+        for lv in reversed(lives):
+            lv.resent += 1
+            self.queues.latency.appendleft(lv)
+        return True
 
     def _measure_alone(self, lives: list[Live], why: str) -> Iterator[tuple[str, Live, str]]:
         """A set measured together that produced no readings: each config first in the queue,
