@@ -379,11 +379,15 @@ class LatencyPricer:
         if self.budget is None:
             return {}
         return {"latency_screen": self.screen, "latency_confirm": self.confirm,
-                "latency_odds": self.odds}
+                "latency_odds": self.odds, "latency_prefetch": self.prefetch}
 
     def screen(self, config) -> tuple[str, float] | None:
         """(reason, ms) when `config` is over the latency budget before it is measured (a
-        latency stored for this device, or the model sure of it), else None."""
+        latency stored for this device, or the model sure of it), else None; for a config this
+        run measured before it became a trial (`probed`), that reading."""
+        probed = self._probed(config)
+        if probed is not None:
+            return probed
         stored = self.lookup(config)
         if stored is not None:
             return STORED_LATENCY_REASON, float(stored["latency_ms"])
@@ -430,6 +434,77 @@ class LatencyPricer:
     def certain(self, verdict: dict | None) -> bool:
         """The model puts the config within the budget even at the top of its margin."""
         return bool(verdict) and self.budget is not None and verdict["high_ms"] <= self.budget
+
+    def _probed(self, config) -> tuple[str, float] | None:
+        """(MEASURED_LATENCY_REASON, ms) of a config measured before it became a trial; one over
+        the budget is forgotten here (a rejected draw, never a trial: drawn again, it is `stored`)."""
+        probed = self.probed.get(config.config_hash())
+        if probed is None:
+            return None
+        ms = float(probed["result"]["latency_ms"])
+        if self.budget is not None and ms > self.budget:
+            del self.probed[config.config_hash()]
+        return MEASURED_LATENCY_REASON, ms
+
+    def prefetch(self, configs: list) -> list[tuple]:
+        """measure_first, ahead: of a proposer's candidates (best first), those `confirm` would
+        measure one at a time before reaching one it takes unmeasured (stored, or the model
+        certain of it), up to `MEASURE_SET`, measured together now, each once more where its
+        reading asks for it (`recheck`) and the faster kept, as `measure_now` does. Returns
+        [(config, (MEASURED_LATENCY_REASON, ms))] of the readings; those over the budget are
+        rejected draws (forgotten, `_probed`). With fewer than two to measure it measures
+        nothing (`confirm` measures one alone)."""
+        if not self.measures_first:
+            return []
+        wanted = []
+        for config in configs:
+            if len(wanted) == MEASURE_SET:
+                break
+            found = self.screen(config)       # stored, measured already, or predicted over
+            if found is not None and found[1] <= self.budget:
+                break                 # confirm takes this one as it is: none after it is measured
+            if found is not None:
+                continue              # over the budget without measuring
+            verdict = self.predict(config)
+            if self.certain(verdict):
+                break
+            wanted.append((config, verdict))
+        if len(wanted) < 2:
+            return []
+        firsts = self._measure_set([c for c, _ in wanted])
+        again = [(c, v, r, self.recheck(r, v)) for (c, v), r in zip(wanted, firsts) if r is not None]
+        twice = [c for c, _, _, why in again if why is not None]
+        seconds = iter(self._measure_set(twice) if twice else [])
+        out = []
+        for config, verdict, first, why in again:
+            kept = first
+            if why is not None:
+                second = next(seconds)
+                if second is not None:
+                    kept = min(first, second, key=lambda r: float(r["latency_ms"]))
+            self.learned(config, kept)
+            self.probed[config.config_hash()] = {"result": kept, "first": first if why else None,
+                                                 "why": why, "verdict": verdict}
+            out.append((config, self._probed(config)))
+        return out
+
+    def _measure_set(self, configs: list) -> list[dict | None]:
+        """Readings of `configs` measured together, and waited for; None for one that failed
+        (it then goes the trial's way, which reports why)."""
+        if not configs:
+            return []
+        handle = self.submit(configs)
+        limit = self.timeout_s(len(configs))
+        if limit is None:
+            limit = measuring_limit_s(self.settings.timeout_s, len(configs)) + WORKER_START_S
+        try:
+            if not self.executor.wait([handle], timeout=limit):
+                self.executor.cancel(handle)
+                return [None] * len(configs)
+            readings = self.readings(configs, self.executor.result(handle))
+        except TaskLost:
+            return [None] * len(configs)
+        return [r if r.get("ok") else None for r in readings]
 
     def measure_now(self, config, verdict: dict | None) -> dict | None:
         """Measure `config` on the measuring worker and wait (a draw about to become a trial; the
