@@ -404,11 +404,9 @@ class LatencyPricer:
         verdict = self.predict(config)
         if self.certain(verdict):
             return None                       # measured as a trial, beside training
-        result = self.measure_now(config, verdict)
-        if result is None:
+        if self.measure_now(config, verdict) is None:
             return None                       # the trial's own measurement will say why
-        ms = float(result["latency_ms"])
-        return (MEASURED_LATENCY_REASON, ms) if ms > self.budget else None
+        return self._probed(config)           # over the budget: a rejected draw, forgotten
 
     def odds(self, config) -> float:
         """The probability that `config` is within the latency budget: 0 or 1 for a stored
