@@ -46,6 +46,9 @@ HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent / "tests" / "nas"      # the sleeping evaluator and the sleeping measurement
 
 
+SETS = [False]   # the engine measures sets of configs (nas.worker:run_latencies), read once
+
+
 def flops_range(repo: Path) -> list[int]:
     """The smallest and largest MACs of the space's architectures (the sleep scales between)."""
     import space
@@ -82,8 +85,7 @@ def run(kind: str, args, repo: Path, slots: int, trials: int, min_s: float, max_
         os.environ["OVERLOCK_NAS_CACHE"] = str(work / "cache")     # every latency measured afresh
     log = work / "evals.jsonl"
     if args.latency_sleep:      # the stand-in the engine's measuring call takes: one config, or a set
-        sets = nas.engine.LATENCY_TARGET.endswith("run_latencies")
-        nas.engine.LATENCY_TARGET = "fake_evaluators:sleeping_latenc" + ("ies" if sets else "y")
+        nas.engine.LATENCY_TARGET = "fake_evaluators:sleeping_latenc" + ("ies" if SETS[0] else "y")
         os.environ["FAKE_LATENCY_S"] = str(args.latency_sleep)
     spec = parse_study(study(work / "run", log, slots, trials, budget, min_s, max_s, repo, args.ahead),
                        label="bench")
@@ -162,7 +164,7 @@ def main() -> None:
     engine_file = Path(nas.__file__).resolve().parent / "engine.py"
     assert engine_file.is_relative_to(repo), f"nas imported from {engine_file}, not {repo}"
     commit = os.popen(f"git -C {repo} rev-parse --short HEAD").read().strip()
-    sets = nas.engine.LATENCY_TARGET.endswith("run_latencies")
+    sets = SETS[0] = nas.engine.LATENCY_TARGET.endswith("run_latencies")
     label = args.label or f"{commit}: " + ("queued configs measured together, up to 8" if sets
                                            else "one config at a time")
     load = os.getloadavg()

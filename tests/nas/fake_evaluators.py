@@ -157,7 +157,9 @@ def sleeping_latencies(configs: list[dict], *, device: str, latency: dict, num_t
     return [{"ok": True, "latency_ms": float(sum(cfg.widths)) / 10.0,
              "latency_device": device_string("cpu", num_threads),
              "latency_batch": latency["batch"], "latency_dtype": latency["dtype"],
-             "latency_channels_last": latency["channels_last"]} for cfg in cfgs]
+             "latency_channels_last": latency["channels_last"],
+             "latency_protocol": f"sleeping stand-in, rounds interleaved over {len(cfgs)} configs"}
+            for cfg in cfgs]
 
 
 def labelled_latencies(configs: list[dict], **kwargs) -> list[dict]:
