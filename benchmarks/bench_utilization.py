@@ -6,7 +6,7 @@
     git clone -q --no-checkout . bench_out/old && git -C bench_out/old checkout -q <commit>
     python benchmarks/bench_utilization.py --repo bench_out/old ...   # the engine before a change
 
-A study on the quickstart space (random sampler, seed 1), N slots of 1 CPU each (`--slots`, a
+A study on the quickstart space (`--space`; random sampler, seed 1), N slots of 1 CPU each (`--slots`, a
 list), with a *sleeping* evaluator (`tests/nas/fake_evaluators.py:Sleeping`), so slots need not
 be real cores: each evaluation sleeps in proportion to the config's MACs (6.5-30.6 M in this
 space; training time grows with them), 2-8 s at 4 slots and 20-60 s from 16 slots (issue 26's
@@ -16,7 +16,8 @@ in length and nothing competes for the real cores but the latency measurements. 
 - `none`: objectives accuracy and FLOPs, no latency;
 - `budget`: the same plus a latency budget (`latency_ms <= 1000`, which every config meets, so the
   same configs train): each config's latency is *really measured* before it trains (deploy
-  model, batch 1, fp32, 1 thread, 5 warm-up + 20 timed forwards at 64x64, on the measuring
+  model, batch 1, fp32, 1 thread, 5 warm-up + 20 timed forwards at the space's resolution
+  (64x64 in quickstart), on the measuring
   worker: one config at a time before issue 26, then the configs queued for it together, up to
   8), or, with `--latency-sleep S`, by a stand-in that sleeps S seconds per call (labelled);
 - `store` (`--runs none,budget,store`): `budget` again, a new study on the same device whose
@@ -49,21 +50,30 @@ TESTS = HERE.parent / "tests" / "nas"      # the sleeping evaluator and the slee
 SETS = [False]   # the engine measures sets of configs (nas.worker:run_latencies), read once
 
 
-def flops_range(repo: Path) -> list[int]:
-    """The smallest and largest MACs of the space's architectures (the sleep scales between)."""
+def flops_range(path: Path) -> list[int]:
+    """The smallest and largest MACs of the space's architectures (the sleep scales between):
+    every one of a space of up to 5,000, else of 1,000 uniform draws (seed 0)."""
+    import itertools
+    import random
+
     import space
 
-    costs = [space.complexity(c).flops
-             for c in space.load_space(repo / "studies/spaces/quickstart.yaml").enumerate()]
+    sp = space.load_space(path)
+    configs = list(itertools.islice(sp.enumerate(), 5001))
+    if len(configs) > 5000:
+        rng = random.Random(0)
+        configs = [sp.sample(rng) for _ in range(1000)]
+    costs = [space.complexity(c).flops for c in configs]
     return [min(costs), max(costs)]
 
 
 def study(out: Path, log: Path, slots: int, trials: int, budget: bool, min_s: float,
-          max_s: float, repo: Path, ahead: int | None = None) -> dict:
-    data = {"name": "bench-utilization", "space": str(repo / "studies/spaces/quickstart.yaml"),
+          max_s: float, repo: Path, ahead: int | None = None, space_name: str = "quickstart") -> dict:
+    path = repo / f"studies/spaces/{space_name}.yaml"
+    data = {"name": "bench-utilization", "space": str(path),
             "objectives": ["accuracy", "flops"],
             "evaluator": {"name": "fake_evaluators:Sleeping", "min_s": min_s, "max_s": max_s,
-                          "flops_range": flops_range(repo), "log": str(log)},
+                          "flops_range": flops_range(path), "log": str(log)},
             "sampler": {"name": "random"}, "seed": 1, "trials": trials, "parallel": slots,
             "resources": {"cpus": 1}, "fvcore_check_every": 0, "output_dir": str(out)}
     if budget:
@@ -87,8 +97,8 @@ def run(kind: str, args, repo: Path, slots: int, trials: int, min_s: float, max_
     if args.latency_sleep:      # the stand-in the engine's measuring call takes: one config, or a set
         nas.engine.LATENCY_TARGET = "fake_evaluators:sleeping_latenc" + ("ies" if SETS[0] else "y")
         os.environ["FAKE_LATENCY_S"] = str(args.latency_sleep)
-    spec = parse_study(study(work / "run", log, slots, trials, budget, min_s, max_s, repo, args.ahead),
-                       label="bench")
+    spec = parse_study(study(work / "run", log, slots, trials, budget, min_s, max_s, repo, args.ahead,
+                             args.space), label="bench")
     load0 = os.getloadavg()[0]
     t0 = time.monotonic()
     result = SearchEngine(spec, num_cpus=slots + 1).run()
@@ -143,6 +153,9 @@ def main() -> None:
                     help="a stand-in measurement that sleeps this long per call instead of measuring")
     ap.add_argument("--ahead", type=int, default=None,
                     help="latency.ahead: configs priced ahead of training (default: slots)")
+    ap.add_argument("--space", default="quickstart",
+                    help="studies/spaces/NAME.yaml (quickstart: 72 architectures; xt_t: 76k, so a "
+                         "long run keeps drawing new ones)")
     ap.add_argument("--runs", default="none,budget")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--jsonl", type=Path, default=None,
@@ -170,7 +183,7 @@ def main() -> None:
     load = os.getloadavg()
     print(f"# engine: {repo} ({label}); slots {args.slots}; latency: "
           + (f"sleeping stand-in {args.latency_sleep:g} s" if args.latency_sleep else
-             "measured (1 thread, 5+20 forwards, 64x64)")
+             f"measured (1 thread, 5+20 forwards, space {args.space})")
           + f"; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     rows = []
     for slots in (int(x) for x in args.slots.split(",")):
@@ -200,6 +213,8 @@ def _append(args, row: dict, label: str, slots: int, kind: str) -> None:
     import datetime
 
     command = f"python benchmarks/bench_utilization.py --slots {slots} --runs {kind}"
+    if args.space != "quickstart":
+        command += f" --space {args.space}"
     for flag in ("trials", "trials_per_slot", "min_s", "max_s", "latency_sleep", "ahead"):
         value = getattr(args, flag)
         if value is not None and not (flag == "trials_per_slot" and value == 4):
