@@ -17,9 +17,8 @@ in length and nothing competes for the real cores but the latency measurements. 
 - `budget`: the same plus a latency budget (`latency_ms <= 1000`, which every config meets, so the
   same configs train): each config's latency is *really measured* before it trains (deploy
   model, batch 1, fp32, 1 thread, 5 warm-up + 20 timed forwards at the space's resolution
-  (64x64 in quickstart), on the measuring
-  worker: one config at a time before issue 26, then the configs queued for it together, up to
-  8), or, with `--latency-sleep S`, by a stand-in that sleeps S seconds per call (labelled);
+  (64x64 in quickstart), on the measuring worker: one config at a time before issue 26, then
+  the configs queued for it together, up to 8), or, with `--latency-sleep S`, by a stand-in that sleeps S seconds per call (labelled);
 - `store` (`--runs none,budget,store`): `budget` again, a new study on the same device whose
   latencies the previous run left in the device's store (the engine before the store re-measures).
 
