@@ -14,8 +14,9 @@ One trial, in the driver (every fact recorded as a user attribute, docs/referenc
 3. Params, FLOPs and memory from the analytic cost model (fvcore cross-check on a sample of
    trials: a mismatch stops the study). A broken budget -> PRUNED, `infeasible`, never trained.
 4. Latency, when it is an objective or a constraint: read from the device's store, else measured
-   before training by the measuring worker, which prices sampled configs ahead of training, so
-   evaluations never wait for it except a trial for its own latency. A broken latency budget ->
+   before training by the measuring worker, which prices sampled configs ahead of training (every
+   config queued for it, up to 8, measured together), so evaluations never wait for it except a
+   trial for its own latency. A broken latency budget ->
    PRUNED, `infeasible`, never trained.
 5. The evaluator runs as a Ray task. With rungs (successive halving) a trial trains to each rung
    and continues only if its score is in the top 1/eta of the trials that reached that rung (or
@@ -78,7 +79,7 @@ __all__ = ["SearchEngine", "SearchResult", "Progress", "SearchError", "DriverBus
            "CostModelMismatch", "DriverLock", "open_storage", "derived_seed", "set_constraints",
            "DIRECTIONS", "Screen", "MAX_DRAWS_WITHOUT_TRAINING"]
 
-LATENCY_TARGET = "nas.worker:run_latency"     # read when a run starts (tests put a stand-in here)
+LATENCY_TARGET = "nas.worker:run_latencies"   # read when a run starts (tests put a stand-in here)
 _LATENCY_GRACE_S = 30.0   # past latency.timeout_s before the driver restarts the measuring worker
 _SHARED_RESYNC_S = 10.0   # how often the budget is recounted from a storage other drivers may share
 _COLLECT_S = 0.25         # how long one turn of the loop waits for a task to finish
@@ -309,7 +310,9 @@ class SearchEngine:
 
     def _collect(self, timeout: float) -> None:
         for kind, lv, result in self.slots.collect(timeout, lambda: self._stop):
-            if kind == "latency":
+            if kind == "alone":        # its set was lost: queued again, to be measured alone
+                self._emit(result)
+            elif kind == "latency":
                 self._latency(lv, self.pricer.measured(lv, result))
             else:
                 self._after_eval(lv, result)
@@ -317,8 +320,11 @@ class SearchEngine:
     def _check_timeouts(self) -> None:
         """A task past its limit (`Slots.overdue`, cancelled) fails its trial."""
         for kind, lv, limit in self.slots.overdue():
-            self._fail(lv, self.pricer.timed_out(limit) if kind == "latency"
-                       else f"timeout: evaluation ran longer than {limit:g} s", "")
+            if kind == "alone":        # a set past its limit: queued again, to be measured alone
+                self._emit(limit)          # (here: what to say, naming the set's trials)
+            else:
+                self._fail(lv, self.pricer.timed_out(limit) if kind == "latency"
+                           else f"timeout: evaluation ran longer than {limit:g} s", "")
 
     # ------------------------------------------------------------------------- one trial
     def _start_trial(self, trial: optuna.Trial, proposal=None) -> None:
@@ -536,7 +542,7 @@ class SearchEngine:
     def _interrupt(self) -> None:
         """Stop: every trial this driver holds is failed as interrupted and re-queued."""
         with _sigint_ignored():
-            for handle in list(self.queues.inflight):
+            for handle in self.queues.handles():
                 self.executor.cancel(handle)
             for lv in self.queues.drain():
                 ft = self.recorder.stored(lv.trial)

@@ -37,10 +37,11 @@ class TaskLost(Exception):
     """A task produced no result: its worker or node died past the retries, it ran out of memory
     under Ray's monitor, or it was cancelled. `reason` is one line."""
 
-    def __init__(self, reason: str, error: str = ""):
+    def __init__(self, reason: str, error: str = "", transient: bool = False):
         super().__init__(reason)
         self.reason = reason
         self.error = error
+        self.transient = transient      # the actor was unavailable: the call may not have run
 
 
 class ExecutorError(RuntimeError):
@@ -293,6 +294,9 @@ class Executor:
             cause = getattr(e, "cause", None) or e
             first = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
             raise TaskLost(f"{type(cause).__name__}: {first}"[:300], _tail(e)) from None
+        except rex.ActorUnavailableError as e:    # it died during the call, or was restarting
+            raise TaskLost("worker unavailable: it died or was restarting (ActorUnavailableError)",
+                           _tail(e), transient=True) from None
         except rex.RayError as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise TaskLost(f"{type(e).__name__}: {first}"[:300], _tail(e)) from None

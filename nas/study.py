@@ -119,7 +119,7 @@ class LatencySettings(_Model):
     """How and where latency is measured (when it is an objective or a constraint).
 
     A dedicated measuring worker (one Ray actor) measures on `device`, working through sampled
-    configs ahead of training. On a GPU it holds one GPU alone; on a CPU it holds `cpus` cores
+    configs ahead of training (the configs queued for it, up to 8, measured together). On a GPU it holds one GPU alone; on a CPU it holds `cpus` cores
     (training gets the rest of the node). `resource` / `node_labels` put it on another machine
     (the deployment device, e.g. a node started with `ray start --resources '{"t4_box": 1}'`).
     """

@@ -1,7 +1,7 @@
-"""What runs inside a Ray worker: build an evaluator, score one config, measure one latency.
+"""What runs inside a Ray worker: build an evaluator, score one config, measure latencies.
 
 The driver (`nas.engine`) never imports torch for these; it submits `nas.worker:run_evaluation`
-and `nas.worker:run_latency` by name through `nas.executor`. Every function here returns a dict
+and `nas.worker:run_latencies` by name through `nas.executor`. Every function here returns a dict
 and never raises for a trial's own error: `{"ok": False, "reason": one line, "error": traceback}`.
 """
 
@@ -164,21 +164,78 @@ def run_evaluation(evaluator: str, settings: dict, config: dict, *, budget_epoch
 
 def run_latency(config: dict, *, device: str, latency: dict, num_threads: int | None) -> dict:
     """Runs on the measuring worker (which holds its GPU or cores alone): one config's latency."""
+    return run_latencies([config], device=device, latency=latency, num_threads=num_threads)[0]
+
+
+def run_latencies(configs: list[dict], *, device: str, latency: dict, num_threads: int | None,
+                  limit_s: float | None = None) -> list[dict]:
+    """Runs on the measuring worker: the latencies of the configs queued for it, measured together
+    (`measure_latencies`: their rounds interleaved), one result per config, in their order.
+
+    A config that fails (it raises, runs out of memory, or the set runs past its time) does not
+    cost the others their readings: the set is halved and each half measured again, until the
+    failing config is measured alone and fails with its own one-line reason. `limit_s` bounds the
+    whole call (the driver's limit, `nas.search.pricing.measuring_limit_s`; default none); each
+    try gets `latency.timeout_s` per config in it, within what is left. With `profile_stages` each config is measured alone (the breakdown is
+    per config).
+    """
     from overlock import OverLoCKConfig
 
-    try:
-        from nas.latency.measure import measure_latency
+    per_config = latency.get("timeout_s")
+    deadline = time.monotonic() + limit_s if limit_s else None
+    parsed, out = [], [None] * len(configs)
+    for i, config in enumerate(configs):
+        try:
+            parsed.append((i, OverLoCKConfig.from_dict(config)))
+        except Exception as e:  # noqa: BLE001
+            out[i] = _failure(e)
+    groups = [[p] for p in parsed] if latency.get("profile_stages") else [parsed]
+    for group in groups:
+        for i, result in _measured(group, device, latency, num_threads, per_config, deadline):
+            out[i] = result
+    return out
 
+
+def _measured(items: list, device: str, latency: dict, num_threads: int | None,
+              per_config: float | None, deadline: float | None) -> list[tuple[int, dict]]:
+    """(index, result) of each (index, config) of `items`, measured together; halved on failure."""
+    if not items:
+        return []
+    seconds = None
+    if per_config:
+        seconds = per_config * len(items)
+        if deadline is not None:
+            seconds = min(seconds, deadline - time.monotonic())
+        if seconds <= 0:
+            return [(i, _failure(Timeout(f"timeout: no time left to measure it (latency.timeout_s "
+                                         f"{per_config:g} per config)"))) for i, _ in items]
+    what = "measurement" if len(items) == 1 else f"measurement of {len(items)} configs"
+    try:
         t0 = time.perf_counter()
-        with time_limit(latency.get("timeout_s"), "measurement"):
-            res = measure_latency(OverLoCKConfig.from_dict(config), device=_resolve_device(device),
-                                  batch=latency["batch"], dtype=latency["dtype"],
-                                  channels_last=latency["channels_last"], warmup=latency["warmup"],
-                                  repeats=latency["repeats"], threads=num_threads,
-                                  profile_stages=latency["profile_stages"])
+        with time_limit(seconds, what):
+            readings = _measure([c for _, c in items], device, latency, num_threads)
+        wall = round(time.perf_counter() - t0, 3)
     except Exception as e:  # noqa: BLE001
-        return _failure(e)
-    return {"ok": True, **res, "latency_wall_s": round(time.perf_counter() - t0, 3)}
+        if len(items) == 1:
+            return [(items[0][0], _failure(e))]
+        half = len(items) // 2
+        return (_measured(items[:half], device, latency, num_threads, per_config, deadline)
+                + _measured(items[half:], device, latency, num_threads, per_config, deadline))
+    return [(i, {"ok": True, **r, "latency_wall_s": wall}) for (i, _), r in zip(items, readings)]
+
+
+def _measure(configs: list, device: str, latency: dict, num_threads: int | None) -> list[dict]:
+    from nas.latency.measure import measure_latencies, measure_latency
+
+    settings = dict(device=_resolve_device(device), batch=latency["batch"], dtype=latency["dtype"],
+                    channels_last=latency["channels_last"], warmup=latency["warmup"],
+                    repeats=latency["repeats"], threads=num_threads)
+    if latency.get("profile_stages"):
+        return [measure_latency(c, profile_stages=True, **settings) for c in configs]
+    readings = measure_latencies(configs, **settings)
+    if len(readings) != len(configs):
+        raise RuntimeError(f"measure_latencies returned {len(readings)} readings for {len(configs)} configs")
+    return readings
 
 
 def warm(seconds: float = 0.2) -> int:

@@ -65,13 +65,18 @@ class Pricer:
             it first (`latency_measured`, `latency.measure_first`); called by `confirm`.
         latency_odds: `config -> probability` that the config is within the latency budget, by
             what is known before measuring it (`frontier` weighs its candidates by it).
+        latency_prefetch: `configs -> [(config, (reason, ms))]`: of a proposer's candidates,
+            best first, those `latency_confirm` would measure one at a time, measured together
+            now (`latency.measure_first`, up to 8); called by `prefetch`.
     """
 
     def __init__(self, budgets: dict[str, float], latency_screen: Callable | None = None,
-                 latency_confirm: Callable | None = None, latency_odds: Callable | None = None):
+                 latency_confirm: Callable | None = None, latency_odds: Callable | None = None,
+                 latency_prefetch: Callable | None = None):
         self.budgets = dict(budgets)
         self.latency_screen = latency_screen
         self.latency_confirm = latency_confirm
+        self.latency_prefetch = latency_prefetch
         self._latency_odds = latency_odds
         self._cache: dict[str, dict] = {}
         self.rejected_hashes: set[str] = set()     # architectures found over a budget
@@ -126,6 +131,19 @@ class Pricer:
         if self.latency_confirm is None or "latency_ms" not in self.budgets:
             return None
         return self._over_latency(config, self.latency_confirm(config), known)
+
+    def prefetch(self, configs: list) -> dict[str, str]:
+        """Measure together, now, the candidates (best first) whose latency `confirm` would
+        measure one at a time (`latency_prefetch`), so the next proposals find them measured.
+        Returns {config hash: reason} of those measured over the latency budget: rejected draws."""
+        if self.latency_prefetch is None or "latency_ms" not in self.budgets:
+            return {}
+        over = {}
+        for config, found in self.latency_prefetch(configs):
+            reason = self._over_latency(config, found, {})
+            if reason is not None:
+                over[config.config_hash()] = reason
+        return over
 
     def constraint_attrs(self, known: dict[str, float], named: bool) -> dict[str, Any]:
         """System attrs holding these constraint values as the engine stores them (the list in

@@ -353,7 +353,14 @@ class FrontierProposer:
             running = [c for t, c in trials if t.state == TrialState.RUNNING]
             scores = self._score(done, running, fresh, stopped)
             order = np.argsort(-scores, kind="stable")
+        # the candidates `confirm` would measure one at a time, measured together (measure_first)
+        over = self.pricer.prefetch([fresh[i]["config"] for i in order])
+        for h, reason in over.items():        # measured over the budget: rejected draws
+            count(rejected, reason)
+            self.pool.pop(h, None)
         for i in order:       # the best one a latency check does not put over the budget
+            if fresh[i]["hash"] in over:
+                continue
             if self._confirmed(fresh[i], rejected):
                 return _proposal(fresh[i], rejected)
         return self._uniform(seen, rejected)

@@ -51,6 +51,8 @@ class Live:
     resume_from: FrozenTrial | None = None
     verdict: dict | None = None       # the latency model's prediction, when the study has one
     first_latency: dict | None = None  # a measurement the model disagreed with, measured again
+    alone: bool = False               # measured alone: the set it was measured in was lost
+    resent: int = 0                   # measurements sent again: the measuring worker was restarting
 
     @property
     def number(self) -> int:
@@ -61,34 +63,68 @@ class Queues:
     """Where every live trial waits. A trial is in exactly one place."""
 
     def __init__(self):
-        self.inflight: dict[Any, Live] = {}       # task handle -> live
+        self.inflight: dict[Any, Live] = {}       # evaluation task handle -> live
+        self.measuring: dict[Any, list[Live]] = {}   # measuring task handle -> the lives it measures
         self.ready: deque[Live] = deque()         # waiting for an evaluation slot
         self.latency: deque[Live] = deque()       # waiting for the measuring worker
         self.parked: dict[str, list[Live]] = {}   # config hash -> duplicates of a live trial
         self.released: deque[Live] = deque()      # duplicates whose original has finished
 
     def running(self, kind: str) -> int:
+        """Trials in a task of `kind` ("eval" or "latency")."""
+        if kind == "latency":
+            return sum(len(lives) for lives in self.measuring.values())
         return sum(1 for lv in self.inflight.values() if lv.kind == kind)
+
+    def handles(self) -> list:
+        """Every task in flight: evaluations and measurements."""
+        return list(self.inflight) + list(self.measuring)
 
     def occupancy(self) -> int:
         """Trials holding or waiting for a slot or a measurement (not the parked duplicates)."""
         return self.running("eval") + len(self.ready) + len(self.latency) + self.running("latency")
 
     def busy(self) -> bool:
-        return bool(self.inflight or self.ready or self.latency or self.parked or self.released)
+        return bool(self.inflight or self.measuring or self.ready or self.latency or self.parked or self.released)
 
     def in_progress(self) -> int:
-        return len({lv.number for lv in self.inflight.values()}) + len(self.ready) + len(self.latency)
+        return len({lv.number for lv in self.inflight.values()}) + self.running("latency") \
+            + len(self.ready) + len(self.latency)
 
     def start(self, lv: Live, handle, kind: str, now: float) -> None:
+        """`lv`'s evaluation task started."""
         lv.handle, lv.kind, lv.started = handle, kind, now
         self.inflight[handle] = lv
 
-    def take(self, handle) -> tuple[str, Live]:
-        """The live whose task `handle` ended (or was cancelled), out of flight."""
-        lv = self.inflight.pop(handle)
-        kind, lv.kind, lv.handle = lv.kind, "", None
-        return kind, lv
+    def start_measuring(self, lives: list[Live], handle, now: float) -> None:
+        """One measuring task started for `lives` (measured together)."""
+        for lv in lives:
+            lv.handle, lv.kind, lv.started = handle, "latency", now
+        self.measuring[handle] = list(lives)
+
+    def next_to_measure(self, size: int) -> list[Live]:
+        """The next set for the measuring worker, in queue order: up to `size` trials waiting for
+        their latency, or the first one alone when it must be measured alone (`Live.alone`)."""
+        first = self.latency.popleft()
+        lives = [first]
+        if first.alone:
+            return lives
+        for lv in list(self.latency):
+            if len(lives) == size:
+                break
+            if not lv.alone:
+                self.latency.remove(lv)
+                lives.append(lv)
+        return lives
+
+    def take(self, handle) -> tuple[str, list[Live]]:
+        """The lives whose task `handle` ended (or was cancelled), out of flight: one for an
+        evaluation, the set measured together for a measurement."""
+        lives = self.measuring.pop(handle, None) or [self.inflight.pop(handle)]
+        kind = lives[0].kind
+        for lv in lives:
+            lv.kind, lv.handle = "", None
+        return kind, lives
 
     def next_ready(self) -> Live:
         """The next trial to evaluate: one continuing to its next rung first, else the costliest
@@ -101,9 +137,11 @@ class Queues:
 
     def drain(self) -> list[Live]:
         """Every live trial, each once, and the queues emptied (a stop)."""
-        held = list(self.inflight.values()) + list(self.ready) + list(self.latency) \
+        held = list(self.inflight.values()) + [lv for lives in self.measuring.values() for lv in lives] \
+            + list(self.ready) + list(self.latency) \
             + [lv for dups in self.parked.values() for lv in dups] + list(self.released)
         self.inflight.clear()
+        self.measuring.clear()
         self.ready.clear()
         self.latency.clear()
         self.parked.clear()

@@ -5,8 +5,8 @@
   constraint would be wrong).
 - `LatencyPricer`: latency from the device's store (shared by every study on that device, keyed
   by architecture, device string, batch, resolution, dtype, memory format), else measured by the
-  measuring worker (a Ray actor holding the latency device alone), one config at a time, with a
-  timeout; a reading the study's latency model contradicts, or one within `latency.recheck_near`
+  measuring worker (a Ray actor holding the latency device alone), the configs queued for it
+  measured together (up to `MEASURE_SET` at a time, their rounds interleaved), with a timeout; a reading the study's latency model contradicts, or one within `latency.recheck_near`
   of the budget, is measured once more and the faster kept; the model's verdict may spare
   measuring a config far over the budget. Its policy for one trial (`place`, then `measured`
   for each reading) is a `LatencyStep`: what to record and what the trial does next.
@@ -29,6 +29,18 @@ from .session import SearchError
 
 DESCRIBE_TARGET = "nas.worker:describe_device"
 WORKER_START_S = 300.0   # for the measuring worker to be placed and answer (or latency.timeout_s)
+# Configs the measuring worker measures together, their rounds interleaved: the protocol's group
+# (nas.latency.measure.GROUP, not imported here: the driver never imports torch; a test holds
+# them equal). A set costs the time span of one paced reading, so a queue of N configs is
+# measured in ceil(N / 8) such spans instead of N.
+MEASURE_SET = 8
+
+
+def measuring_limit_s(timeout_s: float, configs: int) -> float:
+    """How long one measuring call of `configs` configs may take in all (`nas.worker:run_latencies`):
+    `timeout_s` per config, and for a set as much again, so that a set whose one config fails
+    or hangs can be halved and measured again until that config is alone."""
+    return timeout_s * configs * (2 if configs > 1 else 1)
 
 
 # ------------------------------------------------------------------------------- exact cost
@@ -290,13 +302,25 @@ class LatencyPricer:
         """The latency model's verdict on `config`, or None without a model."""
         return self.predictor.judge(config) if self.predictor is not None else None
 
-    def submit(self, config):
-        """Start measuring `config` on the measuring worker; returns the handle."""
+    def submit(self, configs: list):
+        """Start measuring `configs` together on the measuring worker (their rounds interleaved);
+        returns the handle, whose result is one reading per config, in their order."""
         s = self.settings
         return self.measurer.submit(
-            self.target, config.to_dict(), device=s.device or self.spec.device,
+            self.target, [c.to_dict() for c in configs], device=s.device or self.spec.device,
             latency=s.model_dump(), num_threads=self.threads,
+            limit_s=measuring_limit_s(s.timeout_s, len(configs)),
             threads=self.threads, max_retries=self.spec.max_retries)
+
+    def readings(self, configs: list, result) -> list[dict]:
+        """One reading per config from a measuring task's `result` (a list), or the task's failure
+        for each (a dict: the task itself failed, e.g. its worker died)."""
+        if isinstance(result, list) and len(result) == len(configs):
+            return result
+        if isinstance(result, dict):
+            return [result] * len(configs)
+        return [{"ok": False, "reason": f"the measuring worker returned {type(result).__name__} "
+                 f"for {len(configs)} configs", "error": ""}] * len(configs)
 
     # -------------------------------------------------------------------- one trial's policy
     def place(self, lv) -> LatencyStep:
@@ -341,6 +365,13 @@ class LatencyPricer:
         return (f"latency: timeout: no result after {limit:g} s (latency.timeout_s "
                 f"{self.settings.timeout_s:g}); the measuring worker was restarted")
 
+    def lost_set(self, lives: list, reason: str) -> str:
+        """What the driver says when a set measured together produced no readings (its worker
+        died, or it ran past its time): each of its configs is measured again alone."""
+        numbers = ", ".join(f"#{lv.number}" for lv in lives)
+        return f"latency: the set of {len(lives)} measured together ({numbers}) was lost ({reason}); " \
+               "measuring each alone"
+
     # ------------------------------------------------------------------ for the proposer
     def for_proposals(self) -> dict:
         """The proposer's latency checks (`nas.search.proposals.Pricer`), when the study has a
@@ -348,11 +379,15 @@ class LatencyPricer:
         if self.budget is None:
             return {}
         return {"latency_screen": self.screen, "latency_confirm": self.confirm,
-                "latency_odds": self.odds}
+                "latency_odds": self.odds, "latency_prefetch": self.prefetch}
 
     def screen(self, config) -> tuple[str, float] | None:
         """(reason, ms) when `config` is over the latency budget before it is measured (a
-        latency stored for this device, or the model sure of it), else None."""
+        latency stored for this device, or the model sure of it), else None; for a config this
+        run measured before it became a trial (`probed`), that reading."""
+        probed = self._probed(config)
+        if probed is not None:
+            return probed
         stored = self.lookup(config)
         if stored is not None:
             return STORED_LATENCY_REASON, float(stored["latency_ms"])
@@ -369,11 +404,9 @@ class LatencyPricer:
         verdict = self.predict(config)
         if self.certain(verdict):
             return None                       # measured as a trial, beside training
-        result = self.measure_now(config, verdict)
-        if result is None:
+        if self.measure_now(config, verdict) is None:
             return None                       # the trial's own measurement will say why
-        ms = float(result["latency_ms"])
-        return (MEASURED_LATENCY_REASON, ms) if ms > self.budget else None
+        return self._probed(config)           # over the budget: a rejected draw, forgotten
 
     def odds(self, config) -> float:
         """The probability that `config` is within the latency budget: 0 or 1 for a stored
@@ -400,6 +433,77 @@ class LatencyPricer:
         """The model puts the config within the budget even at the top of its margin."""
         return bool(verdict) and self.budget is not None and verdict["high_ms"] <= self.budget
 
+    def _probed(self, config) -> tuple[str, float] | None:
+        """(MEASURED_LATENCY_REASON, ms) of a config measured before it became a trial; one over
+        the budget is forgotten here (a rejected draw, never a trial: drawn again, it is `stored`)."""
+        probed = self.probed.get(config.config_hash())
+        if probed is None:
+            return None
+        ms = float(probed["result"]["latency_ms"])
+        if self.budget is not None and ms > self.budget:
+            del self.probed[config.config_hash()]
+        return MEASURED_LATENCY_REASON, ms
+
+    def prefetch(self, configs: list) -> list[tuple]:
+        """measure_first, ahead: of a proposer's candidates (best first), those `confirm` would
+        measure one at a time before reaching one it takes unmeasured (stored, or the model
+        certain of it), up to `MEASURE_SET`, measured together now, each once more where its
+        reading asks for it (`recheck`) and the faster kept, as `measure_now` does. Returns
+        [(config, (MEASURED_LATENCY_REASON, ms))] of the readings; those over the budget are
+        rejected draws (forgotten, `_probed`). With fewer than two to measure it measures
+        nothing (`confirm` measures one alone)."""
+        if not self.measures_first:
+            return []
+        wanted = []
+        for config in configs:
+            if len(wanted) == MEASURE_SET:
+                break
+            found = self.screen(config)       # stored, measured already, or predicted over
+            if found is not None and found[1] <= self.budget:
+                break                 # confirm takes this one as it is: none after it is measured
+            if found is not None:
+                continue              # over the budget without measuring
+            verdict = self.predict(config)
+            if self.certain(verdict):
+                break
+            wanted.append((config, verdict))
+        if len(wanted) < 2:
+            return []
+        firsts = self._measure_set([c for c, _ in wanted])
+        again = [(c, v, r, self.recheck(r, v)) for (c, v), r in zip(wanted, firsts) if r is not None]
+        twice = [c for c, _, _, why in again if why is not None]
+        seconds = iter(self._measure_set(twice) if twice else [])
+        out = []
+        for config, verdict, first, why in again:
+            kept = first
+            if why is not None:
+                second = next(seconds)
+                if second is not None:
+                    kept = min(first, second, key=lambda r: float(r["latency_ms"]))
+            self.learned(config, kept)
+            self.probed[config.config_hash()] = {"result": kept, "first": first if why else None,
+                                                 "why": why, "verdict": verdict}
+            out.append((config, self._probed(config)))
+        return out
+
+    def _measure_set(self, configs: list) -> list[dict | None]:
+        """Readings of `configs` measured together, and waited for; None for one that failed
+        (it then goes the trial's way, which reports why)."""
+        if not configs:
+            return []
+        handle = self.submit(configs)
+        limit = self.timeout_s(len(configs))
+        if limit is None:
+            limit = measuring_limit_s(self.settings.timeout_s, len(configs)) + WORKER_START_S
+        try:
+            if not self.executor.wait([handle], timeout=limit):
+                self.executor.cancel(handle)
+                return [None] * len(configs)
+            readings = self.readings(configs, self.executor.result(handle))
+        except TaskLost:
+            return [None] * len(configs)
+        return [r if r.get("ok") else None for r in readings]
+
     def measure_now(self, config, verdict: dict | None) -> dict | None:
         """Measure `config` on the measuring worker and wait (a draw about to become a trial; the
         same second reading as a trial's when the first is contradicted or near the budget).
@@ -419,14 +523,14 @@ class LatencyPricer:
         return kept
 
     def _measure_once(self, config) -> dict | None:
-        handle = self.submit(config)
+        handle = self.submit([config])
         limit = self.timeout_s()
         limit = limit if limit is not None else self.settings.timeout_s + WORKER_START_S
         try:
             if not self.executor.wait([handle], timeout=limit):
                 self.executor.cancel(handle)
                 return None
-            result = self.executor.result(handle)
+            result = self.readings([config], self.executor.result(handle))[0]
         except TaskLost:
             return None
         return result if result.get("ok") else None
@@ -447,12 +551,12 @@ class LatencyPricer:
         if self.predictor is not None:
             self.predictor.learn(config, float(result["latency_ms"]))
 
-    def timeout_s(self) -> float | None:
-        """After how long the driver stops a measurement (None: a task waits for its resources
-        first, so its own timer is the worker's)."""
+    def timeout_s(self, configs: int = 1) -> float | None:
+        """After how long the driver stops a measurement of `configs` configs measured together
+        (None: a task waits for its resources first, so its own timer is the worker's)."""
         if self.measurer is None or not self.measurer.dedicated:
             return None
-        return self.settings.timeout_s + self.grace_s
+        return measuring_limit_s(self.settings.timeout_s, configs) + self.grace_s
 
     def ahead(self, parallel: int) -> int:
         """Trials asked beyond the training slots, for the measuring worker to price ahead."""

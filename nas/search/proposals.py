@@ -383,22 +383,25 @@ class Proposals:
 
 
 def for_study(spec, n_stored: int, budgets: dict[str, float], *, latency_screen=None,
-              latency_confirm=None, latency_odds=None, named_constraints: bool = False) -> Proposals:
+              latency_confirm=None, latency_odds=None, latency_prefetch=None,
+              named_constraints: bool = False) -> Proposals:
     """The proposals of a study file's `sampler`, seeded from (seed, stored trials) so a resumed
     study never replays. `budgets`: {metric: budget} in the order the study stores them."""
     seed = derived_seed(spec.seed, n_stored)
     return Proposals(make_proposer(spec.space, spec.sampler_name, dict(spec.sampler_options), seed,
                                    spec.directions, spec.objectives, budgets,
                                    latency_screen=latency_screen, latency_confirm=latency_confirm,
-                                   latency_odds=latency_odds, named_constraints=named_constraints))
+                                   latency_odds=latency_odds, latency_prefetch=latency_prefetch,
+                                   named_constraints=named_constraints))
 
 
 def make_proposer(space, sampler_name: str, options: dict, seed: int, directions: Sequence[str],
                   objectives: Sequence[str], budgets: dict[str, float], *,
                   latency_screen: Callable | None = None, latency_confirm: Callable | None = None,
-                  latency_odds: Callable | None = None, named_constraints: bool = False):
+                  latency_odds: Callable | None = None, latency_prefetch: Callable | None = None,
+                  named_constraints: bool = False):
     """The proposer for a study's sampler name (`frontier` or an Optuna sampler's)."""
-    pricer = Pricer(budgets, latency_screen, latency_confirm, latency_odds)
+    pricer = Pricer(budgets, latency_screen, latency_confirm, latency_odds, latency_prefetch)
     if sampler_name == "frontier":
         from .frontier import FrontierProposer
 

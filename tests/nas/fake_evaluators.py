@@ -135,6 +135,72 @@ def sleeping_latency(config: dict, *, device: str, latency: dict, num_threads) -
             "latency_channels_last": latency["channels_last"]}
 
 
+def sleeping_latencies(configs: list[dict], *, device: str, latency: dict, num_threads,
+                       limit_s=None) -> list[dict]:
+    """A stand-in for `nas.worker:run_latencies`: the configs measured together take
+    `FAKE_LATENCY_S` seconds in all (a set's rounds span the time of one paced reading), each
+    logged with the set's start and end and its size (`set`); latencies as `sleeping_latency`."""
+    from overlock import OverLoCKConfig
+
+    cfgs = [OverLoCKConfig.from_dict(c) for c in configs]
+    start = time.time()
+    time.sleep(float(os.environ.get("FAKE_LATENCY_S", "1")))
+    end = time.time()
+    log = os.environ.get("FAKE_LATENCY_LOG")
+    if log:
+        with open(log, "a") as fh:
+            for cfg in cfgs:
+                fh.write(json.dumps({"kind": "latency", "hash": cfg.config_hash(), "start": start,
+                                     "end": end, "set": len(cfgs)}) + "\n")
+    from nas.measure import device_string
+
+    return [{"ok": True, "latency_ms": float(sum(cfg.widths)) / 10.0,
+             "latency_device": device_string("cpu", num_threads),
+             "latency_batch": latency["batch"], "latency_dtype": latency["dtype"],
+             "latency_channels_last": latency["channels_last"],
+             "latency_protocol": f"sleeping stand-in, rounds interleaved over {len(cfgs)} configs"}
+            for cfg in cfgs]
+
+
+def labelled_latencies(configs: list[dict], **kwargs) -> list[dict]:
+    """`sleeping_latencies` + region_count / 100 ms: every architecture of the tiny space reads
+    its own latency, so a reading handed to a neighbour in its set shows. A config with
+    region_count 3 fails alone, as the real worker reports a config that broke its set."""
+    from overlock import OverLoCKConfig
+
+    out = sleeping_latencies(configs, **kwargs)
+    for config, reading in zip(configs, out):
+        regions = OverLoCKConfig.from_dict(config).region_count
+        reading["latency_ms"] += regions / 100.0
+        if regions == 3:
+            reading.clear()
+            reading.update(ok=False, reason="out of memory: scripted (region_count 3)", error="")
+    return out
+
+
+def set_killing_latencies(configs: list[dict], **kwargs) -> list[dict]:
+    """`sleeping_latencies`, except that a set holding a config with region_count 3 kills the
+    measuring worker (a native crash or the OOM killer): no reading comes back for any of it."""
+    from overlock import OverLoCKConfig
+
+    if any(OverLoCKConfig.from_dict(c).region_count == 3 for c in configs):
+        os._exit(1)
+    return sleeping_latencies(configs, **kwargs)
+
+
+def disturbed_latencies(configs: list[dict], **kwargs) -> list[dict]:
+    """`disturbed_latency` of each config, measured together (`sleeping_latencies`)."""
+    from overlock import OverLoCKConfig
+
+    out = sleeping_latencies(configs, **kwargs)
+    for config, reading in zip(configs, out):
+        marker = os.path.join(os.environ["FAKE_LATENCY_DISTURB"], OverLoCKConfig.from_dict(config).config_hash())
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            reading["latency_ms"] *= 1.5
+    return out
+
+
 def disturbed_latency(config: dict, *, device: str, latency: dict, num_threads) -> dict:
     """`sleeping_latency`, except that the first measurement of each config reads 1.5x (a burst
     of interference); a marker file per config in `$FAKE_LATENCY_DISTURB` remembers it."""

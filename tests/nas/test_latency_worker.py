@@ -111,7 +111,7 @@ def test_evaluations_never_wait_for_another_trials_latency(tmp_path, gpu_ray, mo
     measuring worker, a latency budget: every evaluation starts after its own trial's measurement,
     measurements run while other trials train (the old engine measured only when no evaluation
     ran, so never), one at a time, and the slots stay busy."""
-    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:sleeping_latency")
+    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:sleeping_latencies")
     evals = tmp_path / "evals.jsonl"
     gpu_ray.write_text("")
     spec = parse_study(study_dict(
@@ -131,15 +131,15 @@ def test_evaluations_never_wait_for_another_trials_latency(tmp_path, gpu_ray, mo
         assert e["start"] >= measured[e["hash"]]["end"]
     during = [m for m in lat if any(e["start"] < m["start"] < e["end"] for e in ev)]
     assert len(during) >= 2, (lat, ev)     # measured while others trained
-    lat.sort(key=lambda m: m["start"])     # one at a time: the worker holds its device alone
-    assert all(a["end"] <= b["start"] + 1e-3 for a, b in zip(lat, lat[1:]))
+    sets = sorted({(m["start"], m["end"]) for m in lat})   # one set at a time: the worker
+    assert all(a[1] <= b[0] + 1e-3 for a, b in zip(sets, sets[1:]))   # holds its device alone
     span = max(e["end"] for e in ev) - min(e["start"] for e in ev)
     utilisation = sum(e["end"] - e["start"] for e in ev) / (2 * span)
     assert utilisation > 0.6, utilisation     # draining the cluster per measurement gave ~0.3
 
 
 def test_the_measuring_worker_holds_its_cores_and_training_gets_the_rest(tmp_path, gpu_ray, monkeypatch):
-    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:sleeping_latency")
+    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:sleeping_latencies")
     lines = []
     spec = parse_study(study_dict(tmp_path, trials=2, objectives=["accuracy", "latency_ms"],
                                   latency={**LATENCY, "cpus": 2}), label="t")
@@ -169,7 +169,7 @@ def test_latencies_outlive_a_study_through_the_device_store(tmp_path, gpu_ray):
 
 
 def test_a_measurement_past_its_timeout_fails_with_a_one_line_reason(tmp_path, gpu_ray, monkeypatch):
-    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:sleeping_latency")
+    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:sleeping_latencies")
     monkeypatch.setattr(nas.engine, "_LATENCY_GRACE_S", 0.0)
     spec = parse_study(study_dict(tmp_path, trials=2, parallel=1, constraints={"latency_ms": 1000.0},
                                   latency={**LATENCY, "timeout_s": 0.2}), label="t")
@@ -243,7 +243,7 @@ def test_a_latency_model_spares_measuring_configs_far_over_budget(tmp_path, gpu_
     from nas.latency.device import device_string
     from nas_testing import TINY_SPACE
 
-    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:sleeping_latency")
+    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:sleeping_latencies")
     gpu_ray.write_text("")
     archs = list(space.load_space(TINY_SPACE).enumerate()) * 2      # 24 points: a finite margin
     settings = {"device": device_string("cpu", 1), "resolution": None, "batch": 1, "dtype": "fp32",
@@ -282,7 +282,7 @@ def test_with_a_latency_model_a_draw_is_measured_before_it_can_be_a_trial_over_t
     draw the model cannot place within the budget is measured before it becomes a trial, so no
     trial is over the budget; the draws measured over it are `latency_measured` rejections,
     each measured once (a later draw of one is rejected from the store without measuring)."""
-    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:sleeping_latency")
+    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:sleeping_latencies")
     monkeypatch.setenv("OVERLOCK_NAS_CACHE", str(tmp_path / "cache"))      # an empty store
     gpu_ray.write_text("")
     data = study_dict(tmp_path, trials=4, constraints={"latency_ms": 16.0},
@@ -315,7 +315,7 @@ def test_a_measurement_the_model_contradicts_is_measured_again_and_the_faster_ke
     from nas.latency.device import device_string
     from nas_testing import TINY_SPACE
 
-    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:disturbed_latency")
+    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:disturbed_latencies")
     for marker in Path(os.environ["FAKE_LATENCY_DISTURB"]).iterdir():
         marker.unlink()                       # every config's first reading is disturbed again
     gpu_ray.write_text("")
@@ -343,7 +343,7 @@ def test_a_reading_near_the_budget_is_measured_again_without_a_model(tmp_path, g
     """No latency model, `recheck_near: 0.05`: first readings read 1.5x. 14.4 ms reads 21.6, 2.9 %
     over a 21 ms budget, inside the 5 %: measured again, 14.4 kept, trained. 17.6 reads 26.4, 26 % over:
     no second reading, recorded infeasible as measured."""
-    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:disturbed_latency")
+    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:disturbed_latencies")
     for marker in Path(os.environ["FAKE_LATENCY_DISTURB"]).iterdir():
         marker.unlink()                       # every config's first reading is disturbed again
     gpu_ray.write_text("")
@@ -370,7 +370,7 @@ def test_a_reading_near_the_budget_is_measured_again_without_a_model(tmp_path, g
 
 def test_a_stop_requeues_trials_waiting_for_or_in_latency_and_the_next_run_finishes_them(
         tmp_path, gpu_ray, monkeypatch):
-    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:sleeping_latency")
+    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:sleeping_latencies")
     spec = parse_study(study_dict(tmp_path, trials=6, parallel=2, constraints={"latency_ms": 1000.0},
                                   latency=LATENCY), label="t")
     engine = SearchEngine(spec)
@@ -392,3 +392,105 @@ def test_a_stop_requeues_trials_waiting_for_or_in_latency_and_the_next_run_finis
     assert all(t.state == TrialState.COMPLETE for t in done) and len(done) >= 6
     assert all(t.params in [d.params for d in done] for t in requeued)    # nothing lost
     assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+
+
+# ------------------------------------------------------------- configs measured together (issue 26)
+def _configs(tiny_config, resolutions):
+    return [{**tiny_config.to_dict(), "resolution": [r, r]} for r in resolutions]
+
+
+def test_configs_measured_together_each_get_their_own_reading(tiny_config, monkeypatch):
+    """Three configs of different sizes measured in one interleaved set (one `measure_latencies`
+    call): each reading is its own config's (its resolution, and the biggest reads slowest)."""
+    import nas.latency.measure as measure
+    from nas.study import LatencySettings
+    from nas.worker import run_latencies
+
+    calls, real = [], measure.measure_latencies
+    monkeypatch.setattr(measure, "measure_latencies", lambda cs, **kw: calls.append(len(cs)) or real(cs, **kw))
+    settings = LatencySettings(repeats=4, warmup=1).model_dump()
+    out = run_latencies(_configs(tiny_config, [192, 32, 96]), device="cpu", latency=settings, num_threads=1)
+    assert calls == [3] and [r["ok"] for r in out] == [True] * 3
+    assert [r["latency_resolution"] for r in out] == [[192, 192], [32, 32], [96, 96]]
+    assert out[0]["latency_ms"] > out[1]["latency_ms"]        # 36x the pixels (12 and 9 ms here)
+    assert all("interleaved over 3 configs" in r["latency_protocol"] for r in out)
+
+
+def test_a_config_that_fails_in_a_set_fails_alone_and_the_others_keep_their_readings(tiny_config, monkeypatch):
+    """A set of 8 with one config that runs out of memory: the set is halved until that config is
+    measured alone; it fails with a one-line reason, the seven others are measured."""
+    import nas.latency.measure as measure
+    from nas.study import LatencySettings
+    from nas.worker import run_latencies
+
+    calls = []
+
+    def fake(configs, **kw):
+        calls.append([c.resolution[0] for c in configs])
+        if any(c.resolution[0] == 40 for c in configs):
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+        return [{"latency_ms": float(c.resolution[0]), "latency_resolution": list(c.resolution)} for c in configs]
+
+    monkeypatch.setattr(measure, "measure_latencies", fake)
+    resolutions = [32, 36, 40, 44, 48, 52, 56, 60]
+    out = run_latencies(_configs(tiny_config, resolutions), device="cpu",
+                        latency=LatencySettings().model_dump(), num_threads=1)
+    assert [r["ok"] for r in out] == [r != 40 for r in resolutions]
+    assert [r["latency_ms"] for r in out if r["ok"]] == [float(r) for r in resolutions if r != 40]
+    assert out[2]["reason"].startswith("out of memory: ") and "\n" not in out[2]["reason"]
+    assert calls == [resolutions, resolutions[:4], [32, 36], [40, 44], [40], [44], resolutions[4:]]
+
+
+def test_the_driver_measures_a_set_at_most_as_large_as_the_protocols_group():
+    from nas.latency.measure import GROUP
+    from nas.search.pricing import MEASURE_SET
+
+    assert MEASURE_SET == GROUP
+
+
+def test_readings_of_a_set_go_to_their_own_trials_and_a_failing_config_fails_only_its_trial(
+        tmp_path, gpu_ray, monkeypatch):
+    """Every config reads its own latency (`labelled_latencies`: no two architectures alike), the
+    measuring worker measures sets of several (2 slots priced 6 ahead), and the configs with
+    region_count 3, which fail in the worker, fail their own trials with a one-line reason."""
+    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:labelled_latencies")
+    gpu_ray.write_text("")
+    spec = parse_study(study_dict(tmp_path, trials=10, parallel=2, constraints={"latency_ms": 1000.0},
+                                  latency={**LATENCY, "ahead": 6}), label="t")
+    SearchEngine(spec).run()
+    trials = [t for t in load(tmp_path / "run").get_trials() if "reused_from" not in t.user_attrs]
+    sets = Counter(e["set"] for e in intervals(gpu_ray, "latency"))
+    assert max(sets) > 1, sets
+    failed = [t for t in trials if t.user_attrs["config"]["region_count"] == 3]
+    assert failed and len(failed) < len(trials)
+    for t in trials:
+        ua = t.user_attrs
+        if ua["config"]["region_count"] == 3:
+            assert t.state == TrialState.FAIL
+            assert ua["reason"] == "latency: out of memory: scripted (region_count 3)"
+        else:
+            assert t.state == TrialState.COMPLETE, ua.get("reason")
+            assert ua["latency_ms"] == pytest.approx(sum(ua["config"]["widths"]) / 10
+                                                     + ua["config"]["region_count"] / 100)
+
+
+def test_a_set_lost_whole_is_measured_again_one_config_at_a_time(tmp_path, gpu_ray, monkeypatch):
+    """A config that kills the measuring worker (a set holding region_count 3 dies): its set is
+    measured again one config at a time, so only that config's trial fails; it is said once."""
+    monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:set_killing_latencies")
+    gpu_ray.write_text("")
+    lines = []
+    spec = parse_study(study_dict(tmp_path, trials=10, parallel=2, constraints={"latency_ms": 1000.0},
+                                  latency={**LATENCY, "ahead": 6}), label="t")
+    SearchEngine(spec, on_progress=lambda p, line: lines.append(line)).run()
+    trials = [t for t in load(tmp_path / "run").get_trials() if "reused_from" not in t.user_attrs]
+    killers = [t for t in trials if t.user_attrs["config"]["region_count"] == 3]
+    assert killers and len(killers) < len(trials)
+    for t in trials:
+        if t in killers:
+            assert t.state == TrialState.FAIL and t.user_attrs["reason"].startswith("latency: worker "), \
+                t.user_attrs["reason"]           # worker died / unavailable (Ray says which)
+        else:
+            assert t.state == TrialState.COMPLETE, t.user_attrs.get("reason")
+    said = [line for line in lines if line and "measured together" in line]
+    assert said and all(line.endswith("measuring each alone") for line in said)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from nas.search.contract import MEASURED_LATENCY_REASON
 from nas.search.pricing import (AGAIN, FAILED, KNOWN, MEASURE, OVER, LatencyPricer, LatencyStep, predicted_over,
                                 price, recheck, verdict_attrs, wants_check)
 
@@ -149,3 +150,57 @@ def test_the_driver_prices_a_proposed_config_once(tmp_path, local_ray, monkeypat
     priced = [t.user_attrs["config_hash"] for t in study.get_trials()
               if t.number > 0 and "reused_from" not in t.user_attrs]
     assert priced and [calls[h] for h in priced] == [1] * len(priced)
+
+
+# ------------------------------------------------- measure_first, ahead: candidates measured together
+class _Prefetcher(_Pricer):
+    """`_Pricer` that measures first (`measure_first`), with `_measure_set` standing in for the
+    measuring worker: `readings` {config: ms}; every set it was asked to measure is kept."""
+
+    def __init__(self, readings, verdicts, stored=None):
+        super().__init__(budget=20.0, near=0.05, stored=stored, verdicts=verdicts)
+        self.settings.measure_first, self.settings.model = True, "auto"
+        self.measurer = object()
+        self.readings_ms, self.sets = readings, []
+
+    def _measure_set(self, configs):
+        self.sets.append(list(configs))
+        return [{"ok": True, "latency_ms": self.readings_ms[c]} for c in configs]
+
+
+class _C(str):
+    def config_hash(self):
+        return str(self)
+
+
+def _verdict(ms, certain=False):
+    return {"predicted_ms": ms, "low_ms": ms * 0.9, "high_ms": 15.0 if certain else ms * 3,
+            "margin": 0.1, "n": 20, "skip": False}
+
+
+def test_the_candidates_confirm_would_measure_one_by_one_are_measured_together():
+    """Best first: a, b (uncertain), c (the model certain it is within: confirm takes it without
+    measuring), d: a and b are measured in one set, c and d not; b, over the budget, comes back as
+    a measured rejection and is forgotten; a is kept for its trial. One near the budget (e, 19.5
+    ms, within 5 %) is measured once more in a second set and the faster kept."""
+    a, b, c, d, e = (_C(x) for x in "abcde")
+    verdicts = {a: _verdict(14.0), b: _verdict(25.0), c: _verdict(10.0, certain=True),
+                d: _verdict(9.0), e: _verdict(18.0)}
+    pricer = _Prefetcher({a: 14.0, b: 26.0, d: 9.0, e: 19.5}, verdicts)
+    out = pricer.prefetch([a, b, c, d])
+    assert pricer.sets == [[a, b]]
+    assert out == [(a, (MEASURED_LATENCY_REASON, 14.0)), (b, (MEASURED_LATENCY_REASON, 26.0))]
+    assert list(pricer.probed) == [a] and [k for k, _ in pricer.kept] == [a, b]
+    assert pricer.place(_live(a)).reading == {"ok": True, "latency_ms": 14.0}   # its trial's reading
+    assert pricer.prefetch([c, a, b]) == [] and len(pricer.sets) == 1          # c first: nothing
+    pricer.sets.clear()
+    assert [ms for _, (_, ms) in pricer.prefetch([e, d])] == [19.5, 9.0]
+    assert pricer.sets == [[e, d], [e]] and pricer.probed[e]["why"] == "within 5% of the 20 ms budget"
+
+
+def test_without_measure_first_or_with_one_candidate_nothing_is_measured_ahead():
+    a, b = _C("a"), _C("b")
+    pricer = _Prefetcher({a: 14.0, b: 15.0}, {a: _verdict(12.0), b: _verdict(12.0)})
+    assert pricer.prefetch([a]) == [] and pricer.sets == []        # confirm measures it alone
+    pricer.settings.measure_first = False
+    assert pricer.prefetch([a, b]) == [] and pricer.sets == []
