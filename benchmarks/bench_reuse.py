@@ -100,12 +100,13 @@ def run_b(spec, exact, scenario, reuse_from, stop_at: float | None) -> dict:
     from nas.engine import SearchEngine
 
     engine = SearchEngine(spec, reuse_from=reuse_from)
-    state = {"n": 0}
+    said = []
 
     def watch(progress, line):
+        if line is not None and line.startswith("reuse:"):
+            said.append(line)
         if line is None or stop_at is None or engine.study is None:
             return
-        state["n"] += 1
         series, _ = ratios(engine.study.get_trials(deepcopy=False), scenario, exact)
         if series[-1] >= stop_at:
             engine.request_stop()
@@ -115,7 +116,8 @@ def run_b(spec, exact, scenario, reuse_from, stop_at: float | None) -> dict:
     engine.run()
     wall = time.perf_counter() - t0
     series, reused = ratios(engine.study.get_trials(deepcopy=False), scenario, exact)
-    return {"series": series, "reused": reused, "trainings": len(series) - 1, "wall_s": round(wall, 1)}
+    return {"series": series, "reused": reused, "trainings": len(series) - 1, "wall_s": round(wall, 1),
+            "said": said[0] if said else ""}
 
 
 def _done(path: Path) -> dict:
@@ -169,7 +171,7 @@ def run_seed(seed: int, args, exacts: dict, done: dict, runs: Path) -> None:
         scenario = B["changed budget"]
         spec = _spec(scenario, seed, args.check_trials, out, f"b-{seed}-{label.replace(' ', '-')}", change)
         r = run_b(spec, exacts["changed budget"], scenario, [str(a_dir)], None)
-        record(label, {"reused": r["reused"], "trainings": r["trainings"], "wall_s": r["wall_s"]})
+        record(label, {"reused": r["reused"], "trainings": r["trainings"], "wall_s": r["wall_s"], "said": r["said"]})
         shutil.rmtree(out, ignore_errors=True)
 
 

@@ -109,24 +109,37 @@ def test_only_full_fidelity_trained_results_are_in_the_store():
 @pytest.mark.parametrize("sampler", ["frontier", "tpe"])
 def test_warm_start_puts_the_earlier_results_in_the_model(study_a, sampler, monkeypatch):
     from nas.search.frontier import FrontierProposer
+    from nas.search.proposals import ShadowProposer
 
     tmp, a = study_a
-    uniform = []
-    original = FrontierProposer._uniform
+    uniform, known_at_first = [], []
+    original_uniform, originals = FrontierProposer._uniform, {}
+
+    def known(proposer) -> int:
+        if isinstance(proposer, FrontierProposer):
+            return sum(t.state == TrialState.COMPLETE for t in proposer._trials.values())
+        return len(proposer.shadow.get_trials(states=(TrialState.COMPLETE,)))
+
+    for cls in (FrontierProposer, ShadowProposer):
+        originals[cls] = cls.propose
+
+        def propose(self, study, _cls=cls):
+            if not known_at_first:
+                known_at_first.append(known(self))
+            return originals[_cls](self, study)
+        monkeypatch.setattr(cls, "propose", propose)
     monkeypatch.setattr(FrontierProposer, "_uniform",
-                        lambda self, seen, rejected: uniform.append(len(seen)) or original(self, seen, rejected))
+                        lambda self, seen, rejected: uniform.append(len(seen)) or original_uniform(self, seen, rejected))
     options = {"name": sampler, **({"n_startup": len(a)} if sampler == "frontier" else {})}
     b = _study(tmp, f"b-warm-{sampler}", trials=1, trials_count="trained", sampler=options)
-    engine = SearchEngine(b, reuse_from="neighbours")
+    engine = SearchEngine(b, reuse_from=[str(tmp / "a")])
     engine.run()
-    proposer = engine.proposals.proposer
+    first = sorted(_trials(tmp / f"b-warm-{sampler}"), key=lambda t: t.number)[:len(a)]
+    assert {t.user_attrs["config_hash"] for t in first} == set(a)     # A's results are B's first trials
+    assert known_at_first == [len(a)]        # ... known to the sampler before its first proposal
     if sampler == "frontier":
-        assert not uniform                          # A's results stood for the start-up draws
-        model_rows = max(gp.n for gp, _ in proposer._hyper.values())
-        assert model_rows >= len(a)                 # ... and were the model's first rows
-    else:                                           # the shadow study holds them
-        done = proposer.shadow.get_trials(states=(TrialState.COMPLETE,))
-        assert len(done) >= len(a)
+        assert not uniform                   # they stood for the start-up draws
+        assert max(gp.n for gp, _ in engine.proposals.proposer._hyper.values()) >= len(a)   # GP rows
 
 
 def test_a_resumed_study_does_not_import_twice(study_a):
