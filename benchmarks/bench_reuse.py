@@ -30,6 +30,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -178,7 +179,10 @@ def run_seed(seed: int, args, exacts: dict, done: dict, runs: Path) -> None:
 def summary(done: dict, args) -> list[dict]:
     """One line per B: median trainings to each target with and without A, over the seeds."""
     seeds = sorted({s for s, _ in done})
-    command = "python benchmarks/bench_reuse.py " + " ".join(args.argv)
+    # the command that regenerates these seeds (a --table-only run summarises what ran)
+    extra = "".join(f" --{k.replace('_', '-')} {getattr(args, k)}" for k, d in
+                    (("a_trials", 200), ("b_trials", 150), ("check_trials", 5)) if getattr(args, k) != d)
+    command = f"python benchmarks/bench_reuse.py --seeds {len(seeds)}{extra}"
     dates = sorted(r["date"] for r in done.values())
     loads = [r["load"] for r in done.values()]
     common = {"command": command.strip(), "date": f"{dates[0]} - {dates[-1]}" if dates else "",
@@ -199,14 +203,25 @@ def summary(done: dict, args) -> list[dict]:
             w, s = line[f"to_{t:.2f}_with_a"], line[f"to_{t:.2f}_scratch"]
             line[f"share_{t:.2f}"] = round(w / s, 3) if w is not None and s not in (None, 0, float("inf")) \
                 and w != float("inf") else None
-        reused = [done[(s, f"{label} with A")]["reused"] for s in seeds if (s, f"{label} with A") in done]
-        line["reused_median"] = statistics.median(reused) if reused else None
-        rows.append({k: (None if v == float("inf") else v) for k, v in line.items()})
+        runs = [done[(s, f"{label} with A")] for s in seeds if (s, f"{label} with A") in done]
+        starting = [int(m.group(1)) for r in runs
+                    for m in [re.search(r"(\d+) within this study's budgets", r.get("said", ""))] if m]
+        line["a_results_within_b_median"] = statistics.median(starting) if starting else None
+        rows.append({k: v if k.startswith("share") else _number(v) for k, v in line.items()})
     for label in NO_REUSE:
         reused = [done[(s, label)]["reused"] for s in seeds if (s, label) in done]
         rows.append({"b_study": label, **common, "reused_max": max(reused) if reused else None,
                      "runs": len(reused)})
     return rows
+
+
+def _number(v):
+    """A median as the table shows it: None when not reached, an integer when whole."""
+    if not isinstance(v, float):
+        return v
+    if v == float("inf"):
+        return None
+    return int(v) if v.is_integer() else round(v, 1)
 
 
 def main(argv=None) -> None:

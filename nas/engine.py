@@ -17,7 +17,10 @@ One trial, in the driver (every fact recorded as a user attribute, docs/referenc
    before training by the measuring worker, which prices sampled configs ahead of training, so
    evaluations never wait for it except a trial for its own latency. A broken latency budget ->
    PRUNED, `infeasible`, never trained.
-5. The evaluator runs as a Ray task. With rungs (successive halving) a trial trains to each rung
+5. An architecture an earlier study trained the same way (`nas.search.reuse`: evaluator settings,
+   data set, fidelity, seed policy) is COMPLETE with that result (`reused_from_study`), never
+   trained or counted; those results within the budgets are the study's first trials (a warm start).
+   Else the evaluator runs as a Ray task. With rungs (successive halving) a trial trains to each rung
    and continues only if its score is in the top 1/eta of the trials that reached that rung (or
    fewer than `min_trials` have, one score per architecture); else it is told PRUNED with
    `fidelity` < 1. COMPLETE always means full fidelity.
