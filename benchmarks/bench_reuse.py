@@ -13,7 +13,8 @@ space and computes each exact front). Per seed:
 - study A: the issue's study (xt_t space, objectives [accuracy, params], flops <= 4 GMACs), `--a-trials`
   trained trials;
 - study B, changed budget: [accuracy, params] with flops <= 3 GMACs; changed objective:
-  [accuracy, flops] with flops <= 4 GMACs. Each run twice: `reuse_from=[A's run directory]` and
+  [accuracy, flops] with flops <= 4 GMACs; looser budget: [accuracy, params] with flops <= 5 GMACs
+  (where A knows nothing above 4). Each run twice: `reuse_from=[A's run directory]` and
   from scratch. B stops once its front reaches 0.95 of the exact hypervolume (or after
   `--b-trials` trainings). Trainings to a target count only new trainings: A's results within
   B's budgets are B's first trials, at zero trainings;
@@ -54,6 +55,8 @@ A = se.Scenario("A", "studies/spaces/xt_t.yaml", ("accuracy", "params"), {"flops
 B = {
     "changed budget": se.Scenario("B-budget", A.space, ("accuracy", "params"), {"flops": 3e9}),
     "changed objective": se.Scenario("B-objective", A.space, ("accuracy", "flops"), {"flops": 4e9}),
+    # a looser budget: A knows nothing of the configs between 4 and 5 GMACs
+    "looser budget": se.Scenario("B-looser", A.space, ("accuracy", "params"), {"flops": 5e9}),
 }
 # B variants where nothing may be reused: (label, study-file change)
 NO_REUSE = {

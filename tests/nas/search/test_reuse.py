@@ -191,3 +191,15 @@ def test_a_bad_reuse_from_is_a_one_line_error(tmp_path, make, words):
     assert not (tmp_path / "run" / "study.log").exists()     # refused before anything was written
     with pytest.raises(SearchError, match=words):
         SearchEngine(parse_study(study_dict(tmp_path), label="s"), reuse_from=[str(source)])
+
+
+def test_a_study_in_an_rdb_reuses_the_other_studies_of_that_rdb(tmp_path, local_ray):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    SearchEngine(_study(tmp_path, "a-rdb", trials=4, storage=url)).run()
+    a = {t.user_attrs["config_hash"] for t in optuna.load_study(study_name="a-rdb", storage=url).get_trials()
+         if t.state == TrialState.COMPLETE}
+    SearchEngine(_study(tmp_path, "b-rdb", trials=1, storage=url), reuse_from="neighbours").run()
+    b = optuna.load_study(study_name="b-rdb", storage=url).get_trials()
+    assert {t.user_attrs["config_hash"] for t in b if t.user_attrs.get("reused_from_study")} == a
+    assert {t.user_attrs["reused_from_study"]["study"] for t in b if t.user_attrs.get("reused_from_study")} \
+        == {"a-rdb"}
