@@ -116,7 +116,9 @@ def _front_table(result, console):
         table.add_column(f"{name} ({unit})" if unit else name, justify="right")
     table.add_column("architecture")
     for t in rows:
-        cells = [str(t.number)]
+        earlier = t.user_attrs.get("reused_from_study")     # trained by an earlier study
+        cells = [f"{t.number} (study {earlier.get('study')} #{earlier.get('trial')})"
+                 if isinstance(earlier, dict) else str(t.number)]
         for name in shown:
             v = t.values[result.objectives.index(name)] if name in result.objectives \
                 else t.user_attrs.get(name)

@@ -203,3 +203,17 @@ def test_a_study_in_an_rdb_reuses_the_other_studies_of_that_rdb(tmp_path, local_
     assert {t.user_attrs["config_hash"] for t in b if t.user_attrs.get("reused_from_study")} == a
     assert {t.user_attrs["reused_from_study"]["study"] for t in b if t.user_attrs.get("reused_from_study")} \
         == {"a-rdb"}
+
+
+def test_the_cli_reuses_the_run_directories_beside_by_default_and_not_with_no_reuse(tmp_path):
+    runs = tmp_path / "runs"
+    for name, extra in (("a", []), ("b", []), ("c", ["--no-reuse"])):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(json.dumps(study_dict(tmp_path, name=name, trials=3, evaluator={"sleep_s": 0},
+                                              output_dir=str(runs / name))))
+        res = CliRunner().invoke(main, ["search", str(path), *extra])
+        assert res.exit_code == 0, res.output
+        if name == "b":
+            assert "(study a #" in res.output          # the front table says where a result came from
+    reused = {n: [t for t in _trials(runs / n) if t.user_attrs.get("reused_from_study")] for n in "bc"}
+    assert reused["b"] and not reused["c"]
