@@ -38,8 +38,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 for _p in (str(REPO), str(HERE)):
