@@ -173,6 +173,9 @@ def command(study_file, address, trials, run_dir, reuse_from, no_reuse):
         console.print(f"interrupted after {_duration(wall)}: {_budget_progress(p)}, the ones in "
                       f"flight were re-queued; run the same command to continue ({run})")
         sys.exit(130)
+    store = getattr(engine, "store", None)
+    if store is not None and (store.studies or store.skipped):    # said at the start, kept in sight
+        console.print(store.describe(), markup=False)
     _summary(result, spec, console, wall)
 
 

@@ -215,5 +215,6 @@ def test_the_cli_reuses_the_run_directories_beside_by_default_and_not_with_no_re
         assert res.exit_code == 0, res.output
         if name == "b":
             assert "(study a #" in res.output          # the front table says where a result came from
+            assert "reuse: " in res.output and "results from 1 earlier study" in res.output
     reused = {n: [t for t in _trials(runs / n) if t.user_attrs.get("reused_from_study")] for n in "bc"}
     assert reused["b"] and not reused["c"]
