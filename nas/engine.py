@@ -18,7 +18,10 @@ One trial, in the driver (every fact recorded as a user attribute, docs/referenc
    config queued for it, up to 8, measured together), so evaluations never wait for it except a
    trial for its own latency. A broken latency budget ->
    PRUNED, `infeasible`, never trained.
-5. The evaluator runs as a Ray task. With rungs (successive halving) a trial trains to each rung
+5. An architecture an earlier study trained the same way (`nas.search.reuse`: evaluator settings,
+   data set, fidelity, seed policy) is COMPLETE with that result (`reused_from_study`), never
+   trained or counted; those results within the budgets are the study's first trials (a warm start).
+   Else the evaluator runs as a Ray task. With rungs (successive halving) a trial trains to each rung
    and continues only if its score is in the top 1/eta of the trials that reached that rung (or
    fewer than `min_trials` have, one score per architecture); else it is told PRUNED with
    `fidelity` < 1. COMPLETE always means full fidelity.
@@ -69,6 +72,7 @@ from .search.session import (CostModelMismatch, DriverBusy, DriverLock, SearchEr
 from .search.journal import flush as flush_journal
 from .search.slots import EVAL_TARGET, Slots  # noqa: F401 - EVAL_TARGET: its old import path
 from .search.proposals import ProposalError
+from .search import reuse as _reuse
 from .search.proposals import for_study as proposals_for
 from .search.weights import WeightsDir
 from .util import derived_seed, folded, space_size
@@ -102,6 +106,10 @@ class SearchEngine:
         on_progress: called as `on_progress(progress, line)` after every event; `line` is a
             one-line description of what happened, or None for a periodic tick.
         num_cpus: CPUs of the embedded local Ray (default: all).
+        reuse_from: where to look for earlier studies' results (`nas.search.reuse`): None reuses
+            nothing (the default here: a library caller opts in), "neighbours" the defaults
+            (the run directories beside this one, or the study's RDB), or a list of run
+            directories, folders of them, journal files and RDB URLs (`--reuse-from`).
 
     Attributes:
         screens: `Screen` functions run on every new config that is within the analytic budgets,
@@ -111,7 +119,7 @@ class SearchEngine:
     def __init__(self, spec, run_dir: str | os.PathLike | None = None, *,
                  address: str | None = None, trials: int | None = None,
                  on_progress: Callable[[Progress, str | None], None] | None = None,
-                 num_cpus: int | None = None):
+                 num_cpus: int | None = None, reuse_from: str | list[str] | None = None):
         self.spec = spec
         self.run_dir = spec.run_dir(run_dir).resolve()
         self.target = int(trials if trials is not None else spec.trials)
@@ -123,6 +131,11 @@ class SearchEngine:
         self.budgets = dict(spec.constraints)
         self.screens: list[Screen] = []
         self._stop = False
+        self._reuse_strict = False                    # sources named by the user: unreadable = error
+        self._reuse_sources = self._sources(reuse_from)
+        self.store: _reuse.Store | None = None       # earlier studies' results, once the loop starts
+        self._warm: list = []                         # their configs to start from (`_ask_next`)
+        self._imported: set[int] = set()              # trial numbers asked for them
         # set when a run opens its study (`run`)
         self.session: Session | None = None
         self.recorder: Recorder | None = None
@@ -223,6 +236,7 @@ class SearchEngine:
         for line in self.report.started(self.executor.mode, nodes, self.slots.parallel,
                                         self.pricer and self.pricer.note, self.session, trials, running):
             self._emit(line)
+        self._open_store()
         if self.evaluator is not None:
             self.slots.warm(fits)
         try:
@@ -283,7 +297,8 @@ class SearchEngine:
                 break
             self.budget.asked(trial.number)
             self._start_trial(trial, proposal)
-            self._count_draw(trial.number)
+            if trial.number not in self._imported:    # a warm start's trial is no draw
+                self._count_draw(trial.number)
 
     def _ask_next(self) -> tuple[optuna.Trial | None, Any]:
         """The one place a new trial is asked for: a queued trial (e.g. a re-queued one) first,
@@ -293,6 +308,11 @@ class SearchEngine:
         left to draw."""
         if self.budget.waiting:
             return self.study.ask(), None
+        if self._warm:                  # an earlier study's result: a trial reused, first
+            params, distributions, _ = self._warm.pop(0)
+            trial = _optuna.create_running_trial(self.study, params, distributions)
+            self._imported.add(trial.number)
+            return trial, None
         try:
             return self.proposals.ask(self.study), self.proposals.sampler.last
         except ProposalError as e:
@@ -428,6 +448,10 @@ class SearchEngine:
         if self.evaluator is None:      # nothing to train: every objective is known already
             self._complete(lv)
             return
+        earlier = self.store.get(lv.chash) if self.store is not None else None
+        if earlier is not None:         # an earlier study measured it so: reused, not trained
+            self._reuse_earlier(lv, earlier)
+            return
         gated = self._gated(lv)
         if gated is not None:           # proxy_gate: not worth training (nas.gate)
             self.recorder.constraints(lv.trial, lv.metrics)
@@ -503,6 +527,14 @@ class SearchEngine:
         self._finish(lv, original.state, original.values if original.state == TrialState.COMPLETE else None,
                      reused=True)
 
+    def _reuse_earlier(self, lv: Live, result: _reuse.Result) -> None:
+        """COMPLETE with an earlier study's result (`nas.search.reuse`): its score and evaluation
+        records, this study's own cost, latency and constraints; never counted as a training."""
+        self.recorder.update(lv.trial, result.attrs)
+        self.recorder.set(lv.trial, _reuse.ATTR, result.origin)
+        lv.metrics[self.spec.score_metric] = result.score
+        self._complete(lv)
+
     def _finish(self, lv: Live, state: TrialState, values: list[float] | None = None, *,
                 reason: str | None = None, error: str = "", reused: bool = False) -> None:
         """Tell (through the recorder), then the books: budget, duplicates, files, progress."""
@@ -515,6 +547,39 @@ class SearchEngine:
             if final.state in FINISHED and lv.chash:
                 self.weights.drop_state(lv.number, lv.chash)
         self.report.finished(final, counts(final, self.session.trials_count), self.on_progress)
+
+    # ------------------------------------------------------------------ earlier studies' results
+    def _sources(self, reuse_from) -> list:
+        """Where earlier results are looked for, checked now (a bad `--reuse-from`: one line)."""
+        if reuse_from is None:
+            return []
+        named = None if reuse_from == "neighbours" else [reuse_from] if isinstance(reuse_from, str) \
+            else list(reuse_from)
+        try:
+            sources = _reuse.find_sources(self.run_dir, self.spec.storage, named)
+        except _reuse.ReuseError as e:
+            raise SearchError(str(e)) from None
+        self._reuse_strict = named is not None
+        return sources
+
+    def _open_store(self) -> None:
+        """Read the earlier studies measured as this one (`nas.search.reuse`), and queue the
+        configs of their results within this study's budgets as its first trials (a warm start)."""
+        if not self._reuse_sources or self.evaluator is None:
+            return
+        attrs = self.study.user_attrs
+        own = (self.session.storage_label, self.spec.name)
+        try:
+            self.store = _reuse.open_store(self._reuse_sources,
+                                           _reuse.measurement(attrs.get("evaluator"), attrs.get("seed")),
+                                           self.spec.score_metric, own=own, strict=self._reuse_strict)
+        except _reuse.ReuseError as e:
+            raise SearchError(str(e)) from None
+        self._warm = _reuse.warm_start(self.store, self.spec.space, self.proposals.proposer.pricer,
+                                       set(self.dedup.seen))
+        if self.store.studies or self.store.skipped:
+            self._emit(self.store.describe() + f"; {len(self._warm)} within this study's budgets "
+                       "start it")
 
     # ---------------------------------------------------------------------- resume and stop
     def _adopt(self, running: list[FrozenTrial]) -> None:

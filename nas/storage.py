@@ -118,6 +118,7 @@ TRIAL_ATTRS: dict[str, str] = {
     "infeasible": "a budget broken before training", "estimated": "{budget: screen estimate}",
     "reason": "why PRUNED or FAIL", "error": "FAIL traceback tail",
     "reused_from": "trial whose result was reused", "superseded": "interrupted, re-queued",
+    "reused_from_study": "{study, storage, trial}: the earlier study's trial whose result was reused",
     "requeued_from": "the interrupted trial this one re-runs",
     "continued_from": "trial whose rungs this one continued",
     # written by the proposer's sampler when the trial is asked (nas.search.proposals)

@@ -18,6 +18,9 @@ One row per trial. Columns:
   under its metric's name);
 - the other trial user_attrs (`summary`, `config_hash`, `reason`, `fidelity`, `epochs`, `preset`,
   `latency_*`, `weights`, `reused_from`, ...; lists and dicts as JSON text);
+- `origin`: where its result came from: "" (evaluated here), `reused #N` (an architecture of
+  this study's trial N), `study NAME #N` (reused from an earlier study's trial N, never trained
+  here: `reused_from_study`);
 - `params_<name>` (Optuna params: the design dimensions the sampler chose), `config_<field>`
   (the OverLoCKConfig fields; tuples as "a-b-c" text), `constraint_<name>` (value - budget).
 """
@@ -188,8 +191,19 @@ def _rows(trials, objectives: list[Objective], budgets: dict[str, float]) -> lis
         infeasible = not _storage.is_feasible(t, budgets, objectives)
         row["feasible"] = not infeasible
         row["category"] = _category(t.state.name, ua, infeasible)
+        row["origin"] = origin(ua)
         rows.append(row)
     return rows
+
+
+def origin(ua: dict) -> str:
+    """Where a trial's result came from, in words (the `origin` column)."""
+    earlier = ua.get("reused_from_study")
+    if isinstance(earlier, dict):
+        return f"study {earlier.get('study')} #{earlier.get('trial')}"
+    if ua.get("reused_from") is not None:
+        return f"reused #{ua['reused_from']}"
+    return ""
 
 
 def _first_max(objectives: list[Objective]) -> str | None:
@@ -227,7 +241,7 @@ def trials_frame(trials, objectives: list[Objective], budgets: dict[str, float] 
     words = _pick_words(picks or {})
     frame["pick"] = [words.get(int(n), "") for n in frame["number"]]
     frame = frame.sort_values("number", kind="stable").reset_index(drop=True)
-    first = ["number", "state", "category", "feasible", "pareto", "pick", "preset", "summary"] + names
+    first = ["number", "state", "category", "origin", "feasible", "pareto", "pick", "preset", "summary"] + names
     first += [m for m in COST_COLUMNS if m not in names] + ["score", "fidelity", "reason"]
     first = [c for c in dict.fromkeys(first) if c in frame.columns]
     return frame[first + [c for c in frame.columns if c not in first]]

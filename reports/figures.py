@@ -408,7 +408,9 @@ def hypervolume_figure(sd: StudyData) -> Figure | Note:
     feas = df[(df["category"] == "feasible")].dropna(subset=names)
     if len(feas) < 2:
         return Note(key, title, "Fewer than two feasible complete trials: no hypervolume yet.")
-    order = feas.sort_values("number")
+    trainings = _new_trainings(df)
+    order = feas.assign(_x=trainings.loc[feas.index] if trainings is not None else feas["number"])
+    order = order.sort_values(["_x", "number"])
     signs = np.array([o.sign for o in sd.objectives])
     y = order[names].to_numpy(dtype=float) * signs
     lo, hi = y.min(axis=0), y.max(axis=0)
@@ -419,16 +421,18 @@ def hypervolume_figure(sd: StudyData) -> Figure | Note:
     v = views(sd)
     ref_raw = (lo + 1.1 * span) * signs
     ref_text = ", ".join(f"{v[n].short} {format(r * v[n].scale, v[n].fmt)}" for n, r in zip(names, ref_raw))
-    # the value after every trial (it changes only at feasible complete ones), up to the last trial
-    numbers = df["number"].sort_values().to_numpy()
-    at = np.searchsorted(order["number"].to_numpy(), numbers, side="right") - 1
+    # the value after every trial (it changes only at feasible complete ones), up to the last trial;
+    # with results reused from earlier studies, after every new training (those results at 0)
+    numbers = np.arange(int(trainings.max()) + 1) if trainings is not None else df["number"].sort_values().to_numpy()
+    at = np.searchsorted(order["_x"].to_numpy(), numbers, side="right") - 1
     curve = np.where(at >= 0, hv[np.maximum(at, 0)], 0.0)
     rejected, rejected_caption = _rejected_traces(sd)
     fig = _with_lower_panel(bool(rejected))
     fig.add_trace(go.Scatter(x=numbers, y=curve, mode="lines", line=dict(shape="hv", width=2, color="#4C78A8"),
-                             name="hypervolume", hovertemplate="after trial %{x}: %{y:.4f}<extra></extra>"),
+                             name="hypervolume", hovertemplate=("after %{x} new trainings" if trainings is not None
+                                                                else "after trial %{x}") + ": %{y:.4f}<extra></extra>"),
                   row=1, col=1)
-    fig.add_trace(go.Scatter(x=order["number"], y=hv, mode="markers", marker=dict(size=4, color="#4C78A8"),
+    fig.add_trace(go.Scatter(x=order["_x"], y=hv, mode="markers", marker=dict(size=4, color="#4C78A8"),
                              name="feasible complete trial", showlegend=False,
                              hovertemplate="trial %{x}: %{y:.4f}<extra></extra>"), row=1, col=1)
     for trace in rejected:
@@ -437,7 +441,8 @@ def hypervolume_figure(sd: StudyData) -> Figure | Note:
                      row=1, col=1)
     if rejected:
         fig.update_yaxes(title_text="draws rejected", tickformat=".0%", range=[0, 1], row=2, col=1)
-    fig.update_xaxes(title_text="trial number", row=2 if rejected else 1, col=1)
+    fig.update_xaxes(title_text="new trainings" if trainings is not None else "trial number",
+                     row=2 if rejected else 1, col=1)
     height = 520 if rejected else 380
     _layout(fig, height=height)
     caption = (f"Exact {len(names)}-D hypervolume of the feasible Pareto front of the trials numbered up to "
@@ -446,8 +451,27 @@ def hypervolume_figure(sd: StudyData) -> Figure | Note:
                "and worst feasible complete trial; a fixed reference point 1.1 in every objective, i.e. the "
                f"worst value plus 10% of the range: {ref_text}. The exact front of the space is not known "
                "(accuracy is only known for trained configs), so this is not a share of it. "
+               + (f"The x axis counts new trainings only: the {int(df['reused_from_study'].notna().sum())} "
+                  "results reused from earlier studies stand at 0, repeats of an architecture are not "
+                  "trainings. " if trainings is not None else "")
                + rejected_caption)
     return Figure(key, title, fig, caption, height)
+
+
+def _new_trainings(df: pd.DataFrame) -> pd.Series | None:
+    """Per trial, the new trainings up to and including it (trial-number order), 0 for results
+    reused from earlier studies; None when the study reused none (the x axis stays the trial
+    number)."""
+    if "reused_from_study" not in df.columns or df["reused_from_study"].isna().all():
+        return None
+    reused = df["reused_from_study"].notna()
+    if "reused_from" in df.columns:
+        reused |= df["reused_from"].notna()
+    trained = ~reused & ~df["category"].isin(["not_trained", "running", "waiting", "preset"])
+    order = df.sort_values("number")
+    counted = trained.loc[order.index].cumsum()
+    out = counted.where(~df["reused_from_study"].notna().loc[order.index], 0)
+    return out.reindex(df.index).astype(int)
 
 
 def _with_lower_panel(lower: bool) -> go.Figure:

@@ -116,7 +116,9 @@ def _front_table(result, console):
         table.add_column(f"{name} ({unit})" if unit else name, justify="right")
     table.add_column("architecture")
     for t in rows:
-        cells = [str(t.number)]
+        earlier = t.user_attrs.get("reused_from_study")     # trained by an earlier study
+        cells = [f"{t.number} (study {earlier.get('study')} #{earlier.get('trial')})"
+                 if isinstance(earlier, dict) else str(t.number)]
         for name in shown:
             v = t.values[result.objectives.index(name)] if name in result.objectives \
                 else t.user_attrs.get(name)
@@ -134,19 +136,30 @@ def _front_table(result, console):
               help="Total trial budget, overriding the file (raise it to extend a finished study).")
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: the file's output_dir, else runs/<name>).")
-def command(study_file, address, trials, run_dir):
+@click.option("--reuse-from", "reuse_from", multiple=True, metavar="RUN_DIR|STORE",
+              help="Reuse the results of earlier studies here (repeatable): a run directory, a folder "
+                   "of run directories, a journal file or an RDB URL (default: the run directories "
+                   "beside this one, or the other studies of the study file's storage).")
+@click.option("--no-reuse", is_flag=True, default=False,
+              help="Reuse no earlier study's results: train every architecture this study draws.")
+def command(study_file, address, trials, run_dir, reuse_from, no_reuse):
     """Run the study in STUDY_FILE, or continue it: running the same command again resumes.
 
     Stores everything in the run directory (Optuna journal `study.log`, weights, latency cache);
     `overlock-nas report RUN_DIR` and `overlock-nas export RUN_DIR --trial N` read it.
     Ctrl-C stops cleanly: trials in flight are recorded as interrupted and re-queued.
+    An architecture an earlier study trained the same way (evaluator settings, data set, epochs,
+    seed) is reused from it, not trained again (docs/how-to/reuse.md).
     """
     from rich.console import Console
 
     console = Console(highlight=False, soft_wrap=True)
     if not console.is_terminal:          # logs and pipes: no 80-column squeeze of the table
         console = Console(highlight=False, soft_wrap=True, width=max(console.width, 140))
-    spec, engine = _engine(study_file, run_dir, address, trials)
+    if no_reuse and reuse_from:
+        raise click.UsageError("--no-reuse and --reuse-from: give one of them")
+    reuse = None if no_reuse else (list(reuse_from) or "neighbours")
+    spec, engine = _engine(study_file, run_dir, address, trials, reuse)
     constraints = ", ".join(f"{k} <= {_budget(k, v)}" for k, v in spec.constraints.items()) or "none"
     objectives = ", ".join(f"{o} ({d[:3]})" for o, d in zip(spec.objectives, spec.directions))
     console.print(f"[bold]study {spec.name}[/bold]: {engine.target} trials | objectives {objectives} "
@@ -160,10 +173,13 @@ def command(study_file, address, trials, run_dir):
         console.print(f"interrupted after {_duration(wall)}: {_budget_progress(p)}, the ones in "
                       f"flight were re-queued; run the same command to continue ({run})")
         sys.exit(130)
+    store = getattr(engine, "store", None)
+    if store is not None and (store.studies or store.skipped):    # said at the start, kept in sight
+        console.print(store.describe(), markup=False)
     _summary(result, spec, console, wall)
 
 
-def _engine(study_file, run_dir, address, trials):
+def _engine(study_file, run_dir, address, trials, reuse_from=None):
     """(spec, engine) of the study file; a damaged journal is refused before any output (the
     engine checks it again under its lock)."""
     from nas.engine import SearchEngine, SearchError
@@ -177,7 +193,7 @@ def _engine(study_file, run_dir, address, trials):
             journal = spec.run_dir(run_dir) / JOURNAL_NAME
             if journal.is_file():
                 check_journal(journal, driver_lock=journal.with_name(LOCK_NAME))
-        engine = SearchEngine(spec, run_dir, address=address, trials=trials)
+        engine = SearchEngine(spec, run_dir, address=address, trials=trials, reuse_from=reuse_from)
         claim_run_dir(engine.run_dir, study_file=study_file)    # after every setting is checked
         return spec, engine
     except (StudyFileError, SearchError, StorageError, RunDirError) as e:

@@ -182,11 +182,11 @@ class Dedup:
 
 def counts(t: FrozenTrial, trials_count: str) -> bool:
     """Whether a stored trial counts against the budget (`trials_count`): every one but the
-    superseded, or (trained) only those that reached training: COMPLETE (not a repeat), PRUNED
+    superseded and those reused from an earlier study (never a new training), or (trained) only those that reached training: COMPLETE (not a repeat), PRUNED
     by successive halving (it has rung scores; PRUNED before training, over a budget or by a
     gate, does not count), FAIL with a config; in flight counts, queued not yet."""
     ua = t.user_attrs
-    if ua.get("superseded"):
+    if ua.get("superseded") or ua.get("reused_from_study") is not None:   # never a new training
         return False
     if trials_count == "sampled":
         return True
@@ -301,7 +301,7 @@ class Tally:
         if ua.get("superseded"):
             return
         p.done += 1
-        if ua.get("reused_from") is not None:
+        if ua.get("reused_from") is not None or ua.get("reused_from_study") is not None:
             p.reused += 1
         if t.state == TrialState.COMPLETE:
             p.complete += 1
@@ -429,6 +429,9 @@ class Reporter:
             body = ua.get("reason", "")
         if ua.get("reused_from") is not None:
             body += f" [reused #{ua['reused_from']}]"
+        elif isinstance(ua.get("reused_from_study"), dict):
+            origin = ua["reused_from_study"]
+            body += f" [reused from study {origin.get('study')} #{origin.get('trial')}]"
         return f"{head}: {body}"
 
     def result(self, run_dir, study_name: str, storage: str, interrupted: bool) -> SearchResult:
