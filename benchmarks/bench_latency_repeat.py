@@ -128,6 +128,17 @@ def _machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "governor": governor, "torch": torch.__version__}
 
 
+def _round(summary: dict) -> None:
+    """Shares as whole percents, the rest to the digits a table shows."""
+    for key, value in summary.items():
+        if key.endswith(("within_10pct", "within_5pct")) and isinstance(value, float):
+            summary[key] = round(100 * value)
+        elif key.endswith(("rank_agreement", "difference_within_stated")) and isinstance(value, float):
+            summary[key] = round(value, 3)
+        elif key.endswith(("_pct", "_seconds_median", "_seconds_max")) and isinstance(value, float):
+            summary[key] = round(value, 1)
+
+
 def _load() -> str:
     return "/".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -189,8 +200,7 @@ def main() -> None:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "load": f"{load_start} -> {_load()}", "minutes": round((time.monotonic() - started) / 60, 1),
     }
-    for key in ("within_10pct", "within_5pct", "as_timed_within_10pct", "as_timed_within_5pct"):
-        summary[key] = round(100 * summary[key])
+    _round(summary)
     print(f"\n{summary['configs']} configs x {args.processes} `profile` processes at {args.resolution}x"
           f"{args.resolution}, {args.threads} thread(s), protocol {VERSION} ({summary['protocol']})\n"
           f"  within +-10 %: {summary['within_10pct']} %   within +-5 %: {summary['within_5pct']} %   "
@@ -205,7 +215,7 @@ def main() -> None:
           f"  profile wall time median {summary['profile_seconds_median']:.1f} s, max "
           f"{summary['profile_seconds_max']:.1f} s\n"
           f"  latency model: rank agreement {summary['model_rank_agreement']}, within +-10 % "
-          f"{summary.get('model_within_10pct')}\n"
+          f"{summary.get('model_within_10pct')} %\n"
           f"  {summary['cpu']}, {summary['cores']} cores, governor: {summary['governor']}, torch "
           f"{summary['torch']}, load {summary['load']}, {summary['minutes']} min")
     if args.results:

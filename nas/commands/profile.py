@@ -165,11 +165,14 @@ def render(doc: dict, name: str) -> str:
     rows.append(("activation memory", f"{doc['memory_mb']:.2f} MiB peak (analytic, fp32 inference, {size})"))
     lat = doc.get("latency")
     if lat:
-        rows.append(("latency (median of round minima)", f"{lat['latency_ms']:.3f} ms "
-                     f"+-{lat.get('latency_uncertainty_pct', float('nan')):.1f} % (95 %, from its rounds)  ({lat['latency_dtype']}, "
-                     f"batch {lat['latency_batch']}, {h}x{w}"
+        rows.append(("latency", f"{lat['latency_ms']:.3f} ms "
+                     f"+-{lat.get('latency_uncertainty_pct', float('nan')):.1f} % (95 %, from its rounds)  "
+                     f"({lat['latency_dtype']}, batch {lat['latency_batch']}, {h}x{w}"
                      f"{', channels_last' if lat['latency_channels_last'] else ''})"))
-        rows.append(("latency p90 / IQR / min", f"{lat['latency_p90_ms']:.3f} / "
+        if "latency_raw_ms" in lat:
+            rows.append(("latency as timed", f"{lat['latency_raw_ms']:.3f} ms (the machine ran at "
+                         f"{lat['latency_speed']:.2f}x the yardstick's nominal speed)"))
+        rows.append(("latency p90 / IQR / min, as timed", f"{lat['latency_p90_ms']:.3f} / "
                      f"{lat['latency_spread_ms']:.3f} / {lat['latency_min_ms']:.3f} ms over "
                      f"{lat['latency_repeats']} repeats"
                      f"{' (re-measured: its first rounds disagreed)' if lat.get('latency_remeasured') else ''}"))

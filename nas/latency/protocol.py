@@ -15,9 +15,10 @@ Versions:
    the forwards after each pause ran slower than the ones before it, by an amount that changed
    from process to process (docs/explanation/latency.md).
 2. Calibrated against a yardstick, on CPU. The machine's speed itself drifts: on that virtual
-   machine a fixed model's fastest forward moved by up to 20 % between processes a minute apart,
-   and every config with it, while the ratio of the two held within 2.3 %
-   (`benchmarks/bench_latency_repeat.py`). So a fixed yardstick model (YARDSTICK) takes its turn
+   machine the yardstick's fastest forward ranged over 0.88-1.09 of its nominal time across 32
+   `profile` processes, and every config with it; the readings as timed agreed within +-10 % for
+   62 % of 16 configs, the calibrated ones for all 16 (`benchmarks/bench_latency_repeat.py`,
+   benchmarks/results/latency_repeat.jsonl). So a fixed yardstick model (YARDSTICK) takes its turn
    in every round beside the measured configs, and a reading is the median over rounds of (the
    config's fastest forward in the round / the yardstick's), times the yardstick's nominal time
    on this device: the one the first calibrated reading on the device measured, kept in the

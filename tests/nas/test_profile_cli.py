@@ -31,7 +31,9 @@ def test_profile_prints_labelled_figures(config_file):
     assert "compute, analytic" in out and "compute, fvcore trace" in out
     assert "paper convention" in out and re.search(r"analytic == fvcore +yes", out)
     assert "params" in out and "MiB peak" in out
-    assert "latency (median of round minima)" in out and "latency device" in out and "cpu: " in out
+    assert re.search(r"latency +[\d.]+ ms \+-[\d.]+ % \(95 %, from its rounds\)", out), out
+    assert re.search(r"latency as timed +[\d.]+ ms \(the machine ran at [\d.]+x", out), out
+    assert "latency device" in out and "cpu: " in out and "v2: median of round minima" in out
 
 
 def test_profile_json_parses_and_counts_agree(config_file, tiny_config):
