@@ -94,8 +94,8 @@ def _card_measured(meta: dict, cfg: OverLoCKConfig) -> list[str]:
                      "the study measured no latency for this trial (export with --latency to measure it)"))
     if "latency_export" in meta:
         le = meta["latency_export"]
-        rows.append(("latency (export)", f"{le['latency_ms']:.3f} ms (median of round minima, p90 {le['latency_p90_ms']}, "
-                     f"spread of round minima {le['latency_spread_ms']})", f"measured at export on {le['latency_device']}, "
+        rows.append(("latency (export)", f"{le['latency_ms']:.3f} ms ({le.get('latency_protocol', 'median of round minima')}; "
+                     f"as timed: p90 {le['latency_p90_ms']}, IQR {le['latency_spread_ms']})", f"measured at export on {le['latency_device']}, "
                      f"batch {le['latency_batch']}, {le['latency_dtype']}, {le['latency_repeats']} repeats, "
                      "deploy model"))
     if weights["source"] == "train":
