@@ -4,6 +4,8 @@ The rooms, in the order data flows through them:
 
 - `device`: which device a reading is made on - `resolve_device` (`device: auto`, decided in the
   process that measures) and `device_string` (the name a device's store is kept under).
+- `protocol`: the measuring protocol's settings, version and yardstick, and a reading's
+  uncertainty (torch-free: every reading and store key names its version).
 - `measure`: the one measuring protocol (`measure_latency`, `measure_latencies`; torch).
 - `store`: readings by key in JSON files that outlive a study - `measurement_settings` (what a
   reading is valid for) and `store_key` (where it is kept), `device_store`, `LatencyCache`.
