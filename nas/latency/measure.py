@@ -211,15 +211,16 @@ class Progress:
 
 def _time_rounds(pairs, repeats: int, warmup: int, rounds: int, clock: str,
                  progress: Callable[[Progress], None] | None = None,
-                 remeasure: bool = False) -> list[tuple[list, list]]:
+                 remeasure: bool = False, configs: int | None = None) -> list[tuple[list, list]]:
     """For each (model, input) of `pairs`: (per round: ms of each timed forward by `clock`, wall ms
     of every timed forward). The rounds run back to back and are interleaved across the pairs:
     round r of every model runs before round r + 1 of any, so a stretch of interference is shared,
-    not one model's. `progress` is told where the set stands between rounds (`Progress`)."""
+    not one model's. `progress` is told where the set stands between rounds (`Progress`), of
+    `configs` configs (default: every pair; the yardstick is not one)."""
     per_round = [repeats // rounds + (1 if i < repeats % rounds else 0) for i in range(rounds)]
     per_round = [n for n in per_round if n > 0]
     out = [([], []) for _ in pairs]
-    tell = _Teller(progress, per_round, len(pairs), remeasure)
+    tell = _Teller(progress, per_round, configs or len(pairs), remeasure)
     with torch.inference_mode():
         # warm-up interleaved like the rounds: switching models is part of the steady state
         for _ in range(warmup):
@@ -503,7 +504,7 @@ def _timed_with_recheck(pairs, repeats: int, warmup: int, rounds: int, clock: st
         sticks = sorted({yardstick_of[i] for i in todo}) if yardsticks else []
         timings = _time_rounds([pairs[i] for i in todo] + [yardsticks[j] for j in sticks], repeats,
                                warmup if n_set == 0 else min(warmup, 1), rounds, clock, progress,
-                               remeasure=n_set > 0)
+                               remeasure=n_set > 0, configs=len(todo))
         stick_minima = {j: [min(r) for r in timings[len(todo) + k][0]] for k, j in enumerate(sticks)}
         for i, (timed, walls) in zip(todo, timings):
             entry = out[i]

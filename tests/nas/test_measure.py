@@ -437,7 +437,7 @@ def test_a_reading_states_its_uncertainty_and_wide_ones_are_measured_again(monke
     noisy, steady, stick = object(), object(), object()
     calls = []
 
-    def fake_rounds(pairs, repeats, warmup, rounds, clock, progress=None, remeasure=False):
+    def fake_rounds(pairs, repeats, warmup, rounds, clock, progress=None, remeasure=False, configs=None):
         calls.append([p[0] for p in pairs])
         rounds_of = {noisy: [[9.0], [11.0]] * 5, steady: [[10.0]] * 10, stick: [[5.0]] * 10}
         return [(rounds_of[p[0]], [1.0]) for p in pairs]
