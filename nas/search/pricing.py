@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nas.executor import TaskLost, wants_gpu
+from nas.latency.protocol import GROUP
 from nas.storage import LATENCY_RECORD_NAME, format_value as _fmt
 
 from .contract import LATENCY_REASON, MEASURED_LATENCY_REASON, STORED_LATENCY_REASON
@@ -30,10 +31,10 @@ from .session import SearchError
 DESCRIBE_TARGET = "nas.worker:describe_device"
 WORKER_START_S = 300.0   # for the measuring worker to be placed and answer (or latency.timeout_s)
 # Configs the measuring worker measures together, their rounds interleaved: the protocol's group
-# (nas.latency.measure.GROUP, not imported here: the driver never imports torch; a test holds
-# them equal). A set costs the time span of one paced reading, so a queue of N configs is
-# measured in ceil(N / 8) such spans instead of N.
-MEASURE_SET = 8
+# (nas.latency.protocol is torch-free). Protocol 2 does not idle, so a set costs about the sum of
+# its configs' forwards; measuring them together shares one yardstick, one call and one stretch
+# of the machine's load, so the readings of a set are taken under the same conditions.
+MEASURE_SET = GROUP
 
 
 def measuring_limit_s(timeout_s: float, configs: int) -> float:
