@@ -138,34 +138,35 @@ class LatencyCache:
     def put_many(self, results: dict[str, dict]) -> None:
         """Store several results by key in one read and one write of the file (a store shared by
         every study on a device grows: a put per result rewrote it once per reading)."""
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
-        with open(self.path + ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                data = self._read()
-                data.update((key, dict(result)) for key, result in results.items())
-                write_atomic(self.path, json.dumps(data, indent=1, sort_keys=True), fsync=True)
-                self._data = data
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with self._locked() as data:
+            data.update((key, dict(result)) for key, result in results.items())
+            self._write(data)
 
     def setdefault(self, key: str, result: dict) -> dict:
         """The stored result for `key`; when there is none, `result`, stored. Atomic across
         processes: of two that race, both get the first one's."""
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
+        with self._locked() as data:
+            if key not in data:
+                data[key] = dict(result)
+                self._write(data)
+            return dict(data[key])
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """The file's data, read under an exclusive lock that other processes' writers wait on
+        (changes are written with `_write` inside the block)."""
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         with open(self.path + ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 data = self._read()
-                if key not in data:
-                    data[key] = dict(result)
-                    write_atomic(self.path, json.dumps(data, indent=1, sort_keys=True), fsync=True)
+                yield data
                 self._data = data
-                return dict(data[key])
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _write(self, data: dict) -> None:
+        write_atomic(self.path, json.dumps(data, indent=1, sort_keys=True), fsync=True)
 
     def __len__(self) -> int:
         self._data = self._read()
