@@ -113,33 +113,11 @@ class Sleeping:
                 "fidelity": 1.0}
 
 
-def sleeping_latency(config: dict, *, device: str, latency: dict, num_threads) -> dict:
-    """A stand-in for `nas.worker:run_latency` that takes `FAKE_LATENCY_S` seconds (default 1)
-    and logs {hash, start, end} to `$FAKE_LATENCY_LOG`; its latency grows with the widths."""
-    from overlock import OverLoCKConfig
-
-    cfg = OverLoCKConfig.from_dict(config)
-    start = time.time()
-    time.sleep(float(os.environ.get("FAKE_LATENCY_S", "1")))
-    end = time.time()
-    log = os.environ.get("FAKE_LATENCY_LOG")
-    if log:
-        with open(log, "a") as fh:
-            fh.write(json.dumps({"kind": "latency", "hash": cfg.config_hash(), "start": start,
-                                 "end": end}) + "\n")
-    from nas.measure import device_string
-
-    return {"ok": True, "latency_ms": float(sum(cfg.widths)) / 10.0,
-            "latency_device": device_string("cpu", num_threads),
-            "latency_batch": latency["batch"], "latency_dtype": latency["dtype"],
-            "latency_channels_last": latency["channels_last"]}
-
-
 def sleeping_latencies(configs: list[dict], *, device: str, latency: dict, num_threads,
                        limit_s=None) -> list[dict]:
     """A stand-in for `nas.worker:run_latencies`: the configs measured together take
-    `FAKE_LATENCY_S` seconds in all (a set's rounds span the time of one paced reading), each
-    logged with the set's start and end and its size (`set`); latencies as `sleeping_latency`."""
+    `FAKE_LATENCY_S` seconds in all (one call, whatever the set's size), each
+    logged with the set's start and end and its size (`set`); each latency is its widths' sum / 10."""
     from overlock import OverLoCKConfig
 
     cfgs = [OverLoCKConfig.from_dict(c) for c in configs]
@@ -189,7 +167,8 @@ def set_killing_latencies(configs: list[dict], **kwargs) -> list[dict]:
 
 
 def disturbed_latencies(configs: list[dict], **kwargs) -> list[dict]:
-    """`disturbed_latency` of each config, measured together (`sleeping_latencies`)."""
+    """`sleeping_latencies`, except that the first measurement of each config reads 1.5x (a burst
+    of interference); a marker file per config in `$FAKE_LATENCY_DISTURB` remembers it."""
     from overlock import OverLoCKConfig
 
     out = sleeping_latencies(configs, **kwargs)
@@ -198,17 +177,4 @@ def disturbed_latencies(configs: list[dict], **kwargs) -> list[dict]:
         if not os.path.exists(marker):
             open(marker, "w").close()
             reading["latency_ms"] *= 1.5
-    return out
-
-
-def disturbed_latency(config: dict, *, device: str, latency: dict, num_threads) -> dict:
-    """`sleeping_latency`, except that the first measurement of each config reads 1.5x (a burst
-    of interference); a marker file per config in `$FAKE_LATENCY_DISTURB` remembers it."""
-    from overlock import OverLoCKConfig
-
-    out = sleeping_latency(config, device=device, latency=latency, num_threads=num_threads)
-    marker = os.path.join(os.environ["FAKE_LATENCY_DISTURB"], OverLoCKConfig.from_dict(config).config_hash())
-    if not os.path.exists(marker):
-        open(marker, "w").close()
-        out["latency_ms"] *= 1.5
     return out
