@@ -480,8 +480,8 @@ def test_a_set_lost_whole_is_measured_again_one_config_at_a_time(tmp_path, gpu_r
     monkeypatch.setattr(nas.engine, "LATENCY_TARGET", "fake_evaluators:set_killing_latencies")
     gpu_ray.write_text("")
     lines = []
-    spec = parse_study(study_dict(tmp_path, trials=10, parallel=2, constraints={"latency_ms": 1000.0},
-                                  latency={**LATENCY, "ahead": 6}), label="t")
+    spec = parse_study(study_dict(tmp_path, trials=6, parallel=2, constraints={"latency_ms": 1000.0},
+                                  latency={**LATENCY, "ahead": 4}), label="t")
     SearchEngine(spec, on_progress=lambda p, line: lines.append(line)).run()
     trials = [t for t in load(tmp_path / "run").get_trials() if "reused_from" not in t.user_attrs]
     killers = [t for t in trials if t.user_attrs["config"]["region_count"] == 3]
