@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/python-env.sh
-"$PY" -m pip install -q torch==2.13.0
-"$PY" -m pip install -q -e .
+"$PY" -m pip install -q --no-compile torch==2.13.0
+"$PY" -m pip install -q --no-compile -e .
 overlock-nas search studies/quickstart.yaml --run-dir runs/quickstart
 overlock-nas report runs/quickstart
 env_usage

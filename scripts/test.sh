@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/python-env.sh
-"$PY" -m pip install -q torch==2.13.0
-"$PY" -m pip install -q -e ".[test]"
+"$PY" -m pip install -q --no-compile torch==2.13.0
+"$PY" -m pip install -q --no-compile -e ".[test]"
 env_usage
 # The report tests open the HTML in a real headless browser (Debian's chromium).
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
