@@ -68,7 +68,7 @@ def flops_range(path: Path) -> list[int]:
 
 def study(out: Path, log: Path, slots: int, trials: int, budget: bool, min_s: float,
           max_s: float, repo: Path, ahead: int | None = None, space_name: str = "quickstart") -> dict:
-    path = repo / f"studies/spaces/{space_name}.yaml"
+    path = repo / (space_name if space_name.endswith(".yaml") else f"studies/spaces/{space_name}.yaml")
     data = {"name": "bench-utilization", "space": str(path),
             "objectives": ["accuracy", "flops"],
             "evaluator": {"name": "fake_evaluators:Sleeping", "min_s": min_s, "max_s": max_s,
@@ -154,7 +154,8 @@ def main() -> None:
                     help="latency.ahead: configs priced ahead of training (default: slots)")
     ap.add_argument("--space", default="quickstart",
                     help="studies/spaces/NAME.yaml (quickstart: 72 architectures; xt_t: 76k, so a "
-                         "long run keeps drawing new ones)")
+                         "long run keeps drawing new ones), or a space file's path in the checkout "
+                         "(benchmarks/spaces/latency.yaml: 1,920 at 64x64, cheap to measure)")
     ap.add_argument("--runs", default="none,budget")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--jsonl", type=Path, default=None,
@@ -206,6 +207,16 @@ def main() -> None:
                                          "rows": rows}, indent=1))
 
 
+def _device() -> str:
+    """The CPU the benchmark ran on, and the cores it was pinned to (`taskset`), if not all."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) == os.cpu_count():
+        return f"cpu ({os.cpu_count()} cores)"
+    pinned = ", ".join(map(str, cores))
+    return (f"cpu (the {os.cpu_count()}-core development machine; the driver and every worker on "
+            f"core{'s' if len(cores) > 1 else ''} {pinned})")
+
+
 def _append(args, row: dict, label: str, slots: int, kind: str) -> None:
     """One results line (benchmarks/results/README.md): the row, the command that regenerates
     it, the date and the load it ran under."""
@@ -222,8 +233,7 @@ def _append(args, row: dict, label: str, slots: int, kind: str) -> None:
         command += " --repo <a clone at " + label.split(":")[0] + ">"
     line = {"engine": label, **row, "command": command,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "device": "cpu (the 2-core development machine; the driver and every worker on core 1)"
-            if os.sched_getaffinity(0) == {1} else f"cpu ({os.cpu_count()} cores)",
+            "device": _device(),
             "metric": "slot utilisation: evaluation seconds / (slots x span)"}
     path = args.jsonl if args.jsonl.is_absolute() else Path(os.environ.get("BENCH_UTIL_CWD", ".")) / args.jsonl
     with open(path, "a") as fh:

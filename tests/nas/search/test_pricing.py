@@ -10,8 +10,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from nas.search.contract import MEASURED_LATENCY_REASON
-from nas.search.pricing import (AGAIN, FAILED, KNOWN, MEASURE, OVER, LatencyPricer, LatencyStep, predicted_over,
-                                price, recheck, verdict_attrs, wants_check)
+from nas.search.pricing import (AGAIN, FAILED, KNOWN, MEASURE, MEASURE_SET, OVER, LatencyPricer, LatencyStep,
+                                predicted_over, price, recheck, verdict_attrs, wants_check)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -204,3 +204,16 @@ def test_without_measure_first_or_with_one_candidate_nothing_is_measured_ahead()
     assert pricer.prefetch([a]) == [] and pricer.sets == []        # confirm measures it alone
     pricer.settings.measure_first = False
     assert pricer.prefetch([a, b]) == [] and pricer.sets == []
+
+
+def test_by_default_twice_the_slots_up_to_a_set_are_priced_ahead():
+    """With as many ahead as slots, 4 slots got their configs measured one or two at a time and
+    waited for them; by default the measuring worker gets twice the slots, up to a full set."""
+    pricer = _Pricer()
+    pricer.settings.ahead = None
+    assert pricer.ahead(4) == 0                       # no measuring worker: nothing is priced ahead
+    pricer.measurer = object()
+    assert [pricer.ahead(p) for p in (1, 2, 3, 4, 8, 16)] == [2, 4, 6, 8, 8, 16]
+    assert MEASURE_SET == 8
+    pricer.settings.ahead = 3                         # the study file's `latency.ahead` decides
+    assert [pricer.ahead(p) for p in (1, 16)] == [3, 3]
