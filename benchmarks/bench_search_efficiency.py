@@ -436,8 +436,9 @@ def write_summary(rows: list[dict], args, path: Path) -> None:
     for r in rows:
         groups.setdefault((r["scenario"], r["landscape"], r["strategy"]), []).append(r)
     argv = [a for a in (args.argv or []) if a != "--table-only"]
+    labels = ("--summary", "--study")        # where the lines go and what they are called
     command = "python benchmarks/bench_search_efficiency.py " + " ".join(
-        a for i, a in enumerate(argv) if a != "--summary" and (i == 0 or argv[i - 1] != "--summary"))
+        a for i, a in enumerate(argv) if a not in labels and (i == 0 or argv[i - 1] not in labels))
     with open(path, "a") as fh:
         for (scenario, landscape, strategy), runs in groups.items():
             scored = [r.get("hv_ratio_true", r["hv_ratio"]) for r in runs]
@@ -454,6 +455,8 @@ def write_summary(rows: list[dict], args, path: Path) -> None:
                     "command": command, "date": f"{min(r['date'] for r in runs)} - {max(r['date'] for r in runs)}",
                     "load": f"{min(r['load'] for r in runs)}-{max(r['load'] for r in runs)}",
                     "commit": sorted({r['commit'] for r in runs})}
+            if args.study:
+                line["study"] = args.study
             fh.write(json.dumps(line) + "\n")
 
 
@@ -573,6 +576,8 @@ def main(argv=None) -> None:
                     help="append one line per scenario, landscape and strategy (median hypervolume after "
                          "--trials, trials to 0.90 / 0.95, seeds, the command, dates and loads) to this "
                          "file, e.g. benchmarks/results/search_efficiency.jsonl")
+    ap.add_argument("--study", default=None,
+                    help="with --summary: a label for these lines (`study`), which a doc's table selects by")
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.quick:

@@ -123,10 +123,12 @@ def has_named_constraints(trial: FrozenTrial) -> bool:
 # (nas.search.frontier). Both are private modules of Optuna (`optuna._gp`, `optuna._hypervolume`),
 # maintained there for GPSampler and unchanged between 5.0 and 5.1; frontier uses them through
 # these four functions only, and tests/nas/test_optuna_private.py pins what it relies on.
-def gp_fit(x, y, previous=None):
+def gp_fit(x, y, previous=None, noise_rate: float | None = None):
     """An ARD Matern-5/2 GP with a learned noise variance fitted to `x` (n, d) in [0, 1] and `y`
-    (n,) standardised, its kernel parameters chosen by maximum a posteriori (Optuna's priors) by
-    L-BFGS, starting from `previous` (a regressor of the same width) when given."""
+    (n,) standardised, its kernel parameters chosen by maximum a posteriori by L-BFGS, starting
+    from `previous` (a regressor of the same width) when given. The priors are Optuna's
+    (`default_log_prior`), except with `noise_rate`: the noise variance's Gamma(1.1, rate) prior
+    takes that rate instead of Optuna's 30 (`gp_log_prior`)."""
     import numpy as np
     from optuna._gp import gp as optuna_gp
     from optuna._gp import prior
@@ -135,9 +137,30 @@ def gp_fit(x, y, previous=None):
         else None
     return optuna_gp.fit_kernel_params(
         X=np.ascontiguousarray(x, dtype=np.float64), Y=np.ascontiguousarray(y, dtype=np.float64),
-        is_categorical=np.zeros(x.shape[1], dtype=bool), log_prior=prior.default_log_prior,
+        is_categorical=np.zeros(x.shape[1], dtype=bool),
+        log_prior=prior.default_log_prior if noise_rate is None else gp_log_prior(noise_rate),
         minimum_noise=prior.DEFAULT_MINIMUM_NOISE_VAR, deterministic_objective=False,
         gpr_cache=cache)
+
+
+def gp_log_prior(noise_rate: float):
+    """The log prior of Optuna's GP (`optuna._gp.prior.default_log_prior`: its terms for the length
+    scales and the kernel scale, as written there) with the noise variance's Gamma(1.1, 30) prior
+    replaced by Gamma(1.1, `noise_rate`). Optuna's rate 30 (mean 0.037 of the standardised
+    variance) suits GPSampler's mostly deterministic objectives; on readings that are half noise
+    it holds the fitted noise near zero, and the GP interpolates the noise."""
+
+    def log_prior(gpr):
+        import torch
+
+        def gamma_log_prior(value, concentration: float, rate: float):
+            return (concentration - 1) * torch.log(value) - rate * value
+
+        return (-(0.1 / gpr.inverse_squared_lengthscales + 0.1 * gpr.inverse_squared_lengthscales).sum()
+                + gamma_log_prior(gpr.kernel_scale, 2, 1)
+                + gamma_log_prior(gpr.noise_var, 1.1, noise_rate))
+
+    return log_prior
 
 
 def gp_refit_data(fitted, x, y):
