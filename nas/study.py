@@ -42,10 +42,10 @@ Every key (defaults in brackets):
   used as such only where GPU N is visible to the worker). `latency` [batch 1, fp32, warmup 10,
   repeats 30]: batch, dtype (fp32/fp16/bf16), channels_last, warmup, repeats, threads
   [= cpus], profile_stages; where: device [the study's], resource / node_labels [none: any node],
-  cpus [1: cores the measuring worker holds], timeout_s [600], ahead [2 x parallel up to 8, at least parallel:
-  configs priced ahead of training], model [none; auto or a file: skip configs predicted far over budget],
-  recheck_near [0: off; e.g. 0.05: a reading this close to the latency budget is measured once
-  more, the faster kept].
+  cpus [1: cores the measuring worker holds], timeout_s [600], ahead [2 x parallel up to 8, at
+  least parallel: configs priced ahead of training], model [none; auto or a file: skip configs
+  predicted far over budget], recheck_near [0: off; e.g. 0.05: a reading this close to the
+  latency budget is measured once more, the faster kept].
 - `successive_halving` [eta 3, min_trials 3, signal accuracy]: used when the evaluator has rungs;
   `signal: val_loss` ranks a rung by the validation loss instead of the accuracy.
 - `proxy_gate` [none]: `{proxy: synflow | naswot | zico, drop_bottom: 0.3, min_trials: 8,
@@ -136,7 +136,8 @@ class LatencySettings(_Model):
     node_labels: dict[str, str] = Field(default_factory=dict)   # Ray node labels it must carry
     cpus: int = Field(1, ge=1)                # cores held by the measuring worker
     timeout_s: float = Field(600.0, gt=0)     # one measurement, wall clock
-    ahead: int | None = Field(None, ge=0)     # configs priced ahead of training (None: 2 x parallel up to 8, at least parallel)
+    # configs priced ahead of training (None: twice the slots up to 8, at least the slots)
+    ahead: int | None = Field(None, ge=0)
     model: str | None = Field(None, min_length=1)   # "auto" or a latency model file (issue 13)
     # a reading within this share of the latency budget is measured once more and the faster
     # kept (interference only adds time); 0: never. Off by default: on the development CPU 0.05

@@ -8,8 +8,8 @@ training, so only the others (the accuracy, a measured latency) need a model. Ea
    front, and a few uniform draws, so the pool is densest where the front is;
 2. fits a Gaussian process to the finished trials, for each objective the cost model does not
    give: Optuna's ARD Matern-5/2 regressor (a length scale per config feature, the noise variance
-   learned under a prior that expects noisy trainings, `NOISE_PRIOR_RATE`), its kernel parameters optimised again every `REFIT_EVERY` finished trials and
-   conditioned on every trial in between;
+   learned under a prior that expects noisy trainings, `NOISE_PRIOR_RATE`), its kernel parameters
+   optimised again every `REFIT_EVERY` finished trials and conditioned on every trial in between;
 3. picks the unseen candidate with the largest expected hypervolume improvement over the front,
    exact for any number of modelled objectives beside the exact costs (`expected_hvi`): the front
    is the non-dominated set of the finished trials at the model's mean (a lucky noisy reading does
@@ -45,9 +45,10 @@ REFIT_EVERY = 10          # finished trials between two optimisations of a GP's 
 # Optuna's GPSampler uses rate 30 (mean 0.037), for objectives that are nearly deterministic; a
 # training is not (two seeds of the real trainings in benchmarks/data/surrogate_trainings.jsonl
 # differ by a noise variance of 0.51 of the readings' variance), and under rate 30 a GP of a few
-# dozen trials on ~20 config features fits about 1 % of such noise and passes through every lucky
-# reading, which then stands as the front and is mutated. Rate 1 (mean 1.1) cost the `rugged`
-# landscape, whose hash-drawn pair effects the model cannot tell from noise, more than it gained.
+# dozen trials fits about 1 % of such noise and passes through every lucky reading, which then
+# stands as the front and is mutated (tests/nas/search/test_frontier_gp.py). Rate 5 was not tuned
+# on the benchmark: rate 1 (mean 1.1) looked worse on `rugged`, whose hash-drawn pair effects the
+# model cannot tell from noise, in a quick exploration that is not in the repository.
 NOISE_PRIOR_RATE = 5.0
 ENUMERATE_UP_TO = 5_000   # a space this small is priced whole: the pool is every config within budget
 _MISSING = object()
