@@ -201,3 +201,19 @@ def test_the_gaussian_process_fits_and_reconditions_with_the_same_parameters():
     np.testing.assert_allclose(v1, v2, rtol=1e-9, atol=1e-12)
     mean, _ = _optuna.gp_posterior(fitted, x)
     assert np.abs(mean - y).max() < 0.05
+
+
+def test_the_noise_prior_is_optunas_prior_with_another_rate():
+    """`gp_log_prior` restates Optuna's `default_log_prior` with the noise variance's rate as a
+    parameter: at Optuna's rate 30 the two agree, so an Optuna upgrade that changes its prior
+    fails here instead of leaving frontier's copy behind."""
+    import numpy as np
+    from optuna._gp import prior
+
+    rng = np.random.default_rng(2)
+    x = rng.random((30, 4))
+    y = x[:, 0] - x[:, 2] + 0.3 * rng.standard_normal(30)
+    fitted = _optuna.gp_fit(x, (y - y.mean()) / y.std(), noise_rate=5.0)
+    ours, optunas = _optuna.gp_log_prior(30.0)(fitted), prior.default_log_prior(fitted)
+    assert float(ours) == pytest.approx(float(optunas), rel=1e-12, abs=1e-12)
+    assert float(_optuna.gp_log_prior(5.0)(fitted)) != pytest.approx(float(optunas))
