@@ -251,9 +251,11 @@ def build_sections(sd: StudyData) -> list[Section]:
         rows = T.pareto_rows(sd)
         single = len(sd.objectives) < 2
         table = Section("front-table", "Best feasible trials" if single else "Pareto-optimal trials")
+        on_front = int(rows["pareto"].sum()) if "pareto" in rows.columns else len(rows)
         words = ("the top 10 feasible trials by the objective" if single else
-                 f"the {len(rows)} feasible Pareto-optimal trials (COMPLETE, full fidelity, all budgets met; "
-                 "presets excluded)")
+                 f"the {on_front} feasible Pareto-optimal trials (COMPLETE, full fidelity, all budgets met; "
+                 "presets excluded)" + (f", then {len(rows) - on_front} off the front that an export "
+                                        "picks" if len(rows) > on_front else ""))
         units = "; ".join(f"{esc(v.short)}: {esc(v.label)}" for v in
                           (metric_view(m, sd.resolution, sd.latency_setting, sd.dataset,
                                        sd.accuracy_from) for m in

@@ -98,6 +98,10 @@ def test_report_sections_and_export_commands(built, study_dir):
         assert title in html, title
     for n in df[df.pareto].number:
         assert f"overlock-nas export {study_dir} --trial {n}</code>" in html
+    # the caption counts the front, and the trials an export picks off it apart
+    picked_off = int(((df["pick"] != "") & ~df.pareto).sum())
+    assert picked_off and f"Rows: the {int(df.pareto.sum())} feasible Pareto-optimal trials" in html
+    assert f"then {picked_off} off the front that an export picks" in html
     edf = _figures(html)["fig-edf"]
     labels = [b["label"] for b in edf["layout"]["updatemenus"][0]["buttons"]]
     assert labels[:2] == ["region count R", "Overview / Focus depth split"]
