@@ -2,8 +2,8 @@
 (`[naswot, flops]` on xt_t, 4 GMACs and 20M params, the `naswot` evaluator at batch 16 and 64x64)
 through the real engine, per strategy: where the driver's time goes and the front it finds.
 
-    python benchmarks/bench_zero_cost_search.py --quick          # smoke run: the 72-config space, ~15 s
-    taskset -c 1 python benchmarks/bench_zero_cost_search.py     # 3 strategies x 3 seeds x 50 trials
+    python benchmarks/bench_zero_cost_search.py --quick          # smoke run: the 72-config space, 1-2 min
+    taskset -c 1 python benchmarks/bench_zero_cost_search.py     # 3 strategies x 3 seeds x 50 trials, ~25 min
     python benchmarks/bench_zero_cost_search.py --strategies default random --seeds 5 --trials 100
 
 Each strategy is a study-file `sampler:` setting (`default` = no `sampler` key, which for
@@ -200,7 +200,8 @@ def _done(raw: Path) -> dict[tuple, dict]:
 
 def table(lines: list[dict]) -> str:
     head = ["strategy", "seed", "wall_s", "trials_per_s", "propose_s", "wait_s", "eval_s", "other_s",
-            "propose_share"] + [k for k in (f"hv_{c}" for c in CHECKPOINTS) if any(k in r for r in lines)]
+            "propose_share"] + [k for k in (f"hv_{c}" for c in CHECKPOINTS) if any(k in r for r in lines)] + \
+        ["hv_final"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in lines:
         out.append("| " + " | ".join("-" if r.get(k) is None else str(r[k]) for k in head) + " |")
@@ -213,8 +214,8 @@ def main(argv=None) -> None:
                     help="`default` (no sampler key), a sampler name, or a YAML sampler mapping")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--trials", type=int, default=50,
-                    help="trained trials per run (a naswot trial of xt_t takes 1-10 s on a shared core: "
-                         "3 x 3 x 50 is about 30 min)")
+                    help="trained trials per run (a naswot trial of xt_t took 2-5 s on a shared core, "
+                         "so 3 x 3 x 50 took about 25 min; 100 would not fit the benchmark's 15 minutes)")
     ap.add_argument("--results", default=None,
                     help=f"where the lines go (default {RESULTS.relative_to(REPO)}; --quick: bench_out)")
     ap.add_argument("--raw", default=None, help="the runs as they finish (default under bench_out/)")
