@@ -455,6 +455,9 @@ def write_summary(rows: list[dict], args, path: Path) -> None:
                     "command": command, "date": f"{min(r['date'] for r in runs)} - {max(r['date'] for r in runs)}",
                     "load": f"{min(r['load'] for r in runs)}-{max(r['load'] for r in runs)}",
                     "commit": sorted({r['commit'] for r in runs})}
+            for k in CHECKPOINTS:            # the median at each earlier count, for "ahead at every count"
+                if k < args.trials:
+                    line[f"hv_{k}"] = _rounded(np.nanmedian([ratio_at(x, k) for x in scored]))
             if args.study:
                 line["study"] = args.study
             fh.write(json.dumps(line) + "\n")

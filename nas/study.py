@@ -603,7 +603,7 @@ def sampler_class(name: str):
 class FrontierSettings:
     """The `frontier` strategy's options, checked as an Optuna sampler's are."""
 
-    def __init__(self, seed: int | None = None, n_startup: int = 10, candidates: int = 16,
+    def __init__(self, seed: int | None = None, n_startup: int = 10, candidates: int = 48,
                  pool: int = 192, explore: float = 0.0):
         self.seed, self.n_startup, self.candidates, self.pool, self.explore = \
             seed, n_startup, candidates, pool, explore

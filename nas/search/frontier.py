@@ -15,7 +15,10 @@ training, so only the others (the accuracy, a measured latency) need a model. Ea
    is the non-dominated set of the finished trials at the model's mean (a lucky noisy reading does
    not stand as the front) and of the running trials at their believed values (so parallel
    proposals spread out); the region it leaves undominated is cut into boxes once per proposal
-   (Optuna's box decomposition), so the cost grows with the front, not with the history.
+   (Optuna's box decomposition), so the cost grows with the front, not with the history; each
+   candidate's improvement is discounted by how little one more noisy reading of it would teach
+   the model (`augmentation`), so a region the model already knows to within the noise is not
+   sampled over and over for lucky readings.
 
 The first `n_startup` trials are uniform draws within the budgets. An architecture already in the
 study is never proposed again. Candidates priced over a budget are the strategy's rejected draws.
@@ -39,7 +42,10 @@ from space.budgets import within
 from .contract import (EXACT_METRICS, INVALID_REASON, MAX_UNIFORM_DRAWS, Pricer, Proposal,
                        ProposalError, count)
 
-DEFAULTS = {"n_startup": 10, "candidates": 16, "pool": 192, "explore": 0.0, "scored": 4096}
+# candidates: 48 new ones a proposal (16 before session 11): with noisy readings the model's front
+# is uncertain, and more mutations of it put more of the true front in the pool (10 seeds of the
+# noise benchmark, docs/explanation/search.md)
+DEFAULTS = {"n_startup": 10, "candidates": 48, "pool": 192, "explore": 0.0, "scored": 4096}
 REFIT_EVERY = 10          # finished trials between two optimisations of a GP's kernel parameters
 # The GP noise variance's prior, Gamma(1.1, rate) in units of the readings' variance: mean 0.22.
 # Optuna's GPSampler uses rate 30 (mean 0.037), for objectives that are nearly deterministic; a
@@ -175,6 +181,11 @@ class GaussianProcess:
 
         return _optuna.gp_parameters(self.regressor)
 
+    @property
+    def noise_sd(self) -> float:
+        """The learned standard deviation of a reading's noise, in the objective's units."""
+        return math.sqrt(self.parameters["noise_var"]) * self.y_std
+
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation of the noise-free objective at `x`."""
         from nas import _optuna
@@ -201,6 +212,19 @@ def expected_improvement_below(g: np.ndarray, mean: np.ndarray, sd: np.ndarray) 
     gf = np.where(finite, g, 0.0)
     z = (gf - mean) / sd
     return np.where(finite, (gf - mean) * _norm_cdf(z) + sd * _norm_pdf(z), 0.0)
+
+
+def augmentation(sd: np.ndarray, noise_sd: np.ndarray) -> np.ndarray:
+    """How much one more reading of each candidate can still teach, in (0, 1]: the factor of
+    Huang et al.'s augmented expected improvement (J. Global Optim. 34, 2006),
+    1 - noise / sqrt(sd^2 + noise^2), for candidates (n, k) whose noise-free objective j has
+    posterior sd `sd[:, j]` and whose readings have noise sd `noise_sd[j]`, multiplied over the
+    objectives (1 where a reading is exact). A candidate the model already knows to within the
+    noise scores little however large its improvement: its reading would mostly be luck."""
+    sd = np.asarray(sd, dtype=float)
+    noise = np.broadcast_to(np.asarray(noise_sd, dtype=float), sd.shape)
+    factor = np.where(noise > 0, 1 - noise / np.sqrt(sd ** 2 + noise ** 2 + 1e-300), 1.0)
+    return np.prod(factor, axis=1)
 
 
 def nondominated(points: np.ndarray) -> np.ndarray:
@@ -474,6 +498,7 @@ class FrontierProposer:
         exact = self.sign * np.array([[c["metrics"].get(m, np.nan) for m in self.objectives]
                                       for c in everything], dtype=float)
         mean, sd = exact.copy(), np.zeros_like(exact)
+        noise = np.zeros(len(self.objectives))
         for i in self.modelled:
             if i == self.score and n_stop:
                 rows = slice(0, n_done + n_stop)
@@ -482,6 +507,7 @@ class FrontierProposer:
                 rows, target = slice(0, n_done), y[:, i]
             gp = self._gp(i, x[rows], target)
             mean[:, i], sd[:, i] = gp.predict(x)
+            noise[i] = gp.noise_sd
         self._smoothed = {t.number: mean[k] for k, (t, _) in enumerate(done)}
         # the front: finished trials at the model's mean there (noise-aware: a lucky reading does
         # not stand as the front), running ones at their believed values
@@ -495,6 +521,7 @@ class FrontierProposer:
             if i not in self.modelled:
                 ref[i] = np.nanmax(mean[:, i]) + 1e-6 * scale[i]
         acquisition = self._acquire(front / scale, ref / scale, cand_mean / scale, cand_sd / scale)
+        acquisition = acquisition * augmentation(cand_sd, noise)
         return _weigh(acquisition, np.array([self.pricer.latency_odds(c["config"]) for c in fresh]))
 
     def _gp(self, objective: int, x: np.ndarray, y: np.ndarray) -> GaussianProcess:
