@@ -26,6 +26,7 @@ study is never proposed again. Candidates priced over a budget are the strategy'
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from typing import Any, Sequence
@@ -56,6 +57,10 @@ REFIT_EVERY = 10          # finished trials between two optimisations of a GP's 
 # on the benchmark: rate 1 (mean 1.1) looked worse on `rugged`, whose hash-drawn pair effects the
 # model cannot tell from noise, in a quick exploration that is not in the repository.
 NOISE_PRIOR_RATE = 5.0
+# the most candidates the pool keeps (the oldest go first: the start's uniform draws and the
+# mutations of fronts long since passed): 5.6 KiB each on xt_t, so at most about 90 MiB whatever
+# the trial count, where 48 a proposal would reach 48,000 by trial 1,000
+POOL_MAX = 16_384
 ENUMERATE_UP_TO = 5_000   # a space this small is priced whole: the pool is every config within budget
 _MISSING = object()
 
@@ -304,7 +309,7 @@ class FrontierProposer:
     `candidates` new candidates per proposal, `pool` candidates drawn at the start, `explore`
     the share of proposals drawn uniformly from the pool, `scored` the most candidates scored by
     one proposal (the newest, which mutate the current front, then a uniform sample of the rest):
-    the pool grows by `candidates` a proposal, and a 1,000-trial study's would be 16,000."""
+    the pool grows by `candidates` a proposal, up to `POOL_MAX`, past which the oldest leave."""
 
     def __init__(self, space, options: dict, seed: int, directions: Sequence[str],
                  objectives: Sequence[str], pricer: Pricer):
@@ -475,6 +480,8 @@ class FrontierProposer:
                 count(rejected, reason)
             elif cand["hash"] not in self.pool:
                 self.pool[cand["hash"]] = cand
+        for old in list(itertools.islice(self.pool, max(0, len(self.pool) - POOL_MAX))):
+            del self.pool[old]                # dicts keep insertion order: the oldest first
 
     def _score(self, done: list, running: list, fresh: list, stopped: list = ()) -> np.ndarray:
         """The acquisition of each fresh candidate (larger is better). Trials stopped early by
