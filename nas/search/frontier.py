@@ -43,7 +43,7 @@ from space.budgets import within
 from .contract import (EXACT_METRICS, INVALID_REASON, MAX_UNIFORM_DRAWS, Pricer, Proposal,
                        ProposalError, count)
 
-# candidates: 48 new ones a proposal (16 before session 11): with noisy readings the model's front
+# candidates: 48 new ones a proposal (16 before df418e0): with noisy readings the model's front
 # is uncertain, and more mutations of it put more of the true front in the pool (10 seeds of the
 # noise benchmark, docs/explanation/search.md)
 DEFAULTS = {"n_startup": 10, "candidates": 48, "pool": 192, "explore": 0.0, "scored": 4096}
