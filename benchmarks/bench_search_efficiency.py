@@ -457,7 +457,8 @@ def write_summary(rows: list[dict], args, path: Path) -> None:
                     "commit": sorted({r['commit'] for r in runs})}
             for k in CHECKPOINTS:            # the median at each earlier count, for "ahead at every count"
                 if k < args.trials:
-                    line[f"hv_{k}"] = _rounded(np.nanmedian([ratio_at(x, k) for x in scored]))
+                    at_k = [ratio_at(x, k) for x in scored]
+                    line[f"hv_{k}"] = None if np.all(np.isnan(at_k)) else _rounded(np.nanmedian(at_k))
             if args.study:
                 line["study"] = args.study
             fh.write(json.dumps(line) + "\n")
