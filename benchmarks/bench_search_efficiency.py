@@ -455,7 +455,9 @@ def write_summary(rows: list[dict], args, path: Path) -> None:
                     "command": command, "date": f"{min(r['date'] for r in runs)} - {max(r['date'] for r in runs)}",
                     "load": f"{min(r['load'] for r in runs)}-{max(r['load'] for r in runs)}",
                     "commit": sorted({r['commit'] for r in runs})}
-            for k in CHECKPOINTS:            # the median at each earlier count, for "ahead at every count"
+            # the median at each earlier count, for "ahead at every count", and at 10: the end of
+            # frontier's uniform start-up, where every strategy has drawn uniformly
+            for k in (10,) + CHECKPOINTS:
                 if k < args.trials:
                     at_k = [ratio_at(x, k) for x in scored]
                     line[f"hv_{k}"] = None if np.all(np.isnan(at_k)) else _rounded(np.nanmedian(at_k))
