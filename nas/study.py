@@ -555,7 +555,7 @@ SAMPLER_OPTIONS: dict[str, dict] = {
            "warn_independent_sampling": _boolean},
     # nas.search.frontier: the project's own strategy (not an Optuna sampler)
     "frontier": {"n_startup": _integer(1), "candidates": _integer(1), "pool": _integer(0),
-                 "explore": _number(0, 1)},
+                 "explore": _number(0, 1), "scored": _integer(1)},
 }
 
 
@@ -601,12 +601,14 @@ def sampler_class(name: str):
 
 
 class FrontierSettings:
-    """The `frontier` strategy's options, checked as an Optuna sampler's are."""
+    """The `frontier` strategy's options, checked as an Optuna sampler's are (their defaults:
+    `nas.search.frontier.DEFAULTS`, which the proposer applies)."""
 
-    def __init__(self, seed: int | None = None, n_startup: int = 10, candidates: int = 48,
-                 pool: int = 192, explore: float = 0.0):
-        self.seed, self.n_startup, self.candidates, self.pool, self.explore = \
-            seed, n_startup, candidates, pool, explore
+    def __init__(self, seed: int | None = None, n_startup: int | None = None,
+                 candidates: int | None = None, pool: int | None = None,
+                 explore: float | None = None, scored: int | None = None):
+        self.seed, self.n_startup, self.candidates, self.pool, self.explore, self.scored = \
+            seed, n_startup, candidates, pool, explore, scored
 
 
 def _load_space(value: str | dict, label: str, base_dir: Path):

@@ -1,5 +1,6 @@
 """The study file: validation errors name the file and the field; defaults and derived values."""
 
+import inspect
 import textwrap
 
 import pytest
@@ -117,13 +118,24 @@ def test_every_settable_sampler_option_builds_its_sampler(write):
              "n_startup_trials": 3, "n_ei_candidates": 8, "multivariate": True, "group": True,
              "constant_liar": False, "consider_prior": True, "prior_weight": 1.5,
              "consider_magic_clip": True, "consider_endpoints": False, "warn_independent_sampling": False,
-             "deterministic_objective": True, "n_startup": 3, "candidates": 8, "pool": 16, "explore": 0.1}
+             "deterministic_objective": True, "n_startup": 3, "candidates": 8, "pool": 16, "explore": 0.1,
+             "scored": 512}
     for name, rules in SAMPLER_OPTIONS.items():
         options = {k: valid[k] for k in rules}
         spec = load_study_file(write(VALID + f"sampler: {{name: {name}, " +
                                      ", ".join(f"{k}: {str(v).lower()}" for k, v in options.items()) + "}\n"))
         assert spec.sampler.options == options
         assert isinstance(sampler_class(name)(seed=0, **options), sampler_class(name))
+
+
+def test_the_study_file_takes_every_option_of_the_frontier_strategy():
+    """The study file's frontier options are the strategy's (docs/reference/study-file.md lists
+    them): `scored` was documented and the study file refused it."""
+    from nas.search.frontier import DEFAULTS
+    from nas.study import SAMPLER_OPTIONS, sampler_class
+
+    assert set(SAMPLER_OPTIONS["frontier"]) == set(DEFAULTS)
+    assert set(inspect.signature(sampler_class("frontier").__init__).parameters) == {"self", "seed", *DEFAULTS}
 
 
 def test_trials_count_defaults_to_trained(write):
