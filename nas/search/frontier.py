@@ -20,8 +20,10 @@ training, so only the others (the accuracy, a measured latency) need a model. Ea
    the model (`augmentation`), so a region the model already knows to within the noise is not
    sampled over and over for lucky readings.
 
-The first `n_startup` trials are uniform draws within the budgets. An architecture already in the
-study is never proposed again. Candidates priced over a budget are the strategy's rejected draws.
+The first `n_startup` trials are uniform draws within the budgets: the draws random search makes
+with the same seed (`starter`), as Optuna's TPE and GP samplers start with their RandomSampler's,
+so a comparison of the two strategies on one seed measures what the model adds, not the luck of two
+uniform streams. An architecture already in the study is never proposed again. Candidates priced over a budget are the strategy's rejected draws.
 """
 
 from __future__ import annotations
@@ -312,7 +314,7 @@ class FrontierProposer:
     the pool grows by `candidates` a proposal, up to `POOL_MAX`, past which the oldest leave."""
 
     def __init__(self, space, options: dict, seed: int, directions: Sequence[str],
-                 objectives: Sequence[str], pricer: Pricer):
+                 objectives: Sequence[str], pricer: Pricer, starter=None):
         unknown = set(options) - set(DEFAULTS)
         if unknown:
             raise ValueError(f"not an option of the frontier sampler: {sorted(unknown)[0]} "
@@ -333,13 +335,18 @@ class FrontierProposer:
         self.fed = False      # the driver calls `observe` for every trial: never read the study
         self._trials: dict[int, Any] = {}         # number -> the trial as last observed
         self.space_size = space_size(space)
+        # the start-up's proposer (random search's, same seed); None: frontier's own uniform draws
+        self.starter = starter
 
     def bind(self, real_number: int, proposal: Proposal) -> None:
-        pass                                      # the trial itself comes through `observe`
+        if self.starter is not None:              # the trial itself comes through `observe`
+            self.starter.bind(real_number, proposal)
 
     def observe(self, t) -> None:
         """A trial of the study as stored now (the driver feeds every one, `fed`)."""
         self._trials[t.number] = t
+        if self.starter is not None:
+            self.starter.observe(t)
 
     # --------------------------------------------------------------------- the study's trials
     def _candidate(self, trial_like: DecisionTrial) -> tuple[dict | None, str | None]:
@@ -378,9 +385,9 @@ class FrontierProposer:
         stopped = [(t, c) for t, c in trials if _stopped_early(t)] if self.score is not None else []
         rejected: dict[str, int] = {}
         if len(done) + len(stopped) < self.options["n_startup"] or not self.modelled and not done:
-            return self._uniform(seen, rejected)
+            return self._start(study, seen, rejected)
         if not done and any(i != self.score for i in self.modelled):
-            return self._uniform(seen, rejected)     # a modelled objective with no reading yet
+            return self._start(study, seen, rejected)   # a modelled objective with no reading yet
         self._grow(done, rejected)
         fresh = [c for h, c in self.pool.items() if h not in seen]
         if not fresh:
@@ -402,6 +409,18 @@ class FrontierProposer:
                 continue
             if self._confirmed(fresh[i], rejected):
                 return _proposal(fresh[i], rejected)
+        return self._uniform(seen, rejected)
+
+    def _start(self, study: optuna.Study, seen: set, rejected: dict) -> Proposal:
+        """A start-up proposal: the starter's draw, or (none, or its draw an architecture the study
+        holds, which random search may propose and frontier never does) a uniform one."""
+        if self.starter is not None:
+            self.starter.fed = self.fed
+            proposal = self.starter.propose(study)
+            if proposal.config.config_hash() not in seen:
+                return proposal
+            self.starter.discard(proposal)
+            rejected = dict(proposal.rejected)
         return self._uniform(seen, rejected)
 
     def _sample(self, fresh: list) -> list:

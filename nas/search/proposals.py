@@ -242,6 +242,11 @@ class ShadowProposer:
                             f"{MAX_DRAWS + MAX_UNIFORM_DRAWS} draws ({_describe(rejected)}): "
                             "loosen a budget or widen the space")
 
+    def discard(self, proposal: Proposal) -> None:
+        """`proposal` will not become a trial (its caller proposes another)."""
+        if proposal.shadow_trial is not None:
+            self._discard(proposal.shadow_trial)
+
     def _discard(self, trial: optuna.Trial) -> None:
         """A shadow draw not proposed (a repeat drawn when a new architecture was wanted): FAIL,
         which no sampler reads."""
@@ -405,7 +410,9 @@ def make_proposer(space, sampler_name: str, options: dict, seed: int, directions
     if sampler_name == "frontier":
         from .frontier import FrontierProposer
 
-        return FrontierProposer(space, options, seed, directions, objectives, pricer)
+        starter = ShadowProposer(space, "random", {}, seed, directions, objectives, pricer,
+                                 named_constraints=named_constraints)
+        return FrontierProposer(space, options, seed, directions, objectives, pricer, starter)
     return ShadowProposer(space, sampler_name, options, seed, directions, objectives, pricer,
                           named_constraints=named_constraints)
 
