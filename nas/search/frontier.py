@@ -22,8 +22,9 @@ training, so only the others (the accuracy, a measured latency) need a model. Ea
 
 The first `n_startup` trials are uniform draws within the budgets: the draws random search makes
 with the same seed (`starter`), as Optuna's TPE and GP samplers start with their RandomSampler's,
-so a comparison of the two strategies on one seed measures what the model adds, not the luck of two
-uniform streams. An architecture already in the study is never proposed again. Candidates priced over a budget are the strategy's rejected draws.
+so a comparison of the two strategies on one seed measures what the model adds, not the luck of
+two uniform streams. An architecture already in the study is never proposed again. Candidates
+priced over a budget are the strategy's rejected draws.
 """
 
 from __future__ import annotations
@@ -335,7 +336,8 @@ class FrontierProposer:
         self.fed = False      # the driver calls `observe` for every trial: never read the study
         self._trials: dict[int, Any] = {}         # number -> the trial as last observed
         self.space_size = space_size(space)
-        # the start-up's proposer (random search's, same seed); None: frontier's own uniform draws
+        # the start-up's proposer (random search's, same seed), dropped once the model proposes
+        # (it keeps a copy of every trial it is told); None: frontier's own uniform draws
         self.starter = starter
 
     def bind(self, real_number: int, proposal: Proposal) -> None:
@@ -388,6 +390,7 @@ class FrontierProposer:
             return self._start(study, seen, rejected)
         if not done and any(i != self.score for i in self.modelled):
             return self._start(study, seen, rejected)   # a modelled objective with no reading yet
+        self.starter = None                   # the start-up is over: the model proposes
         self._grow(done, rejected)
         fresh = [c for h, c in self.pool.items() if h not in seen]
         if not fresh:
