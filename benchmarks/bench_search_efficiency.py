@@ -443,7 +443,7 @@ def write_summary(rows: list[dict], args, path: Path) -> None:
         for (scenario, landscape, strategy), runs in groups.items():
             scored = [r.get("hv_ratio_true", r["hv_ratio"]) for r in runs]
             at = [ratio_at(ratio, args.trials) for ratio in scored]
-            line = {"scenario": scenario, "landscape": landscape, "strategy": strategy,
+            line = {"scenario": scenario, "landscape": landscape, "strategy": summary_label(scenario, strategy),
                     "noise_sd": round(float(runs[0].get("noise_sd", 0.0)), 5), "seeds": len(runs),
                     f"hv_{args.trials}": _rounded(np.nanmedian(at) if not np.all(np.isnan(at)) else None),
                     f"hv_{args.trials}_min": _rounded(np.nanmin(at) if not np.all(np.isnan(at)) else None),
@@ -461,9 +461,40 @@ def write_summary(rows: list[dict], args, path: Path) -> None:
                 if k < args.trials:
                     at_k = [ratio_at(x, k) for x in scored]
                     line[f"hv_{k}"] = None if np.all(np.isnan(at_k)) else _rounded(np.nanmedian(at_k))
+            line.update(paired_gaps(runs, groups.get((scenario, landscape, "random"), []), args.trials))
             if args.study:
                 line["study"] = args.study
             fh.write(json.dumps(line) + "\n")
+
+
+def summary_label(scenario: str, strategy: str) -> str:
+    """`default` (a study file with no `sampler` key) named by the sampler the study gets."""
+    if strategy != "default":
+        return strategy
+    from nas.study import default_sampler
+
+    return default_sampler(list(SCENARIOS[scenario].objectives))[0]
+
+
+def paired_gaps(runs: list[dict], random_runs: list[dict], trials: int) -> dict:
+    """`gap_k` / `gap_k_se`: the mean over the seeds both ran of (this strategy's hypervolume ratio
+    - random search's) after k trained trials, and its standard error. `frontier` starts from
+    random search's draws on the same seed, so the pairs share their first trials and the gap is
+    what the strategy added to them. Empty for random search itself or without common seeds."""
+    if not runs or runs[0]["strategy"] == "random":
+        return {}
+    by_seed = {r["seed"]: r.get("hv_ratio_true", r["hv_ratio"]) for r in random_runs}
+    pairs = [(r.get("hv_ratio_true", r["hv_ratio"]), by_seed[r["seed"]]) for r in runs if r["seed"] in by_seed]
+    out = {}
+    for k in (10,) + CHECKPOINTS:
+        if k > trials:
+            break
+        d = np.array([ratio_at(a, k) - ratio_at(b, k) for a, b in pairs])
+        d = d[~np.isnan(d)]
+        if len(d) >= 2:
+            out[f"gap_{k}"] = _rounded(d.mean())
+            out[f"gap_{k}_se"] = _rounded(d.std(ddof=1) / np.sqrt(len(d)))
+    return out
 
 
 # -------------------------------------------------------------------------------------- main

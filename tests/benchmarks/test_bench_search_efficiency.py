@@ -217,3 +217,22 @@ def test_a_noisy_run_is_scored_by_the_true_accuracy_of_its_observed_front():
     ratio = bse.true_front_ratio(trials, scenario, exact, "ridge")
     assert ratio[0] == pytest.approx(1.0)
     assert ratio[1] == pytest.approx(truth[bad.config_hash()] / truth[good.config_hash()])
+
+
+def test_the_summary_gives_the_gap_to_random_search_over_paired_seeds(tmp_path):
+    """A strategy's line carries, per count, the mean over the seeds both ran of its ratio minus
+    random search's, and the standard error; a seed random search did not run is left out. The
+    default strategy is named by the sampler the scenario's study gets."""
+    def run(strategy, seed, ratio):
+        return {"scenario": "quickstart", "landscape": "l", "strategy": strategy, "seed": seed, "hv_ratio": ratio,
+                "trained": len(ratio), "command": "x", "date": "d", "load": 1.0, "commit": "c"}
+    rows = [run("default", 0, [0.5] * 10 + [0.8] * 15), run("default", 1, [0.4] * 10 + [0.9] * 15),
+            run("default", 2, [0.1] * 25),                     # no random run with seed 2
+            run("random", 0, [0.5] * 10 + [0.7] * 15), run("random", 1, [0.4] * 10 + [0.6] * 15)]
+    args = type("Args", (), {"argv": [], "trials": 25, "study": None})()
+    bse.write_summary(rows, args, tmp_path / "summary.jsonl")
+    lines = {json.loads(line)["strategy"]: json.loads(line) for line in (tmp_path / "summary.jsonl").read_text().splitlines()}
+    mine = lines["frontier"]
+    assert mine["gap_10"] == 0.0 and mine["gap_10_se"] == 0.0
+    assert mine["gap_25"] == pytest.approx(0.2) and mine["gap_25_se"] == pytest.approx(0.1)
+    assert "gap_25" not in lines["random"]
