@@ -480,20 +480,20 @@ def paired_gaps(runs: list[dict], random_runs: list[dict], trials: int) -> dict:
     """`gap_k` / `gap_k_se`: the mean over the seeds both ran of (this strategy's hypervolume ratio
     - random search's) after k trained trials, and its standard error. `frontier` starts from
     random search's draws on the same seed, so the pairs share their first trials and the gap is
-    what the strategy added to them. Empty for random search itself or without common seeds."""
-    if not runs or runs[0]["strategy"] == "random":
-        return {}
+    what the strategy added to them. None for random search itself and without two common seeds."""
+    mine = bool(runs) and runs[0]["strategy"] != "random"
     by_seed = {r["seed"]: r.get("hv_ratio_true", r["hv_ratio"]) for r in random_runs}
-    pairs = [(r.get("hv_ratio_true", r["hv_ratio"]), by_seed[r["seed"]]) for r in runs if r["seed"] in by_seed]
+    pairs = [(r.get("hv_ratio_true", r["hv_ratio"]), by_seed[r["seed"]])
+             for r in runs if mine and r["seed"] in by_seed]
     out = {}
     for k in (10,) + CHECKPOINTS:
         if k > trials:
             break
         d = np.array([ratio_at(a, k) - ratio_at(b, k) for a, b in pairs])
         d = d[~np.isnan(d)]
-        if len(d) >= 2:
-            out[f"gap_{k}"] = _rounded(d.mean())
-            out[f"gap_{k}_se"] = _rounded(d.std(ddof=1) / np.sqrt(len(d)))
+        two = len(d) >= 2
+        out[f"gap_{k}"] = _rounded(d.mean()) if two else None
+        out[f"gap_{k}_se"] = _rounded(d.std(ddof=1) / np.sqrt(len(d))) if two else None
     return out
 
 
