@@ -236,3 +236,5 @@ def test_the_summary_gives_the_gap_to_random_search_over_paired_seeds(tmp_path):
     assert mine["gap_10"] == 0.0 and mine["gap_10_se"] == 0.0
     assert mine["gap_25"] == pytest.approx(0.2) and mine["gap_25_se"] == pytest.approx(0.1)
     assert lines["random"]["gap_25"] is None
+    assert bse.summary_label("quickstart", "default|parallel=16") == "frontier"
+    assert bse.summary_label("quickstart", "random|rungs=1,4") == "random"
