@@ -214,8 +214,8 @@ def main(argv=None) -> None:
                     help="`default` (no sampler key), a sampler name, or a YAML sampler mapping")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--trials", type=int, default=50,
-                    help="trained trials per run (a naswot trial of xt_t took 2-5 s on a shared core, "
-                         "so 3 x 3 x 50 took about 25 min; 100 would not fit the benchmark's 15 minutes)")
+                    help="trained trials per run (a naswot trial of xt_t takes about 1 s on the idle "
+                         "2-core machine: 3 x 3 x 100 took 14 minutes alone)")
     ap.add_argument("--results", default=None,
                     help=f"where the lines go (default {RESULTS.relative_to(REPO)}; --quick: bench_out)")
     ap.add_argument("--raw", default=None, help="the runs as they finish (default under bench_out/)")
