@@ -461,8 +461,8 @@ def write_summary(rows: list[dict], args, path: Path) -> None:
                 if k < args.trials:
                     at_k = [ratio_at(x, k) for x in scored]
                     line[f"hv_{k}"] = None if np.all(np.isnan(at_k)) else _rounded(np.nanmedian(at_k))
-            suffix = strategy[len(strategy.split("|")[0]):]     # random search ran the same way
-            line.update(paired_gaps(runs, groups.get((scenario, landscape, "random" + suffix), []), args.trials))
+            _, bar, how = strategy.partition("|")       # random search run the same way (|parallel=16)
+            line.update(paired_gaps(runs, groups.get((scenario, landscape, "random" + bar + how), []), args.trials))
             if args.study:
                 line["study"] = args.study
             fh.write(json.dumps(line) + "\n")
@@ -472,7 +472,7 @@ def summary_label(scenario: str, strategy: str) -> str:
     """A strategy's name in a summary line: `default` (a study file with no `sampler` key) named
     by the sampler the study gets, without the run's `|parallel=16` / `|rungs=...` suffix (a `|`
     breaks a markdown table; the line's `study` says how it ran)."""
-    name = strategy.split("|")[0]
+    name = strategy.partition("|")[0]
     if name != "default":
         return name
     from nas.study import default_sampler
@@ -485,7 +485,7 @@ def paired_gaps(runs: list[dict], random_runs: list[dict], trials: int) -> dict:
     - random search's) after k trained trials, and its standard error. `frontier` starts from
     random search's draws on the same seed, so the pairs share their first trials and the gap is
     what the strategy added to them. None for random search itself and without two common seeds."""
-    mine = bool(runs) and runs[0]["strategy"].split("|")[0] != "random"
+    mine = bool(runs) and runs[0]["strategy"].partition("|")[0] != "random"
     by_seed = {r["seed"]: r.get("hv_ratio_true", r["hv_ratio"]) for r in random_runs}
     pairs = [(r.get("hv_ratio_true", r["hv_ratio"]), by_seed[r["seed"]])
              for r in runs if mine and r["seed"] in by_seed]
