@@ -8,8 +8,10 @@ training, so only the others (the accuracy, a measured latency) need a model. Ea
    front, and a few uniform draws, so the pool is densest where the front is;
 2. fits a Gaussian process to the finished trials, for each objective the cost model does not
    give: Optuna's ARD Matern-5/2 regressor (a length scale per config feature, the noise variance
-   learned under a prior that expects noisy trainings, `NOISE_PRIOR_RATE`), its kernel parameters
-   optimised again every `REFIT_EVERY` finished trials and conditioned on every trial in between;
+   learned under a prior that expects noisy trainings, `NOISE_PRIOR_RATE`) around a mean linear
+   in the log costs (`TREND_COSTS`: dearer configs may be better, and the model learns by how
+   much), its kernel parameters optimised again every `REFIT_EVERY` finished trials and
+   conditioned on every trial in between;
 3. picks the unseen candidate with the largest expected hypervolume improvement over the front,
    exact for any number of modelled objectives beside the exact costs (`expected_hvi`): the front
    is the non-dominated set of the finished trials at the model's mean (a lucky noisy reading does
@@ -64,6 +66,17 @@ NOISE_PRIOR_RATE = 5.0
 # mutations of fronts long since passed): 5.6 KiB each on xt_t, so at most about 90 MiB whatever
 # the trial count, where 48 a proposal would reach 48,000 by trial 1,000
 POOL_MAX = 16_384
+# The GP's mean is linear in the log costs (the cost model's, exact before training: a config's
+# last features, `config_features`), the kernel models what is left. A constant mean (Optuna's)
+# reverts to the average reading wherever the trials are few: with readings as noisy as the
+# differences between architectures, the configs dearer than the few tried looked no better than
+# the average, and the search stopped short of the front's accurate end (held-out space, noise at
+# the variance: frontier 0.005 behind random search at 25 trials, 0.048 ahead with the trend;
+# 20 seeds, docs/explanation/search.md). The trend's sign and size are learned, so an objective
+# that falls with compute, or does not depend on it, gets that. TREND_RIDGE: the ridge penalty on
+# its coefficients (the objective standardised, each cost in [0, 1]); 1 was not tuned.
+TREND_COSTS = ("flops", "params", "memory_mb")
+TREND_RIDGE = 1.0
 ENUMERATE_UP_TO = 5_000   # a space this small is priced whole: the pool is every config within budget
 _MISSING = object()
 
@@ -150,7 +163,7 @@ def config_features(config, metrics: dict) -> list[float]:
     for value in config.to_dict().values():
         items = value if isinstance(value, (list, tuple)) else [value]
         out.extend(float(v) for v in items if isinstance(v, (int, float)))
-    out += [math.log(max(metrics[m], 1e-9)) for m in ("flops", "params", "memory_mb")]
+    out += [math.log(max(metrics[m], 1e-9)) for m in TREND_COSTS]
     return out
 
 
@@ -158,7 +171,9 @@ class GaussianProcess:
     """GP regression of one objective on config features: Optuna's ARD Matern-5/2 regressor
     (the one GPSampler uses, through `nas._optuna`), one length scale per feature and the noise variance
     learned by maximum a posteriori, on features scaled to [0, 1] and the objective standardised.
-    Optuna's priors, except the noise variance's: `NOISE_PRIOR_RATE` (why: there).
+    Optuna's priors, except the noise variance's: `NOISE_PRIOR_RATE` (why: there). With `trend`
+    (columns of x), the mean is linear in those columns and the regressor models the residual
+    (`TREND_RIDGE`; why: there).
 
     `fit(x, y, previous)` optimises the kernel parameters, warm-started from `previous` (a fitted
     GaussianProcess); `fit(x, y, previous, refit=False)` keeps `previous`'s parameters and only
@@ -168,12 +183,20 @@ class GaussianProcess:
     """
 
     def fit(self, x: np.ndarray, y: np.ndarray, previous: "GaussianProcess | None" = None,
-            refit: bool = True) -> "GaussianProcess":
+            refit: bool = True, trend: Sequence[int] = ()) -> "GaussianProcess":
         from nas import _optuna
 
         self.n = len(y)                       # rows it was conditioned on
         self.y_mean, self.y_std = float(y.mean()), float(y.std()) or 1.0
         z = (y - self.y_mean) / self.y_std
+        # the linear trend: ridge regression of the standardised objective on the trend columns
+        # (centred on the [0, 1] range's middle); the kernel models the residual, standardised
+        self.trend = list(trend)
+        t = x[:, self.trend] - 0.5
+        self.beta = np.linalg.solve(t.T @ t + TREND_RIDGE * np.eye(len(self.trend)), t.T @ z)
+        z = z - t @ self.beta
+        self.r_std = float(z.std()) or 1.0
+        z = z / self.r_std
         prior = previous.regressor if previous is not None else None
         if refit or prior is None or prior.inverse_squared_lengthscales.shape[0] != x.shape[1]:
             self.regressor = _optuna.gp_fit(x, z, prior, noise_rate=NOISE_PRIOR_RATE)
@@ -192,14 +215,15 @@ class GaussianProcess:
     @property
     def noise_sd(self) -> float:
         """The learned standard deviation of a reading's noise, in the objective's units."""
-        return math.sqrt(self.parameters["noise_var"]) * self.y_std
+        return math.sqrt(self.parameters["noise_var"]) * self.y_std * self.r_std
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation of the noise-free objective at `x`."""
         from nas import _optuna
 
         mean, var = _optuna.gp_posterior(self.regressor, x)
-        return mean * self.y_std + self.y_mean, np.sqrt(np.maximum(var, 1e-12)) * self.y_std
+        mean = mean * self.r_std + (x[:, self.trend] - 0.5) @ self.beta
+        return mean * self.y_std + self.y_mean, np.sqrt(np.maximum(var, 1e-12)) * self.y_std * self.r_std
 
 
 # ------------------------------------------------------------------------------- acquisition
@@ -521,6 +545,9 @@ class FrontierProposer:
             x = np.column_stack([x, fidelity])
         low, high = x.min(0), x.max(0)
         keep = high - low > 1e-9 * (1 + np.abs(x).max(0))
+        # the GP's linear trend: in the log costs (config_features' last three) and the fidelity
+        in_trend = np.arange(x.shape[1]) >= len(everything[0]["x"]) - len(TREND_COSTS)
+        trend = list(np.flatnonzero(in_trend[keep]))
         x = (x[:, keep] - low[keep]) / (high - low)[keep]            # [0, 1], constant features out
         n_done, n_run = len(done), len(running)
         y = self.sign * np.array([t.values for t, _ in done], dtype=float).reshape(n_done, len(self.sign))
@@ -534,7 +561,7 @@ class FrontierProposer:
                 target = np.concatenate([y[:, i], self.sign[i] * np.array([v for _, v in reached])])
             else:
                 rows, target = slice(0, n_done), y[:, i]
-            gp = self._gp(i, x[rows], target)
+            gp = self._gp(i, x[rows], target, trend)
             mean[:, i], sd[:, i] = gp.predict(x)
             noise[i] = gp.noise_sd
         self._smoothed = {t.number: mean[k] for k, (t, _) in enumerate(done)}
@@ -553,14 +580,14 @@ class FrontierProposer:
         acquisition = acquisition * augmentation(cand_sd, noise)
         return _weigh(acquisition, np.array([self.pricer.latency_odds(c["config"]) for c in fresh]))
 
-    def _gp(self, objective: int, x: np.ndarray, y: np.ndarray) -> GaussianProcess:
+    def _gp(self, objective: int, x: np.ndarray, y: np.ndarray, trend: Sequence[int] = ()) -> GaussianProcess:
         """The objective's GP on the finished trials: its kernel parameters optimised again
         whenever `REFIT_EVERY` trials have finished since the last optimisation (and for the
         first `n_startup` * 2 trials at every call), else conditioned on the new data only."""
         previous, fitted_at = self._hyper.get(objective, (None, 0))
         n = len(x)
         refit = previous is None or n - fitted_at >= REFIT_EVERY or n <= 2 * self.options["n_startup"]
-        gp = GaussianProcess().fit(x, y, previous, refit=refit)
+        gp = GaussianProcess().fit(x, y, previous, refit=refit, trend=trend)
         self._hyper[objective] = (gp, n if refit else fitted_at)
         return gp
 
