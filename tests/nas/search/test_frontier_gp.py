@@ -101,3 +101,31 @@ def test_half_noise_readings_early_in_a_study_are_not_interpolated():
         gp = GaussianProcess().fit(x, signal + noise)
         learned.append(gp.parameters["noise_var"] * gp.y_std ** 2 / noise.var())
     assert np.median(learned) >= 0.3, np.round(learned, 3)
+
+
+def _rising(seed: int, slope: float = 2.0):
+    """40 noisy readings rising with feature 0 (a cost), tried only over the lower half of its
+    range; features 1 and 2 do not matter."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((40, 3))
+    x[:, 0] *= 0.5
+    return x, slope * x[:, 0] + 0.4 * rng.standard_normal(len(x))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_beyond_the_trials_the_mean_follows_the_costs(seed):
+    """Dearer configs than any tried: with the trend in feature 0 the model expects more than the
+    best of the trials there (the truth is 2, the best tried 1); a constant mean reverts towards
+    the readings' average (what the model believed before the trend)."""
+    x, y = _rising(seed)
+    dear = np.array([[1.0, 0.5, 0.5]])
+    assert GaussianProcess().fit(x, y, trend=[0]).predict(dear)[0][0] > 1.0
+    assert GaussianProcess().fit(x, y).predict(dear)[0][0] < 1.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_trend_s_sign_is_learned(seed):
+    """An objective that falls with the cost (a latency to minimise read as its negative, say):
+    the mean beyond the trials falls further."""
+    x, y = _rising(seed, slope=-2.0)
+    assert GaussianProcess().fit(x, y, trend=[0]).predict(np.array([[1.0, 0.5, 0.5]]))[0][0] < -1.0
