@@ -78,6 +78,10 @@ SCENARIOS = {
                                 {"params": 25e6}),
     "3obj-flops5G": Scenario("3obj-flops5G", "studies/spaces/xt_t.yaml",
                              ("accuracy", "params", "flops"), {"flops": 5e9}),
+    # a space no landscape or default was tuned on: studies/spaces/wide.yaml, 1,283,040 configs
+    # from OverLoCK-XT to -B at 224x224; 8 GMACs leaves XT and T and 662,832 configs (52 %)
+    "wide-params-flops8G": Scenario("wide-params-flops8G", "studies/spaces/wide.yaml",
+                                    ("accuracy", "params"), {"flops": 8e9}),
     # landscape (b): the surrogate of real trainings (benchmarks/landscape_real.py) on its own space
     # (8,640 configs at 32x32); 4 MMACs leaves about half of it
     "surrogate-params-flops4M": Scenario("surrogate-params-flops4M", "benchmarks/spaces/surrogate.yaml",
