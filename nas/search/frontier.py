@@ -71,8 +71,9 @@ POOL_MAX = 16_384
 # reverts to the average reading wherever the trials are few: with readings as noisy as the
 # differences between architectures, the configs dearer than the few tried looked no better than
 # the average, and the search stopped short of the front's accurate end (held-out space, noise at
-# the variance: frontier 0.005 behind random search at 25 trials, 0.048 ahead with the trend;
-# 20 seeds, docs/explanation/search.md). The trend's sign and size are learned, so an objective
+# the variance, the mean gap to random search over 20 paired seeds at 25 / 50 trials: -0.005 /
+# -0.002 before the trend, +0.029 / +0.033 with it; docs/explanation/search.md). The trend's
+# sign and size are learned, so an objective
 # that falls with compute, or does not depend on it, gets that. TREND_RIDGE: the ridge penalty on
 # its coefficients (the objective standardised, each cost in [0, 1]). 1 and 0.1 did alike on
 # xt_t's landscapes at the variance (20 seeds x 50 trials), so the milder penalty was not taken.
