@@ -3,12 +3,18 @@ and the kernel parameters optimised again as trials arrive one at a time (a seri
 
 from __future__ import annotations
 
+import math
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
+import optuna
 import pytest
 
+import space
 from nas.search.frontier import REFIT_EVERY, FrontierProposer, GaussianProcess
+from nas.search.proposals import ProposalSampler, make_proposer
+from nas_testing import REPO
 
 
 def test_each_feature_gets_its_own_length_scale():
@@ -129,3 +135,24 @@ def test_the_trend_s_sign_is_learned(seed):
     the mean beyond the trials falls further."""
     x, y = _rising(seed, slope=-2.0)
     assert GaussianProcess().fit(x, y, trend=[0]).predict(np.array([[1.0, 0.5, 0.5]]))[0][0] < -1.0
+
+
+def test_a_study_s_accuracy_model_rises_with_the_log_costs():
+    """Through the proposer, as a study runs it: accuracies that rise with a config's log params
+    (plus noise) give the accuracy model a trend in the log costs, and it rises (the model works
+    on the minimised form, the accuracy negated, so its coefficients sum below 0)."""
+    xt_t = space.load_space(REPO / "studies/spaces/xt_t.yaml")
+    directions, objectives = ["maximize", "minimize"], ["accuracy", "params"]
+    proposer = make_proposer(xt_t, "frontier", {"pool": 64, "candidates": 8}, 0, directions, objectives,
+                             {"flops": 4e9})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = optuna.create_study(directions=directions, sampler=ProposalSampler(proposer))
+    rng = np.random.default_rng(0)
+    for _ in range(13):
+        trial = study.ask()
+        params = space.complexity(xt_t.suggest(trial)).as_metrics()["params"]
+        study.tell(trial, [0.05 * math.log(params) + 0.01 * rng.standard_normal(), params])
+    model = proposer._hyper[0][0]
+    assert len(model.trend) == 3                      # flops, params, memory_mb
+    assert model.beta.sum() < 0, model.beta
