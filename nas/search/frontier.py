@@ -73,10 +73,11 @@ POOL_MAX = 16_384
 # the average, and the search stopped short of the front's accurate end (held-out space, noise at
 # the variance, the mean gap to random search over 20 paired seeds at 25 / 50 trials: -0.005 /
 # -0.002 before the trend, +0.029 / +0.033 with it; docs/explanation/search.md). The trend's
-# sign and size are learned, so an objective
-# that falls with compute, or does not depend on it, gets that. TREND_RIDGE: the ridge penalty on
-# its coefficients (the objective standardised, each cost in [0, 1]). 1 and 0.1 did alike on
-# xt_t's landscapes at the variance (20 seeds x 50 trials), so the milder penalty was not taken.
+# sign and size are learned from the trials: an objective that falls with compute gets a falling
+# mean. TREND_RIDGE: the ridge penalty on its coefficients (the objective standardised, each cost
+# in [0, 1]), which holds the trend near flat while the trials are few or span a narrow range of
+# costs. 1 and 0.1 did alike on xt_t's landscapes at the variance (20 seeds x 50 trials), so the
+# milder penalty was not taken.
 TREND_COSTS = ("flops", "params", "memory_mb")
 TREND_RIDGE = 1.0
 ENUMERATE_UP_TO = 5_000   # a space this small is priced whole: the pool is every config within budget

@@ -130,14 +130,14 @@ def test_beyond_the_trials_the_mean_follows_the_costs(seed):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_the_trend_s_sign_is_learned(seed):
+def test_the_sign_of_the_trend_is_learned(seed):
     """An objective that falls with the cost (a latency to minimise read as its negative, say):
     the mean beyond the trials falls further."""
     x, y = _rising(seed, slope=-2.0)
     assert GaussianProcess().fit(x, y, trend=[0]).predict(np.array([[1.0, 0.5, 0.5]]))[0][0] < -1.0
 
 
-def test_a_study_s_accuracy_model_rises_with_the_log_costs():
+def test_in_a_study_the_accuracy_model_rises_with_the_log_costs():
     """Through the proposer, as a study runs it: accuracies that rise with a config's log params
     (plus noise) give the accuracy model a trend in the log costs, and it rises (the model works
     on the minimised form, the accuracy negated, so its coefficients sum below 0)."""
