@@ -211,7 +211,8 @@ class GaussianProcess:
     @property
     def parameters(self) -> dict:
         """Length scales (per feature, in the [0, 1] scale), kernel scale and noise variance
-        (both in units of the objective's variance)."""
+        (both in units of the variance the regressor models: the objective's, less its trend;
+        `noise_sd` gives the noise in the objective's units)."""
         from nas import _optuna
 
         return _optuna.gp_parameters(self.regressor)
